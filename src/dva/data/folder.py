@@ -1,0 +1,98 @@
+"""A generic class-per-folder image tree (ImageNet / torchvision ``ImageFolder`` style).
+
+Accepted layouts (``root`` is the folder given on the command line)::
+
+    root/<class>/<any depth>/<image>           open protocol only
+    root/images/<class>/...                    same, when ``images`` is root's only folder
+    root/{train,test}/<class>/...              both protocols (a ``val`` folder joins train)
+
+Class ids are given in sorted order of the class-folder names (over train and test
+together). Open protocol: the first ``C // 2`` classes train, the rest test. Closed
+protocol: the ``train``/``test`` folders. Hidden files and non-image files are ignored;
+empty class folders are skipped with a warning.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dva.data import _files as F
+from dva.data.protocols import CLOSED, check_protocol, finish_split, half_of, split_by_class
+from dva.data.records import ImageRecord, Split
+
+NAME = "folder"
+HINT = ("Expected root/<class>/<image> (or root/train/<class>/... and root/test/<class>/... for "
+        "the closed protocol).")
+
+
+def _subdirs(folder: Path) -> list[str]:
+    return sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def _images_under(folder: Path) -> list[str]:
+    out = []
+    for dirpath, dirnames, files in os.walk(folder, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        out += [os.path.join(dirpath, f) for f in sorted(files) if F.is_image_file(f)]
+    return out
+
+
+def scan_classes(folder: Path) -> tuple[dict[str, list[str]], list[str]]:
+    """Map class-folder name -> sorted absolute image paths; also return warnings."""
+    notes = []
+    classes: dict[str, list[str]] = {}
+    for name in _subdirs(folder):
+        files = _images_under(folder / name)
+        if files:
+            classes[name] = files
+        else:
+            notes.append(f"{NAME}: class folder {folder / name} holds no images; skipped")
+    stray = [f for f in os.listdir(folder) if F.is_image_file(f) and (folder / f).is_file()]
+    if stray:
+        notes.append(f"{NAME}: {len(stray)} image(s) directly in {folder} (outside any class "
+                     "folder) are ignored")
+    return classes, notes
+
+
+def read_folder(root: str, protocol: str = "open", strict_counts: bool = False) -> Split:
+    """Read a class-per-folder tree.
+
+    Args:
+        root: The tree's root folder.
+        protocol: ``"open"`` (first half of the classes / second half) or ``"closed"``
+            (needs ``train/`` and ``test/`` folders).
+        strict_counts: Unused (no published counts); kept for the common reader signature.
+    """
+    protocol = check_protocol(protocol)
+    base = Path(root).expanduser()
+    if not base.is_dir():
+        raise FileNotFoundError(f"{NAME}: root folder {base} does not exist. {HINT}")
+    base = base.resolve()
+    subs = _subdirs(base)
+    if "train" in subs and "test" in subs:
+        parts = {s: scan_classes(base / s) for s in ("train", "val", "test") if s in subs}
+    else:
+        if protocol == CLOSED:
+            raise ValueError(f"{NAME}: the closed protocol needs {base / 'train'} and "
+                             f"{base / 'test'} folders (each with one sub-folder per class); "
+                             f"{base} has none. Use --protocol open, or arrange the tree so.")
+        if subs in (["images"], ["Images"]) and not any(F.is_image_file(f) for f in
+                                                        os.listdir(base)):
+            base = base / subs[0]
+        parts = {"all": scan_classes(base)}
+    names = sorted({c for classes, _n in parts.values() for c in classes})
+    if len(names) < 2:
+        raise ValueError(f"{NAME}: found {len(names)} class folder(s) with images under {base}; "
+                         f"retrieval needs at least 2. {HINT}")
+    ids = {n: i for i, n in enumerate(names)}
+    notes = [n for _c, ns in parts.values() for n in ns]
+    recs = {k: [ImageRecord(p, ids[c]) for c, files in classes.items() for p in files]
+            for k, (classes, _n) in parts.items()}
+    class_names = {i: n for n, i in ids.items()}
+    if protocol == CLOSED:
+        train = recs["train"] + recs.get("val", [])
+        test = recs["test"]
+    else:
+        every = [r for rs in recs.values() for r in rs]
+        train, test = split_by_class(every, half_of(len(names)))
+    return finish_split(NAME, protocol, train, test, class_names, strict_counts, notes)

@@ -1,0 +1,67 @@
+"""A PyTorch ``Dataset`` over :class:`~dva.data.records.ImageRecord` lists."""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from dva.data.records import ImageRecord
+
+
+class ImageReadError(ValueError):
+    """An image file exists but cannot be decoded."""
+
+
+def load_rgb(path: str) -> Image.Image:
+    """Open an image as an RGB ``PIL.Image`` (fully decoded, file closed).
+
+    Raises:
+        FileNotFoundError: The file does not exist (the message names it).
+        ImageReadError: The file cannot be decoded (the message names it).
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"image file not found: {path}")
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")  # convert() decodes, so the file can be closed here
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise ImageReadError(f"cannot read image {path}: {exc}") from exc
+
+
+def _to_tensor(img: Image.Image) -> torch.Tensor:
+    arr = np.asarray(img, dtype=np.uint8)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+class ImageListDataset(Dataset):
+    """Images of a record list; item ``i`` is ``(transform(image), label, i)``.
+
+    Args:
+        records: The images.
+        transform: Callable applied to the RGB ``PIL.Image``; ``None`` gives a float
+            ``(3, H, W)`` tensor in ``[0, 1]``.
+    """
+
+    def __init__(self, records: Sequence[ImageRecord],
+                 transform: Callable[[Image.Image], Any] | None = None) -> None:
+        self.records = list(records)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def labels(self) -> list[int]:
+        """Class id of every item, in order."""
+        return [r.label for r in self.records]
+
+    def __getitem__(self, i: int) -> tuple[Any, int, int]:
+        rec = self.records[i]
+        img = load_rgb(rec.path)
+        x = self.transform(img) if self.transform is not None else _to_tensor(img)
+        return x, rec.label, i

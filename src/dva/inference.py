@@ -1,0 +1,97 @@
+"""Query-time embedding: the original image only, through backbone + adapters (SPEC 2.6)."""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from dva.config import DVAConfig
+from dva.model import DVAModel, build_model
+from dva.transforms import eval_transform
+from dva.utils import resolve_device
+
+
+class _Paths(Dataset):
+    def __init__(self, paths: Sequence[str], transform) -> None:
+        self.paths, self.transform = list(paths), transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        from dva.data import load_rgb
+
+        return self.transform(load_rgb(self.paths[i]))
+
+
+class Embedder:
+    """A model ready to embed images; ``fingerprint`` identifies backbone weights + adapters."""
+
+    def __init__(self, model: DVAModel, device: str | torch.device = "cpu") -> None:
+        self.device = resolve_device(str(device))
+        self.model = model.eval().to(self.device)
+        self.img_size = model.cfg.backbone.img_size
+        self.dim = model.dim
+        self.transform = eval_transform(self.img_size, model.data_cfg)
+        h = hashlib.sha256(model.fingerprint.encode())
+        for n, p in sorted(model.named_parameters()):
+            if ".ica_" in n:  # adapters change the embedding; proxies do not
+                h.update(n.encode())
+                h.update(p.detach().cpu().contiguous().numpy().tobytes())
+        h.update(str(self.img_size).encode())
+        self.fingerprint = h.hexdigest()[:16]
+
+    @torch.no_grad()
+    def embed_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W)`` normalised images -> ``(B, dim)`` L2-normalised embeddings (CPU)."""
+        return self.model.embed(x.to(self.device)).float().cpu()
+
+    def embed_pil(self, images: Sequence[Image.Image]) -> np.ndarray:
+        x = torch.stack([self.transform(im.convert("RGB")) for im in images])
+        return self.embed_tensor(x).numpy()
+
+    def embed_paths(self, paths: Sequence[str], batch_size: int = 64, num_workers: int = 0,
+                    progress: bool = True) -> np.ndarray:
+        """Embed image files in order; an unreadable file raises an error naming it."""
+        from tqdm.auto import tqdm
+
+        loader = DataLoader(_Paths(paths, self.transform), batch_size=batch_size, num_workers=num_workers)
+        out = [self.embed_tensor(x) for x in tqdm(loader, desc="embed", unit="batch", disable=not progress)]
+        return torch.cat(out).numpy() if out else np.zeros((0, self.dim), np.float32)
+
+    @torch.no_grad()
+    def activation_maps(self, x: torch.Tensor, adapted: bool = True) -> torch.Tensor:
+        """``(B, h, w)`` in [0, 1]; ``adapted=False`` gives the frozen backbone's map."""
+        return self.model.activation_map(x.to(self.device), adapted=adapted).cpu()
+
+
+def load_embedder(checkpoint: str | None = None, backbone: str | None = None, weights: str | None = "bundled",
+                  img_size: int | None = None, device: str = "cpu") -> Embedder:
+    """An :class:`Embedder` from a checkpoint, or the frozen zero-shot backbone.
+
+    Args:
+        checkpoint: a ``.safetensors`` file from ``dva train``; None = frozen backbone only.
+        backbone: timm name when no checkpoint is given (default ``mobilenetv2_100``).
+        weights: backbone weights (``bundled`` | ``hub`` | ``none`` | PATH); with a checkpoint,
+            None keeps the ones it was trained with.
+        img_size: input size (default: the checkpoint's, else 224).
+        device: ``cpu``, ``cuda`` or ``auto``.
+    """
+    if checkpoint:
+        from dva.checkpoint import load_checkpoint
+
+        model, _ = load_checkpoint(checkpoint, weights=weights if weights != "bundled" or backbone else None)
+        if img_size:
+            model.cfg.backbone.img_size = img_size
+    else:
+        cfg = DVAConfig()
+        cfg.backbone.name = backbone or "mobilenetv2_100"
+        cfg.backbone.weights = weights or "bundled"
+        cfg.backbone.img_size = img_size or 224
+        cfg.ica.enabled = False
+        model = build_model(cfg, 0)
+    return Embedder(model, device)

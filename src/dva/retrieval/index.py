@@ -1,0 +1,269 @@
+"""A FAISS gallery index that remembers which model made its vectors.
+
+An index is a directory ``INDEX`` holding ``index.json`` (the model fingerprint, the index
+parameters, and per FAISS id the gallery path and label) and the FAISS index file it names,
+``index-<build id>.faiss`` (inner product on L2-normalised vectors = cosine similarity).
+The FAISS file is written first under a fresh name, then ``index.json`` is atomically
+replaced: that replacement is the commit, so a crash mid-build leaves the previous index
+usable and a reader never pairs one build's vectors with another build's paths.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import secrets
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dva.retrieval.store import EmbeddingSet, Label, atomic_write_json, load_embeddings
+
+FORMAT = "dva-index/1"
+KINDS = ("flat", "ivfpq")
+# FAISS k-means wants >= 39 training points per centroid (it warns below that); the same
+# holds for each of the 2**nbits centroids of every PQ sub-quantizer.
+MIN_POINTS_PER_CENTROID = 39
+
+
+class FingerprintMismatchError(ValueError):
+    """Query model and index were made by different models."""
+
+
+def _faiss() -> Any:
+    import faiss
+
+    return faiss
+
+
+def default_nlist(n: int) -> int:
+    """IVF list count for ``n`` vectors: about 4 * sqrt(n)."""
+    return max(1, int(round(4 * math.sqrt(n))))
+
+
+def default_nprobe(nlist: int) -> int:
+    """Lists visited per query: ~nlist/32 (>= 16), a recall/speed balance for large galleries."""
+    return int(min(nlist, max(16, nlist // 32)))
+
+
+def default_pq_m(dim: int) -> int:
+    """PQ sub-quantizers: the largest divisor of ``dim`` that is <= 64 (64 bytes/vector)."""
+    return max(d for d in range(1, min(dim, 64) + 1) if dim % d == 0)
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+@dataclass
+class GalleryIndex:
+    """A loaded gallery index: FAISS index + fingerprint + paths/labels per id."""
+
+    index: Any  # faiss.Index
+    meta: dict
+    paths: list[str]
+    labels: list[Label]
+    path: Path | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self.meta["fingerprint"])
+
+    @property
+    def dim(self) -> int:
+        return int(self.meta["dim"])
+
+    def __len__(self) -> int:
+        return int(self.index.ntotal)
+
+    def check_fingerprint(self, fingerprint: str) -> None:
+        """Refuse queries embedded by another model.
+
+        Raises:
+            FingerprintMismatchError: naming both fingerprints and the fix.
+        """
+        if str(fingerprint) != self.fingerprint:
+            where = f"index {self.path}" if self.path else "the index"
+            raise FingerprintMismatchError(
+                f"{where} was built with model fingerprint {self.fingerprint} but the query "
+                f"model has fingerprint {fingerprint}; search with the model that built the "
+                "index, or re-run `dva embed` and `dva index` with this model"
+            )
+
+    def set_nprobe(self, nprobe: int) -> None:
+        """Set the IVF lists visited per query (no-op for a flat index)."""
+        if self.meta["kind"] == "ivfpq":
+            _faiss().extract_index_ivf(self.index).nprobe = int(nprobe)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` cosine neighbours of L2-normalised ``queries`` (Q, D).
+
+        Returns:
+            ``(scores, ids)``, both (Q, k'), k' = min(k, len(self)); best first.
+        """
+        q = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        if q.shape[1] != self.dim:
+            raise ValueError(f"query dimension {q.shape[1]} != index dimension {self.dim}")
+        k = int(min(k, len(self)))
+        if k < 1:
+            return np.zeros((q.shape[0], 0), np.float32), np.zeros((q.shape[0], 0), np.int64)
+        scores, ids = self.index.search(_normalise(q), k)
+        return scores, ids
+
+    @classmethod
+    def load(cls, path: str | Path) -> GalleryIndex:
+        """Load an index directory written by :func:`build_index`."""
+        d = Path(path)
+        meta_path = d / "index.json"
+        if not meta_path.exists():
+            raise FileNotFoundError(
+                f"{d}: not a dva index (no index.json); build one with "
+                "`dva index --embeddings DIR --out INDEX`"
+            )
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{meta_path}: unknown format {meta.get('format')!r} (want {FORMAT})")
+        faiss_path = d / meta["faiss_file"]
+        if not faiss_path.exists():
+            raise FileNotFoundError(f"{faiss_path}: missing (named by {meta_path}); rebuild the "
+                                    "index with `dva index`")
+        index = _faiss().read_index(str(faiss_path))
+        if index.ntotal != meta["count"] or len(meta["paths"]) != meta["count"]:
+            raise ValueError(f"{d}: index.faiss holds {index.ntotal} vectors but index.json "
+                             f"describes {meta['count']}; rebuild the index with `dva index`")
+        gi = cls(index, meta, list(meta["paths"]), list(meta["labels"]), d)
+        if meta["kind"] == "ivfpq":
+            gi.set_nprobe(meta["params"]["nprobe"])
+        return gi
+
+
+def _ivfpq_params(
+    n: int, dim: int, nlist: int | None, m: int | None, nbits: int, nprobe: int | None
+) -> tuple[dict | None, str]:
+    """Choose/validate IVF-PQ parameters; returns (params, "") or (None, why not)."""
+    need_pq = MIN_POINTS_PER_CENTROID * (2**nbits)
+    if n < need_pq:
+        return None, (f"{n} vectors are too few to train PQ codebooks with nbits={nbits} "
+                      f"(need >= {need_pq})")
+    if nlist is None:
+        nlist = min(default_nlist(n), n // MIN_POINTS_PER_CENTROID)
+    elif n < MIN_POINTS_PER_CENTROID * nlist:
+        return None, (f"{n} vectors are too few to train nlist={nlist} lists "
+                      f"(need >= {MIN_POINTS_PER_CENTROID * nlist}); lower --nlist")
+    m = default_pq_m(dim) if m is None else m
+    if dim % m:
+        raise ValueError(f"--m {m} must divide the dimension {dim}")
+    nprobe = default_nprobe(nlist) if nprobe is None else min(int(nprobe), nlist)
+    return {"nlist": int(nlist), "m": int(m), "nbits": int(nbits), "nprobe": int(nprobe)}, ""
+
+
+def build_index(
+    embeddings: str | Path | EmbeddingSet,
+    out: str | Path,
+    *,
+    kind: str = "flat",
+    nlist: int | None = None,
+    m: int | None = None,
+    nbits: int = 8,
+    nprobe: int | None = None,
+    train_size: int | None = None,
+    fallback: bool = True,
+    seed: int = 0,
+) -> GalleryIndex:
+    """Build a FAISS index over an embeddings directory and write it to ``out``.
+
+    Args:
+        embeddings: an embeddings directory (``dva embed`` output) or a loaded set.
+        out: the index directory to write.
+        kind: ``flat`` (exact) or ``ivfpq`` (approximate, compact; for large galleries).
+        nlist: IVF lists (default ~4*sqrt(N), capped so each has >= 39 training vectors).
+        m: PQ sub-quantizers (default: largest divisor of the dimension <= 64).
+        nbits: bits per PQ code.
+        nprobe: lists visited per query (default :func:`default_nprobe`).
+        train_size: vectors sampled to train IVF-PQ (default 40 * max(nlist, 2**nbits)).
+        fallback: when the gallery is too small for IVF-PQ, build a flat index (recorded in
+            ``index.json`` as ``fallback_reason``) instead of raising.
+        seed: sampling/k-means seed.
+
+    Returns:
+        The loaded :class:`GalleryIndex`.
+    """
+    faiss = _faiss()
+    es = embeddings if isinstance(embeddings, EmbeddingSet) else load_embeddings(embeddings)
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    n, dim = es.vectors.shape
+    if n == 0:
+        raise ValueError("the embeddings hold no vectors (every image was skipped?)")
+    x = _normalise(es.vectors)
+    params: dict = {}
+    fallback_reason = None
+    if kind == "ivfpq":
+        p, why = _ivfpq_params(n, dim, nlist, m, nbits, nprobe)
+        if p is None:
+            if not fallback:
+                raise ValueError(f"cannot build an IVF-PQ index: {why}; use --kind flat")
+            kind, fallback_reason = "flat", f"ivfpq not possible: {why}; built flat instead"
+        else:
+            params = p
+    t0 = time.perf_counter()
+    if kind == "flat":
+        index = faiss.IndexFlatIP(dim)
+    else:
+        index = faiss.index_factory(
+            dim, f"IVF{params['nlist']},PQ{params['m']}x{params['nbits']}",
+            faiss.METRIC_INNER_PRODUCT,
+        )
+        n_train = train_size or 40 * max(params["nlist"], 2**nbits)
+        n_train = min(n, n_train)
+        rng = np.random.default_rng(seed)
+        sample = x[np.sort(rng.choice(n, size=n_train, replace=False))] if n_train < n else x
+        ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
+        ivf.cp.seed = seed
+        ivf.pq.cp.seed = seed
+        # index_factory turns polysemous training on; it is slow and only serves Hamming
+        # pre-filtering, which plain IVF-PQ search does not use.
+        ivf.do_polysemous_training = False
+        index.train(sample)
+        ivf.nprobe = params["nprobe"]
+        params["train_size"] = int(n_train)
+    index.add(x)
+    meta = {
+        "format": FORMAT,
+        "kind": kind,
+        "metric": "inner_product",
+        "fingerprint": es.fingerprint,
+        "dim": int(dim),
+        "count": int(n),
+        "params": params,
+        "fallback_reason": fallback_reason,
+        "embeddings": {k: es.meta.get(k) for k in ("dtype", "normalized", "model")},
+        "build_seconds": round(time.perf_counter() - t0, 3),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "paths": es.paths,
+        "labels": es.labels,
+    }
+    d = Path(out)
+    d.mkdir(parents=True, exist_ok=True)
+    faiss_name = f"index-{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(4)}.faiss"
+    meta["faiss_file"] = faiss_name
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=f".{faiss_name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        faiss.write_index(index, tmp)
+        os.replace(tmp, d / faiss_name)
+        atomic_write_json(d / "index.json", meta)  # the commit point
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        (d / faiss_name).unlink(missing_ok=True)
+        raise
+    for old in d.glob("index-*.faiss"):  # earlier builds, now unreferenced
+        if old.name != faiss_name:
+            old.unlink(missing_ok=True)
+    return GalleryIndex(index, meta, list(es.paths), list(es.labels), d)

@@ -1,0 +1,108 @@
+"""Query a gallery index with images: embed them, refuse a foreign model, return top-k hits."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from dva.retrieval.index import GalleryIndex
+from dva.retrieval.store import Label, load_image_strict
+
+
+@dataclass
+class Hit:
+    """One retrieved gallery image."""
+
+    rank: int  # 1-based
+    id: int  # FAISS id = row of the embeddings / index
+    score: float  # cosine similarity
+    path: str
+    label: Label = None
+
+
+@dataclass
+class QueryResult:
+    """The hits of one query image."""
+
+    query: str
+    hits: list[Hit]
+    label: Label = None
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"query": self.query, "label": self.label,
+                "hits": [asdict(h) for h in self.hits], **self.extra}
+
+
+def hits_from_arrays(index: GalleryIndex, scores: np.ndarray, ids: np.ndarray) -> list[list[Hit]]:
+    """Turn FAISS ``(scores, ids)`` rows into :class:`Hit` lists (ids of -1 dropped)."""
+    out = []
+    for srow, irow in zip(scores, ids):
+        hits = []
+        for s, i in zip(srow, irow):
+            if i < 0:
+                continue
+            hits.append(Hit(len(hits) + 1, int(i), float(s), index.paths[i], index.labels[i]))
+        out.append(hits)
+    return out
+
+
+def embed_images(embedder: Any, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
+    """Embed PIL images with the embedder's eval transform; float32 (N, D)."""
+    rows = []
+    for lo in range(0, len(images), batch_size):
+        x = torch.stack([embedder.transform(im.convert("RGB")) for im in images[lo:lo + batch_size]])
+        rows.append(embedder.embed_tensor(x).detach().float().cpu().numpy())
+    return np.concatenate(rows) if rows else np.zeros((0, int(embedder.dim)), np.float32)
+
+
+def search_images(
+    index: GalleryIndex, embedder: Any, images: Sequence[Image.Image], k: int = 10
+) -> list[list[Hit]]:
+    """Top-``k`` hits for each PIL image (refused if the embedder is not the index's model)."""
+    index.check_fingerprint(embedder.fingerprint)
+    if not images:
+        return []
+    scores, ids = index.search(embed_images(embedder, images), k)
+    return hits_from_arrays(index, scores, ids)
+
+
+def search_paths(
+    index: GalleryIndex,
+    embedder: Any,
+    paths: Sequence[str | Path],
+    k: int = 10,
+    labels: Sequence[Label] | None = None,
+    batch_size: int = 32,
+) -> list[QueryResult]:
+    """Top-``k`` hits for each query image file.
+
+    Raises:
+        FingerprintMismatchError: the embedder is not the model that built the index.
+        ValueError: a query image cannot be read (the message names the file).
+    """
+    index.check_fingerprint(embedder.fingerprint)
+    results: list[QueryResult] = []
+    for lo in range(0, len(paths), batch_size):
+        chunk = [str(p) for p in paths[lo:lo + batch_size]]
+        images = []
+        for p in chunk:
+            try:
+                images.append(load_image_strict(p))
+            except Exception as exc:
+                raise ValueError(f"query image {exc}") from None
+        for j, hits in enumerate(search_images(index, embedder, images, k)):
+            lab = labels[lo + j] if labels is not None else None
+            results.append(QueryResult(chunk[j], hits, lab))
+    return results
+
+
+def resolve_query_labels(index: GalleryIndex, paths: Sequence[str | Path]) -> list[Label]:
+    """Label of each query taken from the gallery when the query file is in it, else None."""
+    by_path = {str(Path(p).resolve()): lab for p, lab in zip(index.paths, index.labels)}
+    return [by_path.get(str(Path(p).resolve())) for p in paths]

@@ -1,0 +1,1 @@
+"""The DVA training program (the library is :mod:`dva`; this package trains it)."""

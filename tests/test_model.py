@@ -1,0 +1,132 @@
+"""Frozen backbone, training step isolation, checkpoints."""
+import numpy as np
+import pytest
+import torch
+
+from dva import DVAConfig, build_model
+from dva.checkpoint import load_checkpoint, load_into, read_checkpoint, save_checkpoint
+from dva.objective import DVAObjective
+
+from conftest import needs_bundled
+
+
+def _cfg(name="mobilenetv2_100", weights="none", **ica) -> DVAConfig:
+    cfg = DVAConfig()
+    cfg.backbone.name, cfg.backbone.weights, cfg.backbone.img_size = name, weights, 64
+    for k, v in ica.items():
+        setattr(cfg.ica, k, v)
+    return cfg
+
+
+def test_backbone_frozen_and_stays_in_eval():
+    model = build_model(_cfg(), num_classes=3)
+    model.train()
+    assert model.training
+    assert not model.encoder.training
+    assert all(not m.training for m in model.encoder.modules())
+    assert all(not p.requires_grad for n, p in model.encoder.named_parameters() if ".ica_" not in n)
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_training_step_changes_only_adapters_and_proxies(cached):
+    torch.manual_seed(0)
+    model = build_model(_cfg(target="pw+pwl+head", blocks="-2:"), num_classes=4)
+    before = {k: v.clone() for k, v in model.state_dict().items()}  # buffers (BN stats) included
+    obj = DVAObjective(model, model.cfg.loss, use_views=True)
+    opt = torch.optim.SGD(list(model.trainable_parameters()), lr=0.5)
+    x, d, b = (torch.randn(8, 3, 64, 64) for _ in range(3))
+    labels, keep = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]), torch.tensor([1.0, 0, 1, 1, 0, 1, 1, 1])
+    model.train()
+    for _ in range(2):
+        if cached:
+            x_, d_, b_ = model.prefix(x), model.prefix(d), model.prefix(b)
+            out = obj(x_, d_, b_, keep, labels, from_prefix=True)
+        else:
+            out = obj(x, d, b, keep, labels)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    frozen = {k for k in before if ".ica_" not in k and k != "proxies"}
+    assert not (changed & frozen), sorted(changed & frozen)[:5]
+    assert "proxies" in changed
+    assert any(".ica_" in k and k.endswith("up.weight") for k in changed)
+    assert any(k.endswith("running_mean") for k in frozen)  # BN statistics were checked too
+
+
+def test_checkpoint_roundtrip_reproduces_embeddings(tmp_path):
+    torch.manual_seed(0)
+    model = build_model(_cfg(target="pwl", blocks="-2:"), num_classes=5)
+    with torch.no_grad():
+        for p in model.trainable_parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        ref = model.eval().embed(x)
+    path = tmp_path / "ckpt.safetensors"
+    save_checkpoint(path, model, {"step": 7})
+    tensors, info = read_checkpoint(path)
+    assert set(tensors) == {n for n, p in model.named_parameters() if p.requires_grad}
+    assert info["extra"]["step"] == 7 and info["num_classes"] == 5
+    # Only trainable tensors are stored: a tiny file next to a 2.2M-parameter backbone.
+    assert path.stat().st_size < 4 * (sum(t.numel() for t in tensors.values()) + 50_000)
+    torch.manual_seed(0)  # the same random "pre-trained" backbone (its fingerprint is checked)
+    loaded, _ = load_checkpoint(path)
+    with torch.no_grad():
+        assert torch.equal(loaded.embed(x), ref)
+
+
+def test_checkpoint_of_another_backbone_is_refused(tmp_path):
+    model = build_model(_cfg(target="pwl", blocks="-2:"), num_classes=5)
+    path = tmp_path / "a.safetensors"
+    save_checkpoint(path, model)
+    torch.manual_seed(123)  # different random weights -> different fingerprint
+    other = build_model(_cfg(target="pwl", blocks="-2:"), num_classes=5)
+    assert other.fingerprint != model.fingerprint
+    with pytest.raises(ValueError, match="fingerprint"):
+        load_into(other, path)
+
+
+def test_not_a_checkpoint(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 20)
+    with pytest.raises(ValueError, match="bad.safetensors"):
+        read_checkpoint(bad)
+    with pytest.raises(FileNotFoundError):
+        read_checkpoint(tmp_path / "missing.safetensors")
+
+
+@needs_bundled
+def test_bundled_mobilenetv2_loads_strictly_and_classifies():
+    import timm
+
+    from dva.backbone import bundled_mobilenetv2_state_dict, create_backbone
+
+    enc = create_backbone("mobilenetv2_100", "bundled")
+    ref = timm.create_model("mobilenetv2_100", pretrained=False, num_classes=0)
+    sd = bundled_mobilenetv2_state_dict(ref)
+    assert set(sd) == set(ref.state_dict())
+    # Real ImageNet statistics, not an initialisation: BN running means are non-trivial.
+    bn = enc.blocks[0][0].bn2
+    assert float(bn.running_mean.abs().mean()) > 0.1
+    assert not torch.allclose(enc.bn2.running_var, torch.ones_like(enc.bn2.running_var))
+    with pytest.raises(ValueError, match="bundled"):
+        create_backbone("resnet50", "bundled")
+
+
+@needs_bundled
+@pytest.mark.slow
+def test_bundled_features_retrieve_cub100_far_above_chance(cub100):
+    from dva.data import load_split
+    from dva.inference import load_embedder
+    from dva.metrics import retrieval_metrics
+
+    split = load_split("cub100", str(cub100), "open")
+    classes = sorted({r.label for r in split.test})[:10]
+    recs = [r for r in split.test if r.label in classes]
+    recs = [r for c in classes for r in [q for q in recs if q.label == c][:10]]
+    emb = load_embedder(backbone="mobilenetv2_100", weights="bundled", img_size=160).embed_paths(
+        [r.path for r in recs], progress=False)
+    m = retrieval_metrics(emb, np.array([r.label for r in recs]))
+    assert m["recall@1"] > 0.5  # chance is ~0.1 for 10 classes
