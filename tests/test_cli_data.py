@@ -161,3 +161,19 @@ def test_eval_frozen_baseline_on_synthetic(syn, tmp_path, capsys):
 def test_eval_needs_a_model(syn, capsys):
     assert main(["eval", "--dataset", "synthetic", "--root", str(syn)]) == 2
     assert "--checkpoint" in capsys.readouterr().err
+
+
+@needs_bundled
+def test_eval_query_gallery_from_csv(syn, tmp_path, capsys):
+    rows = ["path,label,split"]
+    for c in range(8):
+        for i in range(6):
+            split = "train" if c < 2 else ("query" if i < 2 else "gallery")
+            rows.append(f"{syn}/images/class_{c:03d}/img_{i:04d}.png,{c},{split}")
+    (tmp_path / "qg.csv").write_text("\n".join(rows) + "\n")
+    assert main(["eval", "--backbone", "mobilenetv2_100", "--img-size", "64", "--dataset", "csv",
+                 "--root", str(tmp_path / "qg.csv"), "--protocol", "closed", "--no-progress",
+                 "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["mode"] == "query-gallery"
+    assert res["queries"] == 12 and res["classes"] == 6 and res["weights"] in (None, "bundled")

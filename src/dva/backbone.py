@@ -78,6 +78,15 @@ def bundled_weights_path() -> Path:
     return path
 
 
+def bundled_weights_available() -> bool:
+    """True when the offline ImageNet MobileNetV2 file is installed."""
+    try:
+        bundled_weights_path()
+        return True
+    except FileNotFoundError:
+        return False
+
+
 def bundled_mobilenetv2_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """Map the torchvision-layout bundled file (``features.0..18``) onto timm ``mobilenetv2_100``.
 

@@ -48,7 +48,11 @@ class OPAConfig:
     enabled: bool = True
     box_source: str = "self"  # self | annotations | none | detector
     boxes_file: str = ""  # CSV/JSON of path,x,y,w,h[,score]; default: RUN_DIR/boxes.json
-    min_score: float = 0.5  # below: x_disc = x and no background term
+    # Below this box score: x_disc = x and no background term. -1 = per source: 0.5 for a
+    # detector ([DVF]) and annotations, 0.15 for self-localisation, whose score measures how
+    # concentrated the response is (0 = flat map) and is lower for large, loosely framed objects
+    # (cub100: median 0.34, 5th percentile 0.19).
+    min_score: float = -1.0
     # Self-localisation: threshold = mean + threshold * (max - mean) of the response map (0 = the
     # mean, as in SCDA; 0.4 measured tighter on drawn objects), computed at loc_scale x img_size.
     # loc_scale 2 gives a finer map of a stride-32 CNN (drawn-object IoU ~0.7 instead of ~0.6)
@@ -90,6 +94,7 @@ class TrainConfig:
     lr: float = 1e-3  # adapters
     proxy_lr: float = 1e-2
     weight_decay: float = 1e-4
+    adam_eps: float = 1e-8  # DVF used 1.0 (for full fine-tuning)
     warmup_epochs: float = 0.0  # proxy-only warm-up (DVF used 5 epochs for full fine-tuning)
     proxy_init: str = "mean"  # mean (frozen class means) | randn (randn / 8, DVF)
     grad_clip: float = 10.0

@@ -84,7 +84,9 @@ def load_embedder(checkpoint: str | None = None, backbone: str | None = None, we
     if checkpoint:
         from dva.checkpoint import load_checkpoint
 
-        model, _ = load_checkpoint(checkpoint, weights=weights if weights != "bundled" or backbone else None)
+        # The checkpoint names its backbone weights; only an explicit other source overrides them
+        # (e.g. a local file instead of the hub). The fingerprint check still applies.
+        model, _ = load_checkpoint(checkpoint, weights=weights if weights not in (None, "bundled") else None)
         if img_size:
             model.cfg.backbone.img_size = img_size
     else:

@@ -29,13 +29,14 @@ Conventions (all matching pytorch-metric-learning's ``AccuracyCalculator`` with
   straddles position K, so results do not depend on ``chunk_size`` or on the top-k
   implementation. (Bit-level float32 differences between matrix-multiply kernels can still
   turn near-ties around; exact duplicates do tie.)
-* The mean over queries is accumulated in float64.
+* Per-query values are computed in float64 and averaged once at the end, so the result is
+  bit-identical for every ``chunk_size``.
 
 Memory: queries are processed in chunks; one chunk holds a ``chunk x gallery`` float32
-similarity block plus ``chunk x max(K, R_max)`` neighbour lists, so beyond the inputs (and
-one normalised float32 copy of them) memory is bounded by ``memory_budget`` (256 MiB by
-default) whatever the number of queries. Measured peak RSS: see ``docs/BENCHMARKS.md``
-(section *Metrics speed*).
+similarity block plus ``chunk x max(K, R_max)`` neighbour lists, so beyond the inputs
+(converted to float32 if they are not already; no normalised copy is made) memory is
+bounded by ``memory_budget`` (256 MiB by default) whatever the number of queries. Measured
+peak RSS: ``docs/BENCHMARKS.md``, section *Metrics speed*.
 """
 from __future__ import annotations
 
@@ -135,9 +136,16 @@ def topk_ordered(sim: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]
     Returns:
         ``(values, indices)``, both ``(B, k)``.
     """
-    vals, idx = torch.topk(sim, k, dim=1, largest=True, sorted=True)
+    # One extra neighbour tells whether the k-th value is tied beyond position k (the
+    # (k+1)-th value equals it), without a pass over the whole row.
+    kq = min(k + 1, sim.shape[1])
+    vals, idx = torch.topk(sim, kq, dim=1, largest=True, sorted=True)
+    if kq > k:
+        ambiguous = (vals[:, k] == vals[:, k - 1]).nonzero().flatten()
+        vals, idx = vals[:, :k].contiguous(), idx[:, :k].contiguous()
+    else:
+        ambiguous = idx.new_zeros(0)
     thr = vals[:, -1:]
-    ambiguous = ((sim >= thr).sum(dim=1) > k).nonzero().flatten()
     if ambiguous.numel():
         # Bounded extra memory: a few rows at a time (an int32 cumsum over the row each).
         step = max(1, (1 << 24) // max(1, sim.shape[1]))
@@ -157,8 +165,8 @@ def topk_ordered(sim: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]
 
 
 def _auto_chunk(n_gallery: int, kk: int, budget: int) -> int:
-    # sim (4 B) + comparison mask (1 B) per gallery column; neighbour lists: values (4),
-    # indices (8, twice while sorting), labels (8), masks and cumsums (~13) per column of kk.
+    # sim (4 B) per gallery column, plus top-k scratch; neighbour lists: values (4), indices
+    # (8, twice while sorting), labels (8), masks and cumsums (~13) per column of kk.
     per_row = 5 * n_gallery + 41 * kk
     return max(1, budget // per_row)
 
@@ -218,9 +226,11 @@ def retrieval_metrics(
         raise ValueError("no query has a relevant item (every query's class is a singleton or "
                          "absent from the gallery); the metrics are undefined")
 
-    qn = F.normalize(q, dim=1)
-    gn = qn if loo else F.normalize(g, dim=1)
-    dev = qn.device
+    # Cosine without a normalised copy of the gallery (that copy would be the largest
+    # allocation at 200k x 768): query chunks are normalised when taken, and each similarity
+    # column is scaled by 1 / max(|g|, eps), which is what F.normalize divides by.
+    dev = q.device
+    inv_gnorm = 1.0 / torch.linalg.vector_norm(g, dim=1).clamp_min(1e-12)
     g_codes_t = torch.as_tensor(g_codes, device=dev)
     kk_max = min(n_ref, max(max(k_list), int(r_all[scored].max())))
     step = chunk_size if chunk_size is not None else _auto_chunk(g.shape[0], kk_max, memory_budget)
@@ -236,7 +246,8 @@ def retrieval_metrics(
         rows_np = scored[s:s + step]
         rows = torch.as_tensor(rows_np, device=dev)
         r = torch.as_tensor(r_all[rows_np], device=dev)
-        sim = qn[rows] @ gn.T
+        sim = F.normalize(q[rows], dim=1) @ g.T
+        sim *= inv_gnorm
         if loo:
             sim[torch.arange(len(rows), device=dev), rows] = float("-inf")
         kk = min(n_ref, max(max(k_list), int(r.max())))

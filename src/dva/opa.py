@@ -147,6 +147,13 @@ def load_boxes_cache(path: str | Path, meta: dict) -> dict[str, tuple[Box, float
     return {k: (tuple(v[:4]), float(v[4])) for k, v in data["boxes"].items()}
 
 
+def min_score(source: str, configured: float) -> float:
+    """The box-score threshold in force (``configured``, or the per-source default when < 0)."""
+    if configured >= 0:
+        return configured
+    return 0.15 if source == "self" else 0.5
+
+
 Detector = Callable[[Image.Image], tuple[Box, float] | None]
 
 

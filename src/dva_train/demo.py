@@ -40,7 +40,8 @@ def run_demo(out: str = "runs/demo", data: str | None = None, overrides: list[st
 
     t0 = time.time()
     root = Path(data) if data else find_cub100()
-    ov = ["--output_dir", out]
+    # Prefix caches on disk: a second `make demo` skips the frozen layers entirely.
+    ov = ["--output_dir", out, "--train.cache_dir", str(Path(out) / "cache")]
     if root is not None:
         ov += ["--data.dataset", "cub100", "--data.root", str(root)]
         print(f"demo: real photos from {root} (cub100, open set: classes 0-49 train / 50-99 test)")

@@ -25,6 +25,7 @@ from dva.config import DVAConfig, save_config
 from dva.ica import ica_disabled
 from dva.model import DVAModel, build_model, count_parameters
 from dva.objective import DVAObjective
+from dva.opa import min_score
 from dva.transforms import eval_transform, train_transform, view_transform
 from dva.utils import atomic_write_json, seed_everything
 from dva_train.boxes import compute_boxes
@@ -206,7 +207,8 @@ def _train(cfg: DVAConfig, info: DistInfo, resume: bool, progress: bool) -> dict
     if not info.main:
         boxes = compute_boxes(model, data.train_paths, cfg, boxes_path, data.annotated, info.device, False)
     fill = mean_colour(data.train_paths)
-    n_box = sum(1 for p in data.train_paths if p in boxes and boxes[p][1] >= cfg.opa.min_score)
+    thr = min_score(cfg.opa.box_source, cfg.opa.min_score)
+    n_box = sum(1 for p in data.train_paths if p in boxes and boxes[p][1] >= thr)
     x_tf = eval_transform(cfg.backbone.img_size, model.data_cfg)
     v_tf = view_transform(cfg.backbone.img_size, model.data_cfg)
 
@@ -253,7 +255,7 @@ def _train(cfg: DVAConfig, info: DistInfo, resume: bool, progress: bool) -> dict
         {"params": [p for n, p in model.named_parameters() if p.requires_grad and n != "proxies"], "lr": tc.lr,
          "weight_decay": tc.weight_decay},
         {"params": [model.proxies], "lr": tc.proxy_lr, "weight_decay": 0.0},
-    ])
+    ], eps=tc.adam_eps)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, [_lr_lambda(total, warm, True), _lr_lambda(total, warm, False)])
     step, start_epoch, skip = 0, 0, 0
     state_path, last_path = out / "train_state.pt", out / "last.safetensors"
@@ -275,12 +277,13 @@ def _train(cfg: DVAConfig, info: DistInfo, resume: bool, progress: bool) -> dict
         torch.save(buf, tmp)
         tmp.replace(state_path)
 
-    frozen = None
+    frozen, frozen_done, evaluated = None, False, False
     if step == 0:
         log.write(kind="setup", **{k: v for k, v in params.items()}, prefix_cache=cached, boxes=n_box,
                   train_images=len(data.train_labels), eval_images=len(data.eval_paths), prep_seconds=prep_s)
         if tc.eval_frozen:  # the zero-shot baseline, same images, same pipeline, adapters off
             frozen = evaluate(model, data, eval_cache, info, cfg, adapted=False)
+            frozen_done = True
             if info.main:
                 log.write(kind="eval", split=data.eval_name, epoch=0, step=0, frozen=True, **frozen)
     amp_dtype = torch.bfloat16 if info.device.type == "cpu" else torch.float16
@@ -344,12 +347,19 @@ def _train(cfg: DVAConfig, info: DistInfo, resume: bool, progress: bool) -> dict
         last_epoch = epoch + 1 == tc.epochs or step >= total
         if (tc.eval_every and (epoch + 1) % tc.eval_every == 0) or last_epoch:
             metrics = evaluate(model, data, eval_cache, info, cfg)
+            evaluated = True
             if info.main:
                 log.write(kind="eval", split=data.eval_name, epoch=epoch + 1, step=step, **metrics)
                 if data.eval_name == "val" and metrics["map@r"] > best:
                     best = metrics["map@r"]
                     save_checkpoint(out / "best.safetensors", model, {"step": step, "epoch": epoch + 1, "metrics": metrics})
         save(epoch + 1, 0, metrics)
+    # A resumed run that had already finished still reports its numbers.
+    # (Decided by flags, not by None: non-zero DDP ranks always hold None and must not evaluate alone.)
+    if not evaluated:
+        metrics = evaluate(model, data, eval_cache, info, cfg)
+    if not frozen_done and tc.eval_frozen:
+        frozen = evaluate(model, data, eval_cache, info, cfg, adapted=False)
     summary = {"metrics": metrics, "frozen_metrics": frozen, "params": params, "train_seconds": train_s, "prep_seconds": prep_s,
                "train_img_per_s": n_img / max(train_s, 1e-9), "steps": step, "prefix_cache": cached,
                "boxes": n_box, "checkpoint": str(last_path), "eval_split": data.eval_name}

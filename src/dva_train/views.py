@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 
 from dva.config import OPAConfig
 from dva.data import load_rgb
-from dva.opa import Box, background_view, discriminative_view
+from dva.opa import Box, background_view, discriminative_view, min_score
 
 
 def mirror_box(box: Box, img_w: int) -> Box:
@@ -52,7 +52,7 @@ class ViewDataset(Dataset):
 
     def box_of(self, i: int) -> Box | None:
         got = self.boxes.get(self.paths[i]) if self.opa.enabled else None
-        if got is None or got[1] < self.opa.min_score or got[0][2] < 1 or got[0][3] < 1:
+        if got is None or got[1] < min_score(self.opa.box_source, self.opa.min_score) or got[0][2] < 1 or got[0][3] < 1:
             return None
         return got[0]
 

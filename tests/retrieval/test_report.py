@@ -22,6 +22,7 @@ def _write_log(path: Path) -> Path:
     lines.append({"kind": "eval", "epoch": 1, "step": 5, "recall@1": 0.5, "recall@2": 0.6,
                   "recall@4": 0.7, "recall@8": 0.8, "map@r": 0.3})
     lines.append({"kind": "eval", "epoch": 2, "step": 10, "recall@1": 0.55, "map@r": 0.32})
+    path.parent.mkdir(parents=True, exist_ok=True)
     text = "\n".join(json.dumps(x) for x in lines) + '\n{"kind": "train", "step": 11, "lo'  # cut line
     path.write_text(text)
     return path
@@ -48,7 +49,8 @@ def test_pipeline_writes_report_with_marks_maps_and_curves(embedder, gallery, tm
     paths, labels = gallery
     log = _write_log(tmp_path / "run" / "log.jsonl")
     queries = [paths[0], paths[4], paths[8]]
-    res = index_search_report(embedder, paths, labels, queries, tmp_path / "out", log_path=log, k=4,
+    # k=9 > 7 other images per class: every row must show both marks
+    res = index_search_report(embedder, paths, labels, queries, tmp_path / "out", log_path=log, k=9,
                               class_names=["red", "green", "blue"])
     html_path = Path(res["report_html"])
     assert html_path.exists() and res["num_gallery"] == 24 and res["num_skipped"] == 0
@@ -66,17 +68,20 @@ def test_pipeline_writes_report_with_marks_maps_and_curves(embedder, gallery, tm
     assert sum(s.endswith("_frozen.png") for s in parser.srcs) == 3
     assert sum(s.endswith("_dva.png") for s in parser.srcs) == 3
     # k + 1 hits per gallery query: the self hit plus k others, all marked
-    assert len(parser.hits) == 3 * 5 and parser.hits.count("self") == 3
-    assert set(parser.hits) <= {"self", "same", "diff"}
+    assert len(parser.hits) == 3 * 10 and parser.hits.count("self") == 3
+    assert set(parser.hits) == {"self", "same", "diff"}
     # marks agree with the labels
     text = html_path.read_text()
     rows = re.findall(r'<div class="row" id="q(\d)">(.*?)</div>(?=<div class="row"|\s*</body>)', text, re.S)
     assert len(rows) == 3
+    checked = 0
     for qi, row in rows:
         qlab = labels[[0, 4, 8][int(qi)]]
         for cls, name in re.findall(r'<figure class="hit (\w+)".*?<br>(\w+)<br>', row, re.S):
             if cls != "self":
                 assert (cls == "same") == (name == ["red", "green", "blue"][qlab]), (cls, name)
+                checked += 1
+    assert checked == 3 * 9
     # the report folder is self-contained: moving it keeps every link valid
     moved = tmp_path / "moved"
     html_path.parent.rename(moved)

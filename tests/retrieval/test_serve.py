@@ -113,6 +113,8 @@ def test_too_many_pixels_is_413(embedder, gallery, tmp_path):
     "/image/1.0",
     "/image/0x1",
     "/image/%31%2F..",
+    "/image/%C2%B2",  # superscript two: str.isdigit() but not int()
+    "/image/%D9%A1",  # Arabic-Indic one: int() would accept it
 ])
 def test_only_indexed_images_are_served(served, url):
     client, _, _ = served

@@ -20,6 +20,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="lists visited per query (default max(16, nlist/32))")
     p.add_argument("--train-size", type=int, default=None,
                    help="vectors sampled to train IVF-PQ (default 40*max(nlist, 2**nbits))")
+    p.add_argument("--refine", choices=("none", "fp16", "flat"), default="fp16",
+                   help="IVF-PQ: re-rank candidates with stored fp16/fp32 vectors (default fp16; "
+                        "none = PQ codes only, smallest, lower recall)")
+    p.add_argument("--k-factor", type=int, default=8,
+                   help="IVF-PQ refine: candidates re-ranked per requested neighbour (default 8)")
     p.add_argument("--no-fallback", action="store_true",
                    help="fail instead of building a flat index when the gallery is too small "
                         "for IVF-PQ")
@@ -30,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
 
     gi = build_index(args.embeddings, args.out, kind=args.kind, nlist=args.nlist, m=args.m,
                      nbits=args.nbits, nprobe=args.nprobe, train_size=args.train_size,
+                     refine=args.refine, k_factor=args.k_factor,
                      fallback=not args.no_fallback)
     if gi.meta["fallback_reason"]:
         print(f"note: {gi.meta['fallback_reason']}")

@@ -177,7 +177,7 @@ def create_app(
 
     def gallery_file(image_id: str) -> Path:
         # Only a decimal id selects a file, and only from the index's own list.
-        if not image_id.isdigit() or int(image_id) >= len(index.paths):
+        if not (image_id.isascii() and image_id.isdigit()) or int(image_id) >= len(index.paths):
             raise HTTPException(404, f"unknown image id {image_id!r}: ids are 0..{len(index) - 1}")
         p = Path(index.paths[int(image_id)])
         if not p.is_file():

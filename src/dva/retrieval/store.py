@@ -171,17 +171,20 @@ def load_image_strict(path: str | Path) -> Image.Image:
             "PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True in this process: truncated images "
             "would be embedded as grey. Leave it False when embedding a gallery."
         )
+    from dva.data import ImageReadError, load_rgb
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                im.load()
-                return im.convert("RGB")
+            return load_rgb(str(path))
     except FileNotFoundError:
         raise ImageLoadError(str(path), "file not found") from None
     except Image.DecompressionBombWarning as exc:
         raise ImageLoadError(str(path), f"too many pixels ({exc})") from None
-    except Exception as exc:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
+    except ImageReadError as exc:
+        cause = exc.__cause__ or exc
+        raise ImageLoadError(str(path), f"{type(cause).__name__}: {cause}") from None
+    except Exception as exc:  # PIL raises many types (DecompressionBombError, MemoryError, ...)
         raise ImageLoadError(str(path), f"{type(exc).__name__}: {exc}") from None
 
 
@@ -263,13 +266,14 @@ def _collate_list(batch: list) -> list:
 
 
 def _model_info(embedder: Any) -> dict:
-    info = {}
-    for key in ("backbone", "img_size", "checkpoint", "weights"):
-        val = getattr(embedder, key, None)
-        if isinstance(val, (str, int, float)) or val is None:
-            if val is not None:
-                info[key] = val
-    return info
+    """Human-readable model description for meta.json (the fingerprint is what is checked)."""
+    info: dict = {"img_size": getattr(embedder, "img_size", None)}
+    cfg = getattr(getattr(embedder, "model", None), "cfg", None)
+    if cfg is not None:
+        info["backbone"] = getattr(cfg.backbone, "name", None)
+        info["weights"] = getattr(cfg.backbone, "weights", None)
+        info["adapters"] = bool(getattr(getattr(cfg, "ica", None), "enabled", False))
+    return {k: v for k, v in info.items() if isinstance(v, (str, int, float, bool))}
 
 
 def embed_gallery(
