@@ -75,14 +75,15 @@ def child(args: argparse.Namespace) -> None:
             return retrieval_metrics(x, y, ks=(1, 2, 4, 8))
 
     base_rss = psutil.Process().memory_info().rss
-    times, res = [], {}
+    times, cpu, res = [], [], {}
     for _ in range(args.repeats):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         res = run()
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)  # all threads; less sensitive to machine load
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-    print(json.dumps({"times_s": times, "peak_rss_bytes": peak, "inputs_rss_bytes": base_rss,
-                      "metrics": res}))
+    print(json.dumps({"times_s": times, "cpu_s": cpu, "peak_rss_bytes": peak,
+                      "inputs_rss_bytes": base_rss, "metrics": res}))
 
 
 def machine_info() -> dict:
@@ -136,6 +137,7 @@ def main() -> int:
     src = str(HERE.parent / "src")
     env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     rows = []
+    load_start = os.getloadavg()
     last_time: dict[str, tuple[int, float]] = {}
     for n in sizes:
         for impl in impls:
@@ -171,6 +173,7 @@ def main() -> int:
             res = json.loads(r.stdout.strip().splitlines()[-1])
             row.update(res)
             row["median_s"] = statistics.median(res["times_s"])
+            row["median_cpu_s"] = statistics.median(res["cpu_s"]) if "cpu_s" in res else None
             row["above_inputs_bytes"] = res["peak_rss_bytes"] - res["inputs_rss_bytes"]
             last_time[impl] = (n, row["median_s"])
             rows.append(row)
@@ -188,17 +191,19 @@ def main() -> int:
             for r in done.values():
                 r["max_abs_diff_vs_other"] = d
 
-    table = ["| N | implementation | time (s) | runs | peak RSS (MB) | RSS above inputs (MB) "
-             "| R@1 | MAP@R | max abs diff ours vs pml |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    table = ["| N | implementation | wall time (s) | CPU time (s) | runs | peak RSS (MB) "
+             "| RSS above inputs (MB) | R@1 | MAP@R | max abs diff ours vs pml |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         name = "dva.metrics" if r["impl"] == "ours" else "pml AccuracyCalculator"
         if "skipped" in r:
-            table.append(f"| {r['n']:,} | {name} | skipped: {r['skipped']} | | | | | | |")
+            table.append(f"| {r['n']:,} | {name} | skipped: {r['skipped']} | | | | | | | |")
             continue
         m = r["metrics"]
         diff = r.get("max_abs_diff_vs_other")
-        table.append(f"| {r['n']:,} | {name} | {r['median_s']:.2f} | {r['repeats']} | "
+        cpu_s = r.get("median_cpu_s")
+        table.append(f"| {r['n']:,} | {name} | {r['median_s']:.2f} | "
+                     f"{'-' if cpu_s is None else f'{cpu_s:.1f}'} | {r['repeats']} | "
                      f"{fmt_mb(r['peak_rss_bytes'])} | {fmt_mb(r['above_inputs_bytes'])} | "
                      f"{m['recall@1']:.4f} | {m['map@r']:.4f} | "
                      f"{'-' if diff is None else f'{diff:.1e}'} |")
@@ -208,7 +213,9 @@ def main() -> int:
     out = {"command": "python " + " ".join(shlex.quote(a) for a in
                                            [str(Path(sys.argv[0])), *sys.argv[1:]]),
            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-           "machine": info, "config": {k: v for k, v in vars(args).items()
+           "machine": info,
+           "load_average_1_5_15min": {"start": load_start, "end": os.getloadavg()},
+           "config": {k: v for k, v in vars(args).items()
                                        if k not in ("child", "impl", "n")},
            "results": rows, "table_markdown": "\n".join(table)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

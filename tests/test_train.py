@@ -104,11 +104,12 @@ def test_ddp_two_processes_equal_one(synthetic_root, tmp_path):
     b = load_file(tmp_path / "two/last.safetensors")
     init = {k for k in a if k.endswith("up.weight")}
     assert init and all(a[k].abs().sum() > 0 for k in init)  # training moved the zero-initialised ups
-    # One Adam step moves a weight by up to lr = 1e-3; the two runs agree to 1/10 of that in
-    # every element and far closer on average.
+    # One Adam step moves a weight by up to its lr (adapters 1e-3, proxies 1e-2): the two runs
+    # agree to 1/10 of one step in every element and to ~1/1000 on average.
     for k in a:
-        torch.testing.assert_close(b[k], a[k], atol=1e-4, rtol=1e-3)
-        assert float((b[k] - a[k]).abs().mean()) < 1e-6, k
+        lr = 1e-2 if k == "proxies" else 1e-3
+        torch.testing.assert_close(b[k], a[k], atol=0.1 * lr, rtol=0)
+        assert float((b[k] - a[k]).abs().mean()) < 1e-3 * lr, k
     ma = json.loads((tmp_path / "one/summary.json").read_text())["metrics"]
     mb = json.loads((tmp_path / "two/summary.json").read_text())["metrics"]
     assert ma["recall@1"] == pytest.approx(mb["recall@1"], abs=1 / 64 + 1e-9)  # gathered once per image
