@@ -132,3 +132,23 @@ def test_bundled_features_retrieve_cub100_far_above_chance(cub100):
         [r.path for r in recs], progress=False)
     m = retrieval_metrics(emb, np.array([r.label for r in recs]))
     assert m["recall@1"] > 0.5  # chance is ~0.1 for 10 classes
+
+
+@pytest.mark.parametrize("mode", ["head", "full", "none"])
+def test_baseline_modes_train_what_they_say(mode):
+    cfg = _cfg()
+    cfg.train.trainable = mode
+    model = build_model(cfg, num_classes=3)
+    from dva import count_parameters
+
+    c = count_parameters(model)
+    assert c["adapter_params"] == 0 and model.adapted == []
+    expected = {"head": 1280 * 1280 + 1280, "full": c["backbone_params"], "none": 0}[mode]
+    assert c["trainable_params"] == expected
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():  # every baseline starts exactly at the frozen embedding
+        assert torch.allclose(model.embed(x), model.embed(x, adapted=False), atol=1e-6)
+    with pytest.raises(ValueError, match="train.trainable"):
+        bad = _cfg()
+        bad.train.trainable = "everything"
+        build_model(bad, 3)

@@ -34,12 +34,12 @@ def format_table(rows: dict[str, dict], ks=(1, 2, 4, 8)) -> str:
 
 
 def run_demo(out: str = "runs/demo", data: str | None = None, overrides: list[str] | None = None,
-             progress: bool = True) -> dict:
+             progress: bool = True, synthetic: bool = False) -> dict:
     """Train + evaluate + index + search + report; returns the summary written to ``OUT/demo.json``."""
     from dva_train.train import train
 
     t0 = time.time()
-    root = Path(data) if data else find_cub100()
+    root = None if synthetic else (Path(data) if data else find_cub100())
     # Prefix caches on disk: a second `make demo` skips the frozen layers entirely.
     ov = ["--output_dir", out, "--train.cache_dir", str(Path(out) / "cache")]
     if root is not None:
@@ -52,7 +52,8 @@ def run_demo(out: str = "runs/demo", data: str | None = None, overrides: list[st
         make_synthetic(str(root), num_classes=40, per_class=24, size=128, seed=0)
         ov += ["--data.dataset", "synthetic", "--data.root", str(root), "--backbone.img_size", "128",
                "--train.epochs", "4"]
-        print(f"demo: cub100 not found (set DVA_CUB100); using a generated dataset in {root}")
+        why = "--synthetic" if synthetic else "cub100 not found (set DVA_CUB100)"
+        print(f"demo: {why}; using a generated dataset in {root}")
     cfg = load_config("demo", ov + list(overrides or []))
     summary = train(cfg, resume=True, progress=progress)
     rows = {"frozen backbone": summary["frozen_metrics"], "DVA (ICA + OPA + DPT)": summary["metrics"]}

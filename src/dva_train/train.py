@@ -288,7 +288,6 @@ def _train(cfg: DVAConfig, info: DistInfo, resume: bool, progress: bool) -> dict
                 log.write(kind="eval", split=data.eval_name, epoch=0, step=0, frozen=True, **frozen)
     amp_dtype = torch.bfloat16 if info.device.type == "cpu" else torch.float16
     scaler = torch.amp.GradScaler(enabled=tc.amp and info.device.type == "cuda")
-    bs_local = tc.classes_per_batch * tc.images_per_class // info.world
     metrics: dict | None = None
     best = -1.0
     train_s = 0.0

@@ -10,6 +10,7 @@ HELP = "run the whole pipeline on the offline default (bundled MobileNetV2; cub1
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--data", default=None, help="cub100 folder (default: $DVA_CUB100 or ../shared/data/cub100)")
+    p.add_argument("--synthetic", action="store_true", help="use a generated dataset even if cub100 is present")
     p.add_argument("--no-progress", action="store_true")
     # Any other --section.key value pair is a config override, e.g. --train.epochs 1.
     p.set_defaults(overrides=[])
@@ -18,5 +19,5 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from dva_train.demo import run_demo
 
-    run_demo(args.out, args.data, args.overrides, progress=not args.no_progress)
+    run_demo(args.out, args.data, args.overrides, progress=not args.no_progress, synthetic=args.synthetic)
     return 0
