@@ -108,7 +108,7 @@ def bench_size(n: int, args: argparse.Namespace) -> list[dict]:
     s_batch, (_, exact) = timed(lambda: flat.search(q, k), args.repeats)
     s_single, _ = timed(lambda: [flat.search(single[i:i + 1], k) for i in range(len(single))], args.repeats)
     record("faiss flat (exact)", s_batch, s_single, exact, exact)
-    del flat
+    flat = None  # free the memory before the next method
 
     xt = torch.from_numpy(x)
 
@@ -122,9 +122,12 @@ def bench_size(n: int, args: argparse.Namespace) -> list[dict]:
     s_batch, t_ids = timed(lambda: torch_search(q), args.repeats)
     s_single, _ = timed(lambda: [torch_search(single[i:i + 1]) for i in range(len(single))], args.repeats)
     record("torch brute force", s_batch, s_single, t_ids, exact)
-    del xt
+    xt = None
 
     es = EmbeddingSet(x, [str(i) for i in range(n)], [None] * n, {"fingerprint": "benchmark"})
+    if n < 39 * 256:  # build_index needs 39 training vectors per PQ centroid
+        print(f"[{n}] ivfpq skipped: too few vectors to train 8-bit PQ codebooks", flush=True)
+        return rows
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         gi = build_index(es, tmp, kind="ivfpq", fallback=False)  # the product's defaults

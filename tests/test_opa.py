@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-import torch
 from PIL import Image, ImageDraw
 
 from dva.opa import background_view, box_from_map, discriminative_view, expand_box, read_boxes_file

@@ -232,7 +232,8 @@ def write_report(
         cells.append(
             '<figure class="query">'
             + (f'<img src="images/q{qi}.jpg" alt="query {qi}">' if q_ok else '<div class="missing">unreadable</div>')
-            + f"<figcaption><b>query</b><br>{esc(qlab)}<br><span class=path>{esc(Path(res.query).name)}</span></figcaption></figure>"
+            + f"<figcaption><b>query</b><br>{esc(qlab)}<br>"
+            f"<span class=path>{esc(Path(res.query).name)}</span></figcaption></figure>"
         )
         if embedder is not None and q_img is not None:
             try:
@@ -240,7 +241,9 @@ def write_report(
             except Exception as exc:  # a model without maps must not cost the whole report
                 maps = {}
                 cells.append(f'<div class="missing">activation maps failed: {esc(str(exc))}</div>')
-            for name, caption in (("frozen", "frozen backbone"), ("dva", "DVA (adapted)")):
+            same_maps = len(maps) == 2 and np.array_equal(np.asarray(maps["frozen"]), np.asarray(maps["dva"]))
+            dva_caption = "DVA: no adapters loaded, same as frozen" if same_maps else "DVA (adapted)"
+            for name, caption in (("frozen", "frozen backbone"), ("dva", dva_caption)):
                 if name in maps:
                     fn = f"q{qi}_{name}.png"
                     maps[name].resize((THUMB, THUMB * maps[name].height // maps[name].width)).save(img_dir / fn)

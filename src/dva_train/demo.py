@@ -6,7 +6,6 @@ write a visual report under ``runs/demo/``.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path

@@ -5,7 +5,6 @@ path is given explicitly so selenium-manager never tries to download one.
 """
 from __future__ import annotations
 
-import shutil
 import socket
 import threading
 import time

@@ -4,14 +4,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dva.commands.embed import add_model_arguments, embedder_from_args
+from dva.commands import embed as _model  # module attribute lookup: stays patchable in tests
 
 NAME = "report"
 HELP = "Write a static HTML report: top-k per query, frozen vs DVA activation maps, curves."
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_model_arguments(p)
+    _model.add_model_arguments(p)
     p.add_argument("--index", required=True, help="an index directory from `dva index`")
     p.add_argument("queries", nargs="*", metavar="QUERY_IMAGE", help="query image files")
     p.add_argument("--query-list", help="a list file of queries: path per line or CSV path,label")
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     if not queries:
         raise ValueError("give query images as arguments or with --query-list")
     index = GalleryIndex.load(args.index)
-    embedder = embedder_from_args(args)
+    embedder = _model.embedder_from_args(args)
     index.check_fingerprint(embedder.fingerprint)
     from_gallery = resolve_query_labels(index, queries)
     labels = [lab if lab is not None else g for lab, g in zip(labels, from_gallery)]

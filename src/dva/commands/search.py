@@ -4,14 +4,14 @@ from __future__ import annotations
 import argparse
 import json
 
-from dva.commands.embed import add_model_arguments, embedder_from_args
+from dva.commands import embed as _model  # module attribute lookup: stays patchable in tests
 
 NAME = "search"
 HELP = "Search an index with query images; print the top-k gallery images."
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_model_arguments(p)
+    _model.add_model_arguments(p)
     p.add_argument("--index", required=True, help="an index directory from `dva index`")
     p.add_argument("queries", nargs="+", metavar="QUERY_IMAGE", help="query image files")
     p.add_argument("--k", type=int, default=10, help="hits per query (default 10)")
@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from dva.retrieval.search import search_paths
 
     index = GalleryIndex.load(args.index)
-    embedder = embedder_from_args(args)
+    embedder = _model.embedder_from_args(args)
     index.check_fingerprint(embedder.fingerprint)  # before any image work
     if args.nprobe:
         index.set_nprobe(args.nprobe)

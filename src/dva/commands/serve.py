@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import argparse
 
-from dva.commands.embed import add_model_arguments, embedder_from_args
+from dva.commands import embed as _model  # module attribute lookup: stays patchable in tests
 
 NAME = "serve"
 HELP = "Serve an index over HTTP: a search page at / and a JSON API (POST /search)."
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_model_arguments(p)
+    _model.add_model_arguments(p)
     p.add_argument("--index", required=True, help="an index directory from `dva index`")
     p.add_argument("--host", default="127.0.0.1",
                    help="interface to listen on (default 127.0.0.1: this machine only)")
@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from dva.retrieval.serve import serve
 
     index = GalleryIndex.load(args.index)
-    embedder = embedder_from_args(args)
+    embedder = _model.embedder_from_args(args)
     index.check_fingerprint(embedder.fingerprint)
     print(f"serving {len(index)} images from {args.index} on http://{args.host}:{args.port}/")
     serve(index, embedder, host=args.host, port=args.port, default_k=args.k,
