@@ -12,6 +12,8 @@ Usage::
 
     python benchmarks/metrics_speed.py                       # 10k, 50k, 200k (~15 min, 2 cores)
     python benchmarks/metrics_speed.py --sizes 2000 --repeats 2 --out /tmp/x.json   # smoke run
+    python benchmarks/metrics_speed.py --sizes 200000 --impls ours --probe-queries 1000 \
+        --out benchmarks/results/metrics_memory_probe.json     # memory only, ~1 min
 
 Writes a table to stdout and JSON to ``benchmarks/results/metrics_speed.json``.
 """
@@ -68,6 +70,13 @@ def child(args: argparse.Namespace) -> None:
             r = calc.get_accuracy(torch.nn.functional.normalize(xt, dim=1), yt)
             return {"recall@1": r["precision_at_1"], "map@r": r["mean_average_precision_at_r"],
                     "r_precision": r["r_precision"]}
+    elif args.probe_queries:
+        from dva.metrics import retrieval_metrics
+
+        def run() -> dict:  # same chunk sizes and memory as leave-one-out, a fraction of the time
+            q = args.probe_queries
+            return retrieval_metrics(x[:q], y[:q], ks=(1, 2, 4, 8), gallery_embeddings=x,
+                                     gallery_labels=y)
     else:
         from dva.metrics import retrieval_metrics
 
@@ -121,6 +130,10 @@ def main() -> int:
                    help="skip pml where its time extrapolated (x N^2) from a smaller size "
                         "exceeds this")
     p.add_argument("--impls", default="ours,pml")
+    p.add_argument("--probe-queries", type=int, default=0,
+                   help="memory probe: only the first Q embeddings query the whole set "
+                        "(gallery mode; same per-chunk memory as leave-one-out, ~N/Q x faster; "
+                        "the query itself is among its neighbours, so metrics differ)")
     p.add_argument("--out", default=str(DEFAULT_OUT))
     # child mode
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -142,7 +155,9 @@ def main() -> int:
     for n in sizes:
         for impl in impls:
             reps = args.repeats if n <= args.repeat_max_n else 1
-            row = {"n": n, "dim": args.dim, "impl": impl, "repeats": reps}
+            row = {"n": n, "dim": args.dim, "impl": impl, "repeats": reps,
+                   "mode": (f"probe: {args.probe_queries} queries vs {n} gallery"
+                            if args.probe_queries else "leave-one-out")}
             if impl == "pml" and impl in last_time:
                 n0, t0 = last_time[impl]
                 est = t0 * (n / n0) ** 2
@@ -156,7 +171,7 @@ def main() -> int:
             cmd = [sys.executable, __file__, "--child", "--impl", impl, "--n", str(n),
                    "--dim", str(args.dim), "--class-size", str(args.class_size),
                    "--noise", str(args.noise), "--seed", str(args.seed), "--repeats", str(reps),
-                   "--threads", str(args.threads)]
+                   "--threads", str(args.threads), "--probe-queries", str(args.probe_queries)]
             try:
                 r = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout,
                                    env=env)

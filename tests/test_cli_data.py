@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +10,6 @@ import pytest
 
 from dva.cli import main
 from dva.metrics import retrieval_metrics
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -43,13 +40,8 @@ def test_data_info_table_closed(syn, capsys):
     assert out["train_classes"] == out["test_classes"] == 8
 
 
-def test_data_info_cub100(capsys):
-    root = next((Path(c) for c in (os.environ.get("DVA_CUB100", ""),
-                                   str(REPO.parent / "shared" / "data" / "cub100"))
-                 if c and (Path(c) / "images.txt").is_file()), None)
-    if root is None:
-        pytest.skip("cub100 not found")
-    assert main(["data-info", "--dataset", "cub100", "--root", str(root), "--json",
+def test_data_info_cub100(cub100, capsys):  # fixture from tests/conftest.py (skips if absent)
+    assert main(["data-info", "--dataset", "cub100", "--root", str(cub100), "--json",
                  "--strict-counts"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert (out["train_images"], out["test_images"]) == (2_949, 2_953)

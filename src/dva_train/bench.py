@@ -77,6 +77,9 @@ def ablation_rows() -> dict[str, tuple[str, str, list[str]]]:
     long = ["--train.epochs", "2", "--train.max_steps", "184"]  # 2 full epochs of the training half
     rows["ica_184st"] = ("budget", "ICA, 184 steps (2 epochs)", ["--opa.enabled", "false"] + long)
     rows["dva_184st"] = ("budget", "DVA, 184 steps (2 epochs)", long)
+    # The SPEC section 6 feasibility setting (7.1% of the backbone: over the 2% budget), for reference.
+    rows["ica_r16head_184st"] = ("budget", "reference: ICA r=16 pw+pwl+head, 184 steps (SPEC 6)",
+                                 ["--opa.enabled", "false", "--ica.rank", "16", "--ica.target", "pw+pwl+head"] + long)
     return rows
 
 

@@ -2,24 +2,17 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
 from dva.data import load_split
 
-REPO = Path(__file__).resolve().parents[2]
+# The ``cub100`` fixture (tests/conftest.py) finds $DVA_CUB100 or <repo>/../shared/data/cub100
+# and skips when neither exists.
 
 
-def _cub100() -> Path:
-    for c in (os.environ.get("DVA_CUB100", ""), str(REPO.parent / "shared" / "data" / "cub100")):
-        if c and (Path(c) / "images.txt").is_file():
-            return Path(c)
-    pytest.skip("cub100 not found (set DVA_CUB100 or place it at <repo>/../shared/data/cub100)")
-
-
-def test_real_open_counts():
-    s = load_split("cub100", str(_cub100()), "open", strict_counts=True)
+def test_real_open_counts(cub100):
+    s = load_split("cub100", str(cub100), "open", strict_counts=True)
     assert (len(s.train), len(s.test)) == (2_949, 2_953)
     assert s.train_classes == list(range(50)) and s.test_classes == list(range(50, 100))
     assert not s.warnings
@@ -27,8 +20,8 @@ def test_real_open_counts():
     assert all(os.path.isabs(r.path) for r in s.test)
 
 
-def test_real_closed_counts():
-    s = load_split("cub100", str(_cub100()), "closed", strict_counts=True)
+def test_real_closed_counts(cub100):
+    s = load_split("cub100", str(cub100), "closed", strict_counts=True)
     assert (len(s.train), len(s.test)) == (2_999, 2_903)
     assert s.train_classes == s.test_classes == list(range(100))
 
