@@ -64,8 +64,10 @@ class ViewDataset(Dataset):
             im, bx = (ImageOps.mirror(img), mirror_box(box, img.width) if box else None) if f else (img, box)
             d, b, keep = make_views(im, bx, self.opa, self.fill)
             xs.append(self.x_tf(im))
-            ds.append(self.view_tf(d) if keep else self.x_tf(im))
-            bs.append(self.view_tf(b) if keep else self.x_tf(im))
+            # No confident box: x_disc is x itself (same tensor, same augmentation), so its DPT
+            # term is exactly zero; x_bg is a placeholder that the objective masks out.
+            ds.append(self.view_tf(d) if keep else xs[-1])
+            bs.append(self.view_tf(b) if keep else xs[-1])
         stack = (lambda t: torch.stack(t)) if self.flips > 1 else (lambda t: t[0])
         return stack(xs), stack(ds), stack(bs), float(box is not None), self.labels[i], i
 
