@@ -10,6 +10,8 @@ def test_yaml_and_overrides(tmp_path):
     assert cfg.ica.rank == 8 and cfg.train.epochs == 5 and cfg.loss.beta == 0.5
     assert cfg.opa.enabled is False and cfg.train.cache_prefix == "off"
     assert cfg.backbone.name == DVAConfig().backbone.name
+    assert load_config(None, ["--ica.blocks", "-2:"]).ica.blocks == "-2:"
+    assert load_config(None, ["--ica.blocks=[1, 2]"]).ica.blocks == "[1, 2]"
 
 
 def test_unknown_keys_and_bad_types_are_errors(tmp_path):

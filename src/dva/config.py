@@ -216,7 +216,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ValueError(f"override --{key}: '{part}' is not a section")
-        node[parts[-1]] = yaml.safe_load(value) if value != "" else ""
+        parsed = yaml.safe_load(value) if value != "" else ""
+        # No config field is a mapping or a list: "-2:" (a slice) must stay the string it is.
+        node[parts[-1]] = value if isinstance(parsed, (dict, list)) else parsed
     return _from_dict(DVAConfig, d, source if not overrides else f"{source} + overrides")
 
 
