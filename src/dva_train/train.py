@@ -7,6 +7,7 @@ frozen class means -> epochs of class-balanced batches through :class:`dva.objec
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -97,7 +98,7 @@ def embed_eval(model: DVAModel, paths: list[str], cache: PrefixCache | None, inf
     idx = np.arange(info.rank, len(paths), info.world)  # disjoint strided shards: no duplicates
     bs = cfg.train.batch_size_eval
     rows: list[torch.Tensor] = []
-    ctx = ica_disabled(model.encoder) if not adapted else _nullcontext()
+    ctx = ica_disabled(model.encoder) if not adapted else contextlib.nullcontext()
     with ctx:
         if cache is not None:
             for s in range(0, len(idx), bs):
@@ -112,14 +113,6 @@ def embed_eval(model: DVAModel, paths: list[str], cache: PrefixCache | None, inf
                 rows.append(model.embed(x.to(info.device)).float().cpu())
     emb = torch.cat(rows).numpy() if rows else np.zeros((0, model.dim), np.float32)
     return gather_rows(info, idx, emb, len(paths))
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *a) -> None:
-        return None
 
 
 def evaluate(model: DVAModel, data: TrainData, cache: PrefixCache | None, info: DistInfo, cfg: DVAConfig,
