@@ -109,3 +109,10 @@ def test_bad_target_is_a_clear_error():
         build_model(_cfg("mobilenetv2_100", target="qk"))
     with pytest.raises(ValueError, match="not valid for a ViT"):
         build_model(_cfg("vit_tiny_patch16_224", target="pw"))
+
+
+def test_auto_target_on_a_cnn_without_head_conv():
+    model = build_model(_cfg("resnet50", target="auto", blocks="-1:", rank=4))  # ResNets have no conv_head
+    assert model.adapted and not any("head" in n for n in model.adapted)
+    with pytest.raises(ValueError, match="conv_head"):
+        build_model(_cfg("resnet50", target="pw+head", blocks="-1:"))

@@ -152,3 +152,23 @@ def test_baseline_modes_train_what_they_say(mode):
         bad = _cfg()
         bad.train.trainable = "everything"
         build_model(bad, 3)
+
+
+def test_embedder_fingerprint_covers_every_trained_tensor():
+    from dva.inference import Embedder
+
+    cfg = _cfg()
+    cfg.train.trainable = "head"
+    torch.manual_seed(0)
+    a = build_model(cfg, num_classes=3)
+    torch.manual_seed(0)
+    b = build_model(cfg, num_classes=3)
+    assert Embedder(a).fingerprint == Embedder(b).fingerprint
+    with torch.no_grad():
+        b.head.weight.add_(0.01)
+    assert Embedder(a).fingerprint != Embedder(b).fingerprint  # an index of `a` must refuse `b`
+    with torch.no_grad():
+        a.proxies.add_(1.0)  # proxies do not change embeddings: same fingerprint
+    torch.manual_seed(0)
+    c = build_model(cfg, num_classes=3)
+    assert Embedder(a).fingerprint == Embedder(c).fingerprint

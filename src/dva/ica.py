@@ -32,9 +32,14 @@ _ACTS = {"gelu": nn.GELU, "relu": nn.ReLU, "identity": nn.Identity}
 AUTO = {"vit": {"target": "qk", "blocks": "all"}, "cnn": {"target": "pw+pwl+head", "blocks": "-2:"}}
 
 
-def resolve(cfg: ICAConfig, fam: str) -> tuple[str, str]:
-    """``(target, blocks)`` with ``auto`` replaced by the family default."""
+def resolve(cfg: ICAConfig, fam: str, has_head: bool = True) -> tuple[str, str]:
+    """``(target, blocks)`` with ``auto`` replaced by the family default.
+
+    ``has_head``: whether the CNN has a 1x1 ``conv_head`` (ResNets do not: ``auto`` then omits it).
+    """
     target = AUTO[fam]["target"] if cfg.target == "auto" else cfg.target
+    if cfg.target == "auto" and not has_head:
+        target = "+".join(t for t in target.split("+") if t != "head")
     blocks = AUTO[fam]["blocks"] if cfg.blocks == "auto" else cfg.blocks
     return target, blocks
 
@@ -104,7 +109,9 @@ class QKVAdapter(nn.Module):
         for i, p in enumerate("qkv"):
             if p in self.ica_branches:
                 w[i * self.dim:(i + 1) * self.dim] += self.ica_branches[p].delta_weight().detach()
-        lin = nn.Linear(self.base.in_features, self.base.out_features, bias=self.base.bias is not None)
+        w0 = self.base.weight
+        lin = nn.Linear(self.base.in_features, self.base.out_features, bias=self.base.bias is not None,
+                        device=w0.device, dtype=w0.dtype)
         lin.weight.data.copy_(w)
         if self.base.bias is not None:
             lin.bias.data.copy_(self.base.bias.detach())
@@ -126,8 +133,9 @@ class ConvAdapter(nn.Module):
         return out + self.ica_branch(x) if self.enabled else out
 
     def merged(self) -> nn.Conv2d:
+        w0 = self.base.weight
         conv = nn.Conv2d(self.base.in_channels, self.base.out_channels, 1, stride=self.base.stride,
-                         bias=self.base.bias is not None)
+                         bias=self.base.bias is not None, device=w0.device, dtype=w0.dtype)
         conv.weight.data.copy_(self.base.weight.detach() + self.ica_branch.delta_weight().detach()[:, :, None, None])
         if self.base.bias is not None:
             conv.bias.data.copy_(self.base.bias.detach())
@@ -166,7 +174,7 @@ def _cnn_kind(name: str, m: nn.Module) -> str | None:
 def apply_ica(model: nn.Module, cfg: ICAConfig) -> list[str]:
     """Insert adapters into a frozen timm backbone in place; returns the adapted module names."""
     fam = bb.family(model)
-    target, blocks = resolve(cfg, fam)
+    target, blocks = resolve(cfg, fam, isinstance(getattr(model, "conv_head", None), nn.Conv2d))
     targets = set(target.split("+"))
     n_stages = len(bb.stages(model))
     chosen = select_stages(n_stages, blocks)

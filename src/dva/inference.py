@@ -39,7 +39,9 @@ class Embedder:
         self.transform = eval_transform(self.img_size, model.data_cfg)
         h = hashlib.sha256(model.fingerprint.encode())
         for n, p in sorted(model.named_parameters()):
-            if ".ica_" in n:  # adapters change the embedding; proxies do not
+            # Everything training changed except the proxies (adapters, a baseline's head or
+            # fine-tuned backbone) changes the embedding.
+            if p.requires_grad and n != "proxies":
                 h.update(n.encode())
                 h.update(p.detach().cpu().contiguous().numpy().tobytes())
         h.update(str(self.img_size).encode())

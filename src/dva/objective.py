@@ -5,7 +5,8 @@
 All three views are pulled to their class proxy; the background term only for samples with a
 confident object box (``keep``). Masked terms are divided by the batch size, not by the number of
 kept samples, so that averaging the gradients of equal-size DDP shards equals the gradient of the
-global batch exactly.
+global batch exactly — except for the optional contrastive term (``w_con > 0``, off by default),
+whose pairs are formed within each rank's shard.
 """
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -66,14 +67,17 @@ class PrefixCache:
         return out
 
 
-def cache_keys(model: DVAModel, views: tuple[str, ...], paths: list[str], flips: int, extra: dict) -> dict[str, str]:
+def cache_keys(model: DVAModel, views: tuple[str, ...], paths: list[str], flips: int, extra: dict,
+               labels: dict | None = None) -> dict[str, str]:
     """A content key per view: what the cached activations depend on, hashed.
 
     The frozen weights (fingerprint), where the prefix ends, the input size, the images, the
     mirrors and, for the object/background views, the boxes and view settings (``extra``).
     """
+    # Paths with size and modification time: an image replaced in place invalidates the cache.
+    files = "\n".join(f"{p}\t{os.stat(p).st_size}\t{os.stat(p).st_mtime_ns}" for p in paths)
     base = {"fp": model.fingerprint, "split": model.split, "size": model.cfg.backbone.img_size,
-            "paths": hashlib.sha256("\n".join(paths).encode()).hexdigest(), "flips": flips}
+            "paths": hashlib.sha256(files.encode()).hexdigest(), "flips": flips, **(labels or {})}
     out = {}
     for v in views:
         d = {**base, "view": v, **({} if v == "x" else extra)}

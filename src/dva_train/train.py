@@ -8,6 +8,7 @@ frozen class means -> epochs of class-balanced batches through :class:`dva.objec
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import time
@@ -87,6 +88,9 @@ def use_prefix_cache(cfg: DVAConfig, model: DVAModel) -> bool:
         raise ValueError(f"train.cache_prefix must be auto | on | off, got {mode!r}")
     if mode == "auto":
         return model.split > 0
+    if mode == "on" and cfg.train.trainable == "full":
+        raise ValueError("train.cache_prefix=on cannot train the full backbone (the cached stem would stay frozen): "
+                         "use train.cache_prefix=off or auto")
     return mode == "on"
 
 
@@ -110,7 +114,7 @@ def embed_eval(model: DVAModel, paths: list[str], cache: PrefixCache | None, inf
             ds = Subset(_Paths(paths, eval_transform(cfg.backbone.img_size, model.data_cfg)), idx.tolist())
             for x in tqdm(DataLoader(ds, batch_size=bs, num_workers=cfg.train.num_workers), desc="eval",
                           disable=not progress):
-                rows.append(model.embed(x.to(info.device)).float().cpu())
+                rows.append(model.embed(x.to(info.device), adapted=adapted).float().cpu())
     emb = torch.cat(rows).numpy() if rows else np.zeros((0, model.dim), np.float32)
     return gather_rows(info, idx, emb, len(paths))
 
@@ -127,7 +131,8 @@ def evaluate(model: DVAModel, data: TrainData, cache: PrefixCache | None, info: 
 
 def _cached(model, ds, names, paths, flips, extra, cfg, info, what, progress) -> PrefixCache:
     """Load the prefix cache from ``train.cache_dir`` when present, else build (and store) it."""
-    keys = cache_keys(model, names, paths, flips, extra)
+    labels = {"labels": hashlib.sha256(np.asarray(ds.labels).tobytes()).hexdigest()}
+    keys = cache_keys(model, names, paths, flips, extra, labels)
     folder = cfg.train.cache_dir
     if folder:
         hit = PrefixCache.load(folder, keys)
@@ -213,7 +218,7 @@ def _train(cfg: DVAConfig, info: DistInfo, resume: bool, progress: bool) -> dict
         ds = ViewDataset(data.train_paths, data.train_labels.tolist(), boxes, cfg.opa, fill, x_tf, v_tf, flips)
         eds = ViewDataset(data.eval_paths, data.eval_labels.tolist(), {}, cfg.opa, fill, x_tf, v_tf, 1)
         extra = {"boxes": sorted((p, boxes.get(p)) for p in data.train_paths), "fill": fill,
-                 "opa": [cfg.opa.expand, cfg.opa.aspect, cfg.opa.min_score, cfg.opa.background]}
+                 "opa": [cfg.opa.box_source, cfg.opa.expand, cfg.opa.aspect, cfg.opa.min_score, cfg.opa.background]}
         train_cache = _cached(model, ds, names, data.train_paths, flips, extra, cfg, info, "train", progress)
         eval_cache = _cached(model, eds, ("x",), data.eval_paths, 1, {}, cfg, info, data.eval_name, progress)
     else:
@@ -251,6 +256,8 @@ def _train(cfg: DVAConfig, info: DistInfo, resume: bool, progress: bool) -> dict
     ], eps=tc.adam_eps)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, [_lr_lambda(total, warm, True), _lr_lambda(total, warm, False)])
     step, start_epoch, skip = 0, 0, 0
+    best = -1.0  # best validation MAP@R so far (val_classes > 0)
+    scaler = torch.amp.GradScaler(enabled=tc.amp and info.device.type == "cuda")
     state_path, last_path = out / "train_state.pt", out / "last.safetensors"
     if resume and state_path.is_file() and last_path.is_file():
         st = torch.load(state_path, map_location="cpu", weights_only=True)  # tensors and numbers only
@@ -258,6 +265,9 @@ def _train(cfg: DVAConfig, info: DistInfo, resume: bool, progress: bool) -> dict
         opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["scheduler"])
         step, start_epoch, skip = int(st["step"]), int(st["epoch"]), int(st["batch_in_epoch"])
+        best = float(st.get("best", -1.0))
+        if st.get("scaler"):
+            scaler.load_state_dict(st["scaler"])
         log.write(kind="resume", step=step, epoch=start_epoch)
 
     def save(epoch: int, batch_in_epoch: int, metrics: dict | None = None) -> None:
@@ -265,7 +275,7 @@ def _train(cfg: DVAConfig, info: DistInfo, resume: bool, progress: bool) -> dict
             return
         save_checkpoint(last_path, model, {"step": step, "epoch": epoch, "metrics": metrics or {}})
         buf = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step, "epoch": epoch,
-               "batch_in_epoch": batch_in_epoch}
+               "batch_in_epoch": batch_in_epoch, "best": best, "scaler": scaler.state_dict()}
         tmp = state_path.with_suffix(".tmp")
         torch.save(buf, tmp)
         tmp.replace(state_path)
@@ -280,9 +290,7 @@ def _train(cfg: DVAConfig, info: DistInfo, resume: bool, progress: bool) -> dict
             if info.main:
                 log.write(kind="eval", split=data.eval_name, epoch=0, step=0, frozen=True, **frozen)
     amp_dtype = torch.bfloat16 if info.device.type == "cpu" else torch.float16
-    scaler = torch.amp.GradScaler(enabled=tc.amp and info.device.type == "cuda")
     metrics: dict | None = None
-    best = -1.0
     train_s = 0.0
     n_img = 0
     for epoch in range(start_epoch, tc.epochs):
