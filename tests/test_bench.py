@@ -67,3 +67,24 @@ def test_missing_data_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "REPO", tmp_path)
     with pytest.raises(FileNotFoundError, match="cub100 not found"):
         bench.find_cub100(str(tmp_path / "also-nope"))
+
+
+def test_expand_half_budget():
+    ov = ["--opa.enabled", "false", bench.HALF, "--train.seed", "0"]
+    assert bench.expand_half(ov, 2, 184) == ["--opa.enabled", "false", "--train.max_steps", "92", "--train.seed", "0"]
+    assert bench.expand_half(ov, 4, 0)[2:6] == ["--train.epochs", "2", "--train.max_steps", "0"]
+    assert bench.expand_half(["--x", "1"], 2, 0) == ["--x", "1"]
+    rows = bench.ablation_rows()
+    assert bench.HALF in rows["dva_half"][2] and bench.HALF not in rows["dva_beta1"][2]
+
+
+def test_markdown_reports_load_and_budget():
+    row = bench.aggregate("dva", "main", "DVA", [], [dict(_run(0, 0.83), loadavg_1m=[0.4, 2.6])])
+    result = {"rows": [row], "command": "python benchmarks/cub100.py", "date": "d", "profile": "full", "json": "x.json",
+              "settings": {"img_size": 224, "epochs": 2, "max_steps": 0, "seeds": [0], "threads": 2, "embed_images": 0,
+                           "dva_defaults": [], "common": []},
+              "machine": {"cpu_count": 2, "cpu_model": "cpu", "ram_gb": 23.5, "torch": "t", "timm": "m"}}
+    text = bench.markdown(result)
+    assert "load average 0.4-2.6" in text and "**224 px**; 2 epochs" in text
+    del row["runs"][0]["loadavg_1m"]
+    assert "load not recorded" in bench.markdown(result)

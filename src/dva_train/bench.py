@@ -48,7 +48,15 @@ MAIN_ROWS: dict[str, tuple[str, str, list[str]]] = {
 
 # The same configuration as another row: one run folder (the defaults are rank 4, gelu, self boxes, beta 1).
 ALIAS = {"ica_cached": "ica", "dva_beta1": "dva", "dva_rank4": "dva", "dva_act_gelu": "dva", "dva_box_self": "dva"}
+HALF = "@half"  # expanded by main() to half the profile's training budget
 RUN_ORDER = ["ica", "dva", "ica_opa", "head", "full", "frozen"]
+
+
+def expand_half(overrides: list[str], epochs: int, max_steps: int) -> list[str]:
+    """Replace the ``HALF`` marker by overrides for half the profile's budget (steps, else epochs)."""
+    half = (["--train.max_steps", str(max_steps // 2)] if max_steps
+            else ["--train.epochs", str(max(1, epochs // 2)), "--train.max_steps", "0"])
+    return [t for o in overrides for t in (half if o == HALF else [o])]
 
 
 def fill_frozen_metrics(done: list) -> None:
@@ -74,15 +82,12 @@ def ablation_rows() -> dict[str, tuple[str, str, list[str]]]:
         rows[f"dva_act_{a}"] = ("act", f"DVA act={a}", ["--ica.act", a])
     rows["dva_box_self"] = ("box", "DVA boxes=self-localisation", ["--opa.box_source", "self"])
     rows["dva_box_none"] = ("box", "DVA boxes=none (x_disc = x)", ["--opa.box_source", "none"])
-    long = ["--train.epochs", "2", "--train.max_steps", "184"]  # 2 full epochs of the training half
-    rows["ica_184st"] = ("budget", "ICA, 184 steps (2 epochs)", ["--opa.enabled", "false"] + long)
-    rows["head_184st"] = ("budget", "head, 184 steps (2 epochs)", MAIN_ROWS["head"][2] + long)
-    rows["full_184st"] = ("budget", "full fine-tune, 184 steps (2 epochs)", MAIN_ROWS["full"][2] + long)
-    rows["ica_opa_184st"] = ("budget", "ICA + OPA, 184 steps (2 epochs)", ["--loss.beta", "0"] + long)
-    rows["dva_184st"] = ("budget", "DVA, 184 steps (2 epochs)", long)
+    # Budget: half the profile's steps (the reference profile: 1 epoch = the `make demo` budget).
+    rows["ica_half"] = ("budget", "ICA, half the steps", ["--opa.enabled", "false", HALF])
+    rows["dva_half"] = ("budget", "DVA, half the steps", [HALF])
     # The SPEC section 6 feasibility setting (7.1% of the backbone: over the 2% budget), for reference.
-    rows["ica_r16head_184st"] = ("budget", "ref.: ICA r=16 pw+pwl+head, 184 steps (SPEC 6)",
-                                 ["--opa.enabled", "false", "--ica.rank", "16", "--ica.target", "pw+pwl+head"] + long)
+    rows["ica_r16head"] = ("budget", "ref.: ICA r=16 pw+pwl+head (SPEC 6, 7.1%)",
+                           ["--opa.enabled", "false", "--ica.rank", "16", "--ica.target", "pw+pwl+head"])
     return rows
 
 
@@ -94,27 +99,32 @@ def speedup_rows() -> dict[str, tuple[str, str, list[str]]]:
                        ["--opa.enabled", "false", "--train.cache_prefix", "off", "--train.augment", "standard"]),
         "frozen_224": ("speedup", "frozen, 224 px", ["--backbone.img_size", "224"]),
         "frozen_160": ("speedup", "frozen, 160 px", ["--backbone.img_size", "160"]),
+        "dva_160px": ("speedup", "DVA, 160 px input", ["--backbone.img_size", "160"]),
     }
 
 
 # Hyper-parameter selection on the validation split (classes 40-49; training on 0-39).
 def val_rows() -> dict[str, tuple[str, str, list[str]]]:
-    """Candidates for the MobileNetV2 defaults, scored on classes 40-49 (training on 0-39 only)."""
+    """Candidates for the MobileNetV2 defaults, scored on classes 40-49 (training on 0-39 only).
+
+    Run with ``--profile val --epochs 3 --max-steps 184`` (184 steps = 2 epochs of the full training
+    half, 2.5 of the 40-class part). The baselines are here too, so that a candidate can be compared
+    with them without looking at the test classes.
+    """
     val = ["--data.val_classes", "10"]
-    long = ["--train.epochs", "3", "--train.max_steps", "184"]  # 184 steps = 2 epochs of the full training half
-    r4 = ["--ica.rank", "4", "--ica.target", "pw+pwl", "--ica.blocks", "'-2:'"]
-    cands: dict[str, list[str]] = {
-        "val_ica_r4_60st": r4,
-        "val_ica_r4_184st": r4 + long,
-        "val_ica_r4head_184st": ["--ica.rank", "4", "--ica.target", "pw+pwl+head", "--ica.blocks", "'-2:'"] + long,
-        "val_ica_r8pw_184st": ["--ica.rank", "8", "--ica.target", "pw", "--ica.blocks", "'-2:'"] + long,
-        "val_ica_r16_184st": ["--ica.rank", "16", "--ica.target", "pw+pwl", "--ica.blocks", "'-2:'"] + long,
-        "val_ica_r4_184st_lr3e-3": r4 + long + ["--train.lr", "3e-3"],
+    online = ["--train.cache_prefix", "off", "--train.augment", "none"]  # adapters in stage 0: no prefix to cache
+    cands: dict[str, tuple[str, list[str]]] = {
+        "val_frozen": ("frozen backbone", []),
+        "val_head": ("head", MAIN_ROWS["head"][2]),
+        "val_ica_r4": ("ICA r4 pw+pwl -2: (1.49%)", ["--opa.enabled", "false"]),
+        "val_dva_r4": ("DVA r4 pw+pwl -2: (1.49%)", []),
+        "val_dva_r4_lr3e-3": ("DVA r4 pw+pwl -2:, lr 3e-3", ["--train.lr", "3e-3"]),
+        "val_dva_r8pw": ("DVA r8 pw -2: (1.45%)", ["--ica.rank", "8", "--ica.target", "pw"]),
+        "val_dva_r2all": ("DVA r2 pw+pwl all stages (1.52%)", ["--ica.rank", "2", "--ica.blocks", "all"] + online),
+        "val_dva_r4pwall": ("DVA r4 pw all stages (1.50%)", ["--ica.target", "pw", "--ica.blocks", "all"] + online),
+        "val_full": ("full fine-tune", MAIN_ROWS["full"][2]),
     }
-    rows = {k: ("val", k[4:].replace("_", " "), val + ["--opa.enabled", "false"] + ov) for k, ov in cands.items()}
-    for k, ov in {"val_icaopa_r4_184st": ["--loss.beta", "0"], "val_dva_r4_184st": []}.items():
-        rows[k] = ("val", k[4:].replace("_", " "), val + r4 + long + ov)
-    return rows
+    return {k: ("val", lab, val + ov) for k, (lab, ov) in cands.items()}
 
 
 def find_cub100(explicit: str | None = None) -> Path:
@@ -217,6 +227,7 @@ def run_one(name: str, kind: str, overrides: list[str], out: Path, cache_dir: Pa
             "embed_images": embed_images}
     (out / "spec.json").write_text(json.dumps(spec, indent=1))
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), HF_HUB_OFFLINE="1")
+    load0 = os.getloadavg()[0]  # other jobs on the machine distort every timing: record the load
     t0 = time.time()
     with open(out / "stdout.log", "w") as f:
         proc = subprocess.Popen([sys.executable, "-m", "dva_train.bench", "--worker", str(out / "spec.json")],
@@ -232,6 +243,7 @@ def run_one(name: str, kind: str, overrides: list[str], out: Path, cache_dir: Pa
     res = json.loads(res_path.read_text())
     res["wall_seconds"] = wall
     res["peak_rss_mb"] = ru.ru_maxrss / 1024.0  # Linux: kilobytes
+    res["loadavg_1m"] = [load0, os.getloadavg()[0]]  # at the row's start and end
     res_path.write_text(json.dumps(res, indent=1))
     m = res.get("metrics") or {}
     log(f"  {name} ({out.name}): R@1 {100 * m.get('recall@1', float('nan')):.2f} MAP@R "
@@ -349,7 +361,7 @@ def git_commit() -> str | None:
         return None
 
 
-def plot(rows: list[dict[str, Any]], path: Path) -> None:
+def plot(rows: list[dict[str, Any]], path: Path, title: str = "") -> None:
     """R@1 against trainable parameters (log x; the frozen row sits at 1 parameter).
 
     Main rows (with their seed spread) and the rank / budget rows, whose parameter counts or
@@ -384,7 +396,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters (log; frozen plotted at 1)")
     ax.set_ylabel("R@1 (%)")
-    ax.set_title("cub100 open-set (test classes 50-99), MobileNetV2\nblue: main rows (60 steps); orange: DVA rank; green: 184 steps (160 or 224 px)")
+    ax.set_title(f"cub100 open-set (test classes 50-99), MobileNetV2, {title}\n"
+                 "blue: main rows (mean ± std over seeds); orange: DVA rank; green: budget rows")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -434,8 +447,12 @@ def markdown(result: dict[str, Any], notes: str = "") -> str:
     m = result["machine"]
     sources = result.get("sources") or [{"json": result.get("json"), "command": result["command"], "date": result["date"],
                                          "profile": result["profile"], "wall_seconds_total": result.get("wall_seconds_total")}]
-    out = [(f"Machine: {m['cpu_count']} x {m['cpu_model']}, {m['ram_gb']} GB RAM, shared with other engineers' jobs "
-            f"(timings are noisy and pessimistic); torch {m['torch']}, timm {m['timm']}; commit "
+    loads = [x for r in rows for run in r["runs"] for x in run.get("loadavg_1m", [])]
+    load = (f"1-minute load average {min(loads):.1f}-{max(loads):.1f} at the rows' starts and ends "
+            f"({m['cpu_count']} cores: above {m['cpu_count']} means other jobs shared the machine)" if loads
+            else "load not recorded (the machine was shared with other jobs: timings are pessimistic)")
+    out = [(f"Machine: {m['cpu_count']} x {m['cpu_model']}, {m['ram_gb']} GB RAM, {load}; "
+            f"torch {m['torch']}, timm {m['timm']}; commit "
             f"{result.get('git_commit') or 'n/a'}. Produced by:"), ""]
     for src in sources:
         wall = f", {src['wall_seconds_total'] / 60:.0f} min" if src.get("wall_seconds_total") else ""
@@ -458,7 +475,7 @@ def markdown(result: dict[str, Any], notes: str = "") -> str:
     ]
     groups = [("main", None), ("beta", "### Ablation: DPT weight beta"), ("rank", "### Ablation: ICA rank"),
               ("act", "### Ablation: ICA activation"), ("box", "### Ablation: OPA box source"),
-              ("budget", "### Training budget (184 steps = 2 epochs) and input size (frozen: 79.2 at 160 px, 79.1 at 224 px)"), ("speedup", "### What the speed-ups cost"), ("val", "### Validation split (classes 40-49; train 0-39)")]
+              ("budget", "### Training budget and the SPEC section 6 reference"), ("speedup", "### What the speed-ups cost"), ("val", "### Validation split (classes 40-49; train 0-39)")]
     for g, title in groups:
         rs = [r for r in rows if r["group"] == g]
         if not rs:
@@ -478,7 +495,8 @@ def render(results: list[dict[str, Any]], doc: Path, plot_path: Path | None, not
     merged = merge_results(results)
     plotted = [r for r in merged["rows"] if r["group"] in ("main", "rank", "budget") and r["name"] != "dva_rank4"]
     if plot_path is not None and any(r["group"] == "main" for r in plotted):
-        plot(plotted, plot_path)
+        st = merged["settings"]
+        plot(plotted, plot_path, f"{st['img_size']} px, {_budget(st).split(' (')[0]}")
         merged["plot"] = str(plot_path)
     doc.parent.mkdir(parents=True, exist_ok=True)
     text = doc.read_text() if doc.is_file() else ""
@@ -544,7 +562,7 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             raise ValueError(f"unknown row(s) {unknown}; known: {sorted(allrows)}")
         # Main rows, or any row when --seeds is given, run every seed (frozen: one).
-        plan = [(n, allrows[n], seeds if (allrows[n][0] == "main" or args.seeds) and not n.startswith("frozen")
+        plan = [(n, allrows[n], seeds if (allrows[n][0] == "main" or args.seeds) and "frozen" not in n.split("_")
                  else [seeds[0]]) for n in want]
 
     # Cheapest-first execution order: the ICA row builds the shared x-view caches (and measures the
@@ -555,8 +573,9 @@ def main(argv: list[str] | None = None) -> int:
     done: list[tuple[str, str, str, list[str], list[dict]]] = []
     for name, (group, label, ov), row_seeds in plan:
         runs = []
-        kind = "frozen" if name.startswith("frozen") else "train"
+        kind = "frozen" if "frozen" in name.split("_") else "train"
         dva_ov = [] if kind == "frozen" or "--train.trainable" in ov else list(DVA_DEFAULTS)
+        ov = expand_half(ov, args.epochs, args.max_steps)
         for seed in row_seeds:
             overrides = common + dva_ov + ov + ["--train.seed", str(seed)]
             tag = f"{ALIAS.get(name, name)}_s{seed}_{args.img_size}px_{args.max_steps or args.epochs}{'st' if args.max_steps else 'ep'}"
