@@ -27,7 +27,7 @@ test: venv
 	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest -q
 
 bench: venv
-	$(VENV)/bin/python benchmarks/cub100.py --quick
+	$(VENV)/bin/python benchmarks/cub100.py --quick --no-doc --out runs/bench_quick.json
 
 clean:
 	rm -rf $(VENV) runs

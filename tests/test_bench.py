@@ -88,3 +88,29 @@ def test_markdown_reports_load_and_budget():
     assert "load average 0.4-2.6" in text and "**224 px**; 2 epochs" in text
     del row["runs"][0]["loadavg_1m"]
     assert "load not recorded" in bench.markdown(result)
+
+
+def test_profile_flags():
+    p = bench.build_parser()
+    assert p.parse_args([]).profile == "quick"
+    assert p.parse_args(["--quick"]).profile == "quick"
+    assert p.parse_args(["--full"]).profile == "full"
+    assert p.parse_args(["--profile", "val"]).profile == "val"
+
+
+def test_frozen_key_groups_runs_by_size_and_split():
+    assert bench.frozen_key(["--backbone.img_size", "160"]) == (160, 0)
+    assert bench.frozen_key(["--data.val_classes", "10"])[1] == 10
+    assert bench.frozen_key(["--loss.beta", "5"]) == bench.frozen_key([])
+
+
+def test_vit_overhead_sentence():
+    def t(med, runs):
+        return {"median_s": med, "runs_s": runs}
+
+    r = {"speed": {"frozen": {"1": t(1.0, [1.0, 1.1]), "32": t(10.0, [10.0, 10.0])},
+                   "ica_gelu": {"1": t(1.1, [1.1, 1.1]), "32": t(10.5, [10.5, 10.5])},
+                   "ica_merged_identity": {"1": t(1.0, [1.0, 1.0]), "32": t(9.0, [9.0, 12.6])}}}
+    s = bench.vit_overhead_sentence(r)
+    assert "batch 1: ICA gelu 1.10x, merged 1.00x" in s and "batch 32: ICA gelu 1.05x, merged 0.90x" in s
+    assert "was 40%" in s
