@@ -95,7 +95,7 @@ def ablation_rows() -> dict[str, tuple[str, str, list[str]]]:
     rows["ica_r2all"] = ("where", "ICA r=2 pw+pwl, all stages (1.52%)",
                          ["--opa.enabled", "false", "--ica.rank", "2", "--ica.blocks", "all",
                           "--train.cache_prefix", "off", "--train.augment", "none"])
-    # Budget: half the profile's steps (the reference profile: 1 epoch = the `make demo` budget).
+    # Budget: half the profile's steps (the full profile: 1 epoch instead of 2).
     rows["ica_half"] = ("budget", "ICA, half the steps", ["--opa.enabled", "false", HALF])
     rows["dva_half"] = ("budget", "DVA, half the steps", [HALF])
     # The SPEC section 6 feasibility setting (7.1% of the backbone: over the 2% budget), for reference.
