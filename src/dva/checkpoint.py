@@ -51,12 +51,19 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         raise ValueError(f"{p}: not a safetensors checkpoint ({exc})") from None
     if meta.get("format") != FORMAT:
         raise ValueError(f"{p}: not a dva checkpoint (format {meta.get('format')!r}, expected {FORMAT!r})")
-    info = {
-        "config": DVAConfig.from_dict(json.loads(meta["config"]), source=str(p)),
-        "fingerprint": meta["fingerprint"],
-        "num_classes": int(meta["num_classes"]),
-        "extra": json.loads(meta.get("extra", "{}")),
-    }
+    missing = [k for k in ("config", "fingerprint", "num_classes") if k not in meta]
+    if missing:
+        raise ValueError(f"{p}: the checkpoint's metadata lacks {', '.join(missing)}; it was not written by "
+                         "`dva train` (or was edited): train again or restore the original file")
+    try:
+        info = {
+            "config": DVAConfig.from_dict(json.loads(meta["config"]), source=str(p)),
+            "fingerprint": meta["fingerprint"],
+            "num_classes": int(meta["num_classes"]),
+            "extra": json.loads(meta.get("extra", "{}")),
+        }
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise ValueError(f"{p}: unreadable checkpoint metadata ({exc})") from None
     return tensors, info
 
 

@@ -6,6 +6,8 @@ dataclasses; unknown keys are errors (a typo must not silently fall back to a de
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,7 +19,7 @@ import yaml
 
 @dataclass
 class BackboneConfig:
-    """The frozen pre-trained encoder (SPEC 2.1)."""
+    """The frozen pre-trained encoder (docs/METHOD.md, Frozen backbone)."""
 
     name: str = "mobilenetv2_100"  # any timm ViT (fused attn.qkv) or CNN
     weights: str = "bundled"  # bundled | hub | none | PATH (.safetensors / .pt / .pth)
@@ -26,7 +28,7 @@ class BackboneConfig:
 
 @dataclass
 class ICAConfig:
-    """In-Context Adaptation: bottlenecks beside frozen projections (SPEC 2.2)."""
+    """In-Context Adaptation: bottlenecks beside frozen projections (docs/METHOD.md, ICA)."""
 
     enabled: bool = True
     rank: int = 16
@@ -43,16 +45,28 @@ class ICAConfig:
 
 @dataclass
 class OPAConfig:
-    """Object-Perceptual Adaptation: object and background views (SPEC 2.3)."""
+    """Object-Perceptual Adaptation: object and background views (docs/METHOD.md, OPA)."""
 
     enabled: bool = True
-    box_source: str = "self"  # self | annotations | none | detector
+    box_source: str = "self"  # one of BOX_SOURCES
     boxes_file: str = ""  # CSV/JSON of path,x,y,w,h[,score]; default: RUN_DIR/boxes.json
     # Below this box score: x_disc = x and no background term. -1 = per source: 0.5 for a
-    # detector ([DVF]) and annotations, 0.15 for self-localisation, whose score measures how
-    # concentrated the response is (0 = flat map) and is lower for large, loosely framed objects
-    # (cub100: median 0.34, 5th percentile 0.19).
+    # detector ([DVF]: yolox, groundingdino) and annotations, 0.3 for owlv2 (lower scores), 0.15
+    # for self-localisation and saliency, whose score measures how concentrated the map is
+    # (0 = flat map) and is lower for large, loosely framed objects (cub100: median 0.34, 5th
+    # percentile 0.19).
     min_score: float = -1.0
+    # Detector sources (docs/METHOD.md, OPA). prompt: the classes to detect, comma-separated
+    # (yolox: COCO names, e.g. "bird", "cat,dog", "car", "airplane"; groundingdino/owlv2: any
+    # words); "auto" = the dataset's super-category (cub*/nabirds: bird, pets/dogs: cat,dog,
+    # cars: car, aircraft: airplane; other datasets must set it).
+    prompt: str = "auto"
+    # yolox: the YOLOX-Nano ONNX file; "" = $DVA_YOLOX or ../shared/models/yolox_nano.onnx beside
+    # the working directory or the checkout.
+    detector_path: str = ""
+    # groundingdino / owlv2: Hugging Face model ids (or local folders).
+    groundingdino_model: str = "IDEA-Research/grounding-dino-tiny"
+    owlv2_model: str = "google/owlv2-base-patch16-ensemble"
     # Self-localisation: threshold = mean + threshold * (max - mean) of the response map (0 = the
     # mean, as in SCDA; 0.4 measured tighter on drawn objects), computed at loc_scale x img_size.
     # loc_scale 2 gives a finer map of a stride-32 CNN (drawn-object IoU ~0.7 instead of ~0.6)
@@ -66,7 +80,7 @@ class OPAConfig:
 
 @dataclass
 class LossConfig:
-    """Objective weights (SPEC 2.4-2.5)."""
+    """Objective weights (docs/METHOD.md, DPT and Objective)."""
 
     proxy_scale: float = 3.0  # ProxyNCA++: both sides scaled by this after L2 normalisation
     proxy_temperature: float = 1.0  # extra softmax temperature on -d^2 (1 = DVF)
@@ -77,6 +91,17 @@ class LossConfig:
     beta: float = 1.0  # DPT weight
     tau: float = 3.0  # DPT temperature
     dpt_cos: float = 0.0  # weight of the extra 1 - cos(e_s, sg(e_t)) term
+
+
+# The learning rate and warm-up a run gets when its config does not set them: they depend on
+# what is trained (measured on the cub100 validation split: docs/METHOD.md, Training). An
+# explicit train.lr / train.warmup_epochs (in the YAML file or on the command line) always wins.
+TRAINABLE_DEFAULTS: dict[str, dict[str, float]] = {
+    "ica": {"lr": 1e-3, "warmup_epochs": 0.0},  # ~33 k adapter weights
+    "none": {"lr": 1e-3, "warmup_epochs": 0.0},  # proxies only (train.lr unused)
+    "head": {"lr": 1e-3, "warmup_epochs": 0.0},  # a 1280 x 1280 linear projection
+    "full": {"lr": 1e-4, "warmup_epochs": 0.0},  # every backbone weight (2.2 M)
+}
 
 
 @dataclass
@@ -91,11 +116,12 @@ class TrainConfig:
     max_steps: int = 0  # > 0: stop after this many steps (whatever the epochs)
     classes_per_batch: int = 8
     images_per_class: int = 4
-    lr: float = 1e-3  # adapters
+    lr: float | None = None  # the trained weights; not set: TRAINABLE_DEFAULTS[trainable]
     proxy_lr: float = 1e-2
     weight_decay: float = 1e-4
     adam_eps: float = 1e-8  # DVF used 1.0 (for full fine-tuning)
-    warmup_epochs: float = 0.0  # proxy-only warm-up (DVF used 5 epochs for full fine-tuning)
+    # Proxy-only warm-up (DVF used 5 epochs for full fine-tuning); not set: TRAINABLE_DEFAULTS[trainable].
+    warmup_epochs: float | None = None
     proxy_init: str = "mean"  # mean (frozen class means) | randn (randn / 8, DVF)
     grad_clip: float = 10.0
     seed: int = 42
@@ -114,6 +140,25 @@ class TrainConfig:
     save_every: int = 50  # steps between resumable checkpoints (0 = end of each epoch only)
     threads: int = 0  # torch.set_num_threads; 0 = leave as is
     device: str = "auto"  # auto | cpu | cuda
+    # Collapse guard (docs/METHOD.md, Training): a non-finite loss or gradient, an evaluation below
+    # collapse_fraction x the frozen backbone's MAP@R or R@1 (0 = off), or a training batch whose
+    # embeddings have a mean pairwise cosine above collapse_cos (1 = off). stop: end the run there
+    # (`dva train` exits with 3; best.safetensors keeps the best evaluation); warn: log and go on.
+    on_collapse: str = "stop"
+    collapse_fraction: float = 0.5
+    collapse_cos: float = 0.99
+
+    def __post_init__(self) -> None:
+        # The keys left unset (None) take their value from TRAINABLE_DEFAULTS; remembered (not a
+        # field: not saved) so that a run can log where its learning rate came from.
+        self.defaulted = tuple(k for k in ("lr", "warmup_epochs") if getattr(self, k) is None)
+        self.apply_trainable_defaults()
+
+    def apply_trainable_defaults(self) -> None:
+        """(Re)set the keys that were not given from ``TRAINABLE_DEFAULTS[trainable]``."""
+        table = TRAINABLE_DEFAULTS.get(self.trainable, TRAINABLE_DEFAULTS["ica"])
+        for k in self.defaulted:
+            setattr(self, k, table[k])
 
 
 @dataclass
@@ -145,7 +190,74 @@ class DVAConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "<dict>") -> "DVAConfig":
-        return _from_dict(cls, d, source)
+        return validate(_from_dict(cls, d, source), source)
+
+
+# The values a string option may take, and the ranges of numbers: checked when a config is read,
+# so that a typo or an impossible value fails in a second, naming the key, not after minutes of work.
+BOX_SOURCES = ("self", "annotations", "none", "detector", "yolox", "saliency", "groundingdino", "owlv2")
+CHOICES: dict[str, tuple[str, ...]] = {
+    "ica.act": ("gelu", "relu", "identity"),
+    "opa.box_source": BOX_SOURCES,
+    "train.trainable": ("ica", "head", "full", "none"),
+    "train.proxy_init": ("mean", "randn"),
+    "train.augment": ("standard", "flip", "none"),
+    "train.cache_prefix": ("auto", "on", "off"),
+    "train.on_collapse": ("stop", "warn"),
+    "data.protocol": ("open", "closed"),
+}
+# key -> (lowest, lowest allowed?, highest or None, why/fix)
+RANGES: dict[str, tuple[float, bool, float | None, str]] = {
+    "backbone.img_size": (16, True, None, ""),
+    "ica.rank": (1, True, None, ""),
+    "opa.expand": (0, False, None, "1.1 enlarges the box by 10%"),
+    "opa.aspect": (0, False, 1, "short/long side ratio, e.g. 0.75"),
+    "opa.threshold": (0, True, 1, ""),
+    "opa.loc_scale": (0, False, None, ""),
+    "loss.proxy_scale": (0, False, None, ""),
+    "loss.proxy_temperature": (0, False, None, ""),
+    "loss.tau": (0, False, None, ""),
+    **{f"loss.{k}": (0, True, None, "a loss weight") for k in ("w_disc", "w_bg", "w_con", "beta", "dpt_cos")},
+    "train.epochs": (1, True, None, "train at least one epoch; train.max_steps can stop earlier"),
+    "train.max_steps": (0, True, None, "0 = no limit"),
+    "train.classes_per_batch": (1, True, None, "the default is 8 classes x 4 images"),
+    "train.images_per_class": (1, True, None, "the default is 8 classes x 4 images"),
+    "train.lr": (0, False, None, "a negative rate trains backwards; adapters use ~1e-3"),
+    "train.proxy_lr": (0, True, None, ""),
+    "train.weight_decay": (0, True, None, ""),
+    "train.adam_eps": (0, False, None, ""),
+    "train.warmup_epochs": (0, True, None, ""),
+    "train.grad_clip": (0, False, None, ""),
+    "train.eval_every": (0, True, None, "0 = only at the end"),
+    "train.num_workers": (0, True, None, ""),
+    "train.batch_size_eval": (1, True, None, ""),
+    "train.log_every": (1, True, None, ""),
+    "train.save_every": (0, True, None, "0 = end of each epoch only"),
+    "train.threads": (0, True, None, "0 = leave as is"),
+    "train.collapse_fraction": (0, True, 1, "0 = off; 0.5 = stop below half the frozen backbone's figures"),
+    "train.collapse_cos": (0, False, 1, "1 = off"),
+    "data.val_classes": (0, True, None, ""),
+}
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def validate(cfg: "DVAConfig", source: str = "<config>") -> "DVAConfig":
+    """Check choices, ranges and the device; raise one ``ValueError`` naming the key, value and fix."""
+    def get(key: str) -> Any:
+        section, name = key.split(".")
+        return getattr(getattr(cfg, section), name)
+
+    for key, allowed in CHOICES.items():
+        if get(key) not in allowed:
+            raise ValueError(f"{source}: {key}={get(key)!r} is not one of {', '.join(allowed)}")
+    for key, (lo, inclusive, hi, why) in RANGES.items():
+        v = get(key)
+        if not math.isfinite(v) or v < lo or (v == lo and not inclusive) or (hi is not None and v > hi):
+            want = (f">= {lo}" if inclusive else f"> {lo}") + (f" and <= {hi}" if hi is not None else "")
+            raise ValueError(f"{source}: {key}={v!r} must be {want}" + (f" ({why})" if why else ""))
+    if not _DEVICE.fullmatch(cfg.train.device):
+        raise ValueError(f"{source}: train.device={cfg.train.device!r} is not auto, cpu, cuda, cuda:N or mps")
+    return cfg
 
 
 def _from_dict(cls: type, d: dict[str, Any], source: str, prefix: str = "") -> Any:
@@ -219,7 +331,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         parsed = yaml.safe_load(value) if value != "" else ""
         # No config field is a mapping or a list: "-2:" (a slice) must stay the string it is.
         node[parts[-1]] = value if isinstance(parsed, (dict, list)) else parsed
-    return _from_dict(DVAConfig, d, source if not overrides else f"{source} + overrides")
+    return validate(_from_dict(DVAConfig, d, source if not overrides else f"{source} + overrides"),
+                    source if not overrides else f"{source} + overrides")
 
 
 def resolve_config_path(path: str | Path) -> Path:

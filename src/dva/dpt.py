@@ -1,4 +1,4 @@
-"""Discrimination Perception Transfer (DPT): distil the object view into the plain encoder (SPEC 2.4).
+"""Discrimination Perception Transfer (DPT): distil the object view into the plain encoder (docs/METHOD.md, DPT).
 
 The teacher is the embedding of the object-focused view ``x_disc`` and the student the embedding
 of the original image ``x``; both go through the *same* frozen backbone + ICA. The teacher is

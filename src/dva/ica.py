@@ -1,4 +1,4 @@
-"""In-Context Adaptation (ICA): zero-initialised bottlenecks beside frozen projections (SPEC 2.2).
+"""In-Context Adaptation (ICA): zero-initialised bottlenecks beside frozen projections (docs/METHOD.md, ICA).
 
 ViT: for the normalised tokens X of an adapted block,
 ``Q = X Wq + bq + s * up_q(act(down_q(X)))`` and the same for K; V and the MLP are untouched.
@@ -26,7 +26,7 @@ from dva.config import ICAConfig
 
 _ACTS = {"gelu": nn.GELU, "relu": nn.ReLU, "identity": nn.Identity}
 
-# Defaults per family. ViT: the paper's Q/K adapters in every block. CNN: our choice (SPEC 6,
+# Defaults per family. ViT: the paper's Q/K adapters in every block. CNN: our choice (measured in
 # docs/BENCHMARKS.md): beside the expansion and projection 1x1 convs of the last two stages and
 # the 1x1 head conv; with rank 4 on MobileNetV2 that is 39,552 parameters = 1.78%.
 AUTO = {"vit": {"target": "qk", "blocks": "all"}, "cnn": {"target": "pw+pwl+head", "blocks": "-2:"}}

@@ -1,8 +1,10 @@
-"""Query-time embedding: the original image only, through backbone + adapters (SPEC 2.6)."""
+"""Query-time embedding: the original image only, through backbone + adapters (docs/METHOD.md, Inference)."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -10,6 +12,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from dva.config import DVAConfig
+from dva.data.images import to_rgb
 from dva.model import DVAModel, build_model
 from dva.transforms import eval_transform
 from dva.utils import resolve_device
@@ -26,6 +29,29 @@ class _Paths(Dataset):
         from dva.data import load_rgb
 
         return self.transform(load_rgb(self.paths[i]))
+
+
+@runtime_checkable
+class EmbedderLike(Protocol):
+    """What retrieval, evaluation and the report need of a model: :class:`Embedder` is one.
+
+    ``fingerprint`` identifies the weights (an index refuses vectors of any other model),
+    ``transform`` turns a PIL image into the model's input tensor.
+    """
+
+    fingerprint: str
+    dim: int
+    img_size: int
+    transform: Callable
+
+    def embed_tensor(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def embed_pil(self, images: Sequence[Image.Image]) -> np.ndarray: ...
+
+    def embed_paths(self, paths: Sequence[str], batch_size: int = 64, num_workers: int = 0,
+                    progress: bool = True) -> np.ndarray: ...
+
+    def activation_maps(self, x: torch.Tensor, adapted: bool = True) -> torch.Tensor: ...
 
 
 class Embedder:
@@ -53,7 +79,7 @@ class Embedder:
         return self.model.embed(x.to(self.device)).float().cpu()
 
     def embed_pil(self, images: Sequence[Image.Image]) -> np.ndarray:
-        x = torch.stack([self.transform(im.convert("RGB")) for im in images])
+        x = torch.stack([self.transform(to_rgb(im)) for im in images])
         return self.embed_tensor(x).numpy()
 
     def embed_paths(self, paths: Sequence[str], batch_size: int = 64, num_workers: int = 0,
@@ -71,9 +97,12 @@ class Embedder:
         return self.model.activation_map(x.to(self.device), adapted=adapted).cpu()
 
 
+RUNTIMES = ("torch", "onnx", "auto")
+
+
 def load_embedder(checkpoint: str | None = None, backbone: str | None = None, weights: str | None = "bundled",
-                  img_size: int | None = None, device: str = "cpu") -> Embedder:
-    """An :class:`Embedder` from a checkpoint, or the frozen zero-shot backbone.
+                  img_size: int | None = None, device: str = "cpu", runtime: str = "torch") -> EmbedderLike:
+    """An embedder from a checkpoint, or the frozen zero-shot backbone.
 
     Args:
         checkpoint: a ``.safetensors`` file from ``dva train``; None = frozen backbone only.
@@ -82,7 +111,13 @@ def load_embedder(checkpoint: str | None = None, backbone: str | None = None, we
             None keeps the ones it was trained with.
         img_size: input size (default: the checkpoint's, else 224).
         device: ``cpu``, ``cuda`` or ``auto``.
+        runtime: ``torch`` (an :class:`Embedder`), ``onnx`` (an
+            :class:`dva.onnx_embedder.OnnxEmbedder` of the same model, exported once into the
+            cache, see :func:`onnx_cache_path`) or ``auto`` (onnx on CPU when onnx and
+            onnxruntime are installed, else torch). The fingerprint is the same for all.
     """
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
     if checkpoint:
         from dva.checkpoint import load_checkpoint
 
@@ -98,4 +133,39 @@ def load_embedder(checkpoint: str | None = None, backbone: str | None = None, we
         cfg.backbone.img_size = img_size or 224
         cfg.ica.enabled = False
         model = build_model(cfg, 0)
-    return Embedder(model, device)
+    embedder = Embedder(model, device)
+    if runtime == "torch":
+        return embedder
+    from dva.onnx_embedder import onnx_available
+
+    if runtime == "auto" and (embedder.device.type != "cpu" or not onnx_available()):
+        return embedder
+    return onnx_embedder_for(embedder)
+
+
+def onnx_cache_path(fingerprint: str) -> Path:
+    """``$DVA_CACHE/onnx/<fingerprint>.onnx`` (``$DVA_CACHE`` defaults to ``~/.cache/dva``)."""
+    from dva.bundled import cache_dir
+
+    return cache_dir() / "onnx" / f"{fingerprint}.onnx"
+
+
+def onnx_embedder_for(embedder: Embedder, path: str | Path | None = None) -> EmbedderLike:
+    """The onnxruntime twin of a torch ``embedder``, exported into the cache on first use.
+
+    A cached file is reused only when its fingerprint and configuration digest match (else it
+    is re-exported, atomically, so concurrent processes never read half a file).
+    """
+    from dva.onnx_embedder import OnnxEmbedder
+    from dva.onnx_export import config_digest, export_onnx
+
+    p = Path(path) if path else onnx_cache_path(embedder.fingerprint)
+    want = config_digest(embedder)
+    try:
+        onnx = OnnxEmbedder(p, device=str(embedder.device))
+        if onnx.fingerprint == embedder.fingerprint and onnx.meta.get("dva.config_digest") == want:
+            return onnx
+    except (FileNotFoundError, ValueError):
+        pass
+    export_onnx(embedder, p)
+    return OnnxEmbedder(p, device=str(embedder.device))

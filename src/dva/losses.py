@@ -1,4 +1,4 @@
-"""Metric-learning losses of the DVA objective (SPEC 2.5), written out because they are short.
+"""Metric-learning losses of the DVA objective (docs/METHOD.md, Objective), written out because they are short.
 
 * :func:`proxy_nca_pp` — ProxyNCA++ "prob" form [DVF]: L2-normalise embeddings and class
   proxies, scale both by ``scale``, softmax over negative squared distances. With unit vectors

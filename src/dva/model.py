@@ -1,7 +1,7 @@
 """The DVA model: frozen backbone + ICA adapters + class proxies, and its factory.
 
 At query time only :meth:`DVAModel.embed` runs: the original image through the frozen backbone
-with its adapters, then L2 normalisation (SPEC 2.6). OPA views and DPT exist only in training
+with its adapters, then L2 normalisation (docs/METHOD.md, Inference). OPA views and DPT exist only in training
 (``dva_train``); proxies are training state that inference ignores.
 """
 from __future__ import annotations
@@ -90,7 +90,7 @@ class DVAModel(nn.Module):
 
     @torch.no_grad()
     def activation_map(self, x: torch.Tensor, adapted: bool = True) -> torch.Tensor:
-        """Where the encoder responds, ``(B, h, w)`` in [0, 1] (SPEC 2.3; the paper's Fig. 4)."""
+        """Where the encoder responds, ``(B, h, w)`` in [0, 1] (docs/METHOD.md, OPA; the paper's Fig. 4)."""
         def run() -> torch.Tensor:
             if self.family == "vit":
                 h = bb.forward_prefix(self.encoder, x, len(self.encoder.blocks) - 1)

@@ -1,4 +1,4 @@
-"""The DVA training objective (SPEC 2.5), as a module so DDP sees every trainable use.
+"""The DVA training objective (docs/METHOD.md, Objective), as a module so DDP sees every trainable use.
 
 ``L = Lp(e_x) + w_disc Lp(e_disc) + w_bg Lp(e_bg) + w_con Lcon(e_x) + beta L_DPT(e_x <- e_disc)``
 

@@ -6,22 +6,12 @@ write a visual report under ``runs/demo/``.
 """
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 from dva.config import load_config
+from dva.data.locate import find_dataset
 from dva.utils import atomic_write_json
-
-
-def find_cub100() -> Path | None:
-    """``$DVA_CUB100``, else ``../shared/data/cub100`` next to the working directory or the repo."""
-    cands = [os.environ.get("DVA_CUB100", "")]
-    cands += [str(Path.cwd().parent / "shared/data/cub100"), str(Path(__file__).resolve().parents[3] / "shared/data/cub100")]
-    for c in cands:
-        if c and (Path(c) / "images.txt").is_file():
-            return Path(c)
-    return None
 
 
 def format_table(rows: dict[str, dict], ks=(1, 2, 4, 8)) -> str:
@@ -38,7 +28,7 @@ def run_demo(out: str = "runs/demo", data: str | None = None, overrides: list[st
     from dva_train.train import train
 
     t0 = time.time()
-    root = None if synthetic else (Path(data) if data else find_cub100())
+    root = None if synthetic else find_dataset("cub100", data, required=bool(data))
     # Prefix caches on disk: a second `make demo` skips the frozen layers entirely.
     ov = ["--output_dir", out, "--train.cache_dir", str(Path(out) / "cache")]
     if root is not None:
@@ -77,7 +67,7 @@ def run_demo(out: str = "runs/demo", data: str | None = None, overrides: list[st
             queries.append(r.path)
     retrieval = index_search_report(embedder, [r.path for r in gallery], [r.label for r in gallery], queries,
                                     str(Path(out) / "retrieval"), log_path=str(Path(out) / "log.jsonl"), k=8,
-                                    class_names=split.class_names)
+                                    class_names=split.class_names, metrics=rows)
     result = {"table": rows, "params": p, "train_seconds": summary["train_seconds"],
               "prep_seconds": summary["prep_seconds"], "wall_seconds": time.time() - t0,
               "checkpoint": summary["checkpoint"], "retrieval": retrieval}

@@ -42,7 +42,7 @@ class PrefixCache:
                                st_save({"h": t, "keep": self.keep, "labels": self.labels}))
 
     @classmethod
-    def load(cls, folder: str | Path, keys: dict[str, str]) -> "PrefixCache | None":
+    def load(cls, folder: str | Path, keys: dict[str, str]) -> PrefixCache | None:
         """The cache for ``keys`` if every view file exists (else None)."""
         from safetensors.torch import load_file
 
@@ -91,21 +91,20 @@ def build_prefix_cache(model: DVAModel, dataset: Dataset, views: tuple[str, ...]
                        progress: bool = True) -> PrefixCache:
     """Run ``model.prefix`` over every item of ``dataset``.
 
-    ``dataset`` items are ``(x, x_disc, x_bg, keep, label, index)`` (see ``views.ViewDataset``),
-    each view either ``(3, H, W)`` or ``(flips, 3, H, W)``; only the names in ``views``
-    (``x``, ``disc``, ``bg``) are computed.
+    ``dataset`` items are :class:`~dva_train.views.ViewSample` records, each view either
+    ``(3, H, W)`` or ``(flips, 3, H, W)``; only the fields named in ``views`` (``x``, ``disc``,
+    ``bg``) are computed.
     """
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
     store: dict[str, list[torch.Tensor]] = {v: [] for v in views}
     keeps, labels = [], []
-    pos = {"x": 0, "disc": 1, "bg": 2}
     for item in tqdm(loader, desc=desc, unit="batch", disable=not progress):
         for v in views:
-            t = item[pos[v]]
+            t = getattr(item, v)
             flat = t.flatten(0, 1) if t.dim() == 5 else t
             h = model.prefix(flat.to(device)).half().cpu().contiguous()
             store[v].append(h.view(t.shape[0], -1, *h.shape[1:]))
-        keeps.append(torch.as_tensor(item[3], dtype=torch.float32))
-        labels.append(torch.as_tensor(item[4], dtype=torch.long))
+        keeps.append(torch.as_tensor(item.keep, dtype=torch.float32))
+        labels.append(torch.as_tensor(item.label, dtype=torch.long))
     tensors = {v: torch.cat(s).contiguous() for v, s in store.items()}
     return PrefixCache(tensors, torch.cat(keeps), torch.cat(labels))

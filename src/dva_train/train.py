@@ -1,17 +1,23 @@
 """Train DVA: one function, :func:`train`, run directly or under ``torchrun`` (DDP).
 
-Flow: read the split -> build the frozen backbone + ICA + proxies -> OPA boxes (cached) ->
-data (frozen-prefix cache, or images with online augmentation) -> proxies initialised at the
-frozen class means -> epochs of class-balanced batches through :class:`dva.objective.DVAObjective`
--> evaluation (Recall@K, MAP@R) -> adapter checkpoints (safetensors), resumable.
+Stages of :func:`_train` (docs/METHOD.md, "One image through the code"):
+
+1. setup — seed, run folder, the split (:mod:`dva_train.data`), frozen backbone + ICA + proxies;
+2. boxes — one OPA box per training image (:func:`dva.boxes.compute_boxes`, cached);
+3. data — a :class:`~dva_train.data.BatchSource`: frozen-prefix cache, or images with online
+   augmentation; it gives every step a :class:`~dva_train.data.Batch`;
+4. proxies — initialised at the frozen class means;
+5. optimiser, or resume (:mod:`dva_train.state`);
+6. loop — epochs of class-balanced batches through :class:`dva.objective.DVAObjective`, with
+   evaluation (Recall@K, MAP@R), ``best.safetensors``, resumable checkpoints and the collapse
+   guard (:mod:`dva_train.guard`: a finding stops the run unless ``train.on_collapse=warn``);
+7. final evaluation and ``summary.json`` (which checkpoint is which, frozen vs trained).
 """
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,149 +25,150 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from dva.checkpoint import load_into, save_checkpoint
+from dva.boxes import Boxes, compute_boxes, min_score
+from dva.checkpoint import save_checkpoint
 from dva.config import DVAConfig, save_config
-from dva.ica import ica_disabled
 from dva.model import DVAModel, build_model, count_parameters
 from dva.objective import DVAObjective
-from dva.opa import min_score
-from dva.transforms import eval_transform, train_transform, view_transform
 from dva.utils import atomic_write_json, seed_everything
-from dva_train.boxes import compute_boxes
-from dva_train.distributed import DistInfo, barrier, cleanup, gather_rows, init_distributed
-from dva_train.prefix_cache import PrefixCache, build_prefix_cache, cache_keys
-from dva_train.sampler import epoch_batches, rank_slice
-from dva_train.views import ViewDataset, mean_colour
+from dva_train.data import Batch, BatchSource, TrainData, build_batches, opa_views, prepare_data
+from dva_train.distributed import DistInfo, any_rank, barrier, cleanup, init_distributed
+from dva_train.guard import Finding, Guard, lr_fix, lr_warning, mean_pairwise_cosine
+from dva_train.runlog import RunLog
+from dva_train.sampler import epoch_batches
+from dva_train.state import BEST_FILE, LAST_FILE, Position, TrainState, check_resume_config, read_state
 
+__all__ = ["RunLog", "TrainData", "prepare_data", "train"]
 
 # Called with the step number after every optimisation step (tests use it to simulate a crash).
-_STEP_HOOK = None
+_STEP_HOOK: Callable[[int], None] | None = None
+
+
+def train(cfg: DVAConfig, resume: bool = False, progress: bool = True,
+          allow_config_changes: bool = False) -> dict[str, Any]:
+    """Train (or resume) one run in ``cfg.output_dir``; returns a summary with final metrics.
+
+    Args:
+        cfg: the run.
+        resume: continue from ``train_state.pt`` when the run folder has one.
+        progress: progress bars and console log lines (rank 0).
+        allow_config_changes: resume even if the config differs from the saved one (the
+            differences are logged); otherwise such a resume raises ValueError.
+    """
+    cfg.train.apply_trainable_defaults()  # a train.trainable set after the config was read
+    info = init_distributed(cfg.train.device)
+    try:
+        return _train(cfg, info, resume, progress and info.main, allow_config_changes)
+    finally:
+        cleanup(info)
 
 
 @dataclass
-class TrainData:
-    """What training and evaluation read: paths, contiguous labels, annotated boxes."""
+class _Run:
+    """What every stage reads."""
 
-    train_paths: list[str]
-    train_labels: np.ndarray
-    eval_paths: list[str]
-    eval_labels: np.ndarray
-    annotated: dict[str, tuple]
-    num_classes: int
-    eval_name: str  # "test" or "val"
-
-
-def prepare_data(cfg: DVAConfig) -> TrainData:
-    """Read the dataset split; optionally carve a validation split out of the training classes."""
-    from dva.data import load_split
-
-    split = load_split(cfg.data.dataset, cfg.data.root, cfg.data.protocol)
-    train, evals, name = split.train, split.test, "test"
-    classes = sorted({r.label for r in train})
-    if cfg.data.val_classes:
-        if cfg.data.val_classes >= len(classes):
-            raise ValueError(f"data.val_classes={cfg.data.val_classes} leaves no training class of {len(classes)}")
-        val = set(classes[-cfg.data.val_classes:])  # the last training classes: never the test ones
-        evals = [r for r in train if r.label in val]
-        train = [r for r in train if r.label not in val]
-        classes = [c for c in classes if c not in val]
-        name = "val"
-    remap = {c: i for i, c in enumerate(classes)}
-    return TrainData(
-        train_paths=[r.path for r in train],
-        train_labels=np.array([remap[r.label] for r in train]),
-        eval_paths=[r.path for r in evals],
-        eval_labels=np.array([r.label for r in evals]),
-        annotated={r.path: r.box for r in train if r.box is not None},
-        num_classes=len(classes),
-        eval_name=name,
-    )
+    cfg: DVAConfig
+    info: DistInfo
+    out: Path
+    log: RunLog
+    data: TrainData
+    model: DVAModel
+    progress: bool
 
 
-def use_prefix_cache(cfg: DVAConfig, model: DVAModel) -> bool:
-    """``auto``: cache when there is a frozen prefix worth caching (adapters not in stage 0)."""
-    mode = cfg.train.cache_prefix
-    if mode not in ("auto", "on", "off"):
-        raise ValueError(f"train.cache_prefix must be auto | on | off, got {mode!r}")
-    if mode == "auto":
-        return model.split > 0
-    if mode == "on" and cfg.train.trainable == "full":
-        raise ValueError("train.cache_prefix=on cannot train the full backbone (the cached stem would stay frozen): "
-                         "use train.cache_prefix=off or auto")
-    return mode == "on"
+def _train(cfg: DVAConfig, info: DistInfo, resume: bool, progress: bool, allow_changes: bool) -> dict[str, Any]:
+    saved = read_state(Path(cfg.output_dir)) if resume else None
+    # Checked first: a refused resume fails at once and leaves the run folder (config.yaml) as it was.
+    changes = check_resume_config(saved, cfg, allow_changes) if saved is not None else {}
+    run = _setup(cfg, info, progress, str((saved or {}).get("run_id", "")))
+    t0 = time.time()
+    boxes = _boxes(run)
+    source = build_batches(cfg, run.model, run.data, boxes, info, progress)
+    prep_s = time.time() - t0
+    _init_proxies(run, source)
+    trainer = _Trainer(run, source)
+    if saved is not None:
+        notes = trainer.state.restore(saved, run.out)
+        trainer.resumed()
+        run.log.write(kind="resume", step=trainer.pos.step, epoch=trainer.pos.epoch, **notes,
+                      **({"changes": changes} if changes else {}))
+    del saved
+    n_box, box_row = _box_report(run, boxes)
+    fresh = trainer.pos.step == 0
+    if fresh:
+        trainer.start(n_box, prep_s)
+    run.log.write(**box_row)
+    if fresh:
+        trainer.baseline()
+    trainer.fit()
+    return trainer.finish(n_box, prep_s)
 
 
-@torch.no_grad()
-def embed_eval(model: DVAModel, paths: list[str], cache: PrefixCache | None, info: DistInfo, cfg: DVAConfig,
-               adapted: bool = True, progress: bool = False) -> np.ndarray | None:
-    """L2-normalised embeddings of the evaluation images, gathered on rank 0 (None elsewhere)."""
-    model.eval()
-    idx = np.arange(info.rank, len(paths), info.world)  # disjoint strided shards: no duplicates
-    bs = cfg.train.batch_size_eval
-    rows: list[torch.Tensor] = []
-    ctx = ica_disabled(model.encoder) if not adapted else contextlib.nullcontext()
-    with ctx:
-        if cache is not None:
-            for s in range(0, len(idx), bs):
-                h = cache.tensors["x"][torch.as_tensor(idx[s:s + bs]), 0].to(info.device).float()
-                rows.append(model.embed_from_prefix(h, normalize=True, adapted=adapted).float().cpu())
-        else:
-            from dva.inference import _Paths
-
-            ds = Subset(_Paths(paths, eval_transform(cfg.backbone.img_size, model.data_cfg)), idx.tolist())
-            for x in tqdm(DataLoader(ds, batch_size=bs, num_workers=cfg.train.num_workers), desc="eval",
-                          disable=not progress):
-                rows.append(model.embed(x.to(info.device), adapted=adapted).float().cpu())
-    emb = torch.cat(rows).numpy() if rows else np.zeros((0, model.dim), np.float32)
-    return gather_rows(info, idx, emb, len(paths))
+def _setup(cfg: DVAConfig, info: DistInfo, progress: bool, run_id: str = "") -> _Run:
+    """Threads, seed, run folder and config, log, the split (checked at once), the model."""
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    seed_everything(cfg.train.seed)
+    out = Path(cfg.output_dir)
+    if info.main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+    barrier(info)
+    log = RunLog(out / "log.jsonl", info.main, quiet=not progress, run_id=run_id)
+    data = prepare_data(cfg)
+    for note in data.notes:
+        log.alert(note, kind="warning")
+    model = build_model(cfg, data.num_classes).to(info.device)
+    return _Run(cfg, info, out, log, data, model, progress)
 
 
-def evaluate(model: DVAModel, data: TrainData, cache: PrefixCache | None, info: DistInfo, cfg: DVAConfig,
-             adapted: bool = True) -> dict[str, float] | None:
-    from dva.metrics import retrieval_metrics
-
-    emb = embed_eval(model, data.eval_paths, cache, info, cfg, adapted)
-    if emb is None:
-        return None
-    return retrieval_metrics(emb, data.eval_labels)
-
-
-def _cached(model, ds, names, paths, flips, extra, cfg, info, what, progress) -> PrefixCache:
-    """Load the prefix cache from ``train.cache_dir`` when present, else build (and store) it."""
-    labels = {"labels": hashlib.sha256(np.asarray(ds.labels).tobytes()).hexdigest()}
-    keys = cache_keys(model, names, paths, flips, extra, labels)
-    folder = cfg.train.cache_dir
-    if folder:
-        hit = PrefixCache.load(folder, keys)
-        if hit is not None:
-            return hit
-    cache = build_prefix_cache(model, ds, names, cfg.train.batch_size_eval, info.device, cfg.train.num_workers,
-                               f"cache {what}", progress)
-    if folder and info.main:
-        cache.save(folder, keys)
-    return cache
+def _boxes(run: _Run) -> Boxes:
+    """OPA boxes: rank 0 computes them (or reads the cache), the other ranks then read its file."""
+    d, info = run.data, run.info
+    path = run.out / "boxes.json"
+    if info.main:
+        boxes = compute_boxes(run.model, d.train_paths, run.cfg, path, d.annotated, info.device, run.progress)
+    barrier(info)
+    if not info.main:
+        boxes = compute_boxes(run.model, d.train_paths, run.cfg, path, d.annotated, info.device, False)
+    return boxes
 
 
-class RunLog:
-    """``log.jsonl`` (one JSON object per line) plus a console line; rank 0 only."""
+def _box_report(run: _Run, boxes: Boxes) -> tuple[int, dict[str, Any]]:
+    """How many training images got a confident box, and a log row saying what happens to the others."""
+    o, paths = run.cfg.opa, run.data.train_paths
+    if not opa_views(run.cfg):
+        return 0, {"kind": "boxes", "confident": 0,
+                   "note": "OPA off (opa.enabled=false or opa.box_source=none): no object or background views"}
+    thr = min_score(o.box_source, o.min_score)
+    scores = [boxes[p][1] for p in paths if p in boxes]
+    n_ok = sum(1 for s in scores if s >= thr)
+    n_low, n_none = len(scores) - n_ok, len(paths) - len(scores)
+    why = f"opa.min_score={o.min_score:g}" if o.min_score >= 0 else \
+        f"the default for opa.box_source={o.box_source}; opa.min_score=-1"
+    none = f" and {n_none} got no box" if n_none else ""
+    note = (f"boxes {n_ok} of {len(paths)}: {n_ok} training images got a confident {o.box_source} box "
+            f"(score >= {thr:g}, {why}); {n_low} scored below it{none}: for those x_disc = x and no background term")
+    return n_ok, {"kind": "boxes", "source": o.box_source, "threshold": thr, "confident": n_ok, "below": n_low,
+                  "missing": n_none, "train_images": len(paths), "note": note}
 
-    def __init__(self, path: Path, enabled: bool, quiet: bool = False) -> None:
-        self.path, self.enabled, self.quiet = path, enabled, quiet
 
-    def write(self, **row: Any) -> None:
-        if not self.enabled:
-            return
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-        if not self.quiet:
-            keys = [k for k in row if k not in ("kind",)]
-            tqdm.write(" ".join(f"{k}={row[k]:.4g}" if isinstance(row[k], float) else f"{k}={row[k]}" for k in keys))
+def _init_proxies(run: _Run, source: BatchSource) -> None:
+    """Proxies at the frozen class means (adapters are zero: the model IS the frozen one)."""
+    init, model = run.cfg.train.proxy_init, run.model
+    if init == "mean":
+        with torch.no_grad():
+            e = source.embed_train(model).to(run.info.device)
+            lab = torch.as_tensor(run.data.train_labels, device=e.device)
+            means = torch.zeros(run.data.num_classes, model.dim, device=e.device).index_add_(0, lab, e)
+            model.proxies.data.copy_(F.normalize(means, dim=-1))
+    elif init != "randn":
+        raise ValueError(f"train.proxy_init must be mean | randn, got {init!r}")
 
 
-def _lr_lambda(total: int, warmup: int, adapters: bool):
+def _lr_lambda(total: int, warmup: int, adapters: bool) -> Callable[[int], float]:
     def f(step: int) -> float:
         if adapters and step < warmup:
             return 0.0  # proxy-only warm-up
@@ -170,83 +177,18 @@ def _lr_lambda(total: int, warmup: int, adapters: bool):
     return f
 
 
-def train(cfg: DVAConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Train (or resume) one run in ``cfg.output_dir``; returns a summary with final metrics."""
-    info = init_distributed(cfg.train.device)
-    try:
-        return _train(cfg, info, resume, progress and info.main)
-    finally:
-        cleanup(info)
+class _Stop(Exception):
+    """Raised in the loop when the collapse guard ends the run (``train.on_collapse=stop``)."""
+
+    def __init__(self, finding: Finding) -> None:
+        super().__init__(finding.message())
+        self.finding = finding
 
 
-def _train(cfg: DVAConfig, info: DistInfo, resume: bool, progress: bool) -> dict[str, Any]:
-    tc = cfg.train
-    if tc.threads:
-        torch.set_num_threads(tc.threads)
-    seed_everything(tc.seed)
-    out = Path(cfg.output_dir)
-    if info.main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
-    barrier(info)
-    log = RunLog(out / "log.jsonl", info.main, quiet=not progress)
-    data = prepare_data(cfg)
-    model = build_model(cfg, data.num_classes).to(info.device)
-    params = count_parameters(model)
-    cached = use_prefix_cache(cfg, model)
-    views_on = cfg.opa.enabled and cfg.opa.box_source != "none"
-
-    # OPA boxes: rank 0 computes (or reads the cache), the others then read its file.
-    t0 = time.time()
-    boxes_path = out / "boxes.json"
-    if info.main:
-        boxes = compute_boxes(model, data.train_paths, cfg, boxes_path, data.annotated, info.device, progress)
-    barrier(info)
-    if not info.main:
-        boxes = compute_boxes(model, data.train_paths, cfg, boxes_path, data.annotated, info.device, False)
-    fill = mean_colour(data.train_paths)
-    thr = min_score(cfg.opa.box_source, cfg.opa.min_score)
-    n_box = sum(1 for p in data.train_paths if p in boxes and boxes[p][1] >= thr)
-    x_tf = eval_transform(cfg.backbone.img_size, model.data_cfg)
-    v_tf = view_transform(cfg.backbone.img_size, model.data_cfg)
-
-    # Data: frozen-prefix cache, or images with online augmentation.
-    eval_cache = None
-    if cached:
-        names = ("x", "disc", "bg") if views_on else ("x",)
-        flips = 2 if tc.cache_flips else 1
-        ds = ViewDataset(data.train_paths, data.train_labels.tolist(), boxes, cfg.opa, fill, x_tf, v_tf, flips)
-        eds = ViewDataset(data.eval_paths, data.eval_labels.tolist(), {}, cfg.opa, fill, x_tf, v_tf, 1)
-        extra = {"boxes": sorted((p, boxes.get(p)) for p in data.train_paths), "fill": fill,
-                 "opa": [cfg.opa.box_source, cfg.opa.expand, cfg.opa.aspect, cfg.opa.min_score, cfg.opa.background]}
-        train_cache = _cached(model, ds, names, data.train_paths, flips, extra, cfg, info, "train", progress)
-        eval_cache = _cached(model, eds, ("x",), data.eval_paths, 1, {}, cfg, info, data.eval_name, progress)
-    else:
-        a_tf = train_transform(cfg.backbone.img_size, model.data_cfg, tc.augment)
-        ds = ViewDataset(data.train_paths, data.train_labels.tolist(), boxes, cfg.opa, fill, a_tf,
-                         train_transform(cfg.backbone.img_size, model.data_cfg, "flip" if tc.augment != "none" else "none"))
-    prep_s = time.time() - t0
-
-    # Proxies start at the frozen class means (adapters are zero: the model IS the frozen one).
-    if tc.proxy_init == "mean":
-        with torch.no_grad():
-            if cached:
-                e = torch.cat([model.embed_from_prefix(train_cache.tensors["x"][s:s + 256, 0].to(info.device).float(), True)
-                               for s in range(0, len(train_cache), 256)])
-            else:
-                e = torch.as_tensor(embed_eval(model, data.train_paths, None, DistInfo(device=info.device), cfg))
-            lab = torch.as_tensor(data.train_labels, device=e.device)
-            means = torch.zeros(data.num_classes, model.dim, device=e.device).index_add_(0, lab, e.to(info.device))
-            model.proxies.data.copy_(F.normalize(means, dim=-1))
-    elif tc.proxy_init != "randn":
-        raise ValueError(f"train.proxy_init must be mean | randn, got {tc.proxy_init!r}")
-
-    objective = DVAObjective(model, cfg.loss, views_on)
-    ddp = objective
-    if info.world > 1:
-        ddp = torch.nn.parallel.DistributedDataParallel(
-            objective, device_ids=[info.local_rank] if info.device.type == "cuda" else None, broadcast_buffers=False)
-    steps_per_epoch = max(1, len(data.train_labels) // (tc.classes_per_batch * tc.images_per_class))
+def _optimizer(run: _Run) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler, int]:
+    """AdamW (trained weights, proxies), its cosine schedule, and the number of steps."""
+    tc, model = run.cfg.train, run.model
+    steps_per_epoch = max(1, len(run.data.train_labels) // (tc.classes_per_batch * tc.images_per_class))
     total = tc.max_steps or steps_per_epoch * tc.epochs
     warm = int(tc.warmup_epochs * steps_per_epoch)
     opt = torch.optim.AdamW([
@@ -255,114 +197,237 @@ def _train(cfg: DVAConfig, info: DistInfo, resume: bool, progress: bool) -> dict
         {"params": [model.proxies], "lr": tc.proxy_lr, "weight_decay": 0.0},
     ], eps=tc.adam_eps)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, [_lr_lambda(total, warm, True), _lr_lambda(total, warm, False)])
-    step, start_epoch, skip = 0, 0, 0
-    best = -1.0  # best validation MAP@R so far (val_classes > 0)
-    scaler = torch.amp.GradScaler(enabled=tc.amp and info.device.type == "cuda")
-    state_path, last_path = out / "train_state.pt", out / "last.safetensors"
-    if resume and state_path.is_file() and last_path.is_file():
-        st = torch.load(state_path, map_location="cpu", weights_only=True)  # tensors and numbers only
-        load_into(model, last_path)
-        opt.load_state_dict(st["optimizer"])
-        sched.load_state_dict(st["scheduler"])
-        step, start_epoch, skip = int(st["step"]), int(st["epoch"]), int(st["batch_in_epoch"])
-        best = float(st.get("best", -1.0))
-        if st.get("scaler"):
-            scaler.load_state_dict(st["scaler"])
-        log.write(kind="resume", step=step, epoch=start_epoch)
+    return opt, sched, total
 
-    def save(epoch: int, batch_in_epoch: int, metrics: dict | None = None) -> None:
-        if not info.main:
-            return
-        save_checkpoint(last_path, model, {"step": step, "epoch": epoch, "metrics": metrics or {}})
-        buf = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step, "epoch": epoch,
-               "batch_in_epoch": batch_in_epoch, "best": best, "scaler": scaler.state_dict()}
-        tmp = state_path.with_suffix(".tmp")
-        torch.save(buf, tmp)
-        tmp.replace(state_path)
 
-    frozen, frozen_done, evaluated = None, False, False
-    if step == 0:
-        log.write(kind="setup", **{k: v for k, v in params.items()}, prefix_cache=cached, boxes=n_box,
-                  train_images=len(data.train_labels), eval_images=len(data.eval_paths), prep_seconds=prep_s)
-        if tc.eval_frozen:  # the zero-shot baseline, same images, same pipeline, adapters off
-            frozen = evaluate(model, data, eval_cache, info, cfg, adapted=False)
-            frozen_done = True
-            if info.main:
-                log.write(kind="eval", split=data.eval_name, epoch=0, step=0, frozen=True, **frozen)
-    amp_dtype = torch.bfloat16 if info.device.type == "cpu" else torch.float16
-    metrics: dict | None = None
-    train_s = 0.0
-    n_img = 0
-    for epoch in range(start_epoch, tc.epochs):
-        if step >= total:
-            break
-        model.train()
-        batches = epoch_batches(data.train_labels, tc.classes_per_batch, tc.images_per_class, tc.seed, epoch)
-        bar = tqdm(total=len(batches), initial=skip, desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not progress)
+class _Trainer:
+    """The objective, optimiser and position of a run, the loop over epochs, and its guard."""
+
+    def __init__(self, run: _Run, source: BatchSource) -> None:
+        self.run, self.source = run, source
+        tc, model, info = run.cfg.train, run.model, run.info
+        self.objective = DVAObjective(model, run.cfg.loss, opa_views(run.cfg))
+        self.ddp: torch.nn.Module = self.objective
+        if info.world > 1:
+            self.ddp = torch.nn.parallel.DistributedDataParallel(
+                self.objective, device_ids=[info.local_rank] if info.device.type == "cuda" else None,
+                broadcast_buffers=False)
+        opt, sched, self.total = _optimizer(run)
+        scaler = torch.amp.GradScaler(enabled=tc.amp and info.device.type == "cuda")
+        self.state = TrainState(model, opt, sched, scaler)
+        self.state.pos.run_id = run.log.run_id
+        self.amp_dtype = torch.bfloat16 if info.device.type == "cpu" else torch.float16
+        self.params = count_parameters(model)
+        self.guard = Guard(tc, len(set(run.data.eval_labels.tolist())), run.data.eval_name)
+        self.metrics: dict | None = None
+        self.frozen: dict | None = None
+        self.frozen_done = False
+        self.metrics_step = -1  # the step self.metrics belong to (the same on every rank)
+        self.eval_cos: float | None = None  # mean pairwise cosine of the last evaluation's embeddings
+        self.stopped: Finding | None = None
+        self.findings: list[dict] = []
+        self.train_s, self.n_img = 0.0, 0
+
+    @property
+    def pos(self) -> Position:
+        return self.state.pos
+
+    def evaluate(self, adapted: bool = True) -> dict[str, float] | None:
+        """Retrieval metrics on the evaluation split (rank 0; None elsewhere); NaN for a model
+        whose embeddings are not finite (a diverged one: the guard then says so)."""
+        from dva.metrics import DEFAULT_KS, retrieval_metrics
+
+        emb = self.source.embed_eval(self.run.model, adapted)
+        if emb is None:
+            return None
+        self.eval_cos = mean_pairwise_cosine(torch.from_numpy(emb))
+        if not np.isfinite(emb).all():
+            return {k: math.nan for k in (*(f"recall@{k}" for k in DEFAULT_KS), "map@r", "r_precision")}
+        return retrieval_metrics(emb, self.run.data.eval_labels)
+
+    def start(self, n_box: int, prep_s: float) -> None:
+        """A fresh run: the setup log row (with the learning rate in force and where it came from)."""
+        run, tc = self.run, self.run.cfg.train
+        run.log.write(kind="setup", **self.params, prefix_cache=self.source.from_prefix, boxes=n_box,
+                      train_images=len(run.data.train_labels), eval_images=len(run.data.eval_paths),
+                      prep_seconds=prep_s, trainable=tc.trainable, lr=tc.lr, warmup_epochs=tc.warmup_epochs,
+                      defaults_for_trainable=list(tc.defaulted))
+        warning = lr_warning(tc)
+        if warning:
+            run.log.alert(warning, kind="warning")
+
+    def baseline(self) -> None:
+        """A fresh run: the frozen baseline (same images, adapters off).
+
+        The model at step 0 equals the frozen backbone (zero-initialised adapters, identity head),
+        so the frozen evaluation is also the first ``best.safetensors``.
+        """
+        run, tc = self.run, self.run.cfg.train
+        if tc.eval_frozen:
+            self.frozen = self.evaluate(adapted=False)
+            self.frozen_done = True
+            if run.info.main:
+                self.guard.reference_cos = self.eval_cos
+                self.pos.frozen = {**self.frozen, "mean_cos": self.eval_cos}
+                run.log.write(kind="eval", split=run.data.eval_name, epoch=0, step=0, frozen=True, **self.frozen,
+                              mean_cos=self.eval_cos)
+                self.state.save_best(run.out, self.frozen, 0, run.data.eval_name)
+
+    def resumed(self) -> None:
+        """A resumed run: the frozen figures the guard compares with come from the state."""
+        saved = dict(self.pos.frozen)
+        self.guard.reference_cos = saved.pop("mean_cos", None)
+        if saved:
+            self.frozen, self.frozen_done = saved, True
+
+    def fit(self) -> None:
+        """Epochs from the current position until ``train.epochs`` or ``total`` steps, or a stop."""
+        tc, pos = self.run.cfg.train, self.pos
+        try:
+            for epoch in range(pos.epoch, tc.epochs):
+                if pos.step >= self.total:
+                    break
+                self._epoch(epoch, pos.batch_in_epoch)
+                pos.epoch, pos.batch_in_epoch = epoch + 1, 0
+                last_epoch = epoch + 1 == tc.epochs or pos.step >= self.total
+                if (tc.eval_every and (epoch + 1) % tc.eval_every == 0) or last_epoch:
+                    self._evaluate_epoch(epoch + 1)
+                self._save(self.metrics)
+        except _Stop as stop:
+            self.stopped = stop.finding  # saved by finish(), with the metrics of this step
+
+    def _epoch(self, epoch: int, skip: int) -> None:
+        """The batches ``skip, ...`` of one epoch (fewer if the step budget runs out)."""
+        run, tc, pos = self.run, self.run.cfg.train, self.pos
+        run.model.train()
+        batches = epoch_batches(run.data.train_labels, tc.classes_per_batch, tc.images_per_class, tc.seed, epoch)
+        bar = tqdm(total=len(batches), initial=skip, desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not run.progress)
         t_ep, agg, n_agg = time.time(), {}, 0
-        if not cached:
-            local = [rank_slice(b, info.rank, info.world).tolist() for b in batches[skip:]]
-            loader = iter(DataLoader(ds, batch_sampler=local, num_workers=tc.num_workers))
+        steps = self.source.epoch(epoch, batches, skip)
         for bi in range(skip, len(batches)):
-            if step >= total:
+            if pos.step >= self.total:
                 break
-            idx = rank_slice(batches[bi], info.rank, info.world)
             ts = time.time()
-            if cached:
-                # Mirrors drawn for the global batch, then sliced: any world size sees the same data.
-                flips = np.random.default_rng([tc.seed, epoch, bi]).integers(0, train_cache.flips, len(batches[bi]))
-                b = train_cache.batch(idx, rank_slice(flips, info.rank, info.world), info.device)
-                x, disc, bg = b["x"], b.get("disc"), b.get("bg")
-                keep, labels = b["keep"], b["labels"]
-            else:
-                x, disc, bg, keep, labels, _ = (t.to(info.device) for t in next(loader))
-                keep = keep.float()
-            with torch.autocast(info.device.type, dtype=amp_dtype, enabled=tc.amp):
-                losses = ddp(x, disc, bg, keep, labels, from_prefix=cached)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(losses["loss"]).backward()
-            scaler.unscale_(opt)
-            gnorm = torch.nn.utils.clip_grad_norm_(list(model.trainable_parameters()), tc.grad_clip)
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
-            step += 1
-            train_s += time.time() - ts
-            n_img += len(idx) * info.world
+            batch = next(steps)  # after the budget check: an unused batch would still draw random numbers
+            losses, gnorm = self._step(batch)
+            pos.step, pos.epoch, pos.batch_in_epoch = pos.step + 1, epoch, bi + 1
+            self.train_s += time.time() - ts
+            self.n_img += len(batch.labels) * run.info.world
             for k, v in losses.items():
                 agg[k] = agg.get(k, 0.0) + float(v.detach())
             n_agg += 1
             bar.update(1)
-            if step % tc.log_every == 0 or bi == len(batches) - 1:
-                log.write(kind="train", epoch=epoch + 1, step=step, **{("loss" if k == "loss" else f"loss_{k}"): v / n_agg
-                          for k, v in agg.items()}, grad_norm=float(gnorm), lr=opt.param_groups[0]["lr"],
-                          seconds=round(time.time() - t_ep, 3), img_per_s=n_img / max(train_s, 1e-9))
+            if pos.step % tc.log_every == 0 or bi == len(batches) - 1:
+                emb = self.source.embed_batch(run.model, batch)
+                self._log_train(epoch, {k: v / n_agg for k, v in agg.items()}, gnorm, t_ep, mean_pairwise_cosine(emb))
                 agg, n_agg = {}, 0
-            if tc.save_every and step % tc.save_every == 0:
-                save(epoch, bi + 1)
+                self._check(self.guard.check_batch(pos.step, emb))
+            if tc.save_every and pos.step % tc.save_every == 0:
+                self._save()
             if _STEP_HOOK is not None:
-                _STEP_HOOK(step)
+                _STEP_HOOK(pos.step)
         bar.close()
-        skip = 0
-        last_epoch = epoch + 1 == tc.epochs or step >= total
-        if (tc.eval_every and (epoch + 1) % tc.eval_every == 0) or last_epoch:
-            metrics = evaluate(model, data, eval_cache, info, cfg)
-            evaluated = True
-            if info.main:
-                log.write(kind="eval", split=data.eval_name, epoch=epoch + 1, step=step, **metrics)
-                if data.eval_name == "val" and metrics["map@r"] > best:
-                    best = metrics["map@r"]
-                    save_checkpoint(out / "best.safetensors", model, {"step": step, "epoch": epoch + 1, "metrics": metrics})
-        save(epoch + 1, 0, metrics)
-    # A resumed run that had already finished still reports its numbers.
-    # (Decided by flags, not by None: non-zero DDP ranks always hold None and must not evaluate alone.)
-    if not evaluated:
-        metrics = evaluate(model, data, eval_cache, info, cfg)
-    if not frozen_done and tc.eval_frozen:
-        frozen = evaluate(model, data, eval_cache, info, cfg, adapted=False)
-    summary = {"metrics": metrics, "frozen_metrics": frozen, "params": params, "train_seconds": train_s, "prep_seconds": prep_s,
-               "train_img_per_s": n_img / max(train_s, 1e-9), "steps": step, "prefix_cache": cached,
-               "boxes": n_box, "checkpoint": str(last_path), "eval_split": data.eval_name}
-    if info.main:
-        atomic_write_json(out / "summary.json", summary)
-    return summary
+
+    def _step(self, b: Batch) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """One optimisation step on ``b``: the losses and the gradient norm (before clipping).
+
+        The guard sees the loss and the gradient norm before the update: a non-finite one stops
+        the run with the weights of the previous step.
+        """
+        st, tc = self.state, self.run.cfg.train
+        with torch.autocast(self.run.info.device.type, dtype=self.amp_dtype, enabled=tc.amp):
+            losses = self.ddp(b.x, b.disc, b.bg, b.keep, b.labels, from_prefix=self.source.from_prefix)
+        st.optimizer.zero_grad(set_to_none=True)
+        st.scaler.scale(losses["loss"]).backward()
+        st.scaler.unscale_(st.optimizer)
+        gnorm = torch.nn.utils.clip_grad_norm_(list(self.run.model.trainable_parameters()), tc.grad_clip)
+        self._check(self.guard.check_step(self.pos.step + 1, float(losses["loss"].detach()), float(gnorm),
+                                          st.scaler.is_enabled()))
+        st.scaler.step(st.optimizer)
+        st.scaler.update()
+        st.scheduler.step()
+        return losses, gnorm
+
+    def _check(self, finding: Finding | None) -> None:
+        """Act on a guard finding, the same way on every rank: log it; stop unless ``on_collapse=warn``."""
+        run = self.run
+        if not any_rank(run.info, finding is not None):
+            return
+        finding = finding or Finding("another rank", self.pos.step, "a check tripped on another DDP rank",
+                                     lr_fix(run.cfg.train))
+        stop = run.cfg.train.on_collapse == "stop"
+        first = finding.kind not in {f["kind"] for f in self.findings}
+        self.findings.append(finding.to_dict())
+        if stop or first:  # warn: one console line per kind of finding
+            then = "stopping (best.safetensors keeps the best evaluation; train.on_collapse=warn goes on)" \
+                if stop else "going on (train.on_collapse=warn)"
+            run.log.alert(f"{finding.message()}; {then}", kind="collapse", what=finding.kind, step=finding.step,
+                          figure=finding.figure, fix=finding.fix, action="stop" if stop else "warn")
+        if stop:
+            raise _Stop(finding)
+
+    def _log_train(self, epoch: int, mean: dict[str, float], gnorm: torch.Tensor, t_ep: float,
+                   batch_cos: float) -> None:
+        """One ``train`` log row: the mean losses since the last row, throughput, and the spread of
+        this batch's embeddings (``batch_cos``: mean pairwise cosine, the guard's figure)."""
+        self.run.log.write(kind="train", epoch=epoch + 1, step=self.pos.step,
+                           **{("loss" if k == "loss" else f"loss_{k}"): v for k, v in mean.items()},
+                           grad_norm=float(gnorm), lr=self.state.optimizer.param_groups[0]["lr"],
+                           seconds=round(time.time() - t_ep, 3), img_per_s=self.n_img / max(self.train_s, 1e-9),
+                           batch_cos=batch_cos)
+
+    def _evaluate_epoch(self, epoch: int) -> None:
+        """Evaluate after ``epoch`` epochs; keep ``best.safetensors`` by MAP@R; ask the guard."""
+        run = self.run
+        self.metrics, self.metrics_step = self.evaluate(), self.pos.step
+        finding = None
+        if run.info.main:
+            run.log.write(kind="eval", split=run.data.eval_name, epoch=epoch, step=self.pos.step, **self.metrics,
+                          mean_cos=self.eval_cos)
+            if self.metrics["map@r"] > self.pos.best:
+                self.state.save_best(run.out, self.metrics, epoch, run.data.eval_name)
+            finding = self.guard.check_eval(self.pos.step, self.metrics, self.frozen)
+        self._check(finding)
+
+    def _save(self, metrics: dict | None = None) -> None:
+        if self.run.info.main:
+            self.state.save(self.run.out, self.run.cfg, metrics)
+
+    def finish(self, n_box: int, prep_s: float) -> dict[str, Any]:
+        """Final metrics (also of a stopped run, or a resumed one that had already finished) and ``summary.json``."""
+        run = self.run
+        # Decided by values every rank holds, not by None: non-zero DDP ranks always hold None
+        # and must not evaluate alone.
+        if self.metrics_step != self.pos.step:
+            self.metrics, self.metrics_step = self.evaluate(), self.pos.step
+        if not self.frozen_done and run.cfg.train.eval_frozen:
+            self.frozen = self.evaluate(adapted=False)
+        if self.stopped is not None:
+            self._save(self.metrics)
+        summary = {"status": "stopped" if self.stopped else "completed",
+                   "collapse": self.stopped.to_dict() if self.stopped else None, "findings": self.findings,
+                   "metrics": self.metrics, "frozen_metrics": self.frozen, "params": self.params,
+                   "train_seconds": self.train_s, "prep_seconds": prep_s,
+                   "train_img_per_s": self.n_img / max(self.train_s, 1e-9), "steps": self.pos.step,
+                   "prefix_cache": self.source.from_prefix, "boxes": n_box, "checkpoint": str(run.out / LAST_FILE),
+                   "checkpoints": self._checkpoints(), "eval_split": run.data.eval_name,
+                   "worse_than_frozen": (not self.metrics["map@r"] >= self.frozen["map@r"]  # nan: worse
+                                         if self.metrics and self.frozen else None)}
+        if run.info.main:
+            atomic_write_json(run.out / "summary.json", summary)
+        return summary
+
+    def _checkpoints(self) -> dict[str, Any]:
+        """What ``last.safetensors`` and ``best.safetensors`` hold."""
+        run, pos = self.run, self.pos
+        last = {"path": str(run.out / LAST_FILE), "step": pos.step,
+                "what": "the model where training " + ("stopped (collapse guard)" if self.stopped else "ended"),
+                "map@r": (self.metrics or {}).get("map@r")}
+        best = None
+        if pos.best_step >= 0:
+            best = {"path": str(run.out / BEST_FILE), "step": pos.best_step, "map@r": pos.best,
+                    "split": run.data.eval_name,
+                    "what": "the best evaluation" + (" (step 0: the frozen backbone)" if pos.best_step == 0 else "")
+                    + (" (chosen on the test split: not an unbiased estimate; select with data.val_classes)"
+                       if run.data.eval_name == "test" and pos.best_step > 0 else "")}
+        return {"last": last, "best": best}

@@ -1,34 +1,37 @@
-"""Training samples with their OPA views: ``(x, x_disc, x_bg, keep, label)``.
+"""Training samples with their OPA views, as :class:`ViewSample` records.
 
-``keep`` is 1 when the image has a confident object box (then ``x_disc`` is the zoomed object and
-``x_bg`` the original with the object filled with the mean colour) and 0 otherwise (then
-``x_disc = x`` and the background term of that sample is masked out, SPEC 2.3).
+``keep`` is 1 when the image has a confident object box (then ``disc`` is the zoomed object and
+``bg`` the original with the object filled with the mean colour) and 0 otherwise (then
+``disc = x`` and the background term of that sample is masked out; docs/METHOD.md, OPA).
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import ImageOps
 from torch.utils.data import Dataset
 
+from dva.boxes import Box, Boxes, min_score
 from dva.config import OPAConfig
 from dva.data import load_rgb
-from dva.opa import Box, background_view, discriminative_view, min_score
+from dva.opa import make_views, mirror_box
 
 
-def mirror_box(box: Box, img_w: int) -> Box:
-    x, y, w, h = box
-    return (img_w - x - w, y, w, h)
+class ViewSample(NamedTuple):
+    """One image and its views; ``default_collate`` batches it field by field (still a ViewSample).
 
+    Each view is ``(3, H, W)``, or ``(flips, 3, H, W)`` with ``flips > 1``.
+    """
 
-def make_views(img: Image.Image, box: Box | None, opa: OPAConfig, fill: Sequence[int]) -> tuple[Image.Image, Image.Image, bool]:
-    """``(x_disc, x_bg, keep)`` as PIL images (before transforms)."""
-    if box is None:
-        return img, img, False
-    x_bg = background_view(img, box, fill) if opa.background else img
-    return discriminative_view(img, box, opa.expand, opa.aspect), x_bg, True
+    x: torch.Tensor  # the original view
+    disc: torch.Tensor  # the object view (``x`` itself without a confident box)
+    bg: torch.Tensor  # the background view (a placeholder without a confident box)
+    keep: float  # 1.0: confident box
+    label: int
+    index: int  # position in the dataset
 
 
 class ViewDataset(Dataset):
@@ -41,7 +44,7 @@ class ViewDataset(Dataset):
         flips: 1 = as is; 2 = also the mirrored image (items are then stacked on dim 0).
     """
 
-    def __init__(self, paths: Sequence[str], labels: Sequence[int], boxes: dict, opa: OPAConfig,
+    def __init__(self, paths: Sequence[str], labels: Sequence[int], boxes: Boxes, opa: OPAConfig,
                  fill: Sequence[int], x_tf: Callable, view_tf: Callable, flips: int = 1) -> None:
         self.paths, self.labels = list(paths), list(labels)
         self.boxes, self.opa, self.fill = boxes, opa, fill
@@ -51,12 +54,13 @@ class ViewDataset(Dataset):
         return len(self.paths)
 
     def box_of(self, i: int) -> Box | None:
+        """The confident box of image ``i``, or None."""
         got = self.boxes.get(self.paths[i]) if self.opa.enabled else None
         if got is None or got[1] < min_score(self.opa.box_source, self.opa.min_score) or got[0][2] < 1 or got[0][3] < 1:
             return None
         return got[0]
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, i: int) -> ViewSample:
         img = load_rgb(self.paths[i])
         box = self.box_of(i)
         xs, ds, bs = [], [], []
@@ -69,7 +73,7 @@ class ViewDataset(Dataset):
             ds.append(self.view_tf(d) if keep else xs[-1])
             bs.append(self.view_tf(b) if keep else xs[-1])
         stack = (lambda t: torch.stack(t)) if self.flips > 1 else (lambda t: t[0])
-        return stack(xs), stack(ds), stack(bs), float(box is not None), self.labels[i], i
+        return ViewSample(stack(xs), stack(ds), stack(bs), float(box is not None), self.labels[i], i)
 
 
 def mean_colour(paths: Sequence[str], max_images: int = 256) -> tuple[int, int, int]:

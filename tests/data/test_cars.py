@@ -91,7 +91,7 @@ def test_no_known_layout(tmp_path):
 
 
 def test_published_cars_counts_are_consistent():
-    # SPEC 3 quotes 8,054 / 8,154 for the open split; the dataset has 16,185 images in all,
+    # Some sources quote 8,054 / 8,154 for the open split; the dataset has 16,185 images in all,
     # so the open test side must hold 16,185 - 8,054 = 8,131 (the literature's number).
     pub = PUBLISHED["cars196"]
     assert pub.open_images == (8_054, 8_131)

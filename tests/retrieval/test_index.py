@@ -38,8 +38,8 @@ def test_fingerprint_mismatch_is_refused_naming_both(embedder, make_embedder, ga
     msg = str(err.value)
     assert embedder.fingerprint in msg and other.fingerprint in msg and str(tmp_path / "idx") in msg
 
-    from dva import cli
-    from dva.commands import embed as embed_cmd
+    from dva_cli import cli
+    from dva_cli import _model as embed_cmd
 
     monkeypatch.setattr(embed_cmd, "embedder_from_args", lambda args: other)
     assert cli.main(["search", "--index", str(tmp_path / "idx"), str(paths[0])]) == 2

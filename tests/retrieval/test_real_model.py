@@ -71,7 +71,7 @@ def _gallery(d: Path) -> list[Path]:
 
 
 def test_cli_round_trip_with_bundled_mobilenet(frozen, checkpoint, tmp_path, capsys):
-    from dva import cli
+    from dva_cli import cli
 
     paths = _gallery(tmp_path / "g")
     emb, idx = tmp_path / "emb", tmp_path / "idx"
@@ -103,7 +103,7 @@ def test_cli_round_trip_with_bundled_mobilenet(frozen, checkpoint, tmp_path, cap
 
 
 def test_report_with_checkpoint_shows_both_maps_and_curves(checkpoint, tmp_path, capsys):
-    from dva import cli
+    from dva_cli import cli
 
     adapted = load_embedder(checkpoint=str(checkpoint))
     assert adapted.img_size == 64

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from dva.report import plot_curves, read_log
+from dva.retrieval.report import plot_curves, read_log
 from dva.retrieval.pipeline import index_search_report
 
 
@@ -108,8 +108,8 @@ def test_curves_robust_to_missing_keys(tmp_path):
 
 
 def test_report_cli(embedder, gallery, tmp_path, monkeypatch, capsys):
-    from dva import cli
-    from dva.commands import embed as embed_cmd
+    from dva_cli import cli
+    from dva_cli import _model as embed_cmd
 
     monkeypatch.setattr(embed_cmd, "embedder_from_args", lambda args: embedder)
     paths, labels = gallery
@@ -131,7 +131,7 @@ def test_report_cli(embedder, gallery, tmp_path, monkeypatch, capsys):
 
 @pytest.mark.parametrize("adapted", [False, True])
 def test_activation_overlay_matches_model_view(embedder, gallery, adapted):
-    from dva.report import activation_overlays, model_view
+    from dva.retrieval.report import activation_overlays, model_view
 
     paths, _ = gallery
     im = Image.open(paths[0]).convert("RGB")
@@ -140,3 +140,19 @@ def test_activation_overlay_matches_model_view(embedder, gallery, adapted):
     maps = activation_overlays(embedder, im)
     assert set(maps) == {"frozen", "dva"}
     assert maps["dva" if adapted else "frozen"].size == view.size
+
+
+def test_report_reads_as_words_and_shows_the_metrics_table(tmp_path):
+    from dva.retrieval.report import write_report
+    from dva.retrieval.search import Hit, QueryResult
+
+    img = tmp_path / "q.png"
+    Image.new("RGB", (20, 20), (9, 9, 9)).save(img)
+    res = [QueryResult(str(img), [Hit(1, 0, 0.9, str(img), 3)], 3)]
+    html = write_report(tmp_path / "r", res, summary={"precision_at_k": 0.525, "k": 8, "recall_at_1": 0.5},
+                        metrics={"frozen backbone": {"recall@1": 0.791, "map@r": 0.291},
+                                 "DVA": {"recall@1": 0.829, "map@r": 0.384}}).read_text()
+    assert "precision_at_k" not in html and "precision@8: share of same-class images" in html
+    assert "52.5%" in html and "<th>R@1</th><th>MAP@R</th>" in html
+    assert "<td>DVA</td><td>82.9</td><td>38.4</td>" in html and "<td>79.1</td><td>29.1</td>" in html
+    assert "flex-wrap: nowrap" in html  # a row of hits scrolls instead of wrapping under the query

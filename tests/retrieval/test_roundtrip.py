@@ -82,8 +82,8 @@ def test_list_file_csv_with_labels_and_relative_paths(tmp_path, gallery):
 
 
 def test_cli_embed_index_search(embedder, gallery, tmp_path, monkeypatch, capsys):
-    from dva import cli
-    from dva.commands import embed as embed_cmd
+    from dva_cli import cli
+    from dva_cli import _model as embed_cmd
 
     monkeypatch.setattr(embed_cmd, "embedder_from_args", lambda args: embedder)
     paths, _ = gallery

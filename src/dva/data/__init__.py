@@ -3,6 +3,8 @@
 ``load_split(name, root, protocol)`` reads any supported dataset into a :class:`Split` of
 :class:`ImageRecord` lists; ``ImageListDataset`` turns records into a PyTorch dataset.
 """
+from dva.data._files import IMAGE_EXTENSIONS, is_image_file
+from dva.data.locate import find_dataset
 from dva.data.protocols import PROTOCOLS, PUBLISHED, DatasetWarning
 from dva.data.records import ImageRecord, Split
 from dva.data.registry import DATASETS, get_reader, load_split
@@ -12,12 +14,15 @@ __all__ = [
     "DATASETS",
     "PROTOCOLS",
     "PUBLISHED",
+    "IMAGE_EXTENSIONS",
     "DatasetWarning",
     "ImageListDataset",
     "ImageReadError",
     "ImageRecord",
     "Split",
+    "find_dataset",
     "get_reader",
+    "is_image_file",
     "load_rgb",
     "load_split",
     "make_synthetic",

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from dva.data.records import ImageRecord
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
+# The one list of image file extensions: dataset readers and gallery listing (dva.retrieval.store) use it.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 _MAX_LISTED = 10
 
 
@@ -155,3 +156,36 @@ def check_images_exist(records: Iterable[ImageRecord], dataset: str, hint: str =
 def is_image_file(name: str) -> bool:
     """Whether a file name has a known image extension (case-insensitive)."""
     return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
+
+
+def walk_images(folder: str | os.PathLike) -> tuple[list[str], list[str]]:
+    """Image files under ``folder``, sorted per folder, following symlinks to files and folders once.
+
+    A folder reached again through a symlink (a loop, or two links to one place) is not walked
+    twice: its images would be listed again, under another class. Hidden entries are skipped.
+
+    Returns:
+        ``(paths, notes)``: the image paths (as reached, not resolved) and one note per folder
+        or link that was skipped, saying why.
+    """
+    out: list[str] = []
+    notes: list[str] = []
+    seen: set[tuple[int, int]] = set()
+    for dirpath, dirnames, files in os.walk(folder, followlinks=True):
+        st = os.stat(dirpath)
+        if (st.st_dev, st.st_ino) in seen:
+            notes.append(f"{dirpath}: already listed through another path (a symlink loop or a second "
+                         "link to the same folder); skipped")
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for f in sorted(files):
+            p = os.path.join(dirpath, f)
+            if not is_image_file(f):
+                continue
+            if not os.path.exists(p):  # a dangling or looping link to a file
+                notes.append(f"{p}: a broken or looping symlink; skipped")
+                continue
+            out.append(p)
+    return out, notes

@@ -19,7 +19,7 @@
 
 Boxes are 1-based inclusive corners in all three and become 0-based ``x, y, w, h``.
 Class ids become 0-based; open protocol: classes 1-98 (8,054 images) train, 99-196 (8,131)
-test; closed: the official 8,144 / 8,041. (SPEC 3 says 8,154 open test images: a typo, see
+test; closed: the official 8,144 / 8,041. (8,154 open test images, as sometimes quoted, is a typo: see
 :mod:`dva.data.protocols`.)
 """
 from __future__ import annotations

@@ -6,8 +6,8 @@ Accepted layouts (``root`` is the folder given on the command line)::
     root/images/<class>/...                    same, when ``images`` is root's only folder
     root/{train,test}/<class>/...              both protocols (a ``val`` folder joins train)
 
-Class ids are given in sorted order of the class-folder names (over train and test
-together). Open protocol: the first ``C // 2`` classes train, the rest test. Closed
+Class ids are given in case-insensitive sorted order of the class-folder names (over train
+and test together). Open protocol: the first ``C // 2`` classes train, the rest test. Closed
 protocol: the ``train``/``test`` folders. Hidden files and non-image files are ignored;
 empty class folders are skipped with a warning.
 """
@@ -29,20 +29,13 @@ def _subdirs(folder: Path) -> list[str]:
     return sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
 
 
-def _images_under(folder: Path) -> list[str]:
-    out = []
-    for dirpath, dirnames, files in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        out += [os.path.join(dirpath, f) for f in sorted(files) if F.is_image_file(f)]
-    return out
-
-
 def scan_classes(folder: Path) -> tuple[dict[str, list[str]], list[str]]:
     """Map class-folder name -> sorted absolute image paths; also return warnings."""
     notes = []
     classes: dict[str, list[str]] = {}
     for name in _subdirs(folder):
-        files = _images_under(folder / name)
+        files, skipped = F.walk_images(folder / name)
+        notes += [f"{NAME}: {n}" for n in skipped]
         if files:
             classes[name] = files
         else:
@@ -80,7 +73,9 @@ def read_folder(root: str, protocol: str = "open", strict_counts: bool = False) 
                                                         os.listdir(base)):
             base = base / subs[0]
         parts = {"all": scan_classes(base)}
-    names = sorted({c for classes, _n in parts.values() for c in classes})
+    # Case-insensitive: a plain sort puts every capitalised folder first (e.g. Oxford Pets: all cat
+    # breeds, then all dog breeds), and the open split would train on one kind and test on the other.
+    names = sorted({c for classes, _n in parts.values() for c in classes}, key=lambda n: (n.casefold(), n))
     if len(names) < 2:
         raise ValueError(f"{NAME}: found {len(names)} class folder(s) with images under {base}; "
                          f"retrieval needs at least 2. {HINT}")
@@ -95,4 +90,6 @@ def read_folder(root: str, protocol: str = "open", strict_counts: bool = False) 
     else:
         every = [r for rs in recs.values() for r in rs]
         train, test = split_by_class(every, half_of(len(names)))
-    return finish_split(NAME, protocol, train, test, class_names, strict_counts, notes)
+    rule = (f"open: the first {half_of(len(names))} of the {len(names)} class folders in case-insensitive name "
+            "order train, the rest test" if protocol != CLOSED else "closed: the train/ and test/ folders")
+    return finish_split(NAME, protocol, train, test, class_names, strict_counts, notes, rule=rule)

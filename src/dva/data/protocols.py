@@ -1,4 +1,4 @@
-"""Evaluation protocols (SPEC 3) and the published image counts each reader is checked against.
+"""Evaluation protocols (docs/METHOD.md, Evaluation) and the published image counts each reader is checked against.
 
 * ``open`` (the standard fine-grained retrieval protocol, "out-of-distribution"): train on
   the first classes, retrieve leave-one-out among the *unseen* remaining classes.
@@ -10,7 +10,7 @@ Published counts (``PUBLISHED``):
 * CUB-200-2011: 11,788 images, 200 classes; open 1-100 / 101-200 = 5,864 / 5,924;
   closed 5,994 / 5,794.
 * Stanford Cars: 16,185 images, 196 classes; open 1-98 / 99-196 = 8,054 / 8,131; closed
-  8,144 / 8,041. SPEC 3 quotes 8,054 / 8,154 for the open split, which cannot be right:
+  8,144 / 8,041. Some sources quote 8,054 / 8,154 for the open split, which cannot be right:
   8,054 + 8,154 = 16,208 exceeds the 16,185 images of the dataset; the retrieval literature
   (e.g. Oh Song et al. 2016, Kim et al. 2020) states 8,054 / 8,131, which sums to 16,185.
 * FGVC-Aircraft (variant level): 10,000 images, 100 variants of exactly 100 images each;
@@ -27,6 +27,7 @@ Published counts (``PUBLISHED``):
 from __future__ import annotations
 
 import warnings
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -125,10 +126,21 @@ def _count_problems(name: str, protocol: str, train: Sequence[ImageRecord],
             f"edited annotation files."]
 
 
+def check_retrievable(records: Sequence[ImageRecord], what: str) -> None:
+    """Refuse a leave-one-out set in which no class has a second image: Recall@K would be empty.
+
+    Called before any expensive work (training, embedding), so the user learns it in a second.
+    """
+    counts = Counter(r.label for r in records)
+    if not counts or max(counts.values()) < 2:
+        raise ValueError(f"{what}: every class holds a single image ({len(counts)} classes), so leave-one-out "
+                         "retrieval has nothing to find; give classes at least 2 images each")
+
+
 def finish_split(name: str, protocol: str, train: list[ImageRecord], test: list[ImageRecord],
                  class_names: dict[int, str], strict_counts: bool = False,
                  notes: Sequence[str] = (), query: list[ImageRecord] | None = None,
-                 gallery: list[ImageRecord] | None = None) -> Split:
+                 gallery: list[ImageRecord] | None = None, rule: str = "") -> Split:
     """Build a :class:`Split`, checking it against the published counts.
 
     Args:
@@ -141,6 +153,7 @@ def finish_split(name: str, protocol: str, train: list[ImageRecord], test: list[
         notes: Reader warnings to attach (also emitted with :func:`warnings.warn`).
         query: Optional query set.
         gallery: Optional gallery set.
+        rule: How the classes were divided, in words (default: said from the class ids).
 
     Returns:
         The split; ``split.warnings`` lists every problem found.
@@ -149,6 +162,10 @@ def finish_split(name: str, protocol: str, train: list[ImageRecord], test: list[
         raise ValueError(f"{name} ({protocol} protocol): the split has no training images")
     if not test:
         raise ValueError(f"{name} ({protocol} protocol): the split has no test images")
+    if not rule:
+        tr = sorted({r.label for r in train})
+        rule = (f"{protocol}: the classes with ids {tr[0]}-{tr[-1]} train, the others test" if protocol == "open"
+                else "closed: the dataset's official train/test split")
     problems = _count_problems(name, protocol, train, test)
     if problems and strict_counts:
         raise ValueError(problems[0] + " (strict_counts=True; pass strict_counts=False to "
@@ -157,4 +174,4 @@ def finish_split(name: str, protocol: str, train: list[ImageRecord], test: list[
     for msg in all_warnings:
         warnings.warn(msg, DatasetWarning, stacklevel=3)
     return Split(name=name, protocol=protocol, train=train, test=test, class_names=class_names,
-                 query=query, gallery=gallery, warnings=all_warnings)
+                 query=query, gallery=gallery, warnings=all_warnings, rule=rule)

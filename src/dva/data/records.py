@@ -36,6 +36,7 @@ class Split:
         gallery: Gallery images for query-vs-gallery protocols.
         warnings: Problems found while reading (e.g. image counts that differ from the
             published ones); readers also emit them with :func:`warnings.warn`.
+        rule: How the classes were divided into train and test, in words.
     """
 
     name: str
@@ -46,6 +47,7 @@ class Split:
     query: list[ImageRecord] | None = None
     gallery: list[ImageRecord] | None = None
     warnings: list[str] = field(default_factory=list)
+    rule: str = ""
 
     @property
     def train_classes(self) -> list[int]:
@@ -73,5 +75,8 @@ class Split:
             out["query_images"] = len(self.query)
         if self.gallery is not None:
             out["gallery_images"] = len(self.gallery)
+        out["rule"] = self.rule
+        out["train_class_names"] = [self.class_names.get(c, str(c)) for c in self.train_classes]
+        out["test_class_names"] = [self.class_names.get(c, str(c)) for c in self.test_classes]
         out["warnings"] = list(self.warnings)
         return out

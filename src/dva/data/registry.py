@@ -35,13 +35,19 @@ ALIASES = {"cub": "cub200", "cub-200-2011": "cub200", "cub_200_2011": "cub200", 
            "stanford_dogs": "dogs", "imagefolder": "folder"}
 
 
-def get_reader(name: str) -> Reader:
-    """The reader of dataset ``name`` (a name of ``DATASETS`` or an alias)."""
+def canonical_name(name: str) -> str:
+    """The ``DATASETS`` name of ``name`` (itself, or what an alias such as ``stanford_cars`` means)."""
     key = str(name).strip().lower()
     key = ALIASES.get(key, key)
     if key not in READERS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    return READERS[key]
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)} "
+                         f"(aliases: {', '.join(sorted(ALIASES))})")
+    return key
+
+
+def get_reader(name: str) -> Reader:
+    """The reader of dataset ``name`` (a name of ``DATASETS`` or an alias)."""
+    return READERS[canonical_name(name)]
 
 
 def load_split(name: str, root: str, protocol: str = "open", strict_counts: bool = False) -> Split:

@@ -10,6 +10,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from dva.data.images import to_rgb
 from dva.data.records import ImageRecord
 
 
@@ -28,7 +29,7 @@ def load_rgb(path: str) -> Image.Image:
         raise FileNotFoundError(f"image file not found: {path}")
     try:
         with Image.open(path) as img:
-            return img.convert("RGB")  # convert() decodes, so the file can be closed here
+            return to_rgb(img)  # decodes (EXIF-upright, 16-bit aware), so the file can be closed here
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise ImageReadError(f"cannot read image {path}: {exc}") from exc
 

@@ -5,7 +5,7 @@
 * :mod:`dva.retrieval.search`: query images against an index (``dva search``);
 * :mod:`dva.retrieval.serve`: the FastAPI search service and its web page (``dva serve``);
 * :mod:`dva.retrieval.pipeline`: gallery -> index -> search -> report in one call;
-* :mod:`dva.report`: the static HTML report (``dva report``).
+* :mod:`dva.retrieval.report`: the static HTML report (``dva report``).
 
 FastAPI is imported only by :mod:`dva.retrieval.serve`.
 """

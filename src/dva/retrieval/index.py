@@ -6,10 +6,13 @@ parameters, and per FAISS id the gallery path and label) and the FAISS index fil
 The FAISS file is written first under a fresh name, then ``index.json`` is atomically
 replaced: that replacement is the commit, so a crash mid-build leaves the previous index
 usable and a reader never pairs one build's vectors with another build's paths.
+
+An embeddings directory is read shard by shard (memory-mapped): IVF-PQ trains on a sample read
+row by row and the vectors are added one shard at a time, so a gallery larger than memory can be
+indexed; the result is the same index as from the vectors in memory (tests/retrieval/test_sharded.py).
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import secrets
@@ -21,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from dva.retrieval.store import EmbeddingSet, Label, atomic_write_json, load_embeddings
+from dva.retrieval.store import EmbeddingSet, EmbeddingShards, Label, atomic_write_json, open_embeddings
+from dva.utils import read_json
 
 FORMAT = "dva-index/1"
 KINDS = ("flat", "ivfpq")
@@ -133,14 +137,20 @@ class GalleryIndex:
                 f"{d}: not a dva index (no index.json); build one with "
                 "`dva index --embeddings DIR --out INDEX`"
             )
-        meta = json.loads(meta_path.read_text())
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{meta_path}: unknown format {meta.get('format')!r} (want {FORMAT})")
+        meta = read_json(meta_path, "index description")
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+            raise ValueError(f"{meta_path}: unknown format {got!r} (want {FORMAT})")
         faiss_path = d / meta["faiss_file"]
         if not faiss_path.exists():
             raise FileNotFoundError(f"{faiss_path}: missing (named by {meta_path}); rebuild the "
                                     "index with `dva index`")
-        index = _faiss().read_index(str(faiss_path))
+        try:
+            index = _faiss().read_index(str(faiss_path))
+        except (RuntimeError, MemoryError) as exc:  # a truncated/corrupt file: a C++ exception (bad_alloc
+            # when a damaged size field asks for too much memory)
+            raise ValueError(f"{faiss_path}: cannot read the FAISS index ({str(exc).splitlines()[0]}); "
+                             "rebuild it with `dva index`") from None
         if index.ntotal != meta["count"] or len(meta["paths"]) != meta["count"]:
             raise ValueError(f"{d}: index.faiss holds {index.ntotal} vectors but index.json "
                              f"describes {meta['count']}; rebuild the index with `dva index`")
@@ -177,8 +187,43 @@ def _ivfpq_params(
             "refine": refine, "k_factor": int(k_factor)}, ""
 
 
+def _source(embeddings: str | Path | EmbeddingSet | EmbeddingShards) -> EmbeddingShards:
+    """Vectors to index as shards: a directory is memory-mapped, a loaded set is one shard."""
+    if isinstance(embeddings, EmbeddingShards):
+        return embeddings
+    if isinstance(embeddings, EmbeddingSet):
+        return EmbeddingShards([embeddings.vectors], list(embeddings.paths), list(embeddings.labels),
+                               {**embeddings.meta, "dim": int(embeddings.vectors.shape[1])})
+    return open_embeddings(embeddings)
+
+
+def _trained_ivfpq(es: EmbeddingShards, params: dict, train_size: int | None, seed: int) -> Any:
+    """An IVF-PQ index (+ re-ranking store) trained on a seeded sample of ``es`` (records ``train_size``)."""
+    faiss = _faiss()
+    n, nbits = len(es), params["nbits"]
+    spec = f"IVF{params['nlist']},PQ{params['m']}x{nbits}"
+    spec += {"none": "", "fp16": ",Refine(SQfp16)", "flat": ",RFlat"}[params["refine"]]
+    index = faiss.index_factory(es.dim, spec, faiss.METRIC_INNER_PRODUCT)
+    n_train = min(n, train_size or 40 * max(params["nlist"], 2**nbits))
+    rng = np.random.default_rng(seed)
+    ids = np.sort(rng.choice(n, size=n_train, replace=False)) if n_train < n else np.arange(n)
+    sample = _normalise(es.rows(ids))  # only the sampled rows are read
+    ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
+    ivf.cp.seed = seed
+    ivf.pq.cp.seed = seed
+    # index_factory turns polysemous training on; it is slow and only serves Hamming
+    # pre-filtering, which plain IVF-PQ search does not use.
+    ivf.do_polysemous_training = False
+    index.train(sample)
+    ivf.nprobe = params["nprobe"]
+    if params["refine"] != "none":
+        faiss.ParameterSpace().set_index_parameter(index, "k_factor_rf", float(params["k_factor"]))
+    params["train_size"] = int(n_train)
+    return index
+
+
 def build_index(
-    embeddings: str | Path | EmbeddingSet,
+    embeddings: str | Path | EmbeddingSet | EmbeddingShards,
     out: str | Path,
     *,
     kind: str = "flat",
@@ -195,7 +240,8 @@ def build_index(
     """Build a FAISS index over an embeddings directory and write it to ``out``.
 
     Args:
-        embeddings: an embeddings directory (``dva embed`` output) or a loaded set.
+        embeddings: an embeddings directory (``dva embed`` output; read shard by shard), a
+            loaded set, or :func:`dva.retrieval.store.open_embeddings` of a directory.
         out: the index directory to write.
         kind: ``flat`` (exact) or ``ivfpq`` (approximate, compact; for large galleries).
         nlist: IVF lists (default ~4*sqrt(N), capped so each has >= 39 training vectors).
@@ -216,13 +262,12 @@ def build_index(
         The loaded :class:`GalleryIndex`.
     """
     faiss = _faiss()
-    es = embeddings if isinstance(embeddings, EmbeddingSet) else load_embeddings(embeddings)
+    es = _source(embeddings)
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    n, dim = es.vectors.shape
+    n, dim = len(es), es.dim
     if n == 0:
         raise ValueError("the embeddings hold no vectors (every image was skipped?)")
-    x = _normalise(es.vectors)
     params: dict = {}
     fallback_reason = None
     if kind == "ivfpq":
@@ -237,25 +282,9 @@ def build_index(
     if kind == "flat":
         index = faiss.IndexFlatIP(dim)
     else:
-        spec = f"IVF{params['nlist']},PQ{params['m']}x{params['nbits']}"
-        spec += {"none": "", "fp16": ",Refine(SQfp16)", "flat": ",RFlat"}[params["refine"]]
-        index = faiss.index_factory(dim, spec, faiss.METRIC_INNER_PRODUCT)
-        n_train = train_size or 40 * max(params["nlist"], 2**nbits)
-        n_train = min(n, n_train)
-        rng = np.random.default_rng(seed)
-        sample = x[np.sort(rng.choice(n, size=n_train, replace=False))] if n_train < n else x
-        ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
-        ivf.cp.seed = seed
-        ivf.pq.cp.seed = seed
-        # index_factory turns polysemous training on; it is slow and only serves Hamming
-        # pre-filtering, which plain IVF-PQ search does not use.
-        ivf.do_polysemous_training = False
-        index.train(sample)
-        ivf.nprobe = params["nprobe"]
-        if params["refine"] != "none":
-            faiss.ParameterSpace().set_index_parameter(index, "k_factor_rf", float(params["k_factor"]))
-        params["train_size"] = int(n_train)
-    index.add(x)
+        index = _trained_ivfpq(es, params, train_size, seed)
+    for chunk in es.chunks():  # one shard at a time: the gallery never needs to fit in memory
+        index.add(_normalise(chunk))
     meta = {
         "format": FORMAT,
         "kind": kind,

@@ -3,11 +3,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from dva.retrieval.index import build_index
-from dva.retrieval.search import QueryResult, resolve_query_labels, search_paths
+from dva.retrieval.report import write_report
+from dva.retrieval.search import QueryResult, hits_to_fetch, resolve_query_labels, search_paths
 from dva.retrieval.store import GalleryItem, Label, embed_gallery
+
+if TYPE_CHECKING:
+    from dva.inference import EmbedderLike
 
 
 def summarize(results: Sequence[QueryResult], k: int) -> dict:
@@ -42,7 +46,7 @@ def summarize(results: Sequence[QueryResult], k: int) -> dict:
 
 
 def index_search_report(
-    embedder: Any,
+    embedder: EmbedderLike,
     gallery_paths: Sequence[str | Path],
     gallery_labels: Sequence[Label] | None,
     query_paths: Sequence[str | Path],
@@ -53,6 +57,7 @@ def index_search_report(
     query_labels: Sequence[Label] | None = None,
     batch_size: int = 64,
     progress: bool = False,
+    metrics: Mapping[str, Mapping[str, float]] | None = None,
 ) -> dict:
     """Embed a gallery, index it (exact), search the queries and write the visual report.
 
@@ -69,6 +74,7 @@ def index_search_report(
         query_labels: labels of queries outside the gallery.
         batch_size: embedding batch size.
         progress: show progress bars.
+        metrics: model name -> Recall@K / MAP@R, shown as a table in the report.
 
     Returns:
         Paths (``embeddings_dir``, ``index_dir``, ``report_html``, optional ``curves_png``),
@@ -83,20 +89,17 @@ def index_search_report(
                         progress=progress, overwrite=True)
     index = build_index(out / "embeddings", out / "index", kind="flat")
     qlabels = list(query_labels) if query_labels is not None else resolve_query_labels(index, query_paths)
-    in_gallery = set(index.paths)
-    kq = k + 1 if any(str(Path(p).resolve()) in in_gallery for p in query_paths) else k
+    kq = hits_to_fetch(index, query_paths, k)
     results = search_paths(index, embedder, [str(Path(p).resolve()) for p in query_paths], kq,
                            labels=qlabels)
     summary = summarize(results, k)
-    from dva.report import write_report
-
     report_summary = {
         "gallery images": len(index),
         "skipped images": len(emb.skipped),
         **{key: val for key, val in summary.items() if val is not None},
     }
     html = write_report(out / "report", results, embedder=embedder, log_path=log_path,
-                        class_names=class_names, summary=report_summary)
+                        class_names=class_names, summary=report_summary, metrics=metrics)
     curves = out / "report" / "curves.png"
     return {
         "embeddings_dir": str(out / "embeddings"),

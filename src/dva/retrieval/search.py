@@ -4,14 +4,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image
 
+from dva.data.images import to_rgb
 from dva.retrieval.index import GalleryIndex
 from dva.retrieval.store import Label, load_image_strict
+
+if TYPE_CHECKING:
+    from dva.inference import EmbedderLike
 
 
 @dataclass
@@ -52,17 +56,17 @@ def hits_from_arrays(index: GalleryIndex, scores: np.ndarray, ids: np.ndarray) -
     return out
 
 
-def embed_images(embedder: Any, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
+def embed_images(embedder: EmbedderLike, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
     """Embed PIL images with the embedder's eval transform; float32 (N, D)."""
     rows = []
     for lo in range(0, len(images), batch_size):
-        x = torch.stack([embedder.transform(im.convert("RGB")) for im in images[lo:lo + batch_size]])
+        x = torch.stack([embedder.transform(to_rgb(im)) for im in images[lo:lo + batch_size]])
         rows.append(embedder.embed_tensor(x).detach().float().cpu().numpy())
     return np.concatenate(rows) if rows else np.zeros((0, int(embedder.dim)), np.float32)
 
 
 def search_images(
-    index: GalleryIndex, embedder: Any, images: Sequence[Image.Image], k: int = 10
+    index: GalleryIndex, embedder: EmbedderLike, images: Sequence[Image.Image], k: int = 10
 ) -> list[list[Hit]]:
     """Top-``k`` hits for each PIL image (refused if the embedder is not the index's model)."""
     index.check_fingerprint(embedder.fingerprint)
@@ -74,7 +78,7 @@ def search_images(
 
 def search_paths(
     index: GalleryIndex,
-    embedder: Any,
+    embedder: EmbedderLike,
     paths: Sequence[str | Path],
     k: int = 10,
     labels: Sequence[Label] | None = None,
@@ -106,3 +110,13 @@ def resolve_query_labels(index: GalleryIndex, paths: Sequence[str | Path]) -> li
     """Label of each query taken from the gallery when the query file is in it, else None."""
     by_path = {str(Path(p).resolve()): lab for p, lab in zip(index.paths, index.labels)}
     return [by_path.get(str(Path(p).resolve())) for p in paths]
+
+
+def hits_to_fetch(index: GalleryIndex, paths: Sequence[str | Path], k: int) -> int:
+    """``k``, or ``k + 1`` when a query is itself a gallery image.
+
+    Such a query finds itself first; one more hit is fetched so that ``k`` remain once the
+    self hit is set aside (as :func:`dva.retrieval.pipeline.summarize` and the report do).
+    """
+    gallery = {str(Path(p).resolve()) for p in index.paths}
+    return k + 1 if any(str(Path(p).resolve()) in gallery for p in paths) else k

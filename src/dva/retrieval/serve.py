@@ -25,17 +25,35 @@ import warnings
 from collections import OrderedDict
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from PIL import Image
 
+from dva.data.images import to_rgb
 from dva.retrieval.index import GalleryIndex
 from dva.retrieval.search import search_images
 
+if TYPE_CHECKING:
+    from dva.inference import EmbedderLike
+
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 40_000_000
+# Decoded uploads held at once: a 40 MP image is ~120 MB as RGB, so 8 clients uploading at the
+# same time would otherwise hold ~1 GB of pixels (and the allocator keeps it afterwards).
+DEFAULT_MAX_DECODES = 2
+_BIG_DECODE = 4_000_000  # pixels; after such a decode, freed memory is handed back to the OS
+
+
+def _release_memory() -> None:
+    """Return freed heap to the OS (glibc keeps it otherwise); a no-op where unavailable."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 # Room for the multipart boundary and part headers around the file itself.
 _MULTIPART_SLACK = 64 * 1024
 
@@ -121,7 +139,7 @@ def _decode_upload(data: bytes, max_pixels: int) -> Image.Image:
                 raise HTTPException(413, f"image too large: {w}x{h} pixels, the limit is "
                                          f"{max_pixels} pixels")
             im.load()
-            return im.convert("RGB")
+            return to_rgb(im)
     except HTTPException:
         raise
     except Image.DecompressionBombError as exc:
@@ -133,12 +151,59 @@ def _decode_upload(data: bytes, max_pixels: int) -> Image.Image:
         ) from None
 
 
+def _search_upload(data: bytes, max_pixels: int, index: GalleryIndex, embedder: EmbedderLike, k: int,
+                   model_lock: threading.Lock) -> tuple[list, tuple[int, int]]:
+    """Decode an upload and search with it; returns the hits and the image size.
+
+    Called inside a decode slot: the pixels live only here, and a large image's memory is handed
+    back to the OS before the slot is released, so the server's footprint stays bounded.
+    """
+    image = _decode_upload(data, max_pixels)
+    size = image.size
+    with model_lock:
+        hits = search_images(index, embedder, [image], k)[0]
+    del image
+    if size[0] * size[1] > _BIG_DECODE:
+        _release_memory()
+    return hits, size
+
+
+class _Thumbnails:
+    """JPEG thumbnails of gallery images, the most recent ``capacity`` kept in memory."""
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[tuple[int, int], bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, path: Path, image_id: int, size: int) -> bytes:
+        key = (image_id, size)
+        with self._lock:
+            cached = self._items.get(key)
+        if cached is not None:
+            return cached
+        try:
+            with Image.open(path) as im:
+                im = im.convert("RGB")
+                im.thumbnail((size, size))
+                buf = io.BytesIO()
+                im.save(buf, "JPEG", quality=85)
+        except Exception as exc:
+            raise HTTPException(404, f"gallery image {image_id} cannot be decoded: {exc}") from None
+        with self._lock:
+            self._items[key] = buf.getvalue()
+            if len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+        return buf.getvalue()
+
+
 def create_app(
     index_path: str | Path | GalleryIndex,
-    embedder: Any,
+    embedder: EmbedderLike,
     *,
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_decodes: int = DEFAULT_MAX_DECODES,
     default_k: int = 10,
     max_k: int = 100,
     nprobe: int | None = None,
@@ -149,7 +214,10 @@ def create_app(
         index_path: an index directory (``dva index`` output) or a loaded index.
         embedder: the model that built the index (checked by fingerprint, here, at start).
         max_upload_bytes: largest accepted upload (413 above).
-        max_pixels: largest accepted image area in pixels (413 above).
+        max_pixels: largest accepted image area in pixels (413 above), read from the header
+            before any pixel is decoded.
+        max_decodes: uploads decoded and embedded at once; more requests wait their turn, so
+            memory stays bounded whatever the number of clients.
         default_k: hits returned when the request gives no ``k``.
         max_k: largest ``k`` a request may ask for.
         nprobe: IVF lists visited per query (IVF-PQ indexes only).
@@ -162,9 +230,11 @@ def create_app(
     if nprobe is not None:
         index.set_nprobe(nprobe)
     root = _gallery_root(index.paths)
+    if max_decodes < 1:
+        raise ValueError(f"max_decodes must be >= 1, got {max_decodes}")
     lock = threading.Lock()  # one forward pass at a time: the model is not re-entrant-safe
-    thumbs: OrderedDict[tuple[int, int], bytes] = OrderedDict()
-    thumbs_lock = threading.Lock()
+    decode_slots = threading.BoundedSemaphore(max_decodes)
+    thumbs = _Thumbnails()
     page = resources.files("dva.retrieval").joinpath("static/index.html").read_text("utf-8")
 
     app = FastAPI(title="dva search", version="1")
@@ -198,6 +268,7 @@ def create_app(
             "has_labels": any(lab is not None for lab in index.labels),
             "max_upload_bytes": max_upload_bytes,
             "max_pixels": max_pixels,
+            "max_decodes": max_decodes,
             "default_k": default_k,
             "max_k": max_k,
         }
@@ -211,12 +282,11 @@ def create_app(
         data = file.file.read(max_upload_bytes + 1)
         if len(data) > max_upload_bytes:
             raise HTTPException(413, f"upload too large: the limit is {max_upload_bytes} bytes")
-        image = _decode_upload(data, max_pixels)
-        with lock:
-            hits = search_images(index, embedder, [image], k)[0]
+        with decode_slots:
+            hits, (width, height) = _search_upload(data, max_pixels, index, embedder, k, lock)
         return {
             "k": k,
-            "query": {"filename": file.filename, "width": image.width, "height": image.height},
+            "query": {"filename": file.filename, "width": width, "height": height},
             "fingerprint": index.fingerprint,
             "results": [
                 {"rank": h.rank, "id": h.id, "score": round(h.score, 6), "path": rel(h.path),
@@ -232,32 +302,14 @@ def create_app(
         if size is None:
             media = mimetypes.guess_type(p.name)[0] or "application/octet-stream"
             return FileResponse(p, media_type=media)
-        key = (int(image_id), size)
-        with thumbs_lock:
-            cached = thumbs.get(key)
-        if cached is None:
-            try:
-                with Image.open(p) as im:
-                    im = im.convert("RGB")
-                    im.thumbnail((size, size))
-                    buf = io.BytesIO()
-                    im.save(buf, "JPEG", quality=85)
-            except Exception as exc:
-                raise HTTPException(404, f"gallery image {image_id} cannot be decoded: {exc}") \
-                    from None
-            cached = buf.getvalue()
-            with thumbs_lock:
-                thumbs[key] = cached
-                if len(thumbs) > 1024:
-                    thumbs.popitem(last=False)
-        return Response(cached, media_type="image/jpeg")
+        return Response(thumbs.get(p, int(image_id), size), media_type="image/jpeg")
 
     return app
 
 
 def serve(
     index_path: str | Path,
-    embedder: Any,
+    embedder: EmbedderLike,
     host: str = "127.0.0.1",
     port: int = 8000,
     **app_kwargs: Any,

@@ -1,0 +1,214 @@
+"""Helpers shared by the benchmarks: provenance (machine, commit, command), JSON, markdown, statistics.
+
+Every benchmark lives in its own folder (``benchmarks/<name>/run.py``) and imports this module
+after putting ``benchmarks/`` on ``sys.path``. The repository root is found from this file, not
+from an installed package.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import importlib
+import json
+import math
+import os
+import platform
+import shlex
+import subprocess
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+BENCHMARKS = Path(__file__).resolve().parent
+REPO = BENCHMARKS.parent
+RESULTS = BENCHMARKS / "results"
+DOC = REPO / "docs" / "BENCHMARKS.md"
+
+# Where each benchmark lived before it had its own folder: result files recorded these commands
+# (same flags), and the docs show them under the current path.
+LEGACY_SCRIPTS = {
+    "benchmarks/cub100.py": "benchmarks/cub100/run.py",
+    "benchmarks/vit_efficiency.py": "benchmarks/vit_efficiency/run.py",
+    "benchmarks/metrics_speed.py": "benchmarks/metrics_speed/run.py",
+    "benchmarks/search_speed.py": "benchmarks/search_speed/run.py",
+}
+
+
+# ----------------------------------------------------------------------------- provenance
+def machine_info(packages: Sequence[str] = ("torch", "timm")) -> dict[str, Any]:
+    """CPU, memory, platform and the versions of ``packages`` (None where one is not importable).
+
+    Args:
+        packages: module names whose ``__version__`` is recorded, each under its own key.
+
+    Returns:
+        A JSON-serialisable dict (``torch_threads`` only when torch is importable).
+    """
+    model = ""
+    try:
+        for ln in Path("/proc/cpuinfo").read_text().splitlines():
+            if ln.startswith("model name"):
+                model = ln.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        mem = None
+    info: dict[str, Any] = {
+        "cpu_count": os.cpu_count(), "cpu_model": model, "processor": platform.processor() or platform.machine(),
+        "ram_gb": round(mem / 2**30, 1) if mem else None, "memory_total_bytes": mem,
+        "platform": platform.platform(), "python": platform.python_version(),
+    }
+    for name in packages:
+        try:
+            info[name] = getattr(importlib.import_module(name), "__version__", None)
+        except ImportError:
+            info[name] = None
+    try:
+        import torch
+
+        info["torch_threads"] = torch.get_num_threads()
+    except ImportError:
+        pass
+    return info
+
+
+def git_commit(repo: Path = REPO) -> str | None:
+    """The checked-out commit of ``repo``, or None (no git, not a checkout)."""
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
+                              timeout=10, check=False).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def now_utc() -> str:
+    """The current time, ISO 8601 in UTC, to the second."""
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def command_line(script: str | Path, argv: Sequence[str]) -> str:
+    """``python <script relative to the repository> <argv>``, shell-quoted."""
+    path = Path(script).resolve()
+    shown = path.relative_to(REPO).as_posix() if path.is_relative_to(REPO) else str(script)
+    return " ".join(["python", shown, *(shlex.quote(a) for a in argv)])
+
+
+def current_command(command: str) -> str:
+    """A recorded command with a benchmark's old script path replaced by its current one."""
+    for old, new in LEGACY_SCRIPTS.items():
+        command = command.replace(f"python {old}", f"python {new}")
+    return command
+
+
+def provenance(script: str | Path, argv: Sequence[str], packages: Sequence[str] = ("torch", "timm")) -> dict[str, Any]:
+    """What every result file records: ``command``, ``date``, ``git_commit`` and ``machine``."""
+    return {"command": command_line(script, argv), "date": now_utc(), "git_commit": git_commit(),
+            "machine": machine_info(packages)}
+
+
+def repo_relative(path: Path) -> str:
+    """``path`` relative to the repository when inside it, else as given."""
+    p = Path(path).resolve()
+    return p.relative_to(REPO).as_posix() if p.is_relative_to(REPO) else str(path)
+
+
+# ----------------------------------------------------------------------------- files
+def write_json(path: str | Path, data: Any, indent: int = 1) -> Path:
+    """Write ``data`` as JSON atomically (a temporary file beside it, then ``os.replace``).
+
+    Args:
+        path: the destination; its folder is created.
+        data: JSON-serialisable data.
+        indent: JSON indentation.
+
+    Returns:
+        The destination path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=indent) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_result(path: str | Path, result: dict[str, Any], script: str | Path, argv: Sequence[str],
+                 packages: Sequence[str] = ("torch", "timm")) -> dict[str, Any]:
+    """Add the provenance (command, date, commit, machine) missing from ``result`` and write it atomically.
+
+    Args:
+        path: the JSON file.
+        result: the benchmark's numbers; keys it already has are kept.
+        script: the benchmark script (for the recorded command).
+        argv: its arguments.
+        packages: module versions recorded in ``machine``.
+
+    Returns:
+        The result as written.
+    """
+    missing = {k: v for k, v in provenance(script, argv, packages).items() if k not in result}
+    result.update(missing)
+    write_json(path, result)
+    return result
+
+
+# ----------------------------------------------------------------------------- markdown
+def md_table(header: Sequence[str], rows: Iterable[Sequence[Any]], align: str | Sequence[str] | None = None) -> str:
+    """A markdown table.
+
+    Args:
+        header: the column titles.
+        rows: the cells, one sequence per row (``str()`` of each; empty cells stay blank).
+        align: per column ``l`` (``---``) or ``r`` (``---:``), as a string or a sequence; default all ``l``.
+
+    Returns:
+        The table, one line per row, no trailing newline.
+    """
+    align = list(align or "l" * len(header))
+    if len(align) != len(header):
+        raise ValueError(f"align has {len(align)} columns, header {len(header)}")
+
+    def line(cells: Sequence[Any]) -> str:
+        return "|" + "|".join(f" {c} " if str(c) else " " for c in cells) + "|"
+
+    sep = "|" + "".join("---:|" if a == "r" else "---|" for a in align)
+    return "\n".join([line(header), sep] + [line(r) for r in rows])
+
+
+def replace_section(doc: str, section: str, body: str) -> str:
+    """Replace ``section`` (a ``## `` heading up to the next ``## `` heading) in ``doc``, or append it."""
+    if not doc.strip():
+        doc = "# Benchmarks\n"
+    lines = doc.splitlines()
+    start = next((i for i, ln in enumerate(lines) if ln.strip() == section), None)
+    new = [section, ""] + body.strip("\n").splitlines() + [""]
+    if start is None:
+        out = lines + ([""] if lines and lines[-1].strip() else []) + new
+    else:
+        end = next((j for j in range(start + 1, len(lines)) if lines[j].startswith("## ")), len(lines))
+        out = lines[:start] + new + lines[end:]
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+def update_doc(doc: str | Path, section: str, body: str) -> None:
+    """Replace (or append) ``section`` of the markdown file ``doc`` with ``body``; other sections are kept."""
+    doc = Path(doc)
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    text = doc.read_text() if doc.is_file() else ""
+    doc.write_text(replace_section(text, section, body))
+
+
+# ----------------------------------------------------------------------------- statistics
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    if not values:
+        raise ValueError("mean_std of no values")
+    m = sum(values) / len(values)
+    if len(values) < 2:
+        return m, 0.0
+    return m, math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))

@@ -1,0 +1,135 @@
+"""An embedder run by onnxruntime from a file written by :func:`dva.onnx_export.export_onnx`.
+
+Same interface (:class:`dva.inference.EmbedderLike`) and same fingerprint as the torch
+:class:`dva.inference.Embedder` it was exported from, so indexes built with either runtime are
+searchable with the other; embeddings agree to cosine >= 0.99999 (tests/test_onnx_export.py).
+The preprocessing is rebuilt from the file's own metadata. Activation maps (the report's
+overlays) need the torch model: :meth:`OnnxEmbedder.activation_maps` raises.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from dva.data.images import to_rgb
+from dva.onnx_export import FORMAT, INPUT, transform_from_spec
+
+
+def onnx_available() -> bool:
+    """True when onnxruntime (to run) and onnx (to export) are installed."""
+    return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
+
+
+def _session(path: Path, so, providers: list[str]):
+    import onnxruntime as ort
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such ONNX file (write one with `dva export`)")
+    try:
+        return ort.InferenceSession(str(path), so, providers=providers)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        raise ValueError(f"{path}: not a readable ONNX file ({str(exc).splitlines()[0]})") from None
+
+
+def _checked_metadata(session, path: Path) -> dict[str, str]:
+    props = dict(session.get_modelmeta().custom_metadata_map)
+    if props.get("dva.format") != FORMAT:
+        raise ValueError(f"{path}: not written by `dva export` (format {props.get('dva.format')!r}, want {FORMAT})")
+    return props
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The ``dva.*`` metadata of an exported file (onnxruntime only; no onnx package needed).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not an ONNX file, or not one written by ``dva export``.
+    """
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    p = Path(path)
+    return _checked_metadata(_session(p, so, ["CPUExecutionProvider"]), p)
+
+
+def _providers(device: str) -> list[str]:
+    import onnxruntime as ort
+
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device.startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    raise ValueError(f"--runtime onnx on device {device!r}: this onnxruntime has no CUDA provider "
+                     "(install onnxruntime-gpu, or use --runtime torch)")
+
+
+class OnnxEmbedder:
+    """Embeds with onnxruntime; ``fingerprint`` is the exported torch embedder's.
+
+    Args:
+        path: an ONNX file from ``dva export`` (or the ``--runtime onnx`` cache).
+        threads: intra-op threads (default: torch's thread count, as the torch runtime uses).
+        device: ``cpu`` or ``cuda`` (needs onnxruntime-gpu).
+    """
+
+    runtime = "onnx"
+
+    def __init__(self, path: str | Path, threads: int | None = None, device: str = "cpu") -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = int(threads or torch.get_num_threads())
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.log_severity_level = 3
+        if os.environ.get("DVA_ORT_SPIN") == "0":
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.threads = so.intra_op_num_threads
+        self.session = _session(self.path, so, _providers(str(device)))
+        self.meta = _checked_metadata(self.session, self.path)
+        self.fingerprint = self.meta["dva.fingerprint"]
+        self.dim = int(self.meta["dva.dim"])
+        self.img_size = int(self.meta["dva.img_size"])
+        self.transform_params = json.loads(self.meta["dva.transform"])
+        self.transform = transform_from_spec(self.transform_params)
+        self.model_info = {**json.loads(self.meta.get("dva.model", "{}")), "runtime": "onnx"}
+
+    def embed_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W)`` normalised images -> ``(B, dim)`` L2-normalised embeddings (CPU)."""
+        a = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
+        if a.ndim != 4 or a.shape[1:] != (3, self.img_size, self.img_size):
+            raise ValueError(f"expected a (B, 3, {self.img_size}, {self.img_size}) batch, got {tuple(a.shape)}")
+        if a.shape[0] == 0:
+            return torch.zeros((0, self.dim))
+        return torch.from_numpy(self.session.run(None, {INPUT: a})[0])
+
+    def embed_pil(self, images: Sequence[Image.Image]) -> np.ndarray:
+        x = torch.stack([self.transform(to_rgb(im)) for im in images])
+        return self.embed_tensor(x).numpy()
+
+    def embed_paths(self, paths: Sequence[str], batch_size: int = 64, num_workers: int = 0,
+                    progress: bool = True) -> np.ndarray:
+        """Embed image files in order; an unreadable file raises an error naming it."""
+        from torch.utils.data import DataLoader
+        from tqdm.auto import tqdm
+
+        from dva.inference import _Paths
+
+        loader = DataLoader(_Paths(paths, self.transform), batch_size=batch_size, num_workers=num_workers)
+        out = [self.embed_tensor(x) for x in tqdm(loader, desc="embed", unit="batch", disable=not progress)]
+        return torch.cat(out).numpy() if out else np.zeros((0, self.dim), np.float32)
+
+    def activation_maps(self, x: torch.Tensor, adapted: bool = True) -> torch.Tensor:
+        raise NotImplementedError(
+            "activation maps need the torch model (the ONNX graph only outputs embeddings): "
+            "load the embedder with runtime='torch' (`--runtime torch`) for the report's overlays"
+        )

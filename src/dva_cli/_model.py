@@ -1,0 +1,46 @@
+"""The model options shared by ``embed``, ``search``, ``serve``, ``report``, ``eval`` and ``export``."""
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch is imported only when a command runs, not to build the parser
+    from dva.inference import EmbedderLike
+
+DEFAULT_BACKBONE = "mobilenetv2_100"
+RUNTIMES = ("torch", "onnx", "auto")  # = dva.inference.RUNTIMES (not imported: it pulls in torch)
+
+
+def add_model_arguments(p: argparse.ArgumentParser, runtime: bool = False) -> None:
+    """Add ``--checkpoint``, ``--backbone``, ``--weights``, ``--img-size`` and ``--device``.
+
+    ``runtime``: also ``--runtime torch|onnx|auto`` (commands that only embed; ``report`` and
+    ``boxes`` need the torch model's activation maps and stay on torch).
+    """
+    g = p.add_argument_group("model")
+    g.add_argument("--checkpoint", help="a checkpoint from `dva train` (backbone + adapters)")
+    g.add_argument("--backbone", help="timm backbone name when no checkpoint is given "
+                   f"(default {DEFAULT_BACKBONE}: the frozen, un-adapted backbone)")
+    g.add_argument("--weights", default=None,
+                   help="backbone weights: bundled | hub | none | PATH (default: bundled, or "
+                        "the checkpoint's own)")
+    g.add_argument("--img-size", type=int, default=None, help="input size (default: the model's)")
+    g.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu)")
+    if runtime:
+        g.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                       help="who runs the model: torch, or onnx (onnxruntime; the model is exported once "
+                            "into $DVA_CACHE/onnx/, default ~/.cache/dva/onnx/); auto (default) = onnx "
+                            "on CPU when onnx and onnxruntime are installed, else torch. Same fingerprint, "
+                            "so an index built with one is searched with the other")
+
+
+def embedder_from_args(args: argparse.Namespace) -> EmbedderLike:
+    """Load the embedder the model options describe (torch unless ``--runtime`` says otherwise)."""
+    from dva.inference import load_embedder
+
+    weights = args.weights
+    if weights is None and not args.checkpoint:
+        weights = "bundled"
+    return load_embedder(checkpoint=args.checkpoint, backbone=args.backbone or DEFAULT_BACKBONE,
+                         weights=weights, img_size=args.img_size, device=args.device,
+                         runtime=getattr(args, "runtime", "torch"))

@@ -1,0 +1,49 @@
+"""``dva data-info``: read a dataset under a protocol and print its image and class counts."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+
+NAME = "data-info"
+HELP = "Read a dataset and print its train/test image and class counts (and any warnings)."
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from dva_cli._data import add_data_arguments
+
+    add_data_arguments(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _names(names: list[str], shown: int = 6) -> str:
+    if len(names) <= 2 * shown:
+        return ", ".join(names)
+    return ", ".join(names[:shown]) + f", ... ({len(names) - 2 * shown} more) ..., " + ", ".join(names[-shown:])
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+
+    from dva.data import load_split
+
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # they are in split.warnings, printed below
+        split = load_split(args.dataset, args.root, args.protocol, args.strict_counts)
+    info = split.summary()
+    info["root"] = args.root
+    info["read_seconds"] = round(time.perf_counter() - t0, 3)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    for key, value in info.items():
+        if key in ("warnings", "train_class_names", "test_class_names"):
+            continue
+        print(f"{key:<16} {value}")
+    print(f"{'train classes':<16} {_names(info['train_class_names'])}")
+    print(f"{'test classes':<16} {_names(info['test_class_names'])}")
+    for w in split.warnings:
+        print(f"WARNING: {w}", file=sys.stderr)
+    return 0

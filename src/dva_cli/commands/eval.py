@@ -1,0 +1,86 @@
+"""``dva eval``: embed a dataset's test images and report retrieval metrics.
+
+With ``--checkpoint`` the trained backbone + adapters are evaluated; without it the frozen
+zero-shot baseline (``--backbone``, default mobilenetv2_100, with ``--weights``). Leave-one-out over the test set,
+or query-vs-gallery when the split defines them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+
+from dva_cli import _model
+
+NAME = "eval"
+HELP = "Evaluate retrieval (Recall@K, MAP@R) of a checkpoint or a frozen backbone on a dataset."
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from dva_cli._data import add_data_arguments
+
+    _model.add_model_arguments(p, runtime=True)
+    g = add_data_arguments(p)
+    g.add_argument("--split", default="test", choices=("test", "train"),
+                   help="which images to retrieve among, leave-one-out (default test)")
+    p.add_argument("--k", default="1,2,4,8", help="the K of Recall@K (default 1,2,4,8)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=0, help="image-decoding processes (default 0)")
+    p.add_argument("--out", help="also write the result as JSON to this file")
+    p.add_argument("--save-embeddings", help="save embeddings + labels to this .npz")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from dva.data import load_split
+    from dva.evaluation import evaluate
+    from dva.utils import atomic_write_json
+    from dva_cli._format import format_table, parse_ks
+
+    ks = parse_ks(args.k)
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # kept in split.warnings and reported below
+        split = load_split(args.dataset, args.root, args.protocol, args.strict_counts)
+    for w in split.warnings:
+        print(f"WARNING: {w}", file=sys.stderr)
+
+    t0 = time.perf_counter()
+    embedder = _model.embedder_from_args(args)
+    ev = evaluate(embedder, split, args.split, ks, batch_size=args.batch_size, num_workers=args.workers,
+                  progress=not args.no_progress)
+    if args.save_embeddings:
+        out_npz = Path(args.save_embeddings)
+        out_npz.parent.mkdir(parents=True, exist_ok=True)
+        extra = {} if ev.gallery_embeddings is None else {"gallery_embeddings": ev.gallery_embeddings,
+                                                           "gallery_labels": ev.gallery_labels}
+        np.savez(out_npz, embeddings=ev.embeddings, labels=ev.labels, **extra)
+    result = {
+        "metrics": ev.metrics, "dataset": split.name, "root": str(Path(args.root).resolve()),
+        "protocol": split.protocol, "split": args.split, "mode": ev.mode, **ev.stats, "classes": ev.classes,
+        "checkpoint": args.checkpoint, "backbone": args.backbone or (None if args.checkpoint else _model.DEFAULT_BACKBONE),
+        "weights": args.weights, "img_size": embedder.img_size, "embedder_fingerprint": embedder.fingerprint,
+        "runtime": getattr(embedder, "runtime", "torch"),
+        "dim": embedder.dim, "embed_seconds": round(ev.embed_seconds, 2),
+        "total_seconds": round(time.perf_counter() - t0, 2),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "host": platform.node(),
+        "warnings": split.warnings,
+    }
+    if args.out:
+        atomic_write_json(args.out, result)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{split.name} ({split.protocol}, {ev.mode}, {ev.stats['scored_queries']} "
+              f"queries, {ev.classes} classes)")
+        print(format_table(ev.metrics))
+    return 0

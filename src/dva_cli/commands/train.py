@@ -1,0 +1,90 @@
+"""``dva train``: train DVA adapters from a YAML config with ``--section.key value`` overrides.
+
+Ends with the frozen backbone and the trained model side by side, and says which checkpoint is
+which. Exit status: 0 trained; 2 a user error (bad config, missing data, refused resume);
+3 stopped by the collapse guard (docs/METHOD.md, Training; ``--train.on_collapse warn`` goes on).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+NAME = "train"
+HELP = "train DVA (frozen backbone + ICA + OPA + DPT) on a dataset; resumable; runs under torchrun"
+COLLAPSED = 3  # exit status of a run stopped by the collapse guard
+
+_ROWS = (("recall@1", "R@1"), ("recall@2", "R@2"), ("recall@4", "R@4"), ("recall@8", "R@8"), ("map@r", "MAP@R"))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML config (see configs/); omitted keys keep their defaults")
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last.safetensors if present")
+    p.add_argument("--resume-with-changes", action="store_true",
+                   help="with --resume: continue even if the config differs from the run's (the differences are logged)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (logs still go to log.jsonl)")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    # Any other --section.key value pair is a config override, e.g. --train.epochs 3 --ica.rank 8.
+    p.set_defaults(overrides=[])
+
+
+def comparison_table(frozen: dict[str, float] | None, trained: dict[str, float] | None, split: str = "test") -> str:
+    """Frozen backbone vs trained model: Recall@1/2/4/8 and MAP@R, and the change."""
+    if not trained:
+        return ""
+    cols = ["frozen", "trained", "change"] if frozen else ["trained"]
+    lines = [f"{split + ' split':<10}" + "".join(f"{c:>10}" for c in cols)]
+    for key, name in _ROWS:
+        if key not in trained:
+            continue
+        cells = [trained[key]] if not frozen else [frozen[key], trained[key]]
+        row = "".join(f"{v:>10.3f}" for v in cells)
+        if frozen:
+            row += f"{trained[key] - frozen[key]:>+10.3f}"
+        lines.append(f"{name:<10}{row}")
+    return "\n".join(lines)
+
+
+def report(summary: dict[str, Any]) -> str:
+    """What ``dva train`` prints at the end: the table, the checkpoints, the warnings."""
+    out = [comparison_table(summary.get("frozen_metrics"), summary.get("metrics"), summary.get("eval_split", "test"))]
+    cps = summary.get("checkpoints") or {}
+    last, best = cps.get("last"), cps.get("best")
+    if last:
+        out.append(f"trained = {last['path']}: {last['what']}, step {last['step']}")
+    if best:
+        out.append(f"best    = {best['path']}: step {best['step']}, MAP@R {best['map@r']:.3f} on the {best['split']} "
+                   f"split, {best['what']}")
+    if summary.get("worse_than_frozen"):
+        d = summary["metrics"]["map@r"] - summary["frozen_metrics"]["map@r"]
+        out.append(f"WARNING: the trained model is worse than the frozen backbone (MAP@R {d:+.3f})"
+                   + (f"; use {best['path']}" if best and best["map@r"] > summary["metrics"]["map@r"] else ""))
+    if summary.get("collapse"):
+        out.append(f"STOPPED: {summary['collapse']['message']}")
+    elif summary.get("findings"):
+        kinds = sorted({f["kind"] for f in summary["findings"]})
+        out.append(f"WARNING: the collapse guard tripped {len(summary['findings'])} time(s) ({', '.join(kinds)}); "
+                   "see log.jsonl (kind=collapse)")
+    return "\n".join(x for x in out if x)
+
+
+def run(args: argparse.Namespace) -> int:
+    import yaml
+
+    from dva.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    if args.print_config:
+        print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        return 0
+    from dva_train.train import train
+
+    summary = train(cfg, resume=args.resume or args.resume_with_changes, progress=not args.no_progress,
+                    allow_config_changes=args.resume_with_changes)
+    if summary.get("metrics") is None:  # a DDP rank other than 0: rank 0 reports
+        return COLLAPSED if summary.get("status") == "stopped" else 0
+    print(report(summary))
+    if summary.get("status") == "stopped":
+        print(f"dva train: stopped by the collapse guard: {summary['collapse']['fix']}", file=sys.stderr)
+        return COLLAPSED
+    return 0

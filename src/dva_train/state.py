@@ -1,0 +1,188 @@
+"""Save and resume a run: the trainable tensors, optimiser, scheduler, scaler and position as one unit.
+
+Two files in the run folder (docs/METHOD.md, Training):
+
+* ``last.safetensors`` — the user-facing checkpoint (:func:`dva.checkpoint.save_checkpoint`);
+* ``train_state.pt`` — what resuming needs, *including its own copy of the trainable tensors and
+  the step*, and the resolved config (``torch.save``; read with ``weights_only=True``).
+
+Each is written atomically, the checkpoint first. A crash between the two writes leaves a newer
+checkpoint beside an older state; resuming reads the tensors, optimiser moments and step from
+the state file alone, so they always belong to the same step (and the newer checkpoint is
+rewritten at the next save).
+"""
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dva.checkpoint import load_into, save_checkpoint, trainable_state
+from dva.config import DVAConfig
+from dva.model import DVAModel
+from dva.utils import atomic_write_bytes
+
+STATE_FILE = "train_state.pt"
+LAST_FILE = "last.safetensors"
+BEST_FILE = "best.safetensors"  # the best evaluation so far (docs/METHOD.md, Training)
+FORMAT = "dva-train-state-v2"  # v1 (no format key): no tensors, no config
+
+# Config keys that cannot change what a run computes: they may differ on resume.
+RESUME_IGNORES = frozenset({
+    "output_dir", "train.cache_dir", "train.num_workers", "train.threads", "train.log_every", "train.save_every",
+    # The collapse guard only decides whether a run stops: a run stopped by it may go on with
+    # --resume --train.on_collapse warn (or another threshold).
+    "train.on_collapse", "train.collapse_fraction", "train.collapse_cos",
+})
+_ABSENT = "<absent>"
+
+
+@dataclass
+class Position:
+    """Where a run stands: ``step`` optimiser steps done; next is batch ``batch_in_epoch`` of ``epoch``."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    best: float = -1.0  # best evaluation MAP@R so far (the step-0 frozen evaluation included)
+    best_step: int = -1  # the step of best.safetensors (-1: none)
+    run_id: str = ""  # the ``run`` of the log rows (dva_train.runlog); kept by a resume
+    # The step-0 evaluation of the frozen backbone (metrics and "mean_cos"), for the collapse guard.
+    frozen: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class TrainState:
+    """The objects whose state is saved and restored together."""
+
+    model: DVAModel
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    pos: Position = field(default_factory=Position)
+
+    def save(self, out: Path, cfg: DVAConfig, metrics: dict | None = None) -> None:
+        """Write ``last.safetensors``, then ``train_state.pt`` (call on rank 0 only)."""
+        p = self.pos
+        save_checkpoint(out / LAST_FILE, self.model, {"step": p.step, "epoch": p.epoch, "metrics": metrics or {}})
+        _write_state_file(out / STATE_FILE, {
+            "format": FORMAT, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "step": p.step, "epoch": p.epoch, "batch_in_epoch": p.batch_in_epoch, "best": p.best,
+            "best_step": p.best_step, "run_id": p.run_id, "frozen": dict(p.frozen),
+            "scaler": self.scaler.state_dict(), "trainable": trainable_state(self.model),
+            "fingerprint": self.model.fingerprint, "config": cfg.to_dict(),
+        })
+
+    def save_best(self, out: Path, metrics: dict[str, float], epoch: int, split: str) -> None:
+        """Write ``best.safetensors`` (the model now, evaluated at ``metrics``) and remember it (rank 0)."""
+        p = self.pos
+        p.best, p.best_step = float(metrics["map@r"]), p.step
+        save_checkpoint(out / BEST_FILE, self.model, {"step": p.step, "epoch": epoch, "metrics": metrics, "split": split})
+
+    def restore(self, saved: dict[str, Any], out: Path) -> dict[str, Any]:
+        """Load a state read by :func:`read_state`; returns notes for the log (e.g. a stale checkpoint)."""
+        notes: dict[str, Any] = {}
+        if "trainable" in saved:
+            _load_trainable(self.model, saved)
+            last = _checkpoint_step(out / LAST_FILE)
+            if last != int(saved["step"]):
+                notes["last_checkpoint_step"] = last  # e.g. a crash between the two writes
+        else:  # v1: the tensors are only in the checkpoint
+            load_into(self.model, out / LAST_FILE)
+            notes["state_format"] = "v1"
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        if saved.get("scaler"):
+            self.scaler.load_state_dict(saved["scaler"])
+        self.pos = Position(int(saved["step"]), int(saved["epoch"]), int(saved["batch_in_epoch"]),
+                            float(saved.get("best", -1.0)), int(saved.get("best_step", -1)),
+                            str(saved.get("run_id", "")) or self.pos.run_id, dict(saved.get("frozen") or {}))
+        return notes
+
+
+def _write_state_file(path: Path, state: dict[str, Any]) -> None:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def read_state(out: Path) -> dict[str, Any] | None:
+    """The saved state of the run in ``out``, or None when there is nothing to resume.
+
+    A v1 state (written before the state held the tensors) needs ``last.safetensors`` too.
+    """
+    path = Path(out) / STATE_FILE
+    if not path.is_file():
+        return None
+    saved = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain values only
+    if "trainable" not in saved and not (Path(out) / LAST_FILE).is_file():
+        return None
+    return saved
+
+
+def _load_trainable(model: DVAModel, saved: dict[str, Any]) -> None:
+    if saved["fingerprint"] != model.fingerprint:
+        raise ValueError(f"{STATE_FILE} was trained on frozen weights with fingerprint {saved['fingerprint']}, "
+                         f"but the backbone loaded now has {model.fingerprint}: resume with the same backbone weights")
+    tensors, params = saved["trainable"], {n: p for n, p in model.named_parameters() if p.requires_grad}
+    if set(tensors) != set(params):
+        missing, unexpected = sorted(set(params) - set(tensors)), sorted(set(tensors) - set(params))
+        raise ValueError(f"{STATE_FILE}: adapter layout differs: missing {missing[:4]}, unexpected {unexpected[:4]}")
+    with torch.no_grad():
+        for n, t in tensors.items():
+            if params[n].shape != t.shape:
+                raise ValueError(f"{STATE_FILE}: {n} has shape {tuple(t.shape)}, model expects {tuple(params[n].shape)}")
+            params[n].copy_(t)
+
+
+def _checkpoint_step(path: Path) -> int | None:
+    """The step recorded in a checkpoint's metadata (None: absent or unreadable)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return int(json.loads((f.metadata() or {})["extra"])["step"])
+    except Exception:  # noqa: BLE001 - any failure means "no usable step"
+        return None
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def config_changes(saved: dict[str, Any], cfg: DVAConfig) -> dict[str, list]:
+    """``{dotted key: [saved value, current value]}`` for every key that may change results.
+
+    A key missing from ``saved`` (added to the config since) counts as its default value.
+    """
+    old, new = _flatten(saved), _flatten(cfg.to_dict())
+    default = _flatten(DVAConfig().to_dict())
+    changes = {}
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k, default.get(k, _ABSENT)), new.get(k, _ABSENT)
+        if k not in RESUME_IGNORES and a != b:
+            changes[k] = [a, b]
+    return changes
+
+
+def check_resume_config(saved: dict[str, Any], cfg: DVAConfig, allow_changes: bool) -> dict[str, list]:
+    """The config changes since ``saved`` was written; refused (ValueError) unless ``allow_changes``."""
+    if "config" not in saved:  # v1 state: the config was not recorded
+        return {}
+    changes = config_changes(saved["config"], cfg)
+    if changes and not allow_changes:
+        listed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
+        raise ValueError(f"{Path(cfg.output_dir) / STATE_FILE} was written with another config ({listed}); "
+                         "resuming would not continue the same run: restore those settings, use another "
+                         "output_dir, or pass --resume-with-changes to continue anyway")
+    return changes

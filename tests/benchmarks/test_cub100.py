@@ -1,0 +1,213 @@
+"""The cub100 benchmark (benchmarks/cub100/run.py): its rows, planning and formatting (fast: no training, no data)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from cub100 import run as bench
+
+# A frozen copy of the row table as it was in dva_train/bench.py (before rows.yaml): a typo in
+# rows.yaml - a label, an override, a group, a row's position - fails here.
+ALL_ROW_NAMES = [
+    "frozen", "head", "full", "ica", "ica_opa", "dva",
+    "dva_beta0.1", "dva_beta0.5", "dva_beta1", "dva_beta2", "dva_beta5", "dva_rank4", "dva_rank8", "dva_rank16",
+    "dva_rank32", "dva_act_gelu", "dva_act_identity", "dva_box_self", "dva_box_none", "ica_r2all", "ica_half",
+    "dva_half", "ica_r16head",
+    "ica_cached", "ica_online", "frozen_224", "frozen_160", "dva_160px",
+    "val_frozen", "val_head", "val_ica_r4", "val_dva_r4", "val_dva_r4_lr3e-3", "val_dva_r8pw", "val_ica_r2all",
+    "val_ica_r4pwall", "val_full",
+]
+FROZEN_ROWS = {
+    "frozen": ("main", "frozen backbone", []),
+    "head": ("main", "head (linear projection)", ["--train.trainable", "head", "--opa.enabled", "false"]),
+    "full": ("main", "full fine-tune", ["--train.trainable", "full", "--opa.enabled", "false", "--train.cache_prefix",
+                                        "off", "--train.augment", "none", "--train.lr", "1e-4"]),
+    "ica": ("main", "ICA", ["--opa.enabled", "false"]),
+    "ica_opa": ("main", "ICA + OPA", ["--loss.beta", "0"]),
+    "dva": ("main", "DVA (ICA + OPA + DPT)", []),
+    "dva_beta0.5": ("beta", "DVA beta=0.5", ["--loss.beta", "0.5"]),
+    "ica_r2all": ("where", "ICA r=2 pw+pwl, all stages (1.52%)",
+                  ["--opa.enabled", "false", "--ica.rank", "2", "--ica.blocks", "all", "--train.cache_prefix", "off",
+                   "--train.augment", "none"]),
+    "ica_half": ("budget", "ICA, half the steps", ["--opa.enabled", "false", "@half"]),
+    "dva_half": ("budget", "DVA, half the steps", ["@half"]),
+    "ica_online": ("speedup", "ICA, online augmentation (no cache)",
+                   ["--opa.enabled", "false", "--train.cache_prefix", "off", "--train.augment", "standard"]),
+    "val_frozen": ("val", "frozen backbone", ["--data.val_classes", "10"]),
+    "val_head": ("val", "head", ["--data.val_classes", "10", "--train.trainable", "head", "--opa.enabled", "false"]),
+    "val_ica_r4": ("val", "ICA r4 pw+pwl -2: (1.49%)", ["--data.val_classes", "10", "--opa.enabled", "false"]),
+    "val_dva_r4": ("val", "DVA r4 pw+pwl -2: (1.49%)", ["--data.val_classes", "10"]),
+    "val_dva_r4_lr3e-3": ("val", "DVA r4 pw+pwl -2:, lr 3e-3", ["--data.val_classes", "10", "--train.lr", "3e-3"]),
+    "val_dva_r8pw": ("val", "DVA r8 pw -2: (1.45%)", ["--data.val_classes", "10", "--ica.rank", "8", "--ica.target",
+                                                      "pw"]),
+    "val_ica_r2all": ("val", "ICA r2 pw+pwl all stages (1.52%)",
+                      ["--data.val_classes", "10", "--opa.enabled", "false", "--ica.rank", "2", "--ica.blocks", "all",
+                       "--train.cache_prefix", "off", "--train.augment", "none"]),
+    "val_ica_r4pwall": ("val", "ICA r4 pw all stages (1.50%)",
+                        ["--data.val_classes", "10", "--opa.enabled", "false", "--ica.target", "pw", "--ica.blocks",
+                         "all", "--train.cache_prefix", "off", "--train.augment", "none"]),
+    "val_full": ("val", "full fine-tune", ["--data.val_classes", "10", "--train.trainable", "full", "--opa.enabled",
+                                           "false", "--train.cache_prefix", "off", "--train.augment", "none",
+                                           "--train.lr", "1e-4"]),
+}
+
+
+def _run(seed: int, r1: float, params: int = 33152, frac: float = 0.0149) -> dict:
+    return {"seed": seed, "metrics": {"recall@1": r1, "recall@2": 0.9, "recall@4": 0.95, "recall@8": 0.97, "map@r": 0.3},
+            "params": {"trainable_params": params, "trainable_fraction": frac, "backbone_params": 2223872},
+            "train_seconds": 30.0, "train_img_per_s": 200.0, "embed_img_per_s": 50.0, "peak_rss_mb": 1500.0,
+            "wall_seconds": 60.0, "eval_split": "test", "img_size": 224}
+
+
+# ----------------------------------------------------------------------------- rows.yaml
+def test_rows_yaml_matches_the_frozen_table():
+    rows = bench.ROWS.all_rows()
+    assert list(rows) == ALL_ROW_NAMES
+    for name, want in FROZEN_ROWS.items():
+        assert tuple(rows[name]) == want, name
+    assert list(bench.ROWS.sets) == ["main", "ablations", "speedup", "val"]
+    assert list(bench.ROWS.sets["main"]) == ALL_ROW_NAMES[:6]
+
+
+def test_rows_yaml_defaults_aliases_order_profiles():
+    t = bench.ROWS
+    assert t.dva_defaults == ["--ica.rank", "4", "--ica.target", "pw+pwl", "--ica.blocks", "'-2:'"]
+    assert t.half == "@half"
+    assert t.aliases == {"ica_cached": "ica", "dva_beta1": "dva", "dva_rank4": "dva", "dva_act_gelu": "dva",
+                         "dva_box_self": "dva"}
+    assert t.run_order == ["ica", "dva", "ica_opa", "head", "full", "frozen"]
+    assert t.profiles == {"quick": ["main"], "full": ["main", "ablations", "speedup"], "val": ["val"],
+                          "ablations": ["ablations"], "speedup": ["speedup"]}
+
+
+def _yaml(tmp_path, sets: str, extra: str = "") -> str:
+    text = ('dva_defaults: []\nhalf_marker: "@half"\nrun_order: []\nprofiles: {quick: [main]}\n' + extra
+            + "sets:\n  main:\n    group: main\n    rows:\n" + sets)
+    p = tmp_path / "rows.yaml"
+    p.write_text(text)
+    return str(p)
+
+
+def test_rows_yaml_mistakes_are_refused(tmp_path):
+    ok = '      a: {label: "A", overrides: ["--opa.enabled", "false"]}\n'
+    assert bench.load_rows(_yaml(tmp_path, ok)).all_rows()["a"] == ("main", "A", ["--opa.enabled", "false"])
+    with pytest.raises(TypeError, match="quoted strings"):  # a bare false is a bool
+        bench.load_rows(_yaml(tmp_path, '      a: {label: "A", overrides: ["--opa.enabled", false]}\n'))
+    with pytest.raises(ValueError, match="duplicate key 'a'"):
+        bench.load_rows(_yaml(tmp_path, ok + ok))
+    with pytest.raises(ValueError, match="unknown key"):
+        bench.load_rows(_yaml(tmp_path, '      a: {label: "A", overides: []}\n'))
+    with pytest.raises(ValueError, match="alias target nope"):
+        bench.load_rows(_yaml(tmp_path, ok, "aliases: {a: nope}\n"))
+
+
+# ----------------------------------------------------------------------------- planning
+def test_expand_half_budget():
+    ov = ["--opa.enabled", "false", bench.ROWS.half, "--train.seed", "0"]
+    assert bench.expand_half(ov, 2, 184) == ["--opa.enabled", "false", "--train.max_steps", "92", "--train.seed", "0"]
+    assert bench.expand_half(ov, 4, 0)[2:6] == ["--train.epochs", "2", "--train.max_steps", "0"]
+    assert bench.expand_half(["--x", "1"], 2, 0) == ["--x", "1"]
+    rows = bench.ROWS.all_rows()
+    assert bench.ROWS.half in rows["dva_half"].overrides and bench.ROWS.half not in rows["dva_beta1"].overrides
+
+
+def test_frozen_key_groups_runs_by_size_and_split():
+    assert bench.frozen_key(["--backbone.img_size", "160"]) == (160, 0)
+    assert bench.frozen_key(["--data.val_classes", "10"])[1] == 10
+    assert bench.frozen_key(["--loss.beta", "5"]) == bench.frozen_key([])
+
+
+def test_build_plan_order_and_seeds():
+    plan = bench.build_plan(bench.ROWS, "quick", None, [0, 1, 2], False)
+    assert [(n, s) for n, _, s in plan] == [("ica", [0, 1, 2]), ("dva", [0, 1, 2]), ("ica_opa", [0, 1, 2]),
+                                           ("head", [0, 1, 2]), ("full", [0, 1, 2]), ("frozen", [0])]
+    full = bench.build_plan(bench.ROWS, "full", None, [3, 4], False)
+    assert len(full) == 28 and {n: s for n, _, s in full}["dva_beta2"] == [3]
+    assert {n: s for n, _, s in full}["frozen"] == [0]
+    picked = bench.build_plan(bench.ROWS, "quick", ["val_head", "dva", "frozen_160"], [1, 2], True)
+    assert [(n, s) for n, _, s in picked] == [("dva", [1, 2]), ("val_head", [1, 2]), ("frozen_160", [1])]
+    with pytest.raises(ValueError, match="unknown row"):
+        bench.build_plan(bench.ROWS, "quick", ["dva", "dva_typo"], [0], False)
+
+
+def test_expand_plan_overrides_and_folders():
+    plan = bench.build_plan(bench.ROWS, "quick", ["dva", "head", "frozen", "ica_half"], [0], False)
+    common = ["--train.epochs", "2"]
+    runs = {name: (row, specs) for name, row, specs in bench.expand_plan(bench.ROWS, plan, common, 224, 2, 184, 512)}
+    d = bench.ROWS.dva_defaults
+    row, (spec,) = runs["dva"]
+    assert row.overrides == d and spec.kind == "train" and spec.tag == "dva_s0_224px_184st"
+    assert spec.overrides == common + d + ["--train.seed", "0"] and spec.embed_images == 512  # first: measures frozen
+    row, (spec,) = runs["head"]  # no adapters: no ICA defaults; frozen metrics already measured by dva
+    assert row.overrides == FROZEN_ROWS["head"][2]
+    assert spec.overrides == common + FROZEN_ROWS["head"][2] + ["--train.seed", "0", "--train.eval_frozen", "false"]
+    row, (spec,) = runs["ica_half"]
+    assert row.overrides == d + ["--opa.enabled", "false", "--train.max_steps", "92"]
+    row, (spec,) = runs["frozen"]
+    assert spec.kind == "frozen" and row.overrides == [] and spec.overrides == common + ["--train.seed", "0"]
+
+
+# ----------------------------------------------------------------------------- formatting
+def test_aggregate_and_table():
+    row = bench.aggregate("dva", "main", "DVA", ["--ica.rank", "4"], [_run(0, 0.83), _run(1, 0.84), _run(2, 0.85)])
+    assert row["stats"]["recall@1"][0] == pytest.approx(84.0)
+    assert row["stats"]["recall@1"][1] == pytest.approx(1.0)
+    assert row["trainable_params"] == 33152 and row["trainable_pct"] == pytest.approx(1.49)
+    frozen = bench.aggregate("frozen", "main", "frozen backbone", [], [_run(0, 0.80, 0, 0.0)])
+    table = bench.format_table([frozen, row])
+    lines = table.splitlines()
+    assert lines[0] == bench.HEADER == ("| row | trainable params (% of backbone) | R@1 | R@2 | R@4 | R@8 | MAP@R "
+                                        "| train s | train img/s | row wall s | embed img/s | peak RSS MB | seeds |")
+    assert set(lines[1]) == {"|", "-"} and lines[1].count("|") == lines[0].count("|")
+    assert all(ln.count("|") == lines[0].count("|") for ln in lines)
+    assert "84.0 ± 1.0" in lines[3] and "33,152 (1.49%)" in lines[3]
+    assert "| frozen backbone | 0 | 80.0 |" in lines[2]
+    json.dumps(row)  # the JSON output must serialise
+
+
+def test_format_params():
+    assert bench.format_params(0, 0.0) == "0"
+    assert bench.format_params(1638400, 73.67) == "1,638,400 (73.67%)"
+
+
+def test_markdown_reports_load_budget_and_current_command():
+    row = bench.aggregate("dva", "main", "DVA", [], [dict(_run(0, 0.83), loadavg_1m=[0.4, 2.6])])
+    result = {"rows": [row], "command": "python benchmarks/cub100.py --full", "date": "d", "profile": "full",
+              "json": "x.json",
+              "settings": {"img_size": 224, "epochs": 2, "max_steps": 0, "seeds": [0], "threads": 2, "embed_images": 0,
+                           "dva_defaults": [], "common": []},
+              "machine": {"cpu_count": 2, "cpu_model": "cpu", "ram_gb": 23.5, "torch": "t", "timm": "m"}}
+    text = bench.markdown(result)
+    assert "load average 0.4-2.6" in text and "**224 px**; 2 epochs" in text
+    assert "- `python benchmarks/cub100/run.py --full` (full, d) -> `x.json`" in text  # recorded before the move
+    del row["runs"][0]["loadavg_1m"]
+    assert "load not recorded" in bench.markdown(result)
+
+
+def test_render_committed_results(tmp_path):
+    doc = tmp_path / "B.md"
+    doc.write_text("# Benchmarks\n\n## Before\n\nkeep\n")
+    files = [bench.C.RESULTS / f for f in ("cub100_full.json", "cub100_val224.json")]
+    merged = bench.render([json.loads(f.read_text()) for f in files], doc, None)
+    text = doc.read_text()
+    assert text.startswith("# Benchmarks\n\n## Before\n\nkeep\n\n" + bench.SECTION)
+    assert "python benchmarks/cub100/run.py --profile full" in text and "benchmarks/cub100.py" not in text
+    assert "### Validation split" in text and "| DVA (ICA + OPA + DPT) | 33,152 (1.49%) |" in text
+    assert [r["name"] for r in merged["rows"]][:6] == ALL_ROW_NAMES[:6]
+
+
+def test_profile_flags():
+    p = bench.build_parser()
+    assert p.parse_args([]).profile == "quick"
+    assert p.parse_args(["--quick"]).profile == "quick"
+    assert p.parse_args(["--full"]).profile == "full"
+    assert p.parse_args(["--profile", "val"]).profile == "val"
+    with pytest.raises(SystemExit):
+        p.parse_args(["--profile", "nope"])
+
+
+def test_missing_data_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("DVA_CUB100", str(tmp_path / "nope"))
+    with pytest.raises(FileNotFoundError, match="cub100 not found"):
+        bench.main(["--root", str(tmp_path / "also-nope"), "--work-dir", str(tmp_path / "work"), "--no-doc"])
+    assert not (tmp_path / "work").exists()  # nothing started

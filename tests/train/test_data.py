@@ -1,0 +1,84 @@
+"""The data interface of the training loop (src/dva_train/data.py): one Batch record, two sources."""
+import numpy as np
+import pytest
+import torch
+
+from dva.config import load_config
+from dva.model import build_model
+from dva_train.data import Batch, ImageBatches, PrefixBatches, build_batches, prepare_data
+from dva_train.distributed import DistInfo
+from dva_train.sampler import epoch_batches
+
+
+def _setup(root, tmp_path, *extra):
+    cfg = load_config(None, ["--data.dataset", "synthetic", "--data.root", str(root), "--output_dir", str(tmp_path),
+                             "--backbone.img_size", "64", "--opa.box_source", "annotations",
+                             "--train.classes_per_batch", "4", "--train.images_per_class", "2",
+                             "--train.batch_size_eval", "32", *extra])
+    torch.manual_seed(0)
+    data = prepare_data(cfg)
+    model = build_model(cfg, data.num_classes)
+    boxes = {p: (b, 1.0) for p, b in data.annotated.items()}
+    return cfg, data, model, build_batches(cfg, model, data, boxes, DistInfo(), progress=False)
+
+
+@pytest.fixture(scope="module")
+def both(synthetic_root, tmp_path_factory):
+    t = tmp_path_factory.mktemp("data")
+    return (_setup(synthetic_root, t / "a", "--train.cache_prefix", "auto"),
+            _setup(synthetic_root, t / "b", "--train.cache_prefix", "off", "--train.augment", "none"))
+
+
+def test_prepare_data_splits_open_set(synthetic_root, tmp_path):
+    cfg = load_config(None, ["--data.dataset", "synthetic", "--data.root", str(synthetic_root),
+                             "--train.classes_per_batch", "4"])  # checked against the 6 classes left by val_classes=2
+    d = prepare_data(cfg)
+    assert d.num_classes == 8 and len(d.train_paths) == 64 and len(d.eval_paths) == 64 and d.eval_name == "test"
+    assert sorted(set(d.train_labels.tolist())) == list(range(8)) and len(d.annotated) == 64
+    cfg.data.val_classes = 2
+    v = prepare_data(cfg)
+    assert v.num_classes == 6 and v.eval_name == "val" and len(v.eval_paths) == 16
+    assert not set(v.eval_paths) & set(v.train_paths) and set(v.eval_paths) <= set(d.train_paths)
+    cfg.data.val_classes = 8
+    with pytest.raises(ValueError, match="leaves no training class"):
+        prepare_data(cfg)
+
+
+def test_both_sources_give_the_same_batch_record(both):
+    (cfg, data, model, cached), (_, _, _, online) = both
+    assert isinstance(cached, PrefixBatches) and cached.from_prefix is True
+    assert isinstance(online, ImageBatches) and online.from_prefix is False
+    batches = epoch_batches(data.train_labels, 4, 2, cfg.train.seed, 0)
+    for source in (cached, online):
+        steps = list(source.epoch(0, batches, start=len(batches) - 2))  # the last two batches only
+        assert len(steps) == 2
+        b = steps[-1]
+        assert isinstance(b, Batch) and b._fields == ("x", "disc", "bg", "keep", "labels")
+        assert b.keep.dtype == torch.float32 and b.keep.tolist() == [1.0] * 8  # every synthetic image has a box
+        assert b.labels.dtype == torch.int64 and b.labels.tolist() == data.train_labels[batches[-1]].tolist()
+        assert b.disc.shape == b.x.shape == b.bg.shape and b.x.dtype == torch.float32
+    assert steps[-1].x.shape == (8, 3, 64, 64)  # images
+    h = next(cached.epoch(0, batches)).x
+    assert h.shape[0] == 8 and h.shape[1:] != (3, 64, 64)  # activations of the frozen prefix
+    with torch.no_grad():  # the objective can embed either input
+        assert model.embed_from_prefix(h, normalize=True).shape == model.embed(steps[-1].x).shape == (8, model.dim)
+
+
+def test_both_sources_embed_eval_and_train_sets_alike(both):
+    (_, data, model, cached), (_, _, _, online) = both
+    ea, eb = cached.embed_eval(model), online.embed_eval(model)
+    assert ea.shape == eb.shape == (len(data.eval_paths), model.dim)
+    np.testing.assert_allclose(np.linalg.norm(ea, axis=1), 1.0, atol=1e-5)
+    assert float((ea * eb).sum(1).min()) > 0.999
+    ta, tb = cached.embed_train(model), online.embed_train(model)
+    assert ta.shape == tb.shape == (len(data.train_paths), model.dim)
+    assert float((ta * tb).sum(1).min()) > 0.999
+    frozen = cached.embed_eval(model, adapted=False)
+    assert np.allclose(frozen, ea, atol=1e-6)  # adapters start at zero: adapted == frozen
+
+
+def test_no_views_without_boxes(synthetic_root, tmp_path):
+    cfg, data, _, source = _setup(synthetic_root, tmp_path, "--opa.box_source", "none", "--train.cache_flips", "false")
+    assert set(source.train.tensors) == {"x"} and source.train.flips == 1
+    b = next(source.epoch(0, epoch_batches(data.train_labels, 4, 2, cfg.train.seed, 0)))
+    assert b.disc is None and b.bg is None

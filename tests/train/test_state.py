@@ -1,0 +1,185 @@
+"""Save and resume (src/dva_train/state.py): one consistent unit, and no silent config changes."""
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import dva_train.state as S
+import dva_train.train as T
+from dva.config import DVAConfig, load_config
+
+
+def _cfg(root, out, *extra):
+    return load_config(None, [
+        "--data.dataset", "synthetic", "--data.root", str(root), "--output_dir", str(out),
+        "--backbone.weights", "bundled", "--backbone.img_size", "64", "--ica.rank", "8",
+        "--opa.box_source", "annotations", "--train.classes_per_batch", "4", "--train.images_per_class", "2",
+        "--train.cache_flips", "true", "--train.eval_frozen", "false", "--train.log_every", "1",
+        "--train.batch_size_eval", "32", "--train.epochs", "1", "--train.max_steps", "6", "--train.save_every", "3",
+        *extra])
+
+
+def _log(out):
+    return [json.loads(line) for line in (Path(out) / "log.jsonl").read_text().splitlines()]
+
+
+class Crash(Exception):
+    pass
+
+
+def _crash_at(step):
+    def hook(s):
+        if s == step:
+            raise Crash
+    return hook
+
+
+@pytest.fixture(scope="module")
+def runs(synthetic_root, tmp_path_factory):
+    """A straight 6-step run, and the same run killed after step 4 (state saved at step 3)."""
+    base = tmp_path_factory.mktemp("state")
+    T.train(_cfg(synthetic_root, base / "straight"), progress=False)
+    T._STEP_HOOK = _crash_at(4)
+    try:
+        with pytest.raises(Crash):
+            T.train(_cfg(synthetic_root, base / "crashed"), progress=False)
+    finally:
+        T._STEP_HOOK = None
+    return base
+
+
+def _copy_crashed(runs, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(runs / "crashed", out)
+    return out
+
+
+def _assert_same_as_straight(runs, out):
+    a, b = load_file(runs / "straight/last.safetensors"), load_file(Path(out) / "last.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_state_holds_tensors_step_and_config(runs):
+    st = torch.load(runs / "crashed/train_state.pt", weights_only=True)
+    assert st["format"] == S.FORMAT and (st["step"], st["epoch"], st["batch_in_epoch"]) == (3, 0, 3)
+    assert st["config"]["train"]["max_steps"] == 6 and st["config"]["output_dir"].endswith("crashed")
+    last = load_file(runs / "crashed/last.safetensors")
+    assert st["trainable"].keys() == last.keys() and "proxies" in last
+    for k in last:  # no crash between the writes of step 3: the two files agree
+        assert torch.equal(st["trainable"][k], last[k]), k
+
+
+def test_crash_between_checkpoint_and_state_resumes_at_the_state_step(runs, synthetic_root, tmp_path, monkeypatch):
+    out = tmp_path / "torn"
+    write = S._write_state_file
+
+    def torn(path, state):
+        if state["step"] == 6:  # last.safetensors of step 6 is on disk already
+            raise Crash
+        write(path, state)
+
+    monkeypatch.setattr(S, "_write_state_file", torn)
+    with pytest.raises(Crash):
+        T.train(_cfg(synthetic_root, out), progress=False)
+    monkeypatch.setattr(S, "_write_state_file", write)
+    st = torch.load(out / "train_state.pt", weights_only=True)
+    last = load_file(out / "last.safetensors")
+    assert st["step"] == 3 and not torch.equal(st["trainable"]["proxies"], last["proxies"])  # a torn pair
+
+    T.train(_cfg(synthetic_root, out), resume=True, progress=False)
+    row = [r for r in _log(out) if r["kind"] == "resume"][-1]
+    assert row["step"] == 3 and row["last_checkpoint_step"] == 6  # says the checkpoint was ahead
+    # Step-3 adapters with the step-3 optimiser: the continuation is exactly the straight run.
+    _assert_same_as_straight(runs, out)
+
+
+def test_resume_refuses_a_changed_config(runs, synthetic_root, tmp_path):
+    out = _copy_crashed(runs, tmp_path)
+    files = ("train_state.pt", "log.jsonl", "config.yaml", "last.safetensors")
+    before = [(out / f).read_bytes() for f in files]
+    with pytest.raises(ValueError) as e:
+        T.train(_cfg(synthetic_root, out, "--train.lr", "2e-3", "--loss.beta", "0.5"), resume=True, progress=False)
+    msg = str(e.value)
+    assert "train.lr: 0.001 -> 0.002" in msg and "loss.beta: 1.0 -> 0.5" in msg and "--resume-with-changes" in msg
+    assert "train.max_steps" not in msg
+    assert [(out / f).read_bytes() for f in files] == before  # nothing ran, nothing was rewritten
+
+
+def test_resume_with_allowed_changes_logs_them(runs, synthetic_root, tmp_path):
+    out = _copy_crashed(runs, tmp_path)
+    s = T.train(_cfg(synthetic_root, out, "--train.lr", "2e-3"), resume=True, progress=False,
+                allow_config_changes=True)
+    row = [r for r in _log(out) if r["kind"] == "resume"][-1]
+    assert row["step"] == 3 and row["changes"] == {"train.lr": [0.001, 0.002]}
+    assert s["steps"] == 6
+    st = torch.load(out / "train_state.pt", weights_only=True)
+    assert st["config"]["train"]["lr"] == 0.002 and st["step"] == 6  # the next resume compares with this
+
+
+def test_keys_that_cannot_change_results_do_not_block_resume(runs, synthetic_root, tmp_path):
+    out = _copy_crashed(runs, tmp_path)
+    T.train(_cfg(synthetic_root, out, "--train.log_every", "5", "--train.threads", "2"), resume=True, progress=False)
+    row = [r for r in _log(out) if r["kind"] == "resume"][-1]
+    assert row["step"] == 3 and "changes" not in row and "last_checkpoint_step" not in row
+    _assert_same_as_straight(runs, out)  # and the output_dir moved too
+
+
+def test_v1_state_without_tensors_still_resumes(runs, synthetic_root, tmp_path):
+    out = _copy_crashed(runs, tmp_path)
+    st = torch.load(out / "train_state.pt", weights_only=True)
+    v1 = {k: v for k, v in st.items() if k not in ("format", "trainable", "fingerprint", "config")}
+    torch.save(v1, out / "train_state.pt")
+    T.train(_cfg(synthetic_root, out, "--train.lr", "2e-3"), resume=True, progress=False)  # config unknown: not checked
+    row = [r for r in _log(out) if r["kind"] == "resume"][-1]
+    assert row["state_format"] == "v1" and row["step"] == 3
+    (out / "train_state.pt").unlink()
+    assert S.read_state(out) is None
+    torch.save(v1, out / "train_state.pt")
+    (out / "last.safetensors").unlink()
+    assert S.read_state(out) is None  # a v1 state needs its checkpoint
+
+
+def test_state_of_other_frozen_weights_is_refused(runs, synthetic_root, tmp_path):
+    out = _copy_crashed(runs, tmp_path)
+    st = torch.load(out / "train_state.pt", weights_only=True)
+    st["fingerprint"] = "0" * 16
+    torch.save(st, out / "train_state.pt")
+    with pytest.raises(ValueError, match="fingerprint 0000000000000000"):
+        T.train(_cfg(synthetic_root, out), resume=True, progress=False)
+
+
+def test_config_changes():
+    a = DVAConfig().to_dict()
+    b = DVAConfig()
+    assert S.config_changes(a, b) == {}
+    b.train.lr, b.opa.box_source, b.train.num_workers, b.output_dir = 0.5, "none", 4, "elsewhere"
+    b.train.cache_dir, b.train.threads, b.train.log_every, b.train.save_every = "/c", 3, 1, 7
+    assert S.config_changes(a, b) == {"opa.box_source": ["self", "none"], "train.lr": [0.001, 0.5]}
+    b = DVAConfig()
+    b.train.device = "cpu"  # other numerics (kernels, autocast dtype): a change
+    assert S.config_changes(a, b) == {"train.device": ["auto", "cpu"]}
+    # A key added to the config since the state was written counts as its default.
+    old = DVAConfig().to_dict()
+    del old["opa"]["loc_scale"]
+    assert S.config_changes(old, DVAConfig()) == {}
+    c = DVAConfig()
+    c.opa.loc_scale = 2.0
+    assert S.config_changes(old, c) == {"opa.loc_scale": [1.0, 2.0]}
+    old["train"]["gone"] = 1  # a key that no longer exists
+    assert S.config_changes(old, DVAConfig()) == {"train.gone": [1, "<absent>"]}
+
+
+def test_check_resume_config():
+    cfg = DVAConfig()
+    saved = {"config": DVAConfig().to_dict()}
+    assert S.check_resume_config(saved, cfg, False) == {}
+    cfg.loss.tau = 5.0
+    with pytest.raises(ValueError, match=r"loss.tau: 3.0 -> 5.0.*--resume-with-changes"):
+        S.check_resume_config(saved, cfg, False)
+    assert S.check_resume_config(saved, cfg, True) == {"loss.tau": [3.0, 5.0]}
+    assert S.check_resume_config({}, cfg, False) == {}  # v1: nothing recorded to compare
