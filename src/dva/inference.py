@@ -156,9 +156,10 @@ def onnx_embedder_for(embedder: Embedder, path: str | Path | None = None) -> Emb
     A cached file is reused only when its fingerprint and configuration digest match (else it
     is re-exported, atomically, so concurrent processes never read half a file).
     """
-    from dva.onnx_embedder import OnnxEmbedder
+    from dva.onnx_embedder import OnnxEmbedder, providers_for
     from dva.onnx_export import config_digest, export_onnx
 
+    providers_for(str(embedder.device))  # no CUDA in this onnxruntime: say so before exporting
     p = Path(path) if path else onnx_cache_path(embedder.fingerprint)
     want = config_digest(embedder)
     try:

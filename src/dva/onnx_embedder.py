@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -60,7 +59,8 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     return _checked_metadata(_session(p, so, ["CPUExecutionProvider"]), p)
 
 
-def _providers(device: str) -> list[str]:
+def providers_for(device: str) -> list[str]:
+    """The execution providers for ``device`` (a clear error when this onnxruntime lacks them)."""
     import onnxruntime as ort
 
     if device == "cpu":
@@ -78,11 +78,15 @@ class OnnxEmbedder:
         path: an ONNX file from ``dva export`` (or the ``--runtime onnx`` cache).
         threads: intra-op threads (default: torch's thread count, as the torch runtime uses).
         device: ``cpu`` or ``cuda`` (needs onnxruntime-gpu).
+        spin: let idle intra-op threads spin-wait between runs. Off by default: spinning threads
+            take the cores from the decode workers (``dva embed`` of 512 cub100 photos on 2 shared
+            cores, one decode worker: 16% more img/s and 16% less CPU per image without it).
     """
 
     runtime = "onnx"
 
-    def __init__(self, path: str | Path, threads: int | None = None, device: str = "cpu") -> None:
+    def __init__(self, path: str | Path, threads: int | None = None, device: str = "cpu",
+                 spin: bool = False) -> None:
         import onnxruntime as ort
 
         self.path = Path(path)
@@ -91,10 +95,10 @@ class OnnxEmbedder:
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.log_severity_level = 3
-        if os.environ.get("DVA_ORT_SPIN") == "0":
+        if not spin:
             so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.threads = so.intra_op_num_threads
-        self.session = _session(self.path, so, _providers(str(device)))
+        self.session = _session(self.path, so, providers_for(str(device)))
         self.meta = _checked_metadata(self.session, self.path)
         self.fingerprint = self.meta["dva.fingerprint"]
         self.dim = int(self.meta["dva.dim"])

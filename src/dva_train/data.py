@@ -106,9 +106,10 @@ def check_split(cfg: DVAConfig, train: Sequence, evals: Sequence, eval_name: str
     small = sorted(c for c, n in counts.items() if n < tc.images_per_class)
     if not small:
         return []
-    return [f"train.images_per_class={tc.images_per_class} but {len(small)} of {len(counts)} training classes have "
+    note = (f"train.images_per_class={tc.images_per_class} but {len(small)} of {len(counts)} training classes have "
             f"fewer images (smallest: {min(counts.values())}): their batches repeat images "
-            "(the sampler draws a class's images again once they run out)"]
+            "(the sampler draws a class's images again once they run out)")
+    return [note]
 
 
 def use_prefix_cache(cfg: DVAConfig, model: DVAModel) -> bool:

@@ -118,7 +118,11 @@ def read_state(out: Path) -> dict[str, Any] | None:
     path = Path(out) / STATE_FILE
     if not path.is_file():
         return None
-    saved = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain values only
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain values only
+    except Exception as exc:  # noqa: BLE001 - truncated or foreign: any unpickling error means the same
+        raise ValueError(f"{path}: unreadable training state ({type(exc).__name__}); it is written atomically, so "
+                         "the file was damaged afterwards: delete it to start the run again") from None
     if "trainable" not in saved and not (Path(out) / LAST_FILE).is_file():
         return None
     return saved

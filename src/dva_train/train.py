@@ -28,7 +28,6 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from dva.boxes import Boxes, compute_boxes, min_score
-from dva.checkpoint import save_checkpoint
 from dva.config import DVAConfig, save_config
 from dva.model import DVAModel, build_model, count_parameters
 from dva.objective import DVAObjective
@@ -427,7 +426,8 @@ class _Trainer:
         if pos.best_step >= 0:
             best = {"path": str(run.out / BEST_FILE), "step": pos.best_step, "map@r": pos.best,
                     "split": run.data.eval_name,
-                    "what": "the best evaluation" + (" (step 0: the frozen backbone)" if pos.best_step == 0 else "")
+                    "what": "the best evaluation" + (": the starting model, = the frozen backbone"
+                                                     if pos.best_step == 0 else "")
                     + (" (chosen on the test split: not an unbiased estimate; select with data.val_classes)"
                        if run.data.eval_name == "test" and pos.best_step > 0 else "")}
         return {"last": last, "best": best}

@@ -56,6 +56,23 @@ def test_a_diverging_run_stops_with_exit_3_and_keeps_the_best_checkpoint(synthet
     assert any(not torch.equal(last[k], v) for k, v in load_file(out / "best.safetensors").items() if k in last)
 
 
+def test_a_non_finite_loss_stops_before_the_update(synthetic_root, tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(_args(synthetic_root, out, "--train.lr", "1e30", "--train.epochs", "1"))  # adapters (ica)
+    cap = capsys.readouterr()
+    assert rc == 3, cap.err[-2000:]
+    assert "(non-finite loss): the loss is nan. Likely fix: lower train.lr (now 1e+30, set in the config; " \
+           "try --train.lr 0.001, the default for train.trainable=ica)" in cap.err
+    assert "WARNING: the trained model is worse than the frozen backbone (its embeddings are not finite); use " in cap.out
+    summary = json.loads((out / "summary.json").read_text())
+    # Stopped before the update of the step whose loss was nan: the saved state is the step before.
+    assert summary["collapse"]["step"] == summary["steps"] + 1
+    assert torch.load(out / "train_state.pt", weights_only=True)["step"] == summary["steps"]
+    best = load_file(out / "best.safetensors")
+    assert all(torch.isfinite(t).all() for t in best.values())
+    assert all(not t.any() for k, t in best.items() if k.endswith("up.weight"))  # step 0: zero-initialised ups
+
+
 def test_warn_goes_on_to_the_end_and_says_so(synthetic_root, tmp_path, capsys):
     out = tmp_path / "run"
     rc = main(_args(synthetic_root, out, "--train.trainable", "full", "--train.lr", "1.0", "--train.epochs", "1",

@@ -141,3 +141,39 @@ def test_wrong_model_cannot_serve(make_embedder, embedder, gallery, tmp_path):
     build_index(tmp_path / "emb", tmp_path / "idx")
     with pytest.raises(FingerprintMismatchError):
         create_app(tmp_path / "idx", make_embedder(seed=3))
+
+
+@pytest.mark.parametrize("slots", [1, 2])
+def test_concurrent_decodes_are_bounded(embedder, gallery, tmp_path, monkeypatch, slots):
+    import threading
+    import time
+
+    import dva.retrieval.serve as S
+
+    paths, _ = gallery
+    embed_gallery(embedder, [GalleryItem(str(p)) for p in paths], tmp_path / "emb", progress=False)
+    build_index(tmp_path / "emb", tmp_path / "idx")
+    inside, most, guard = [0], [0], threading.Lock()
+    real = S._decode_upload
+
+    def slow_decode(data, max_pixels):
+        with guard:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        time.sleep(0.15)  # long enough for every request to be waiting
+        with guard:
+            inside[0] -= 1
+        return real(data, max_pixels)
+
+    monkeypatch.setattr(S, "_decode_upload", slow_decode)
+    client = TestClient(create_app(tmp_path / "idx", embedder, max_decodes=slots))
+    body = _png_bytes(paths[0])
+    codes = []
+    threads = [threading.Thread(target=lambda: codes.append(
+        client.post("/search", files={"file": ("q.png", body, "image/png")}).status_code)) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert codes == [200] * 6 and most[0] == slots
+    assert client.get("/api/info").json()["max_decodes"] == slots

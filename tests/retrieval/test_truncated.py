@@ -53,3 +53,15 @@ def test_checkpoint_without_num_classes(tmp_path):
                                                          "fingerprint": "x"})
     with pytest.raises(ValueError, match="lacks num_classes"):
         read_checkpoint(p)
+
+
+def test_truncated_train_state_is_named(tmp_path):
+    import torch
+
+    from dva_train.state import read_state
+
+    p = tmp_path / "train_state.pt"
+    torch.save({"step": 3, "trainable": {"a": torch.zeros(100)}}, p)
+    _truncate(p)
+    with pytest.raises(ValueError, match="train_state.pt: unreadable training state"):
+        read_state(tmp_path)

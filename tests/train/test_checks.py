@@ -25,8 +25,8 @@ def test_init_distributed_refuses_a_device_that_is_not_here():
 
 def test_images_per_class_above_the_smallest_class_is_noted_and_repeats_images(synthetic_root):
     d = prepare_data(_cfg(synthetic_root, "--train.images_per_class", "9"))  # 8 images per class
-    assert d.notes == ["train.images_per_class=9 but 8 of 8 training classes have fewer images (smallest: 8): "
-                       "their batches repeat images (the sampler draws a class's images again once they run out)"]
+    assert d.notes == [("train.images_per_class=9 but 8 of 8 training classes have fewer images (smallest: 8): "
+                        "their batches repeat images (the sampler draws a class's images again once they run out)")]
     assert prepare_data(_cfg(synthetic_root)).notes == []
     batch = epoch_batches(d.train_labels, 2, 9, seed=0, epoch=0)[0]
     assert len(batch) == 18 and len(set(batch.tolist())) < 18  # what the note says: repeats within a batch

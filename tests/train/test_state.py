@@ -123,7 +123,10 @@ def test_resume_with_allowed_changes_logs_them(runs, synthetic_root, tmp_path):
 
 def test_keys_that_cannot_change_results_do_not_block_resume(runs, synthetic_root, tmp_path):
     out = _copy_crashed(runs, tmp_path)
-    T.train(_cfg(synthetic_root, out, "--train.log_every", "5", "--train.threads", "2"), resume=True, progress=False)
+    # (train.threads is ignored too, but a different thread count may change the low bits of a
+    # reduction, so it is not used here where the result is compared bit for bit.)
+    T.train(_cfg(synthetic_root, out, "--train.log_every", "5", "--train.save_every", "7"), resume=True,
+            progress=False)
     row = [r for r in _log(out) if r["kind"] == "resume"][-1]
     assert row["step"] == 3 and "changes" not in row and "last_checkpoint_step" not in row
     _assert_same_as_straight(runs, out)  # and the output_dir moved too

@@ -303,8 +303,24 @@ class _ShardDataset(torch.utils.data.Dataset):
         return idx, x, None
 
 
-def _collate_list(batch: list) -> list:
-    return batch
+@dataclass
+class _Batch:
+    """A decoded batch: the images stacked per shape (in the worker), the failures by input index."""
+
+    groups: list[tuple[list[int], torch.Tensor]]
+    failed: dict[int, str]
+    inputs: list[int]
+
+
+def _collate(batch: list) -> _Batch:
+    # Images of one batch must share a shape to be stacked; the eval transform makes them
+    # square, but group by shape anyway so an odd transform cannot crash a run.
+    by_shape: dict[tuple, list[tuple[int, torch.Tensor]]] = {}
+    for idx, x, _ in batch:
+        if x is not None:
+            by_shape.setdefault(tuple(x.shape), []).append((idx, x))
+    groups = [([i for i, _ in g], torch.stack([x for _, x in g])) for g in by_shape.values()]
+    return _Batch(groups, {idx: r for idx, x, r in batch if x is None}, [idx for idx, _, _ in batch])
 
 
 def _model_info(embedder: EmbedderLike) -> dict:
@@ -450,6 +466,7 @@ def embed_gallery(
     on_shard_done: Callable[[int], None] | None = None,
     overwrite: bool = False,
     jpeg_draft: bool = False,
+    distributed: bool = True,
 ) -> EmbedSummary:
     """Embed ``items`` into shards under ``out_dir``; resume an interrupted run.
 
@@ -473,6 +490,8 @@ def embed_gallery(
             over instead of raising.
         jpeg_draft: decode large JPEGs at reduced scale (see :func:`load_image_strict`; not
             the same pixels as a full decode).
+        distributed: share the run with the other processes of an initialised
+            ``torch.distributed`` group (they must all call this); False = this process alone.
 
     Returns:
         An :class:`EmbedSummary` (the same on every process).
@@ -485,7 +504,7 @@ def embed_gallery(
         raise ValueError("no images to embed")
     out = Path(out_dir)
     t0 = time.perf_counter()
-    world = _World.current()
+    world = _World.current() if distributed else _World()
     plan = _plan(embedder, items, shard_size, dtype)
     meta, pending = _start(world, out, plan, items, embedder, overwrite)
     mine = pending[world.rank::world.size]
@@ -554,21 +573,14 @@ class _ShardWriter:
         return done
 
 
-def _embed_batch(embedder: EmbedderLike, batch: list, dim: int) -> dict[int, np.ndarray]:
+def _embed_batch(embedder: EmbedderLike, batch: _Batch, dim: int) -> dict[int, np.ndarray]:
     """Embeddings of the decoded images of one batch, by input index."""
-    good = [(idx, x) for idx, x, _ in batch if x is not None]
-    # Images of one batch must share a shape to be stacked; the eval transform makes them
-    # square, but group by shape anyway so an odd transform cannot crash a run.
-    by_shape: dict[tuple, list[tuple[int, torch.Tensor]]] = {}
-    for idx, x in good:
-        by_shape.setdefault(tuple(x.shape), []).append((idx, x))
     out: dict[int, np.ndarray] = {}
-    for group in by_shape.values():
-        emb = embedder.embed_tensor(torch.stack([x for _, x in group]))
-        emb = emb.detach().float().cpu().numpy()
-        if emb.shape != (len(group), dim):
-            raise RuntimeError(f"embedder returned shape {emb.shape}, expected ({len(group)}, {dim})")
-        out.update({idx: e for (idx, _), e in zip(group, emb)})
+    for ids, x in batch.groups:
+        emb = embedder.embed_tensor(x).detach().float().cpu().numpy()
+        if emb.shape != (len(ids), dim):
+            raise RuntimeError(f"embedder returned shape {emb.shape}, expected ({len(ids)}, {dim})")
+        out.update(zip(ids, emb))
     return out
 
 
@@ -583,7 +595,7 @@ def _embed_shards(embedder: EmbedderLike, items: Sequence[GalleryItem], out: Pat
         return
     loader = torch.utils.data.DataLoader(
         _ShardDataset(items, embedder.transform, draft), batch_sampler=batches, num_workers=num_workers,
-        collate_fn=_collate_list, pin_memory=False,
+        collate_fn=_collate, pin_memory=False,
     )
     dim = int(embedder.dim)
     writer = _ShardWriter(items, out, shard_size, dim, dtype)
@@ -591,16 +603,16 @@ def _embed_shards(embedder: EmbedderLike, items: Sequence[GalleryItem], out: Pat
                dynamic_ncols=True)
     try:
         for batch in loader:
-            shard = batch[0][0] // shard_size
+            shard = batch.inputs[0] // shard_size
             if writer.shard is not None and shard != writer.shard:
                 done = writer.write()
                 if on_shard_done is not None:
                     on_shard_done(done)
             writer.shard = shard
             vecs = _embed_batch(embedder, batch, dim)
-            for idx, _, reason in batch:
-                writer.add(idx, vecs.get(idx), reason)
-            bar.update(len(batch))
+            for idx in batch.inputs:
+                writer.add(idx, vecs.get(idx), batch.failed.get(idx))
+            bar.update(len(batch.inputs))
         done = writer.write()
         if on_shard_done is not None:
             on_shard_done(done)

@@ -83,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         embedder = _model.embedder_from_args(args)
         if rank == 0:
             _barrier(world)
+        _barrier(world)  # every rank has its model: start together
         workers = _default_workers() if args.workers is None else args.workers
         s = embed_gallery(embedder, items, args.out, batch_size=args.batch_size,
                           shard_size=args.shard_size, dtype=args.dtype, num_workers=workers,
@@ -110,9 +111,11 @@ def _barrier(world: int) -> None:
 
 def _print_summary(s, n_items: int, world: int, runtime: str) -> None:
     procs = f", {world} processes" if world > 1 else ""
+    whole = s.shards_embedded == s.shards_total and s.seconds > 0  # a whole run, not a resumed one
+    rate = f", {n_items / s.seconds:.1f} img/s" if whole else ""
     print(f"embedded {s.count} of {n_items} images into {s.out_dir} "
           f"(dim {s.meta['dim']}, {s.meta['dtype']}, model {s.meta['fingerprint']}, {runtime}{procs}; "
-          f"{s.shards_embedded} of {s.shards_total} shards computed now, {s.seconds:.1f}s)")
+          f"{s.shards_embedded} of {s.shards_total} shards computed now, {s.seconds:.2f}s{rate})")
     if s.skipped:
         print(f"skipped {len(s.skipped)} unreadable images, listed in {s.out_dir / 'skipped.jsonl'}:")
         for row in s.skipped[:10]:

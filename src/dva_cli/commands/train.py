@@ -7,6 +7,7 @@ which. Exit status: 0 trained; 2 a user error (bad config, missing data, refused
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import Any
 
@@ -56,9 +57,10 @@ def report(summary: dict[str, Any]) -> str:
         out.append(f"best    = {best['path']}: step {best['step']}, MAP@R {best['map@r']:.3f} on the {best['split']} "
                    f"split, {best['what']}")
     if summary.get("worse_than_frozen"):
-        d = summary["metrics"]["map@r"] - summary["frozen_metrics"]["map@r"]
-        out.append(f"WARNING: the trained model is worse than the frozen backbone (MAP@R {d:+.3f})"
-                   + (f"; use {best['path']}" if best and best["map@r"] > summary["metrics"]["map@r"] else ""))
+        m = summary["metrics"]["map@r"]
+        d = f"MAP@R {m - summary['frozen_metrics']['map@r']:+.3f}" if math.isfinite(m) else "its embeddings are not finite"
+        out.append(f"WARNING: the trained model is worse than the frozen backbone ({d})"
+                   + (f"; use {best['path']}" if best and not m >= best["map@r"] else ""))
     if summary.get("collapse"):
         out.append(f"STOPPED: {summary['collapse']['message']}")
     elif summary.get("findings"):
