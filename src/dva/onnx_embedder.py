@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -74,10 +77,16 @@ def providers_for(device: str) -> list[str]:
 class OnnxEmbedder:
     """Embeds with onnxruntime; ``fingerprint`` is the exported torch embedder's.
 
+    On the CPU a batch of at least ``threads`` images is split into ``threads`` parts that run
+    at once, one thread each, on a one-thread session; a smaller batch (a single query) runs on
+    a session with ``threads`` intra-op threads. One thread per part avoids synchronising the
+    threads at every layer: on 2 busy cores, 64 images ran 15-20% faster and used ~15% less CPU
+    than with 2 intra-op threads, and gave the same bytes. Each session is made on first use.
+
     Args:
         path: an ONNX file from ``dva export`` (or the ``--runtime onnx`` cache).
-        threads: intra-op threads (default: torch's thread count, as the torch runtime uses).
-        device: ``cpu`` or ``cuda`` (needs onnxruntime-gpu).
+        threads: threads per call (default: torch's thread count, as the torch runtime uses).
+        device: ``cpu`` or ``cuda`` (needs onnxruntime-gpu; one session, no splitting).
         spin: let idle intra-op threads spin-wait between runs. Off by default: spinning threads
             take the cores from the decode workers (``dva embed`` of 512 cub100 photos on 2 shared
             cores, one decode worker: 16% more img/s and 16% less CPU per image without it).
@@ -87,18 +96,14 @@ class OnnxEmbedder:
 
     def __init__(self, path: str | Path, threads: int | None = None, device: str = "cpu",
                  spin: bool = False) -> None:
-        import onnxruntime as ort
-
         self.path = Path(path)
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = int(threads or torch.get_num_threads())
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.log_severity_level = 3
-        if not spin:
-            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.threads = so.intra_op_num_threads
-        self.session = _session(self.path, so, providers_for(str(device)))
+        self.threads = int(threads or torch.get_num_threads())
+        self.device, self.spin = str(device), spin
+        self._providers = providers_for(self.device)
+        self._sessions: dict[int, Any] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self.session = self._session(1 if self.threads > 1 and self.device == "cpu" else self.threads)
         self.meta = _checked_metadata(self.session, self.path)
         self.fingerprint = self.meta["dva.fingerprint"]
         self.dim = int(self.meta["dva.dim"])
@@ -107,6 +112,33 @@ class OnnxEmbedder:
         self.transform = transform_from_spec(self.transform_params)
         self.model_info = {**json.loads(self.meta.get("dva.model", "{}")), "runtime": "onnx"}
 
+    def _session(self, threads: int) -> Any:
+        """The session with ``threads`` intra-op threads (made once; concurrent runs are safe)."""
+        with self._lock:
+            if threads not in self._sessions:
+                import onnxruntime as ort
+
+                so = ort.SessionOptions()
+                so.intra_op_num_threads = threads
+                so.inter_op_num_threads = 1
+                so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+                so.log_severity_level = 3
+                if not self.spin:
+                    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+                self._sessions[threads] = _session(self.path, so, self._providers)
+            return self._sessions[threads]
+
+    def _run(self, a: np.ndarray) -> np.ndarray:
+        parts = self.threads if self.device == "cpu" and self.threads > 1 else 1
+        if len(a) < parts or parts == 1:
+            return self._session(self.threads).run(None, {INPUT: a})[0]
+        one = self._session(1)
+        if self._pool is None:
+            with self._lock:
+                self._pool = self._pool or ThreadPoolExecutor(parts, thread_name_prefix="dva-onnx")
+        jobs = [self._pool.submit(one.run, None, {INPUT: np.ascontiguousarray(c)}) for c in np.array_split(a, parts)]
+        return np.concatenate([j.result()[0] for j in jobs])
+
     def embed_tensor(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` normalised images -> ``(B, dim)`` L2-normalised embeddings (CPU)."""
         a = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
@@ -114,7 +146,7 @@ class OnnxEmbedder:
             raise ValueError(f"expected a (B, 3, {self.img_size}, {self.img_size}) batch, got {tuple(a.shape)}")
         if a.shape[0] == 0:
             return torch.zeros((0, self.dim))
-        return torch.from_numpy(self.session.run(None, {INPUT: a})[0])
+        return torch.from_numpy(self._run(a))
 
     def embed_pil(self, images: Sequence[Image.Image]) -> np.ndarray:
         x = torch.stack([self.transform(to_rgb(im)) for im in images])
