@@ -54,6 +54,22 @@ class EmbedderLike(Protocol):
     def activation_maps(self, x: torch.Tensor, adapted: bool = True) -> torch.Tensor: ...
 
 
+def embed_pil_images(embedder: EmbedderLike, images: Sequence[Image.Image]) -> np.ndarray:
+    """PIL images -> L2-normalised embeddings, through ``embedder``'s own transform (any runtime)."""
+    x = torch.stack([embedder.transform(to_rgb(im)) for im in images])
+    return embedder.embed_tensor(x).numpy()
+
+
+def embed_image_files(embedder: EmbedderLike, paths: Sequence[str], batch_size: int = 64, num_workers: int = 0,
+                      progress: bool = True) -> np.ndarray:
+    """Image files -> embeddings in order, decoded in ``num_workers`` processes (any runtime)."""
+    from tqdm.auto import tqdm
+
+    loader = DataLoader(_Paths(paths, embedder.transform), batch_size=batch_size, num_workers=num_workers)
+    out = [embedder.embed_tensor(x) for x in tqdm(loader, desc="embed", unit="batch", disable=not progress)]
+    return torch.cat(out).numpy() if out else np.zeros((0, embedder.dim), np.float32)
+
+
 class Embedder:
     """A model ready to embed images; ``fingerprint`` identifies backbone weights + adapters."""
 
@@ -79,17 +95,12 @@ class Embedder:
         return self.model.embed(x.to(self.device)).float().cpu()
 
     def embed_pil(self, images: Sequence[Image.Image]) -> np.ndarray:
-        x = torch.stack([self.transform(to_rgb(im)) for im in images])
-        return self.embed_tensor(x).numpy()
+        return embed_pil_images(self, images)
 
     def embed_paths(self, paths: Sequence[str], batch_size: int = 64, num_workers: int = 0,
                     progress: bool = True) -> np.ndarray:
         """Embed image files in order; an unreadable file raises an error naming it."""
-        from tqdm.auto import tqdm
-
-        loader = DataLoader(_Paths(paths, self.transform), batch_size=batch_size, num_workers=num_workers)
-        out = [self.embed_tensor(x) for x in tqdm(loader, desc="embed", unit="batch", disable=not progress)]
-        return torch.cat(out).numpy() if out else np.zeros((0, self.dim), np.float32)
+        return embed_image_files(self, paths, batch_size, num_workers, progress)
 
     @torch.no_grad()
     def activation_maps(self, x: torch.Tensor, adapted: bool = True) -> torch.Tensor:

@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dva.data.images import to_rgb
 from dva.onnx_export import FORMAT, INPUT, transform_from_spec
 
 
@@ -149,20 +148,16 @@ class OnnxEmbedder:
         return torch.from_numpy(self._run(a))
 
     def embed_pil(self, images: Sequence[Image.Image]) -> np.ndarray:
-        x = torch.stack([self.transform(to_rgb(im)) for im in images])
-        return self.embed_tensor(x).numpy()
+        from dva.inference import embed_pil_images
+
+        return embed_pil_images(self, images)
 
     def embed_paths(self, paths: Sequence[str], batch_size: int = 64, num_workers: int = 0,
                     progress: bool = True) -> np.ndarray:
         """Embed image files in order; an unreadable file raises an error naming it."""
-        from torch.utils.data import DataLoader
-        from tqdm.auto import tqdm
+        from dva.inference import embed_image_files
 
-        from dva.inference import _Paths
-
-        loader = DataLoader(_Paths(paths, self.transform), batch_size=batch_size, num_workers=num_workers)
-        out = [self.embed_tensor(x) for x in tqdm(loader, desc="embed", unit="batch", disable=not progress)]
-        return torch.cat(out).numpy() if out else np.zeros((0, self.dim), np.float32)
+        return embed_image_files(self, paths, batch_size, num_workers, progress)
 
     def activation_maps(self, x: torch.Tensor, adapted: bool = True) -> torch.Tensor:
         raise NotImplementedError(
