@@ -40,6 +40,7 @@ from dva.utils import atomic_write_json, read_json
 
 if TYPE_CHECKING:
     from dva.config import DVAConfig
+    from dva.frozen import FrozenRunner
     from dva.model import DVAModel
 
 Box = tuple[float, float, float, float]
@@ -182,6 +183,7 @@ class BoxJob:
     annotated: dict[str, Box] = field(default_factory=dict)  # boxes that came with the dataset
     device: torch.device | str = "cpu"
     progress: bool = True
+    runner: FrozenRunner | None = None  # who runs the frozen network (None: torch, :mod:`dva.frozen`)
 
 
 @dataclass(frozen=True)
@@ -221,16 +223,18 @@ class _Whole(Dataset):
 
 def _self_boxes(job: BoxJob) -> Boxes:
     """The frozen backbone's response (adapters disabled) on each whole image."""
+    from dva.frozen import FrozenRunner
     from dva.transforms import view_transform
 
     cfg, model = job.cfg, job.model
+    runner = job.runner or FrozenRunner(model, job.device)
     tf = view_transform(round(cfg.backbone.img_size * cfg.opa.loc_scale), model.data_cfg)
     loader = DataLoader(_Whole(job.paths, tf), batch_size=cfg.train.batch_size_eval,
                         num_workers=cfg.train.num_workers)
     out: Boxes = {}
     k = 0
     for x, ws, hs in tqdm(loader, desc="boxes", unit="batch", disable=not job.progress):
-        maps = model.activation_map(x.to(job.device), adapted=False).cpu()
+        maps = runner.activation_map(x)
         for m, w, h in zip(maps, ws.tolist(), hs.tolist()):
             out[job.paths[k]] = box_from_map(m, w, h, cfg.opa.threshold)
             k += 1
@@ -357,13 +361,14 @@ def min_score(source: str, configured: float) -> float:
 
 def compute_boxes(model: DVAModel | None, paths: Sequence[str], cfg: DVAConfig, cache: str | Path,
                   annotated: dict[str, Box] | None = None, device: torch.device | str = "cpu",
-                  progress: bool = True) -> Boxes:
+                  progress: bool = True, runner: FrozenRunner | None = None) -> Boxes:
     """Boxes ``path -> ((x, y, w, h), score)`` from ``cfg.opa.box_source``.
 
     Results of a cached source are stored in ``cache`` keyed by the source, the backbone
     fingerprint (sources that read the backbone) and the settings they depend on, so reruns and
     resumes are free. ``model`` may be None for sources that do not read the backbone. The
     result of a detector source is a :class:`FoundBoxes` (``.labels``: each box's class).
+    ``runner`` runs the frozen network for ``self`` (:func:`dva.frozen.frozen_runner`; default torch).
     """
     name = cfg.opa.box_source
     if not cfg.opa.enabled or name == "none":
@@ -371,7 +376,7 @@ def compute_boxes(model: DVAModel | None, paths: Sequence[str], cfg: DVAConfig, 
     if name not in SOURCES:
         raise ValueError(f"opa.box_source must be {' | '.join([*SOURCES, 'none'])}, got {name!r}")
     source = SOURCES[name]
-    job = BoxJob(list(paths), cfg, model, dict(annotated or {}), device, progress)
+    job = BoxJob(list(paths), cfg, model, dict(annotated or {}), device, progress, runner)
     if not source.cached:
         return source.find(job)
     # The key "detector" holds any source's extra setting (its name from when only the detector

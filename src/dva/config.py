@@ -132,6 +132,9 @@ class TrainConfig:
     # Keep prefix caches on disk here and reuse them across runs with the same frozen weights,
     # images, views and boxes ("" = in memory only; the benchmark shares one folder).
     cache_dir: str = ""
+    # Who runs the frozen network for the boxes and the prefix caches (dva.frozen): auto = onnx
+    # (onnxruntime, exported once into $DVA_CACHE/onnx/) on the CPU when installed, else torch.
+    frozen_runtime: str = "auto"
     eval_every: int = 1  # epochs; 0 = only at the end
     eval_frozen: bool = True  # also evaluate the frozen backbone before training (baseline row)
     num_workers: int = 0
@@ -203,6 +206,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.proxy_init": ("mean", "randn"),
     "train.augment": ("standard", "flip", "none"),
     "train.cache_prefix": ("auto", "on", "off"),
+    "train.frozen_runtime": ("auto", "torch", "onnx"),
     "train.on_collapse": ("stop", "warn"),
     "data.protocol": ("open", "closed"),
 }

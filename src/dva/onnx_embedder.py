@@ -73,25 +73,24 @@ def providers_for(device: str) -> list[str]:
                      "(install onnxruntime-gpu, or use --runtime torch)")
 
 
-class OnnxEmbedder:
-    """Embeds with onnxruntime; ``fingerprint`` is the exported torch embedder's.
+class SplitSessions:
+    """Runs one ONNX graph on the CPU with ``threads`` cores, splitting large batches.
 
-    On the CPU a batch of at least ``threads`` images is split into ``threads`` parts that run
-    at once, one thread each, on a one-thread session; a smaller batch (a single query) runs on
-    a session with ``threads`` intra-op threads. One thread per part avoids synchronising the
-    threads at every layer: on 2 busy cores, 64 images ran 15-20% faster and used ~15% less CPU
-    than with 2 intra-op threads, and gave the same bytes. Each session is made on first use.
+    A batch of at least ``threads`` items is split into ``threads`` parts that run at once, one
+    thread each, on a one-thread session; a smaller batch (a single query) runs on a session
+    with ``threads`` intra-op threads. One thread per part avoids synchronising the threads at
+    every layer: on 2 busy cores, 64 images ran 15-20% faster and used ~15% less CPU than with 2
+    intra-op threads, and gave the same bytes. Each session is made on first use.
 
     Args:
-        path: an ONNX file from ``dva export`` (or the ``--runtime onnx`` cache).
-        threads: threads per call (default: torch's thread count, as the torch runtime uses).
+        path: the ONNX file.
+        threads: threads per call (default: torch's thread count).
         device: ``cpu`` or ``cuda`` (needs onnxruntime-gpu; one session, no splitting).
         spin: let idle intra-op threads spin-wait between runs. Off by default: spinning threads
             take the cores from the decode workers (``dva embed`` of 512 cub100 photos on 2 shared
-            cores, one decode worker: 16% more img/s and 16% less CPU per image without it).
+            cores, one decode worker: 16% more img/s and 16% less CPU per image without it) and
+            from torch afterwards.
     """
-
-    runtime = "onnx"
 
     def __init__(self, path: str | Path, threads: int | None = None, device: str = "cpu",
                  spin: bool = False) -> None:
@@ -102,16 +101,10 @@ class OnnxEmbedder:
         self._sessions: dict[int, Any] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
-        self.session = self._session(1 if self.threads > 1 and self.device == "cpu" else self.threads)
-        self.meta = _checked_metadata(self.session, self.path)
-        self.fingerprint = self.meta["dva.fingerprint"]
-        self.dim = int(self.meta["dva.dim"])
-        self.img_size = int(self.meta["dva.img_size"])
-        self.transform_params = json.loads(self.meta["dva.transform"])
-        self.transform = transform_from_spec(self.transform_params)
-        self.model_info = {**json.loads(self.meta.get("dva.model", "{}")), "runtime": "onnx"}
+        self.first = self.session(1 if self.threads > 1 and self.device == "cpu" else self.threads)
+        self.input = self.first.get_inputs()[0].name
 
-    def _session(self, threads: int) -> Any:
+    def session(self, threads: int) -> Any:
         """The session with ``threads`` intra-op threads (made once; concurrent runs are safe)."""
         with self._lock:
             if threads not in self._sessions:
@@ -127,16 +120,58 @@ class OnnxEmbedder:
                 self._sessions[threads] = _session(self.path, so, self._providers)
             return self._sessions[threads]
 
-    def _run(self, a: np.ndarray) -> np.ndarray:
+    def run(self, a: np.ndarray) -> np.ndarray:
+        """The graph's first output for the float32 batch ``a``."""
         parts = self.threads if self.device == "cpu" and self.threads > 1 else 1
         if len(a) < parts or parts == 1:
-            return self._session(self.threads).run(None, {INPUT: a})[0]
-        one = self._session(1)
+            return self.session(self.threads).run(None, {self.input: a})[0]
+        one = self.session(1)
         if self._pool is None:
             with self._lock:
                 self._pool = self._pool or ThreadPoolExecutor(parts, thread_name_prefix="dva-onnx")
-        jobs = [self._pool.submit(one.run, None, {INPUT: np.ascontiguousarray(c)}) for c in np.array_split(a, parts)]
+        jobs = [self._pool.submit(one.run, None, {self.input: np.ascontiguousarray(c)})
+                for c in np.array_split(a, parts)]
         return np.concatenate([j.result()[0] for j in jobs])
+
+    def close(self) -> None:
+        """Drop the sessions and the thread pool (they are made again on the next run)."""
+        with self._lock:
+            self._sessions.clear()
+            if self._pool is not None:
+                self._pool.shutdown()
+                self._pool = None
+
+
+class OnnxEmbedder:
+    """Embeds with onnxruntime; ``fingerprint`` is the exported torch embedder's.
+
+    Batches run on :class:`SplitSessions` (large CPU batches split across one-thread sessions).
+
+    Args:
+        path: an ONNX file from ``dva export`` (or the ``--runtime onnx`` cache).
+        threads: threads per call (default: torch's thread count, as the torch runtime uses).
+        device: ``cpu`` or ``cuda`` (needs onnxruntime-gpu; one session, no splitting).
+        spin: let idle intra-op threads spin-wait between runs (see :class:`SplitSessions`).
+    """
+
+    runtime = "onnx"
+
+    def __init__(self, path: str | Path, threads: int | None = None, device: str = "cpu",
+                 spin: bool = False) -> None:
+        self.path = Path(path)
+        self.sessions = SplitSessions(self.path, threads, device, spin)
+        self.threads, self.device = self.sessions.threads, self.sessions.device
+        self.session = self.sessions.first
+        self.meta = _checked_metadata(self.session, self.path)
+        self.fingerprint = self.meta["dva.fingerprint"]
+        self.dim = int(self.meta["dva.dim"])
+        self.img_size = int(self.meta["dva.img_size"])
+        self.transform_params = json.loads(self.meta["dva.transform"])
+        self.transform = transform_from_spec(self.transform_params)
+        self.model_info = {**json.loads(self.meta.get("dva.model", "{}")), "runtime": "onnx"}
+
+    def _run(self, a: np.ndarray) -> np.ndarray:
+        return self.sessions.run(a)
 
     def embed_tensor(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` normalised images -> ``(B, dim)`` L2-normalised embeddings (CPU)."""

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from dva.boxes import Boxes
 from dva.config import DVAConfig
+from dva.frozen import FrozenRunner
 from dva.ica import ica_disabled
 from dva.model import DVAModel
 from dva.transforms import eval_transform, train_transform, view_transform
@@ -272,8 +273,11 @@ class ImageBatches(BatchSource):
 
 
 def build_batches(cfg: DVAConfig, model: DVAModel, data: TrainData, boxes: Boxes, info: DistInfo,
-                  progress: bool = True) -> BatchSource:
-    """The batch source of this run: prefix caches (built or loaded) or online images."""
+                  progress: bool = True, runner: FrozenRunner | None = None) -> BatchSource:
+    """The batch source of this run: prefix caches (built or loaded) or online images.
+
+    ``runner`` runs the frozen prefix (:func:`dva.frozen.frozen_runner`; default: torch).
+    """
     fill = mean_colour(data.train_paths)
     size, dcfg = cfg.backbone.img_size, model.data_cfg
     if not use_prefix_cache(cfg, model):
@@ -289,12 +293,13 @@ def build_batches(cfg: DVAConfig, model: DVAModel, data: TrainData, boxes: Boxes
     o = cfg.opa
     extra = {"boxes": sorted((p, boxes.get(p)) for p in data.train_paths), "fill": fill,
              "opa": [o.box_source, o.expand, o.aspect, o.min_score, o.background]}
-    train = _cached(model, ds, names, flips, extra, cfg, info, "train", progress)
-    evals = _cached(model, eds, ("x",), 1, {}, cfg, info, data.eval_name, progress)
+    runner = runner or FrozenRunner(model, info.device)
+    train = _cached(model, runner, ds, names, flips, extra, cfg, info, "train", progress)
+    evals = _cached(model, runner, eds, ("x",), 1, {}, cfg, info, data.eval_name, progress)
     return PrefixBatches(train, evals, cfg, info)
 
 
-def _cached(model: DVAModel, ds: ViewDataset, names: tuple[str, ...], flips: int, extra: dict, cfg: DVAConfig,
+def _cached(model: DVAModel, runner: FrozenRunner, ds: ViewDataset, names: tuple[str, ...], flips: int, extra: dict, cfg: DVAConfig,
             info: DistInfo, what: str, progress: bool) -> PrefixCache:
     """Load the prefix cache from ``train.cache_dir`` when present, else build (and store) it."""
     labels = {"labels": hashlib.sha256(np.asarray(ds.labels).tobytes()).hexdigest()}
@@ -304,7 +309,7 @@ def _cached(model: DVAModel, ds: ViewDataset, names: tuple[str, ...], flips: int
         hit = PrefixCache.load(folder, keys)
         if hit is not None:
             return hit
-    cache = build_prefix_cache(model, ds, names, cfg.train.batch_size_eval, info.device, cfg.train.num_workers,
+    cache = build_prefix_cache(runner, ds, names, cfg.train.batch_size_eval, info.device, cfg.train.num_workers,
                                f"cache {what}", progress)
     if folder and info.main:
         cache.save(folder, keys)

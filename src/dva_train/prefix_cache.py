@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from dva.frozen import FrozenRunner
 from dva.model import DVAModel
 
 
@@ -86,10 +87,10 @@ def cache_keys(model: DVAModel, views: tuple[str, ...], paths: list[str], flips:
 
 
 @torch.no_grad()
-def build_prefix_cache(model: DVAModel, dataset: Dataset, views: tuple[str, ...], batch_size: int,
+def build_prefix_cache(runner: FrozenRunner, dataset: Dataset, views: tuple[str, ...], batch_size: int,
                        device: torch.device, num_workers: int = 0, desc: str = "cache",
                        progress: bool = True) -> PrefixCache:
-    """Run ``model.prefix`` over every item of ``dataset``.
+    """Run ``runner.prefix`` (the frozen layers below the first adapter) over every item of ``dataset``.
 
     ``dataset`` items are :class:`~dva_train.views.ViewSample` records, each view either
     ``(3, H, W)`` or ``(flips, 3, H, W)``; only the fields named in ``views`` (``x``, ``disc``,
@@ -102,7 +103,7 @@ def build_prefix_cache(model: DVAModel, dataset: Dataset, views: tuple[str, ...]
         for v in views:
             t = getattr(item, v)
             flat = t.flatten(0, 1) if t.dim() == 5 else t
-            h = model.prefix(flat.to(device)).half().cpu().contiguous()
+            h = runner.prefix(flat.to(device)).half().cpu().contiguous()
             store[v].append(h.view(t.shape[0], -1, *h.shape[1:]))
         keeps.append(torch.as_tensor(item.keep, dtype=torch.float32))
         labels.append(torch.as_tensor(item.label, dtype=torch.long))

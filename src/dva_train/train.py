@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from dva.boxes import Boxes, compute_boxes, min_score
+from dva.frozen import FrozenRunner, frozen_runner
 from dva.config import DVAConfig, save_config
 from dva.model import DVAModel, build_model, count_parameters
 from dva.objective import DVAObjective
@@ -58,9 +59,11 @@ def train(cfg: DVAConfig, resume: bool = False, progress: bool = True,
     """
     cfg.train.apply_trainable_defaults()  # a train.trainable set after the config was read
     info = init_distributed(cfg.train.device)
+    threads = torch.get_num_threads()  # train.threads is this run's: the caller's setting comes back
     try:
         return _train(cfg, info, resume, progress and info.main, allow_config_changes)
     finally:
+        torch.set_num_threads(threads)
         cleanup(info)
 
 
@@ -75,6 +78,7 @@ class _Run:
     data: TrainData
     model: DVAModel
     progress: bool
+    frozen: FrozenRunner  # runs the frozen network for the boxes and prefix caches (dva.frozen)
 
 
 def _train(cfg: DVAConfig, info: DistInfo, resume: bool, progress: bool, allow_changes: bool) -> dict[str, Any]:
@@ -84,7 +88,8 @@ def _train(cfg: DVAConfig, info: DistInfo, resume: bool, progress: bool, allow_c
     run = _setup(cfg, info, progress, str((saved or {}).get("run_id", "")))
     t0 = time.time()
     boxes = _boxes(run)
-    source = build_batches(cfg, run.model, run.data, boxes, info, progress)
+    source = build_batches(cfg, run.model, run.data, boxes, info, progress, run.frozen)
+    run.frozen.close()  # its onnxruntime threads must not compete with the training steps
     prep_s = time.time() - t0
     _init_proxies(run, source)
     trainer = _Trainer(run, source)
@@ -120,7 +125,7 @@ def _setup(cfg: DVAConfig, info: DistInfo, progress: bool, run_id: str = "") -> 
     for note in data.notes:
         log.alert(note, kind="warning")
     model = build_model(cfg, data.num_classes).to(info.device)
-    return _Run(cfg, info, out, log, data, model, progress)
+    return _Run(cfg, info, out, log, data, model, progress, frozen_runner(model, info.device, cfg.train.frozen_runtime))
 
 
 def _boxes(run: _Run) -> Boxes:
@@ -128,7 +133,8 @@ def _boxes(run: _Run) -> Boxes:
     d, info = run.data, run.info
     path = run.out / "boxes.json"
     if info.main:
-        boxes = compute_boxes(run.model, d.train_paths, run.cfg, path, d.annotated, info.device, run.progress)
+        boxes = compute_boxes(run.model, d.train_paths, run.cfg, path, d.annotated, info.device, run.progress,
+                              run.frozen)
     barrier(info)
     if not info.main:
         boxes = compute_boxes(run.model, d.train_paths, run.cfg, path, d.annotated, info.device, False)

@@ -22,8 +22,12 @@ def test_learning_rate_follows_what_is_trained_unless_given():
     assert _tc("--train.trainable", "full").defaulted == ("lr", "warmup_epochs")
     explicit = _tc("--train.trainable", "full", "--train.lr", "1e-3")
     assert explicit.lr == 1e-3 and "lr" not in explicit.defaulted  # an explicit value always wins
+    # demo.yaml leaves train.lr to the table: the demo trains its adapters at 1e-3, and the same
+    # config with --train.trainable full trains the backbone at the full-fine-tune rate
+    assert load_config("demo").train.lr == 1e-3
     demo = load_config("demo", ["--train.trainable", "full"]).train
-    assert demo.lr == 1e-3 and "lr" not in demo.defaulted  # demo.yaml sets train.lr: explicit too
+    assert demo.lr == TRAINABLE_DEFAULTS["full"]["lr"] and "lr" in demo.defaulted
+    assert load_config("demo", ["--train.trainable", "full", "--train.lr", "3e-3"]).train.lr == 3e-3
     tc = _tc()
     tc.trainable = "full"  # set after the config was read: train() re-applies the table
     tc.apply_trainable_defaults()

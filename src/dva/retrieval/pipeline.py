@@ -58,6 +58,7 @@ def index_search_report(
     batch_size: int = 64,
     progress: bool = False,
     metrics: Mapping[str, Mapping[str, float]] | None = None,
+    maps: EmbedderLike | None = None,
 ) -> dict:
     """Embed a gallery, index it (exact), search the queries and write the visual report.
 
@@ -75,6 +76,8 @@ def index_search_report(
         batch_size: embedding batch size.
         progress: show progress bars.
         metrics: model name -> Recall@K / MAP@R, shown as a table in the report.
+        maps: the embedder whose activation maps the report draws (default ``embedder``; e.g.
+            the torch twin of an onnxruntime ``embedder``, whose graph outputs embeddings only).
 
     Returns:
         Paths (``embeddings_dir``, ``index_dir``, ``report_html``, optional ``curves_png``),
@@ -98,7 +101,7 @@ def index_search_report(
         "skipped images": len(emb.skipped),
         **{key: val for key, val in summary.items() if val is not None},
     }
-    html = write_report(out / "report", results, embedder=embedder, log_path=log_path,
+    html = write_report(out / "report", results, embedder=maps or embedder, log_path=log_path,
                         class_names=class_names, summary=report_summary, metrics=metrics)
     curves = out / "report" / "curves.png"
     return {

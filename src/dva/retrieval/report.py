@@ -164,7 +164,10 @@ def activation_overlays(embedder: EmbedderLike, image: Image.Image) -> dict[str,
     out = {}
     with torch.no_grad():
         for name, adapted in (("frozen", False), ("dva", True)):
-            amap = embedder.activation_maps(x, adapted=adapted)[0]
+            try:
+                amap = embedder.activation_maps(x, adapted=adapted)[0]
+            except NotImplementedError:  # an ONNX embedder: its graph outputs embeddings only
+                return {}
             out[name] = overlay_heatmap(view, amap.detach().float().cpu().numpy())
     return out
 

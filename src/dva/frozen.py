@@ -1,0 +1,143 @@
+"""The frozen backbone's two jobs in training preparation, on the fastest runtime at hand.
+
+Before the first training step the frozen network runs over every training image several
+times: once for the self-localisation boxes (:func:`dva.boxes.box_from_map`, docs/METHOD.md,
+OPA) and once per cached view for the frozen-prefix cache (docs/METHOD.md, Training). Neither
+job involves a trainable weight, so both can run on onnxruntime, which runs a MobileNetV2 4-7x
+faster than eager torch on a CPU (benchmarks/embed_speed). :class:`FrozenRunner` gives the two
+jobs one interface whichever runtime serves them:
+
+* :meth:`FrozenRunner.prefix` — the layers below the first adapter (``DVAModel.prefix``);
+* :meth:`FrozenRunner.activation_map` — the response map of the frozen network, adapters
+  disabled (``DVAModel.activation_map(x, adapted=False)``).
+
+The onnx graphs are exported once per (frozen weights, prefix end, input size) into
+``$DVA_CACHE/onnx/`` and reused by later runs. The results equal torch's to float rounding
+(tests/test_frozen.py); the prefix cache stores them as float16, far coarser than that.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from dva.model import DVAModel
+
+FORMAT = "dva-frozen/1"
+RUNTIMES = ("auto", "torch", "onnx")
+
+
+class FrozenRunner:
+    """Runs the frozen parts of ``model`` with torch (the reference, and any device but the CPU)."""
+
+    runtime = "torch"
+
+    def __init__(self, model: DVAModel, device: torch.device | str = "cpu") -> None:
+        self.model, self.device = model, torch.device(device)
+
+    def close(self) -> None:
+        """Free what the runner holds (onnxruntime sessions and their threads); it stays usable."""
+
+    def prefix(self, x: torch.Tensor) -> torch.Tensor:
+        """``model.prefix(x)`` on the runner's device, float32."""
+        return self.model.prefix(x.to(self.device)).float()
+
+    def activation_map(self, x: torch.Tensor) -> torch.Tensor:
+        """``model.activation_map(x, adapted=False)``, ``(B, h, w)`` on the CPU."""
+        return self.model.activation_map(x.to(self.device), adapted=False).cpu()
+
+
+class _Graph(nn.Module):
+    """What is traced: one frozen job of the model (a deep copy, adapters disabled)."""
+
+    def __init__(self, model: DVAModel, job: str) -> None:
+        super().__init__()
+        self.model, self.job = model, job
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.job == "prefix":
+            return self.model.prefix(x).contiguous()
+        return self.model.activation_map(x, adapted=False)
+
+
+class OnnxFrozenRunner(FrozenRunner):
+    """The same two jobs, each an ONNX graph run by onnxruntime (CPU; large batches split across
+    one-thread sessions, :class:`dva.onnx_embedder.SplitSessions`); made on first use."""
+
+    runtime = "onnx"
+
+    def __init__(self, model: DVAModel, device: torch.device | str = "cpu", threads: int | None = None) -> None:
+        super().__init__(model, device)
+        self.threads = int(threads or torch.get_num_threads())
+        self._sessions: dict[tuple[str, int], Any] = {}  # (job, size) -> SplitSessions
+
+    def close(self) -> None:
+        for sessions in self._sessions.values():
+            sessions.close()
+        self._sessions.clear()
+
+    def prefix(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run("prefix", x)
+
+    def activation_map(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run("map", x)
+
+    def _run(self, job: str, x: torch.Tensor) -> torch.Tensor:
+        from dva.onnx_embedder import SplitSessions
+
+        key = (job, int(x.shape[-1]))
+        if key not in self._sessions:
+            self._sessions[key] = SplitSessions(export_frozen(self.model, job, key[1]), self.threads)
+        a = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
+        return torch.from_numpy(self._sessions[key].run(a))
+
+
+def frozen_cache_path(model: DVAModel, job: str, size: int) -> Path:
+    """``$DVA_CACHE/onnx/frozen-<key>.onnx``: keyed by everything the graph computes from."""
+    from dva.bundled import cache_dir
+
+    key = {"format": FORMAT, "fingerprint": model.fingerprint, "split": model.split, "job": job, "size": size,
+           "family": model.family, "torch": torch.__version__}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+    return cache_dir() / "onnx" / f"frozen-{job}-{digest}.onnx"
+
+
+def export_frozen(model: DVAModel, job: str, size: int) -> Path:
+    """Export ``job`` (``prefix`` or ``map``) of ``model`` at ``size`` px once; returns the file."""
+    from dva.utils import atomic_write_bytes
+
+    path = frozen_cache_path(model, job, size)
+    if path.is_file():
+        return path
+    graph = _Graph(copy.deepcopy(model).cpu().eval(), job).eval()
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
+        torch.onnx.export(graph, (torch.zeros(2, 3, size, size),), buf, dynamo=False, opset_version=17,
+                          input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "b"}, "y": {0: "b"}})
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def frozen_runner(model: DVAModel, device: torch.device | str = "cpu", runtime: str = "auto") -> FrozenRunner:
+    """The runner for ``train.frozen_runtime``: ``torch``, ``onnx`` (CPU only), or ``auto`` (onnx
+    on the CPU when onnx and onnxruntime are installed, else torch)."""
+    from dva.onnx_embedder import onnx_available
+
+    if runtime not in RUNTIMES:
+        raise ValueError(f"train.frozen_runtime must be {' | '.join(RUNTIMES)}, got {runtime!r}")
+    on_cpu = torch.device(device).type == "cpu"
+    if runtime == "onnx" and not (on_cpu and onnx_available()):
+        raise ValueError("train.frozen_runtime=onnx needs the CPU and the onnx and onnxruntime packages "
+                         "(pip install onnx onnxruntime), or use train.frozen_runtime=torch")
+    if runtime == "torch" or not (on_cpu and onnx_available()):
+        return FrozenRunner(model, device)
+    return OnnxFrozenRunner(model, device)

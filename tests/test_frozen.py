@@ -1,0 +1,99 @@
+"""dva.frozen: the onnxruntime runner of the frozen prefix and response map equals torch."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dva import DVAConfig, build_model
+from dva.frozen import FrozenRunner, OnnxFrozenRunner, frozen_cache_path, frozen_runner
+
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    d = tmp_path_factory.mktemp("dva_cache")
+    mp.setenv("DVA_CACHE", str(d))
+    yield d
+    mp.undo()
+
+
+def _model(name: str = "mobilenetv2_100", size: int = 96, **ica):
+    cfg = DVAConfig()
+    cfg.backbone.name, cfg.backbone.weights, cfg.backbone.img_size = name, "none", size
+    for k, v in ica.items():
+        setattr(cfg.ica, k, v)
+    torch.manual_seed(0)
+    model = build_model(cfg, 4).eval()
+    with torch.no_grad():  # adapters away from zero: a map that ignored "adapters disabled" would differ
+        for m in model.adapter_parameters():
+            m.add_(torch.randn_like(m) * 0.3)
+    return model
+
+
+@pytest.mark.parametrize("name,ica", [("mobilenetv2_100", {}),
+                                      ("vit_tiny_patch16_224", {"target": "qk", "blocks": "-2:"})])
+def test_onnx_runner_equals_torch(cache, name, ica):
+    size = 96 if name.startswith("mobilenet") else 224
+    model = _model(name, size, **ica)
+    x = torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(1))
+    ref, fast = FrozenRunner(model), OnnxFrozenRunner(model)
+    h_ref, h_fast = ref.prefix(x), fast.prefix(x)
+    assert h_fast.shape == h_ref.shape and h_ref.shape[0] == 3
+    assert torch.allclose(h_fast, h_ref, rtol=1e-4, atol=1e-4 * float(h_ref.abs().max()))
+    m_ref, m_fast = ref.activation_map(x), fast.activation_map(x)
+    assert m_fast.shape == m_ref.shape
+    assert float((m_fast - m_ref).abs().max()) < 1e-4
+    # the map is the frozen network's: with adapters on it differs
+    adapted = model.activation_map(x, adapted=True)
+    assert float((adapted - m_ref).abs().max()) > 1e-3
+    # exported once per (weights, prefix end, job, size): the second runner reuses the files
+    p = frozen_cache_path(model, "prefix", size)
+    mtime = p.stat().st_mtime_ns
+    OnnxFrozenRunner(model).prefix(x[:1])
+    assert p.stat().st_mtime_ns == mtime
+    assert frozen_cache_path(model, "prefix", size + 32) != p
+
+
+def test_self_boxes_and_prefix_cache_same_with_either_runner(cache, tmp_path):
+    from dva.boxes import compute_boxes
+    from dva_train.prefix_cache import build_prefix_cache
+    from dva_train.views import ViewDataset
+    from dva.transforms import eval_transform, view_transform
+
+    model = _model()
+    cfg = model.cfg
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(5):
+        a = np.full((80 + 8 * i, 100, 3), 30, np.uint8)
+        a[20:60, 30 + 5 * i:80] = rng.integers(120, 255, (40, 50 - 5 * i, 3))
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(a).save(paths[-1])
+    b_ref = compute_boxes(model, paths, cfg, tmp_path / "a.json", progress=False, runner=FrozenRunner(model))
+    b_fast = compute_boxes(model, paths, cfg, tmp_path / "b.json", progress=False, runner=OnnxFrozenRunner(model))
+    for p in paths:
+        assert np.allclose(b_ref[p][0], b_fast[p][0], atol=1.0) and abs(b_ref[p][1] - b_fast[p][1]) < 1e-3
+    ds = ViewDataset(paths, [0, 0, 1, 1, 2], b_ref, cfg.opa, (0, 0, 0), eval_transform(96, model.data_cfg),
+                     view_transform(96, model.data_cfg), 1)
+    c_ref = build_prefix_cache(FrozenRunner(model), ds, ("x", "disc"), 2, torch.device("cpu"), progress=False)
+    c_fast = build_prefix_cache(OnnxFrozenRunner(model), ds, ("x", "disc"), 2, torch.device("cpu"), progress=False)
+    for v in ("x", "disc"):
+        a, b = c_ref.tensors[v].float(), c_fast.tensors[v].float()
+        assert a.shape == b.shape and torch.allclose(a, b, rtol=2e-3, atol=2e-3 * float(a.abs().max()))
+    assert torch.equal(c_ref.keep, c_fast.keep) and torch.equal(c_ref.labels, c_fast.labels)
+
+
+def test_frozen_runner_choice():
+    model = _model()
+    assert frozen_runner(model, "cpu", "auto").runtime == "onnx"
+    assert frozen_runner(model, "cpu", "torch").runtime == "torch"
+    assert frozen_runner(model, "meta", "auto").runtime == "torch"  # not the CPU: torch serves it
+    with pytest.raises(ValueError, match="needs the CPU"):
+        frozen_runner(model, "meta", "onnx")
+    with pytest.raises(ValueError, match="frozen_runtime must be"):
+        frozen_runner(model, "cpu", "tensorrt")
