@@ -12,6 +12,12 @@ parameters.
     python benchmarks/cub100/run.py --full       # main rows x 3 seeds + ablations + speed-up checks
     python benchmarks/cub100/run.py --profile val --epochs 3 --max-steps 184   # validation split
     python benchmarks/cub100/run.py --render benchmarks/results/cub100_full.json ...   # docs only
+    python benchmarks/cub100/run.py --quick --backbone lite2     # EfficientNet-Lite2 (rows.yaml: backbones)
+    python benchmarks/cub100/run.py --quick --backbone vit_s14   # DINOv2 ViT-S/14, Q/K adapters, 168 px
+
+With pets37 present (``$DVA_PETS37`` or ``../shared/data/pets37``; ``--no-ood`` to skip), every
+row's saved model also retrieves among all 370 pets37 photos without further training: the
+out-of-distribution (forgetting) columns. Finished rows are reused (``WORK_DIR/<row>/result.json``).
 """
 from __future__ import annotations
 
