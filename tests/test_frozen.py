@@ -97,3 +97,20 @@ def test_frozen_runner_choice():
         frozen_runner(model, "meta", "onnx")
     with pytest.raises(ValueError, match="frozen_runtime must be"):
         frozen_runner(model, "cpu", "tensorrt")
+
+
+def test_auto_falls_back_to_torch_when_the_export_fails(cache, monkeypatch):
+    import dva.frozen as frozen
+
+    model = _model()
+    x = torch.randn(2, 3, 96, 96)
+
+    def broken(*a, **k):
+        raise RuntimeError("unsupported operator")
+
+    monkeypatch.setattr(frozen, "export_frozen", broken)
+    with pytest.warns(UserWarning, match="could not run on onnxruntime.*unsupported operator"):
+        h = frozen_runner(model, "cpu", "auto").prefix(x)
+    assert torch.equal(h, FrozenRunner(model).prefix(x))
+    with pytest.raises(RuntimeError, match="unsupported operator"):  # asked for onnx: no silent fallback
+        frozen_runner(model, "cpu", "onnx").prefix(x)

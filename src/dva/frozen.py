@@ -74,14 +74,17 @@ class OnnxFrozenRunner(FrozenRunner):
 
     runtime = "onnx"
 
-    def __init__(self, model: DVAModel, device: torch.device | str = "cpu", threads: int | None = None) -> None:
+    def __init__(self, model: DVAModel, device: torch.device | str = "cpu", threads: int | None = None,
+                 fallback: bool = False) -> None:
         super().__init__(model, device)
         self.threads = int(threads or torch.get_num_threads())
-        self._sessions: dict[tuple[str, int], Any] = {}  # (job, size) -> SplitSessions
+        self.fallback = fallback  # a job that cannot be exported runs on torch (with a warning) instead
+        self._sessions: dict[tuple[str, int], Any] = {}  # (job, size) -> SplitSessions, or None = torch
 
     def close(self) -> None:
         for sessions in self._sessions.values():
-            sessions.close()
+            if sessions is not None:
+                sessions.close()
         self._sessions.clear()
 
     def prefix(self, x: torch.Tensor) -> torch.Tensor:
@@ -95,7 +98,17 @@ class OnnxFrozenRunner(FrozenRunner):
 
         key = (job, int(x.shape[-1]))
         if key not in self._sessions:
-            self._sessions[key] = SplitSessions(export_frozen(self.model, job, key[1]), self.threads)
+            try:
+                self._sessions[key] = SplitSessions(export_frozen(self.model, job, key[1]), self.threads)
+            except Exception as exc:  # noqa: BLE001 - the exporter and onnxruntime raise many types
+                if not self.fallback:
+                    raise
+                warnings.warn(f"the frozen {job} of {self.model.cfg.backbone.name} at {key[1]} px could not run "
+                              f"on onnxruntime ({str(exc).splitlines()[0][:200]}); using torch "
+                              "(train.frozen_runtime=torch silences this)", stacklevel=2)
+                self._sessions[key] = None
+        if self._sessions[key] is None:
+            return super().prefix(x) if job == "prefix" else super().activation_map(x)
         a = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
         return torch.from_numpy(self._sessions[key].run(a))
 
@@ -140,4 +153,4 @@ def frozen_runner(model: DVAModel, device: torch.device | str = "cpu", runtime: 
                          "(pip install onnx onnxruntime), or use train.frozen_runtime=torch")
     if runtime == "torch" or not (on_cpu and onnx_available()):
         return FrozenRunner(model, device)
-    return OnnxFrozenRunner(model, device)
+    return OnnxFrozenRunner(model, device, fallback=runtime == "auto")
