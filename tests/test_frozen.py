@@ -61,9 +61,9 @@ def test_onnx_runner_equals_torch(cache, name, ica):
 
 def test_self_boxes_and_prefix_cache_same_with_either_runner(cache, tmp_path):
     from dva.boxes import compute_boxes
+    from dva.transforms import eval_transform, view_transform
     from dva_train.prefix_cache import build_prefix_cache
     from dva_train.views import ViewDataset
-    from dva.transforms import eval_transform, view_transform
 
     model = _model()
     cfg = model.cfg
@@ -100,7 +100,7 @@ def test_frozen_runner_choice():
 
 
 def test_auto_falls_back_to_torch_when_the_export_fails(cache, monkeypatch):
-    import dva.frozen as frozen
+    from dva import frozen
 
     model = _model()
     x = torch.randn(2, 3, 96, 96)

@@ -12,6 +12,8 @@ from PIL import Image
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
+from _helpers import perturb_trainable
+
 from dva.backbone import bundled_weights_available
 
 pytestmark = pytest.mark.skipif(not bundled_weights_available("mobilenetv2_100"),
@@ -40,11 +42,7 @@ def _adapted(act: str, img_size: int = 224):
     cfg.backbone.img_size = img_size
     cfg.ica.act = act
     model = build_model(cfg, 0)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if p.requires_grad:
-                p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    perturb_trainable(model, seed=0)
     return Embedder(model)
 
 

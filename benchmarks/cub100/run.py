@@ -325,9 +325,8 @@ def _worker(spec_path: str) -> int:
         res.update(summary)
         res["wall_seconds_train"] = time.time() - t0
         n = int(spec.get("embed_images", 0))
+        emb = Embedder(load_checkpoint(summary["checkpoint"])[0])  # the saved model, as a user loads it
         if n:
-            model, _ = load_checkpoint(summary["checkpoint"])
-            emb = Embedder(model)
             paths = data.eval_paths[:n] if n > 0 else data.eval_paths
             t0 = time.time()
             e = emb.embed_paths(paths, batch_size=cfg.train.batch_size_eval, progress=False)
@@ -336,8 +335,7 @@ def _worker(spec_path: str) -> int:
             if len(paths) == len(data.eval_paths):  # full pass: re-check the metrics through the real path
                 res["metrics_embedder"] = retrieval_metrics(e, data.eval_labels)
     if spec.get("ood_root"):
-        res["ood_metrics"] = _ood_metrics(emb if spec["kind"] == "frozen" else Embedder(load_checkpoint(summary["checkpoint"])[0]),
-                                          spec["ood_root"], cfg.train.batch_size_eval, out / "ood_model.onnx")
+        res["ood_metrics"] = _ood_metrics(emb, spec["ood_root"], cfg.train.batch_size_eval, out / "ood_model.onnx")
     res = json.loads(json.dumps(res, default=lambda o: o.item() if isinstance(o, np.generic) else str(o)))
     C.write_json(out / "result.json", res)
     return 0

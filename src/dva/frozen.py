@@ -100,7 +100,7 @@ class OnnxFrozenRunner(FrozenRunner):
         if key not in self._sessions:
             try:
                 self._sessions[key] = SplitSessions(export_frozen(self.model, job, key[1]), self.threads)
-            except Exception as exc:  # noqa: BLE001 - the exporter and onnxruntime raise many types
+            except Exception as exc:  # the exporter and onnxruntime raise many types
                 if not self.fallback:
                     raise
                 warnings.warn(f"the frozen {job} of {self.model.cfg.backbone.name} at {key[1]} px could not run "

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dva.onnx_export import FORMAT, INPUT, transform_from_spec
+from dva.onnx_export import FORMAT, transform_from_spec
 
 
 def onnx_available() -> bool:

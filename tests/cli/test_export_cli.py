@@ -15,6 +15,8 @@ from PIL import Image
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
+from _helpers import perturb_trainable
+
 from dva.backbone import bundled_weights_available
 from dva_cli.cli import main
 
@@ -41,11 +43,7 @@ def _checkpoint(path: Path, act: str) -> Path:
     cfg.backbone.img_size = 64
     cfg.ica.act = act
     model = build_model(cfg, 0)
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if p.requires_grad:
-                p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    perturb_trainable(model, seed=1)
     save_checkpoint(path, model)
     return path
 

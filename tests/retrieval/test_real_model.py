@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from _helpers import perturb_trainable
 from PIL import Image
 
 try:
@@ -39,11 +39,7 @@ def checkpoint(tmp_path_factory):
     cfg = DVAConfig()
     cfg.backbone.name, cfg.backbone.weights, cfg.backbone.img_size = "mobilenetv2_100", "bundled", 64
     model = build_model(cfg, 0)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if p.requires_grad:
-                p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    perturb_trainable(model, seed=0)
     path = tmp_path_factory.mktemp("ckpt") / "model.safetensors"
     save_checkpoint(path, model)
     (path.parent / "log.jsonl").write_text(
