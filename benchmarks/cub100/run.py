@@ -14,6 +14,7 @@ parameters.
     python benchmarks/cub100/run.py --render benchmarks/results/cub100_full.json ...   # docs only
     python benchmarks/cub100/run.py --quick --backbone lite2     # EfficientNet-Lite2 (rows.yaml: backbones)
     python benchmarks/cub100/run.py --quick --backbone vit_s14   # DINOv2 ViT-S/14, Q/K adapters, 168 px
+    python benchmarks/cub100/run.py --profile pets37             # pets37 open set, yolox object views
 
 With pets37 present (``$DVA_PETS37`` or ``../shared/data/pets37``; ``--no-ood`` to skip), every
 row's saved model also retrieves among all 370 pets37 photos without further training: the
@@ -165,12 +166,12 @@ def load_rows(path: str | Path = ROWS_FILE) -> RowTable:
 ROWS = load_rows()
 
 
-def frozen_key(overrides: list[str]) -> tuple[int, int]:
-    """Runs with the same (input size, validation classes) share the frozen-backbone metrics."""
+def frozen_key(overrides: list[str]) -> tuple[int, int, str]:
+    """Runs with the same (input size, validation classes, dataset) share the frozen-backbone metrics."""
     from dva.config import load_config
 
     cfg = load_config("demo", overrides)
-    return cfg.backbone.img_size, cfg.data.val_classes
+    return cfg.backbone.img_size, cfg.data.val_classes, cfg.data.dataset
 
 
 def expand_half(overrides: list[str], epochs: int, max_steps: int, half: str = ROWS.half) -> list[str]:
@@ -229,7 +230,8 @@ class RunSpec(NamedTuple):
 
 
 def expand_plan(table: RowTable, plan: list[tuple[str, Row, list[int]]], common: list[str], img_size: int,
-                epochs: int, max_steps: int, embed_images: int) -> list[tuple[str, Row, list[RunSpec]]]:
+                epochs: int, max_steps: int, embed_images: int,
+                markers: dict[str, str] | None = None) -> list[tuple[str, Row, list[RunSpec]]]:
     """Every run of every row: the full override list, run folder and embedding pass.
 
     Args:
@@ -238,20 +240,25 @@ def expand_plan(table: RowTable, plan: list[tuple[str, Row, list[int]]], common:
         common: overrides of every run (data, caches, budget).
         img_size, epochs, max_steps: the profile's input size and budget (folder names, half rows).
         embed_images: test images embedded through the saved model by each row's first seed.
+        markers: override tokens replaced in the runs (not in the recorded row), e.g. ``@pets37``
+            -> the pets37 images folder; a row naming a marker that is not given is refused.
 
     Returns:
         ``(name, row, runs)`` with ``row.overrides`` as recorded in the JSON (DVA defaults + the
         row's own, half budget expanded).
     """
     out = []
-    donors: set[tuple[int, int]] = set()  # (img_size, val_classes) whose frozen metrics are being measured
+    donors: set[tuple[int, int, str]] = set()  # frozen_key()s whose frozen metrics are being measured
     for name, row, row_seeds in plan:
         kind = "frozen" if is_frozen(name) else "train"
         dva_ov = [] if kind == "frozen" or "--train.trainable" in row.overrides else list(table.dva_defaults)
         ov = expand_half(row.overrides, epochs, max_steps, table.half)
+        missing = [t for t in ov if t.startswith("@") and t not in (markers or {})]
+        if missing:
+            raise ValueError(f"row {name} needs {missing[0]}: its dataset was not found (see --help)")
         runs = []
         for seed in row_seeds:
-            overrides = common + dva_ov + ov + ["--train.seed", str(seed)]
+            overrides = common + dva_ov + [(markers or {}).get(t, t) for t in ov] + ["--train.seed", str(seed)]
             if kind == "train":
                 # The frozen baseline is the same for every row of a size and split: measure it in the
                 # first trained run only (a whole extra pass over the test images in uncached rows).
@@ -273,7 +280,7 @@ def fill_frozen_metrics(done: list) -> None:
     for name, _g, _l, _o, runs in done:
         for r in runs:
             if r.get("metrics") is None:
-                same = [d for d in donors if d.get("img_size") == r.get("img_size") and d.get("eval_split") == r.get("eval_split")]
+                same = [d for d in donors if all(d.get(k) == r.get(k) for k in ("img_size", "eval_split", "dataset"))]
                 if not same:
                     raise RuntimeError(f"row {name}: no trained run at {r.get('img_size')} px to take frozen metrics from")
                 r["metrics"] = same[0]["frozen_metrics"]
@@ -297,7 +304,8 @@ def _worker(spec_path: str) -> int:
 
     cfg = load_config("demo", spec["overrides"] + ["--output_dir", str(out)])
     data = prepare_data(cfg)
-    res: dict[str, Any] = {"name": spec["name"], "seed": cfg.train.seed, "img_size": cfg.backbone.img_size}
+    res: dict[str, Any] = {"name": spec["name"], "seed": cfg.train.seed, "img_size": cfg.backbone.img_size,
+                           "dataset": cfg.data.dataset}
     if spec["kind"] == "frozen":
         from dva.model import build_model, count_parameters
 
@@ -334,7 +342,7 @@ def _worker(spec_path: str) -> int:
             res["embed_img_per_s"] = len(e) / (time.time() - t0)
             if len(paths) == len(data.eval_paths):  # full pass: re-check the metrics through the real path
                 res["metrics_embedder"] = retrieval_metrics(e, data.eval_labels)
-    if spec.get("ood_root"):
+    if spec.get("ood_root") and cfg.data.dataset == "cub100":  # trained on pets37: no OOD column
         res["ood_metrics"] = _ood_metrics(emb, spec["ood_root"], cfg.train.batch_size_eval, out / "ood_model.onnx")
     res = json.loads(json.dumps(res, default=lambda o: o.item() if isinstance(o, np.generic) else str(o)))
     C.write_json(out / "result.json", res)
@@ -374,7 +382,8 @@ def _boxes_key(overrides: list[str]) -> str:
     from dva.config import load_config
 
     cfg = load_config("demo", overrides)
-    return f"boxes_{cfg.backbone.name}_{cfg.backbone.img_size}_{cfg.opa.threshold}_{cfg.opa.loc_scale}_{cfg.data.val_classes}.json"
+    return (f"boxes_{cfg.data.dataset}_{cfg.opa.box_source}_{cfg.backbone.name}_{cfg.backbone.img_size}_"
+            f"{cfg.opa.threshold}_{cfg.opa.loc_scale}_{cfg.data.val_classes}.json")
 
 
 def run_one(name: str, kind: str, overrides: list[str], out: Path, cache_dir: Path, threads: int,
@@ -580,7 +589,9 @@ GROUP_TITLES = [("main", None), ("beta", "### Ablation: DPT weight beta"), ("ran
                 ("box", "### Ablation: OPA box source"),
                 ("budget", "### Training budget and the SPEC section 6 reference"),
                 ("speedup", "### What the speed-ups cost"),
-                ("val", "### Validation split: train classes 0-39, retrieve 40-49 (184 steps; where the defaults were chosen)")]
+                ("val", "### Validation split: train classes 0-39, retrieve 40-49 (184 steps; where the defaults were chosen)"),
+                ("pets37", "### pets37 open set: full scenes, train on 18 breeds (180 photos), retrieve among the "
+                           "other 19 (190 photos); object views from yolox boxes; 150 steps; seed 0")]
 
 
 def markdown(result: dict[str, Any], notes: str = "") -> str:
@@ -664,7 +675,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the frozen backbone (rows.yaml: backbones): its model, input size and adapter settings")
     p.add_argument("--img-size", type=int, default=None, help="default: the backbone's (rows.yaml)")
     p.add_argument("--ood-root", default=None,
-                   help="pets37 folder for the out-of-distribution columns (default $DVA_PETS37 or "
+                   help="pets37 folder for the out-of-distribution columns and the pets37 profile (default $DVA_PETS37 or "
                         "../shared/data/pets37; left out when not found)")
     p.add_argument("--no-ood", action="store_true", help="no out-of-distribution columns")
     p.add_argument("--epochs", type=int, default=2)
@@ -718,8 +729,10 @@ def main(argv: list[str] | None = None) -> int:
     t_all = time.time()
     done: list[tuple[str, str, str, list[str], list[dict]]] = []
     prefix = "" if args.backbone == "mobilenetv2" else f"{args.backbone}_"  # the MobileNetV2 folders as before
+    pets = ood or find_dataset("pets37", explicit=args.ood_root)  # the OOD gallery and the pets37 rows' data
+    markers = {"@pets37": str(pets / "images")} if pets else {}
     for name, row, specs in expand_plan(table, plan, common, args.img_size, args.epochs, args.max_steps,
-                                        args.embed_images):
+                                        args.embed_images, markers):
         runs = []
         for spec in specs:
             print(f"[{time.strftime('%H:%M:%S')}] {prefix}{spec.tag}", flush=True)

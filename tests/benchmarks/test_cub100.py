@@ -16,6 +16,7 @@ ALL_ROW_NAMES = [
     "ica_cached", "ica_online", "frozen_224", "frozen_160", "dva_160px",
     "val_frozen", "val_head", "val_ica_r4", "val_dva_r4", "val_dva_r4_lr3e-3", "val_dva_r8pw", "val_ica_r2all",
     "val_ica_r4pwall", "val_full",
+    "pets_frozen", "pets_head", "pets_full", "pets_ica", "pets_ica_opa", "pets_dva",
 ]
 FROZEN_ROWS = {
     "frozen": ("main", "frozen backbone", []),
@@ -65,7 +66,7 @@ def test_rows_yaml_matches_the_frozen_table():
     assert list(rows) == ALL_ROW_NAMES
     for name, want in FROZEN_ROWS.items():
         assert tuple(rows[name]) == want, name
-    assert list(bench.ROWS.sets) == ["main", "ablations", "speedup", "val"]
+    assert list(bench.ROWS.sets) == ["main", "ablations", "speedup", "val", "pets37"]
     assert list(bench.ROWS.sets["main"]) == ALL_ROW_NAMES[:6]
 
 
@@ -77,7 +78,7 @@ def test_rows_yaml_defaults_aliases_order_profiles():
                          "dva_box_self": "dva"}
     assert t.run_order == ["ica", "dva", "ica_opa", "head", "full", "frozen"]
     assert t.profiles == {"quick": ["main"], "full": ["main", "ablations", "speedup"], "val": ["val"],
-                          "ablations": ["ablations"], "speedup": ["speedup"]}
+                          "ablations": ["ablations"], "speedup": ["speedup"], "pets37": ["pets37"]}
 
 
 def _yaml(tmp_path, sets: str, extra: str = "") -> str:
@@ -112,7 +113,8 @@ def test_expand_half_budget():
 
 
 def test_frozen_key_groups_runs_by_size_and_split():
-    assert bench.frozen_key(["--backbone.img_size", "160"]) == (160, 0)
+    assert bench.frozen_key(["--backbone.img_size", "160"]) == (160, 0, "cub100")
+    assert bench.frozen_key(["--data.dataset", "folder"]) != bench.frozen_key([])  # pets37 rows: their own
     assert bench.frozen_key(["--data.val_classes", "10"])[1] == 10
     assert bench.frozen_key(["--loss.beta", "5"]) == bench.frozen_key([])
 
@@ -251,3 +253,24 @@ def test_backbones_stay_under_the_budget_and_match_the_defaults():
         if "vit" in b.model:
             assert b.img_size % 14 == 0 and "qk" in b.dva_defaults  # the paper's Q/K placement
     assert round(shares["mobilenetv2"], 2) == 1.49 and round(shares["vit_s14"], 3) == 0.455
+
+
+def test_pets37_rows_get_the_data_folder_and_no_cub100_metrics():
+    plan = bench.build_plan(bench.ROWS, "pets37", None, [0, 1], False)
+    assert sorted(n for n, _, _ in plan) == sorted(n for n in bench.ROWS.sets["pets37"])
+    assert all(s == [0] for _, _, s in plan)  # not the main group: one seed, labelled so
+    with pytest.raises(ValueError, match="needs @pets37"):
+        bench.expand_plan(bench.ROWS, plan, [], 224, 2, 0, 512)
+    runs = {n: specs for n, _, specs in bench.expand_plan(bench.ROWS, plan, ["--data.root", "CUB"], 224, 2, 0, 512,
+                                                          {"@pets37": "/data/pets37/images"})}
+    (dva,) = runs["pets_dva"]
+    ov = dva.overrides
+    assert ov[ov.index("--data.root", 2) + 1] == "/data/pets37/images" and "@pets37" not in ov
+    assert ov[ov.index("--opa.box_source") + 1] == "yolox" and ov[ov.index("--train.epochs") + 1] == "30"
+    # the cub100 frozen metrics never stand in for pets37's (and back)
+    done = [("frozen", "main", "f", [], [{"name": "f", "img_size": 224, "eval_split": "test", "dataset": "cub100",
+                                           "metrics": {"recall@1": 0.8}, "frozen_metrics": {"recall@1": 0.8}}]),
+            ("pets_frozen", "pets37", "f", [], [{"name": "p", "img_size": 224, "eval_split": "test",
+                                                 "dataset": "folder", "metrics": None}])]
+    with pytest.raises(RuntimeError, match="no trained run"):
+        bench.fill_frozen_metrics(done)
