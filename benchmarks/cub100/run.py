@@ -590,8 +590,8 @@ GROUP_TITLES = [("main", None), ("beta", "### Ablation: DPT weight beta"), ("ran
                 ("budget", "### Training budget and the SPEC section 6 reference"),
                 ("speedup", "### What the speed-ups cost"),
                 ("val", "### Validation split: train classes 0-39, retrieve 40-49 (184 steps; where the defaults were chosen)"),
-                ("pets37", "### pets37 open set: full scenes, train on 18 breeds (180 photos), retrieve among the "
-                           "other 19 (190 photos); object views from yolox boxes; 150 steps; seed 0")]
+                ("pets37", ("### pets37 open set: full scenes, train on 18 breeds (180 photos), retrieve among the "
+                            "other 19 (190 photos); object views from yolox boxes; 150 steps; seed 0"))]
 
 
 def markdown(result: dict[str, Any], notes: str = "") -> str:
