@@ -645,7 +645,8 @@ def markdown(result: dict[str, Any], notes: str = "") -> str:
     return "\n".join(out)
 
 
-def render(results: list[dict[str, Any]], doc: Path, plot_path: Path | None, notes: str = "") -> dict[str, Any]:
+def render(results: list[dict[str, Any]], doc: Path, plot_path: Path | None, notes: str = "",
+           title: str | None = None) -> dict[str, Any]:
     """Write the plot and this benchmark's section of ``doc`` from one or more result files."""
     merged = merge_results(results)
     plotted = [r for r in merged["rows"] if r["group"] in ("main", "rank", "budget") and r["name"] != "dva_rank4"]
@@ -654,7 +655,7 @@ def render(results: list[dict[str, Any]], doc: Path, plot_path: Path | None, not
         name = DISPLAY.get(st.get("model", "mobilenetv2_100"), st.get("model"))
         plot(plotted, plot_path, f"{name}, {st['img_size']} px, {_budget(st).split(' (')[0]}")
         merged["plot"] = str(plot_path)
-    C.update_doc(doc, section(merged["settings"]), markdown(merged, notes))
+    C.update_doc(doc, title or section(merged["settings"]), markdown(merged, notes))
     return merged
 
 
@@ -689,6 +690,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--doc", default=str(C.DOC))
     p.add_argument("--plot", default=None, help="default docs/cub100_[BACKBONE_]r1_vs_params.png")
     p.add_argument("--no-doc", action="store_true", help="do not touch docs/ (JSON only)")
+    p.add_argument("--section", default=None,
+                   help="the docs section to write (default: the backbone's, e.g. '## cub100: DVA vs baselines')")
     p.add_argument("--notes", default=None, help="a markdown file appended to the section (analysis)")
     p.add_argument("--render", nargs="+", metavar="JSON", default=None,
                    help="run nothing: rebuild the docs section and plot from these result files (merged)")
@@ -705,8 +708,8 @@ def main(argv: list[str] | None = None) -> int:
         results = [json.loads(Path(f).read_text()) for f in args.render]
         b = results[0]["settings"].get("backbone", "mobilenetv2")
         plot_path = Path(args.plot or C.REPO / "docs" / f"cub100_{'' if b == 'mobilenetv2' else b + '_'}r1_vs_params.png")
-        render(results, Path(args.doc), plot_path, Path(args.notes).read_text() if args.notes else "")
-        print(f"updated {args.doc} ({section(results[0]['settings'])}) and {plot_path}")
+        render(results, Path(args.doc), plot_path, Path(args.notes).read_text() if args.notes else "", args.section)
+        print(f"updated {args.doc} ({args.section or section(results[0]['settings'])}) and {plot_path}")
         return 0
 
     from dva.data.locate import find_dataset
@@ -761,8 +764,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {out}")
     if not args.no_doc:
         plot_path = Path(args.plot or C.REPO / "docs" / f"cub100_{prefix}r1_vs_params.png")
-        render([result], Path(args.doc), plot_path, Path(args.notes).read_text() if args.notes else "")
-        print(f"updated {args.doc} ({section(result['settings'])})")
+        render([result], Path(args.doc), plot_path, Path(args.notes).read_text() if args.notes else "", args.section)
+        print(f"updated {args.doc} ({args.section or section(result['settings'])})")
     return 0
 
 
