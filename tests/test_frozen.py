@@ -114,3 +114,25 @@ def test_auto_falls_back_to_torch_when_the_export_fails(cache, monkeypatch):
     assert torch.equal(h, FrozenRunner(model).prefix(x))
     with pytest.raises(RuntimeError, match="unsupported operator"):  # asked for onnx: no silent fallback
         frozen_runner(model, "cpu", "onnx").prefix(x)
+
+
+def test_frozen_embedding_equals_torch_and_is_keyed_by_trained_backbone_weights(cache):
+    model = _model()
+    x = torch.randn(4, 3, 96, 96, generator=torch.Generator().manual_seed(2))
+    ref, fast = FrozenRunner(model).embed(x), OnnxFrozenRunner(model).embed(x)
+    assert ref.shape == (4, model.dim) and torch.allclose(ref.norm(dim=-1), torch.ones(4))
+    assert float((ref * fast).sum(-1).min()) > 0.99999
+    assert float((ref - model.embed(x, adapted=True)).abs().max()) > 1e-4  # the adapters are off in it
+    # adapters and head do not enter the frozen graph: one export for any adapter values ...
+    p = frozen_cache_path(model, "embed", 96)
+    with torch.no_grad():
+        model.adapter_parameters()[0].add_(1.0)
+    assert frozen_cache_path(model, "embed", 96) == p
+    # ... but a fully fine-tuned backbone does
+    cfg = model.cfg
+    cfg.train.trainable = "full"
+    full = build_model(cfg, 4).eval()
+    before = frozen_cache_path(full, "embed", 96)
+    with torch.no_grad():
+        next(full.encoder.parameters()).add_(0.01)
+    assert frozen_cache_path(full, "embed", 96) != before

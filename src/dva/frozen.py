@@ -9,7 +9,9 @@ jobs one interface whichever runtime serves them:
 
 * :meth:`FrozenRunner.prefix` — the layers below the first adapter (``DVAModel.prefix``);
 * :meth:`FrozenRunner.activation_map` — the response map of the frozen network, adapters
-  disabled (``DVAModel.activation_map(x, adapted=False)``).
+  disabled (``DVAModel.activation_map(x, adapted=False)``);
+* :meth:`FrozenRunner.embed` — the frozen embedding (``DVAModel.embed(x, adapted=False)``): the
+  step-0 baseline evaluation and the proxy initialisation of runs trained on images.
 
 The onnx graphs are exported once per (frozen weights, prefix end, input size) into
 ``$DVA_CACHE/onnx/`` and reused by later runs. The results equal torch's to float rounding
@@ -54,6 +56,11 @@ class FrozenRunner:
         """``model.activation_map(x, adapted=False)``, ``(B, h, w)`` on the CPU."""
         return self.model.activation_map(x.to(self.device), adapted=False).cpu()
 
+    @torch.no_grad()
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """``model.embed(x, adapted=False)``: L2-normalised, ``(B, dim)`` on the CPU."""
+        return self.model.embed(x.to(self.device), adapted=False).float().cpu()
+
 
 class _Graph(nn.Module):
     """What is traced: one frozen job of the model (a deep copy, adapters disabled)."""
@@ -65,6 +72,8 @@ class _Graph(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.job == "prefix":
             return self.model.prefix(x).contiguous()
+        if self.job == "embed":
+            return self.model.embed(x, adapted=False)
         return self.model.activation_map(x, adapted=False)
 
 
@@ -93,6 +102,9 @@ class OnnxFrozenRunner(FrozenRunner):
     def activation_map(self, x: torch.Tensor) -> torch.Tensor:
         return self._run("map", x)
 
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run("embed", x)
+
     def _run(self, job: str, x: torch.Tensor) -> torch.Tensor:
         from dva.onnx_embedder import SplitSessions
 
@@ -108,7 +120,7 @@ class OnnxFrozenRunner(FrozenRunner):
                               "(train.frozen_runtime=torch silences this)", stacklevel=2)
                 self._sessions[key] = None
         if self._sessions[key] is None:
-            return super().prefix(x) if job == "prefix" else super().activation_map(x)
+            return getattr(super(), {"prefix": "prefix", "map": "activation_map", "embed": "embed"}[job])(x)
         a = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
         return torch.from_numpy(self._sessions[key].run(a))
 
@@ -119,12 +131,20 @@ def frozen_cache_path(model: DVAModel, job: str, size: int) -> Path:
 
     key = {"format": FORMAT, "fingerprint": model.fingerprint, "split": model.split, "job": job, "size": size,
            "family": model.family, "torch": torch.__version__}
+    if job == "embed" and model.cfg.train.trainable == "full":
+        # Disabled adapters and a bypassed head leave the graph alone, trained backbone weights do
+        # not: key by their values, so that an export never stands for other weights than its own.
+        h = hashlib.sha256()
+        for n, p in sorted(model.encoder.named_parameters()):
+            h.update(n.encode())
+            h.update(p.detach().cpu().contiguous().numpy().tobytes())
+        key["weights"] = h.hexdigest()
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
     return cache_dir() / "onnx" / f"frozen-{job}-{digest}.onnx"
 
 
 def export_frozen(model: DVAModel, job: str, size: int) -> Path:
-    """Export ``job`` (``prefix`` or ``map``) of ``model`` at ``size`` px once; returns the file."""
+    """Export ``job`` (``prefix``, ``map`` or ``embed``) of ``model`` at ``size`` px once; returns the file."""
     from dva.utils import atomic_write_bytes
 
     path = frozen_cache_path(model, job, size)

@@ -166,8 +166,12 @@ class BatchSource(ABC):
         """L2-normalised embeddings of the evaluation images, gathered on rank 0 (None elsewhere)."""
 
     @abstractmethod
-    def embed_train(self, model: DVAModel) -> torch.Tensor:
-        """L2-normalised embeddings of every training image (original view), on every rank."""
+    def embed_train(self, model: DVAModel, adapted: bool = True) -> torch.Tensor:
+        """L2-normalised embeddings of every training image (original view), on every rank.
+
+        ``adapted=False``: the frozen backbone's (the proxy initialisation, where the model still
+        is the frozen backbone: zero ``up``, identity head, untouched weights).
+        """
 
     @abstractmethod
     def embed_batch(self, model: DVAModel, batch: Batch) -> torch.Tensor:
@@ -211,9 +215,11 @@ class PrefixBatches(BatchSource):
         return gather_rows(self.info, idx, emb, n)
 
     @torch.no_grad()
-    def embed_train(self, model: DVAModel) -> torch.Tensor:
+    def embed_train(self, model: DVAModel, adapted: bool = True) -> torch.Tensor:
         x, dev = self.train.tensors["x"], self.info.device
-        return torch.cat([model.embed_from_prefix(x[s:s + 256, 0].to(dev).float(), True) for s in range(0, len(x), 256)])
+        with _adapters(model, adapted):
+            return torch.cat([model.embed_from_prefix(x[s:s + 256, 0].to(dev).float(), True, adapted)
+                              for s in range(0, len(x), 256)])
 
     @torch.no_grad()
     def embed_batch(self, model: DVAModel, batch: Batch) -> torch.Tensor:
@@ -226,9 +232,10 @@ class ImageBatches(BatchSource):
     from_prefix = False
 
     def __init__(self, dataset: ViewDataset, eval_paths: list[str], data_cfg: dict, cfg: DVAConfig,
-                 info: DistInfo) -> None:
+                 info: DistInfo, runner: FrozenRunner | None = None) -> None:
         super().__init__(cfg, info)
         self.dataset, self.eval_paths, self.data_cfg = dataset, eval_paths, data_cfg
+        self.runner = runner  # frozen embeddings (adapted=False) through it: onnxruntime when available
 
     def epoch(self, epoch: int, batches: list[np.ndarray], start: int = 0) -> Iterator[Batch]:
         local = [rank_slice(b, self.info.rank, self.info.world).tolist() for b in batches[start:]]
@@ -244,9 +251,9 @@ class ImageBatches(BatchSource):
     def embed_eval(self, model: DVAModel, adapted: bool = True) -> np.ndarray | None:
         return self._embed(model, self.eval_paths, self.info, adapted)
 
-    def embed_train(self, model: DVAModel) -> torch.Tensor:
+    def embed_train(self, model: DVAModel, adapted: bool = True) -> torch.Tensor:
         # Every rank embeds every image (a world of one), in the evaluation pipeline.
-        return torch.as_tensor(self._embed(model, self.dataset.paths, DistInfo(device=self.info.device)))
+        return torch.as_tensor(self._embed(model, self.dataset.paths, DistInfo(device=self.info.device), adapted))
 
     @torch.no_grad()
     def embed_batch(self, model: DVAModel, batch: Batch) -> torch.Tensor:
@@ -265,9 +272,10 @@ class ImageBatches(BatchSource):
         # Not a bare loop: tqdm.auto's constructor already calls iter(loader) once, and each
         # DataLoader iterator draws a seed from the torch RNG; online augmentation follows that
         # sequence, so the extra draw is part of the run's results.
+        frozen = self.runner.embed if self.runner is not None and not adapted else None
         with _adapters(model, adapted):
             for x in tqdm(loader, desc="eval", disable=True):
-                rows.append(model.embed(x.to(info.device), adapted=adapted).float().cpu())
+                rows.append(frozen(x) if frozen else model.embed(x.to(info.device), adapted=adapted).float().cpu())
         emb = torch.cat(rows).numpy() if rows else np.zeros((0, model.dim), np.float32)
         return gather_rows(info, idx, emb, len(paths))
 
@@ -284,7 +292,7 @@ def build_batches(cfg: DVAConfig, model: DVAModel, data: TrainData, boxes: Boxes
         aug = cfg.train.augment
         ds = ViewDataset(data.train_paths, data.train_labels.tolist(), boxes, cfg.opa, fill,
                          train_transform(size, dcfg, aug), train_transform(size, dcfg, "flip" if aug != "none" else "none"))
-        return ImageBatches(ds, data.eval_paths, dcfg, cfg, info)
+        return ImageBatches(ds, data.eval_paths, dcfg, cfg, info, runner)
     x_tf, v_tf = eval_transform(size, dcfg), view_transform(size, dcfg)
     names = ("x", "disc", "bg") if opa_views(cfg) else ("x",)
     flips = 2 if cfg.train.cache_flips else 1

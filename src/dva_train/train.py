@@ -89,7 +89,6 @@ def _train(cfg: DVAConfig, info: DistInfo, resume: bool, progress: bool, allow_c
     t0 = time.time()
     boxes = _boxes(run)
     source = build_batches(cfg, run.model, run.data, boxes, info, progress, run.frozen)
-    run.frozen.close()  # its onnxruntime threads must not compete with the training steps
     prep_s = time.time() - t0
     _init_proxies(run, source)
     trainer = _Trainer(run, source)
@@ -106,6 +105,7 @@ def _train(cfg: DVAConfig, info: DistInfo, resume: bool, progress: bool, allow_c
     run.log.write(**box_row)
     if fresh:
         trainer.baseline()
+    run.frozen.close()  # its onnxruntime threads must not compete with the training steps
     trainer.fit()
     return trainer.finish(n_box, prep_s)
 
@@ -165,7 +165,7 @@ def _init_proxies(run: _Run, source: BatchSource) -> None:
     init, model = run.cfg.train.proxy_init, run.model
     if init == "mean":
         with torch.no_grad():
-            e = source.embed_train(model).to(run.info.device)
+            e = source.embed_train(model, adapted=False).to(run.info.device)
             lab = torch.as_tensor(run.data.train_labels, device=e.device)
             means = torch.zeros(run.data.num_classes, model.dim, device=e.device).index_add_(0, lab, e)
             model.proxies.data.copy_(F.normalize(means, dim=-1))

@@ -77,6 +77,30 @@ def test_both_sources_embed_eval_and_train_sets_alike(both):
     assert np.allclose(frozen, ea, atol=1e-6)  # adapters start at zero: adapted == frozen
 
 
+def test_online_frozen_embeddings_through_the_onnx_runner(both, tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    from dva.frozen import OnnxFrozenRunner
+
+    monkeypatch.setenv("DVA_CACHE", str(tmp_path))
+    _, data, model, online = both
+    ref_eval, ref_train = online.embed_eval(model, adapted=False), online.embed_train(model, adapted=False)
+    fast = ImageBatches(online.dataset, online.eval_paths, online.data_cfg, online.cfg, online.info,
+                        OnnxFrozenRunner(model))
+    e, t = fast.embed_eval(model, adapted=False), fast.embed_train(model, adapted=False)
+    assert e.shape == ref_eval.shape and float((e * ref_eval).sum(1).min()) > 0.99999
+    assert float((t * ref_train).sum(1).min()) > 0.99999
+    assert list(tmp_path.glob("onnx/frozen-embed-*.onnx"))  # it did run on onnxruntime
+    # the adapted embedding never goes through the frozen runner
+    with torch.no_grad():
+        model.adapter_parameters()[1].add_(0.5)  # an "up" weight: the adapted model moves
+    try:
+        moved = fast.embed_eval(model)
+        assert float((moved * ref_eval).sum(1).min()) < 0.99999
+    finally:
+        with torch.no_grad():
+            model.adapter_parameters()[1].sub_(0.5)
+
+
 def test_no_views_without_boxes(synthetic_root, tmp_path):
     cfg, data, _, source = _setup(synthetic_root, tmp_path, "--opa.box_source", "none", "--train.cache_flips", "false")
     assert set(source.train.tensors) == {"x"} and source.train.flips == 1
