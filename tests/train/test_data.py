@@ -82,7 +82,7 @@ def test_online_frozen_embeddings_through_the_onnx_runner(both, tmp_path, monkey
     from dva.frozen import OnnxFrozenRunner
 
     monkeypatch.setenv("DVA_CACHE", str(tmp_path))
-    _, data, model, online = both
+    _, (_, data, model, online) = both
     ref_eval, ref_train = online.embed_eval(model, adapted=False), online.embed_train(model, adapted=False)
     fast = ImageBatches(online.dataset, online.eval_paths, online.data_cfg, online.cfg, online.info,
                         OnnxFrozenRunner(model))
