@@ -537,11 +537,18 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str = "") -> None:
                     color=colours[r["group"]])
         ax.annotate(r["label"], (xj, m), textcoords="offset points", xytext=(6, -3 + 8 * (k % 3) - 8), fontsize=7,
                     color=colours[r["group"]])
+        ood = r["stats"].get("ood_recall@1")
+        if ood:  # the same model on pets37 (out of distribution): hollow marker, same x
+            ax.errorbar([xj], [ood[0]], yerr=[ood[1]], fmt="D", ms=5, capsize=3, mfc="none", color="C3")
+            ax.annotate(f"{r['label']} (pets37 OOD)", (xj, ood[0]), textcoords="offset points", xytext=(6, -3),
+                        fontsize=6, color="C3")
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters (log; frozen plotted at 1)")
     ax.set_ylabel("R@1 (%)")
     ax.set_title(f"cub100 open-set (test classes 50-99), {title}\n"
-                 "blue: main rows (mean ± std over seeds); orange: DVA rank; green: budget rows")
+                 "blue: main rows (mean ± std over seeds); orange: DVA rank; green: budget rows"
+                 + ("\nred diamonds: the same models on pets37 (OOD), no further training" if any(r["stats"].get("ood_recall@1") for r in rows)
+                    else ""))
     ax.grid(alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -602,6 +609,7 @@ def markdown(result: dict[str, Any], notes: str = "") -> str:
     sources = result.get("sources") or [{"json": result.get("json"), "command": result["command"], "date": result["date"],
                                          "profile": result["profile"], "wall_seconds_total": result.get("wall_seconds_total")}]
     loads = [x for r in rows for run in r["runs"] for x in run.get("loadavg_1m", [])]
+    pets_only = all(r["group"] == "pets37" for r in rows)
     load = (f"1-minute load average {min(loads):.1f}-{max(loads):.1f} at the rows' starts and ends "
             f"({m['cpu_count']} cores: above {m['cpu_count']} means other jobs shared the machine)" if loads
             else "load not recorded (the machine was shared with other jobs: timings are pessimistic)")
@@ -614,10 +622,16 @@ def markdown(result: dict[str, Any], notes: str = "") -> str:
     out += [
         "",
         (
-            f"Protocol: cub100 open-set, train on classes 0-49 (2,949 images), leave-one-out retrieval on classes "
-            f"50-99 (2,953 images); bundled {DISPLAY.get(s.get('model', 'mobilenetv2_100'), s.get('model'))}; "
-            f"**{s['img_size']} px**; {_budget(s)} for every "
-            f"trained row; {s['threads']} thread(s) per run; metrics in %, mean ± sample std over seeds {s['seeds']} "
+            (f"Protocol: cub100 open-set, train on classes 0-49 (2,949 images), leave-one-out retrieval on classes "
+             f"50-99 (2,953 images); bundled {DISPLAY.get(s.get('model', 'mobilenetv2_100'), s.get('model'))}; "
+             f"**{s['img_size']} px**; {_budget(s)} for every trained row; "
+             if not pets_only else
+             f"Protocol: pets37 open-set (`--data.dataset folder`, breed folders in case-insensitive order), train "
+             f"on the first 18 breeds (180 photos), leave-one-out retrieval among the other 19 (190 photos); bundled "
+             f"{DISPLAY.get(s.get('model', 'mobilenetv2_100'), s.get('model'))}; **{s['img_size']} px**; 30 epochs "
+             f"(150 steps of 8 breeds x 4 photos) for every trained row, set by the pets37 rows themselves (run "
+             f"folders still carry the profile's default budget in their names); ")
+            + f"{s['threads']} thread(s) per run; metrics in %, mean ± sample std over seeds {s['seeds']} "
             f"(ablations and speed-up checks: first seed only). ICA settings of every adapter row: "
             f"`{' '.join(s['dva_defaults'])}`. Common overrides: `{_common(s['common'])}`. "
             f"embed img/s: the first {s['embed_images']} test images through the saved model with "
