@@ -35,6 +35,17 @@ def _model(name: str = "mobilenetv2_100", size: int = 96, **ica):
     return model
 
 
+def _photos(tmp_path, n: int = 5) -> list[str]:
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        a = np.full((80 + 8 * i, 100, 3), 30, np.uint8)
+        a[20:60, 30 + 5 * i:80] = rng.integers(120, 255, (40, 50 - 5 * i, 3))
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(a).save(paths[-1])
+    return paths
+
+
 @pytest.mark.parametrize("name,ica", [("mobilenetv2_100", {}),
                                       ("vit_tiny_patch16_224", {"target": "qk", "blocks": "-2:"})])
 def test_onnx_runner_equals_torch(cache, name, ica):
@@ -67,13 +78,7 @@ def test_self_boxes_and_prefix_cache_same_with_either_runner(cache, tmp_path):
 
     model = _model()
     cfg = model.cfg
-    rng = np.random.default_rng(0)
-    paths = []
-    for i in range(5):
-        a = np.full((80 + 8 * i, 100, 3), 30, np.uint8)
-        a[20:60, 30 + 5 * i:80] = rng.integers(120, 255, (40, 50 - 5 * i, 3))
-        paths.append(str(tmp_path / f"{i}.png"))
-        Image.fromarray(a).save(paths[-1])
+    paths = _photos(tmp_path)
     b_ref = compute_boxes(model, paths, cfg, tmp_path / "a.json", progress=False, runner=FrozenRunner(model))
     b_fast = compute_boxes(model, paths, cfg, tmp_path / "b.json", progress=False, runner=OnnxFrozenRunner(model))
     for p in paths:
@@ -136,3 +141,58 @@ def test_frozen_embedding_equals_torch_and_is_keyed_by_trained_backbone_weights(
     with torch.no_grad():
         next(full.encoder.parameters()).add_(0.01)
     assert frozen_cache_path(full, "embed", 96) != before
+
+
+@pytest.mark.parametrize("runner_cls", [FrozenRunner, OnnxFrozenRunner])
+@pytest.mark.parametrize("name,ica", [("mobilenetv2_100", {}),
+                                      ("vit_tiny_patch16_224", {"target": "qk", "blocks": "-2:"})])
+def test_one_pass_gives_the_boxes_and_prefixes_of_two(cache, tmp_path, runner_cls, name, ica):
+    """opa.loc_view=view: boxes + x-view prefixes from one pass equal the two separate passes."""
+    from dva.boxes import compute_boxes
+    from dva.transforms import eval_transform, view_transform
+    from dva_train.prefix_cache import build_prefix_cache
+    from dva_train.views import ViewDataset
+
+    size = 96 if name.startswith("mobilenet") else 224
+    model = _model(name, size, **ica)
+    cfg = model.cfg
+    cfg.opa.loc_view = "view"
+    paths = _photos(tmp_path)
+    runner = runner_cls(model)
+    sink: list = []
+    shared = compute_boxes(model, paths, cfg, tmp_path / "shared.json", progress=False, runner=runner,
+                           prefix_sink=sink)
+    alone = compute_boxes(model, paths, cfg, tmp_path / "alone.json", progress=False, runner=runner)
+    assert shared == alone  # the boxes: the same map either way
+    x_prefix = torch.cat(sink)
+    ds = ViewDataset(paths, [0, 0, 1, 1, 2], alone, cfg.opa, (0, 0, 0), eval_transform(size, model.data_cfg),
+                     view_transform(size, model.data_cfg), 1)
+    two = build_prefix_cache(runner, ds, ("x", "disc", "bg"), 2, torch.device("cpu"), progress=False)
+    one = build_prefix_cache(runner, ds, ("x", "disc", "bg"), 2, torch.device("cpu"), progress=False,
+                             given={"x": x_prefix[:, None]})
+    for v in ("x", "disc", "bg"):
+        a, b = two.tensors[v].float(), one.tensors[v].float()
+        assert a.shape == b.shape and torch.allclose(a, b, rtol=1e-3, atol=1e-3 * float(a.abs().max())), v
+    assert torch.equal(two.keep, one.keep) and torch.equal(two.labels, one.labels)
+    # a cached result is read back, not recomputed: nothing more goes to the sink
+    again: list = []
+    assert compute_boxes(model, paths, cfg, tmp_path / "shared.json", progress=False, runner=runner,
+                         prefix_sink=again) == shared and again == []
+
+
+def test_view_boxes_map_back_to_the_image():
+    """A map found on the centre crop gives a box of the whole image, extended where it meets the crop's edge."""
+    from dva.boxes import box_from_view_map, view_geometry
+    from dva.transforms import eval_transform
+
+    tf = eval_transform(224, {"mean": (0.5,) * 3, "std": (0.5,) * 3, "crop_pct": 0.875})  # resize 256, crop 224
+    sx, sy, left, top, c = view_geometry(tf, 400, 300)
+    assert (c, left, top) == (224, round((341 - 224) / 2), 16) and sx == pytest.approx(341 / 400)
+    inner = np.zeros((7, 7), np.float32)
+    inner[2:5, 2:5] = 1.0  # the middle of the crop
+    (x, y, w, h), score = box_from_view_map(inner, tf, 400, 300, threshold=0.5)
+    assert score > 0.5 and 0 < x < 200 < x + w < 400 and 0 < y < 150 < y + h < 300
+    edge = np.zeros((7, 7), np.float32)
+    edge[:, :3] = 1.0  # the left part of the crop, top to bottom
+    (x, y, w, h), _ = box_from_view_map(edge, tf, 400, 300, threshold=0.5)
+    assert (x, y, y + h) == (0.0, 0.0, 300.0) and x + w < 200  # extended left, up and down; not right

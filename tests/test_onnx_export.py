@@ -101,6 +101,45 @@ def test_identity_adapters_are_merged_gelu_ones_kept(pairs):
     assert n_nodes["identity"] == n_nodes["frozen"] < n_nodes["gelu"], n_nodes
 
 
+@pytest.mark.parametrize("rank", [4, 16])
+def test_adapter_norm_fold_is_exact_and_pads_the_bottleneck(rank):
+    """The export rewrite (BatchNorm into conv + ``up``, bottleneck padded to 16) keeps the function."""
+    import copy
+
+    from torch import nn
+
+    from dva import DVAConfig, build_model
+    from dva.ica import ConvAdapter
+    from dva.onnx_export import fold_adapter_norms
+
+    cfg = DVAConfig()
+    cfg.ica.rank = rank
+    model = perturb_trainable(build_model(cfg, 0), seed=1).eval()
+    x = torch.randn(3, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    folded = copy.deepcopy(model)
+    n = fold_adapter_norms(folded.encoder)
+    adapters = [m for m in folded.encoder.modules() if isinstance(m, ConvAdapter)]
+    assert n == len(adapters) == 9  # pw + pwl of the last two stages' blocks, and conv_head
+    assert all(a.ica_branch.down.out_channels == 16 for a in adapters)
+    # No BatchNorm is left after an adapted conv: the MobileNetV2's 52 minus the 9 folded ones.
+    n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in folded.encoder.modules())
+    assert n_bn == sum(isinstance(m, nn.BatchNorm2d) for m in model.encoder.modules()) - 9
+    with torch.no_grad():
+        torch.testing.assert_close(folded.embed(x), model.embed(x), atol=2e-6, rtol=0)
+        assert float((folded.embed(x, adapted=False) - model.embed(x, adapted=False)).abs().max()) < 2e-6
+
+
+def test_the_gelu_export_carries_the_folded_graph(pairs):
+    """The exported GELU graph has the padded bottleneck (the rewrite was not silently skipped)."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(pairs["gelu"][1].path)).graph
+    shapes = [tuple(numpy_helper.to_array(t).shape) for t in graph.initializer]
+    assert (16, 960, 1, 1) in shapes  # a rank-16 ``down`` beside a 960 -> 160 projection conv
+    assert not any(n.op_type == "BatchNormalization" for n in graph.node)
+
+
 def test_metadata_travels_with_the_file(pairs):
     torch_emb, onnx_emb = pairs["gelu"]
     meta = onnx_emb.meta

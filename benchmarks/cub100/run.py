@@ -13,7 +13,7 @@ parameters.
     python benchmarks/cub100/run.py --profile val --epochs 3 --max-steps 184   # validation split
     python benchmarks/cub100/run.py --render benchmarks/results/cub100_full.json ...   # docs only
     python benchmarks/cub100/run.py --quick --backbone lite2     # EfficientNet-Lite2 (rows.yaml: backbones)
-    python benchmarks/cub100/run.py --quick --backbone vit_s14   # DINOv2 ViT-S/14, Q/K adapters, 168 px
+    python benchmarks/cub100/run.py --quick --backbone vit_s14   # DINOv2 ViT-S/14, Q/K adapters, 126 px
     python benchmarks/cub100/run.py --profile pets37             # pets37 open set, yolox object views
 
 With pets37 present (``$DVA_PETS37`` or ``../shared/data/pets37``; ``--no-ood`` to skip), every
@@ -386,6 +386,26 @@ def _boxes_key(overrides: list[str]) -> str:
             f"{cfg.opa.threshold}_{cfg.opa.loc_scale}_{cfg.data.val_classes}.json")
 
 
+def reuse_runs(results: list[dict[str, Any]], settings: dict[str, Any]) -> dict[tuple[str, int], dict[str, Any]]:
+    """Finished runs of earlier result files, keyed by (row name, seed), with their recorded overrides.
+
+    Only files whose backbone, input size and budget equal ``settings`` give runs: a run of another
+    size or budget would fill a row it was not measured for.
+    """
+    keys = ("model", "img_size", "epochs", "max_steps")
+    out: dict[tuple[str, int], dict[str, Any]] = {}
+    for res in results:
+        s = res["settings"]
+        if any(s.get(k, "mobilenetv2_100" if k == "model" else None) != settings[k] for k in keys):
+            raise ValueError(f"--reuse {res.get('json')}: its settings {({k: s.get(k) for k in keys})} differ from "
+                             f"this run's {({k: settings[k] for k in keys})}")
+        for row in res["rows"]:
+            for run in row["runs"]:
+                out.setdefault((row["name"], int(run["seed"])), {"overrides": row["overrides"], "run": run,
+                                                                 "json": res.get("json")})
+    return out
+
+
 def run_one(name: str, kind: str, overrides: list[str], out: Path, cache_dir: Path, threads: int,
             embed_images: int, log: Callable[..., None] = print, ood: str | None = None) -> dict[str, Any]:
     """Run one row in a subprocess (reusing ``out/result.json`` when present); adds wall time + peak RSS."""
@@ -597,6 +617,7 @@ GROUP_TITLES = [("main", None), ("beta", "### Ablation: DPT weight beta"), ("ran
                 ("budget", "### Training budget and the SPEC section 6 reference"),
                 ("speedup", "### What the speed-ups cost"),
                 ("val", "### Validation split: train classes 0-39, retrieve 40-49 (184 steps; where the defaults were chosen)"),
+                ("beta_val", "### DPT weight beta on the validation split (train classes 0-39, retrieve 40-49; 184 steps)"),
                 ("pets37", ("### pets37 open set: full scenes, train on 18 breeds (180 photos), retrieve among the "
                             "other 19 (190 photos); object views from yolox boxes; 150 steps; seed 0"))]
 
@@ -707,6 +728,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--section", default=None,
                    help="the docs section to write (default: the backbone's, e.g. '## cub100: DVA vs baselines')")
     p.add_argument("--notes", default=None, help="a markdown file appended to the section (analysis)")
+    p.add_argument("--reuse", nargs="+", metavar="JSON", default=None,
+                   help="finished runs of earlier result files (same backbone, size and budget): written back as "
+                        "WORK_DIR/<run>/result.json, so that only the missing rows and seeds run")
     p.add_argument("--render", nargs="+", metavar="JSON", default=None,
                    help="run nothing: rebuild the docs section and plot from these result files (merged)")
     return p
@@ -748,10 +772,16 @@ def main(argv: list[str] | None = None) -> int:
     prefix = "" if args.backbone == "mobilenetv2" else f"{args.backbone}_"  # the MobileNetV2 folders as before
     pets = ood or find_dataset("pets37", explicit=args.ood_root)  # the OOD gallery and the pets37 rows' data
     markers = {"@pets37": str(pets / "images")} if pets else {}
+    reused = reuse_runs([json.loads(Path(f).read_text()) for f in args.reuse or []],
+                        {"model": bb.model, "img_size": args.img_size, "epochs": args.epochs, "max_steps": args.max_steps})
     for name, row, specs in expand_plan(table, plan, common, args.img_size, args.epochs, args.max_steps,
                                         args.embed_images, markers):
         runs = []
         for spec in specs:
+            old = reused.get((name, spec.seed))
+            res_path = work / f"{prefix}{spec.tag}" / "result.json"
+            if old and old["overrides"] == row.overrides and not res_path.is_file():
+                C.write_json(res_path, {**old["run"], "reused_from": old["json"]})
             print(f"[{time.strftime('%H:%M:%S')}] {prefix}{spec.tag}", flush=True)
             runs.append(run_one(name, spec.kind, spec.overrides, work / f"{prefix}{spec.tag}", cache, args.threads,
                                 spec.embed_images, ood=str(ood) if ood else None))

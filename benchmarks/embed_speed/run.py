@@ -4,8 +4,9 @@ onnxruntime, and 2 processes under torchrun; each with its forward-only ceiling.
 
 Model: the bundled ImageNet MobileNetV2 at 224 px with the default DVA adapters (an untrained
 ``build_model(DVAConfig(), 50)`` saved as a checkpoint: speed does not depend on the adapter
-values). Every ``dva embed`` run is a fresh process with the command's defaults (batch 64,
-decode workers as ``--workers`` defaults, torch's thread count = the cores, ``OMP_NUM_THREADS=1``
+values); then the other bundled backbones (``--backbones``) on the onnxruntime default. Every
+``dva embed`` run is a fresh process with the command's defaults (batch 64,
+decoding in the model's process with the next batch in a thread, torch's thread count = the cores, ``OMP_NUM_THREADS=1``
 per process under torchrun); img/s is what the command itself reports (images / seconds from the
 start of the embedding to the last shard written: model loading not included). Variants take
 turns within each repeat, so a change in the machine's load hits them all; medians over
@@ -46,8 +47,8 @@ BUSY = 2.5  # 1-minute load average above which the doc says the numbers are pes
 VARIANTS = {  # name -> (description, runtime, processes)
     "torch_eager": ("torch eager (NCHW)", "torch", 1),
     "torch_channels_last": ("torch channels_last (the torch runtime)", "torch", 1),
-    "onnx": ("onnxruntime (`--runtime onnx`, the default)", "onnx", 1),
-    "onnx_no_workers": ("onnxruntime, `--workers 0` (decode in the model's process)", "onnx", 1),
+    "onnx": ("onnxruntime (`--runtime onnx`, the default; decode in a thread)", "onnx", 1),
+    "onnx_worker": ("onnxruntime, `--workers 1` (decode in a worker process)", "onnx", 1),
     "torchrun_2x1": ("onnxruntime, 2 processes under torchrun, 1 thread each", "onnx", 2),
 }
 
@@ -72,13 +73,52 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def make_checkpoint(path: Path) -> Path:
-    """The default DVA adapters on the bundled MobileNetV2, untrained, as a checkpoint."""
+# Other bundled backbones (--backbones): `dva embed` on onnxruntime (the default) and the forward-only
+# ceiling, each at its own input size with its family's default adapters.
+BACKBONES = {  # name -> (timm model, input size, label)
+    "lite2": ("tf_efficientnet_lite2", 260, "EfficientNet-Lite2, 260 px"),
+    "vit_s14": ("vit_small_patch14_dinov2", 224, "DINOv2 ViT-S/14, 224 px"),
+}
+
+
+def make_checkpoint(path: Path, backbone: str = "mobilenetv2_100", img_size: int = 224) -> Path:
+    """The default DVA adapters on a bundled backbone, untrained, as a checkpoint."""
     from dva import DVAConfig, build_model
     from dva.checkpoint import save_checkpoint
 
-    save_checkpoint(path, build_model(DVAConfig(), 50))
+    cfg = DVAConfig()
+    cfg.backbone.name, cfg.backbone.img_size = backbone, img_size
+    save_checkpoint(path, build_model(cfg, 50))
     return path
+
+
+def other_backbones(names: list[str], images: Path, n: int, paths: list[str], work: Path, repeats: int,
+                    batch: int, shard: int) -> dict[str, Any]:
+    """`dva embed` img/s (onnxruntime, defaults) and the forward-only ceiling of each other backbone."""
+    import torch
+
+    from dva.inference import load_embedder
+
+    out: dict[str, Any] = {}
+    for name in names:
+        model, size, label = BACKBONES[name]
+        ckpt = make_checkpoint(work / f"{name}.safetensors", model, size)
+        onnx = load_embedder(checkpoint=str(ckpt), runtime="onnx")  # exported once, outside the timing
+        runs = [run_embed("onnx", ckpt, images, work / f"emb_{name}_{r}", n, batch, shard) for r in range(repeats)]
+        x = torch.stack([onnx.transform(_decode(p)) for p in paths])
+        onnx.embed_tensor(x[:batch])
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for s in range(0, len(x), batch):
+                onnx.embed_tensor(x[s:s + batch])
+            times.append(time.perf_counter() - t0)
+        out[name] = {"label": label, "model": model, "img_size": size, "runs": runs,
+                     "embed_img_per_s": statistics.median(r["img_per_s"] for r in runs),
+                     "forward_img_per_s": len(x) / statistics.median(times)}
+        print(f"{label:<28} {out[name]['embed_img_per_s']:7.1f} img/s (forward {out[name]['forward_img_per_s']:.1f})",
+              flush=True)
+    return out
 
 
 def embed_command(variant: str, ckpt: Path, images: Path, out: Path, batch: int, shard: int) -> tuple[list[str], dict]:
@@ -86,8 +126,8 @@ def embed_command(variant: str, ckpt: Path, images: Path, out: Path, batch: int,
     _, runtime, procs = VARIANTS[variant]
     args = ["embed", "--checkpoint", str(ckpt), "--images", str(images), "--out", str(out), "--runtime", runtime,
             "--batch-size", str(batch), "--shard-size", str(shard), "--no-progress"]
-    if variant == "onnx_no_workers":
-        args += ["--workers", "0"]
+    if variant == "onnx_worker":
+        args += ["--workers", "1"]
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     if variant == "torch_eager":
         return [sys.executable, "-c", _EAGER, *args], env
@@ -131,6 +171,13 @@ def forward_only(ckpt: Path, paths: list[str], repeats: int, batch: int) -> dict
               "onnx": (onnx, onnx.embed_tensor)}
     one_thread = OnnxEmbedder(onnx.path, threads=1)
     models["onnx_1_thread"] = (one_thread, one_thread.embed_tensor)
+    # The same graph without the export's BatchNorm fold (dva.onnx_export.fold_adapter_norms), one thread.
+    from dva.onnx_export import export_onnx
+
+    unfolded_path = Path(onnx.path).with_name("unfolded.onnx")
+    export_onnx(cl, unfolded_path, fold=False)
+    unfolded = OnnxEmbedder(unfolded_path, threads=1)
+    models["onnx_1_thread_unfolded"] = (unfolded, unfolded.embed_tensor)
     out: dict[str, Any] = {"images": len(paths), "batch": batch, "threads": torch.get_num_threads()}
     for name, (_, fn) in models.items():
         fn(x[:batch])  # warm-up
@@ -224,7 +271,7 @@ def cosines(dirs: dict[str, Path], forward: dict[str, Any]) -> dict[str, Any]:
     for v, d in dirs.items():
         out["embed"][v] = float((load_embeddings(d).vectors * ref).sum(1).min())
     fref = forward["torch_channels_last"]["vectors"]
-    for v in ("torch_eager", "onnx", "onnx_1_thread"):
+    for v in ("torch_eager", "onnx", "onnx_1_thread", "onnx_1_thread_unfolded"):
         out["forward"][v] = float((forward[v]["vectors"] * fref).sum(1).min())
     if "torchrun_2x1" in dirs and "onnx" in dirs:
         a, b = (sorted((dirs[v] / "shards").glob("*.npy")) for v in ("onnx", "torchrun_2x1"))
@@ -266,18 +313,21 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         decode = decode_rate(paths, load_embedder(checkpoint=str(ckpt), runtime="torch").transform)
         equal = cosines(dirs, forward)
         draft = jpeg_draft_check(ckpt, paths, work)
-    for v in ("torch_eager", "torch_channels_last", "onnx", "onnx_1_thread"):
+        others = other_backbones([b for b in args.backbones.split(",") if b], images, len(paths),
+                                 paths[: args.forward_images], work, args.repeats, args.batch_size, args.shard_size)
+    for v in ("torch_eager", "torch_channels_last", "onnx", "onnx_1_thread", "onnx_1_thread_unfolded"):
         forward[v].pop("vectors")
     return {"variants": variants, "runs": runs, "export_seconds": round(export_s, 1),
             "embed_img_per_s": {v: statistics.median(r["img_per_s"] for r in runs[v]) for v in variants},
             "forward": forward, "decode_img_per_s_one_core": decode, "cosine": equal, "jpeg_draft": draft,
+            "backbones": others,
             "images": len(paths), "dataset": str(root)}
 
 
 def ceiling(result: dict[str, Any], variant: str) -> float:
     f = result["forward"]
     return {"torch_eager": f["torch_eager"]["img_per_s"], "torch_channels_last": f["torch_channels_last"]["img_per_s"],
-            "onnx": f["onnx"]["img_per_s"], "onnx_no_workers": f["onnx"]["img_per_s"],
+            "onnx": f["onnx"]["img_per_s"], "onnx_worker": f["onnx"]["img_per_s"],
             "torchrun_2x1": 2 * f["onnx_1_thread"]["img_per_s"]}[variant]
 
 
@@ -290,6 +340,9 @@ def markdown(result: dict[str, Any]) -> str:
         cos = result["cosine"]["embed"].get(v)
         rows.append([VARIANTS[v][0], f"{result['embed_img_per_s'][v]:.0f}", f"{ceiling(result, v):.0f}",
                      "reference" if v == "torch_channels_last" else f"{cos:.7f}"])
+    for b in result.get("backbones", {}).values():
+        rows.append([f"{b['label']}: onnxruntime (the default)", f"{b['embed_img_per_s']:.0f}",
+                     f"{b['forward_img_per_s']:.0f}", "-"])
     table = C.md_table(["runtime", "`dva embed` img/s (decode included)", "forward-only img/s (ceiling)",
                         "min cosine to torch channels_last"], rows, "lrrr")
     d, c = result["jpeg_draft"], result["cosine"]
@@ -306,15 +359,20 @@ def markdown(result: dict[str, Any]) -> str:
              "DVA adapters (GELU, rank 16, beside pw+pwl+head of the last two stages; untrained: speed does not "
              "depend on the values). `dva embed` runs with its defaults: batch "
              f"{result['settings']['batch_size']}, shards of {result['settings']['shard_size']} images (whole "
-             "shards per process under torchrun), one decode worker process (`--workers` default on >= 2 cores), "
-             "torch threads = cores (onnxruntime: as many threads, each batch split between them, one thread per "
-             "part). img/s = images / embedding time "
+             "shards per process under torchrun), decoding in this process with the next batch in a thread "
+             "(`--workers 0`, the default), torch threads = cores (onnxruntime: as many threads, each batch split "
+             "between them, one thread per part; adapters exported with their BatchNorm folded in). The other "
+             "bundled backbones (last rows) run the onnxruntime default with their own default adapters (rank 16; "
+             "the ViT: Q/K in every block). img/s = images / embedding time "
              "as the command reports it (model loading excluded), median of "
              f"{result['settings']['repeats']} runs, the variants taking turns. Forward-only = preprocessed "
              f"tensors through the model alone ({result['forward']['images']} photos, batch "
              f"{result['forward']['batch']}); for 2 processes, twice the one-thread figure.\n\n{table}\n\n"
              f"- Decode + resize + crop + normalise of these photos: "
              f"{result['decode_img_per_s_one_core']:.0f} img/s on one core.\n"
+             f"- Forward-only on one thread, the export's BatchNorm fold (docs/METHOD.md, Inference) on vs "
+             f"off: {result['forward']['onnx_1_thread']['img_per_s']:.0f} vs "
+             f"{result['forward']['onnx_1_thread_unfolded']['img_per_s']:.0f} img/s.\n"
              f"- One-time ONNX export into the cache (first `--runtime onnx` use of a model): "
              f"{result['export_seconds']:.0f} s.\n"
              f"- Forward-only, min cosine to torch channels_last: eager {c['forward']['torch_eager']:.7f}, "
@@ -342,6 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="`dva embed --shard-size` (default 64: 8 shards of 512 photos, so 2 processes share them)")
     ap.add_argument("--forward-images", type=int, default=128, help="photos for the forward-only figures")
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {','.join(VARIANTS)}")
+    ap.add_argument("--backbones", default=",".join(BACKBONES),
+                    help=f"other bundled backbones, comma-separated from {','.join(BACKBONES)} ('' for none)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--no-doc", action="store_true", help="do not update docs/BENCHMARKS.md")
     return ap

@@ -184,6 +184,9 @@ class BoxJob:
     device: torch.device | str = "cpu"
     progress: bool = True
     runner: FrozenRunner | None = None  # who runs the frozen network (None: torch, :mod:`dva.frozen`)
+    # opa.loc_view=view: the self-localisation pass also hands the x view's frozen prefix (float16,
+    # batches in path order) to this list, so that the prefix cache need not run it again.
+    prefix_sink: list | None = None
 
 
 @dataclass(frozen=True)
@@ -208,7 +211,7 @@ class BoxSource:
 
 
 class _Whole(Dataset):
-    """Whole images squashed to the input size, so the response map covers the full image."""
+    """Each image through ``tf`` (whole and squashed, or the original view), with its size."""
 
     def __init__(self, paths: Sequence[str], tf: Callable) -> None:
         self.paths, self.tf = list(paths), tf
@@ -221,22 +224,73 @@ class _Whole(Dataset):
         return self.tf(img), img.width, img.height
 
 
+def view_geometry(transform: Callable, img_w: int, img_h: int) -> tuple[float, float, float, float, int]:
+    """Where the original view (Resize of the short side, then CenterCrop) sits in an image.
+
+    Returns:
+        ``(scale_x, scale_y, left, top, crop)``: view pixel ``(u, v)`` is image pixel
+        ``((u + left) / scale_x, (v + top) / scale_y)``. Follows torchvision's own rounding.
+    """
+    steps = {type(t).__name__: t for t in getattr(transform, "transforms", [])}
+    resize, crop = steps.get("Resize"), steps.get("CenterCrop")
+    if resize is None or crop is None or not isinstance(resize.size, int | list | tuple):
+        raise ValueError("opa.loc_view=view needs an eval transform of Resize + CenterCrop")
+    r = resize.size if isinstance(resize.size, int) else resize.size[0]
+    short, long = sorted((img_w, img_h))
+    new_short, new_long = r, int(r * long / short)
+    new_w, new_h = (new_short, new_long) if img_w <= img_h else (new_long, new_short)
+    c = int(crop.size[0])
+    left, top = int(round((new_w - c) / 2.0)), int(round((new_h - c) / 2.0))
+    return new_w / img_w, new_h / img_h, float(left), float(top), c
+
+
+def box_from_view_map(act: torch.Tensor | np.ndarray, transform: Callable, img_w: int, img_h: int,
+                      threshold: float = 0.0) -> tuple[Box, float]:
+    """:func:`box_from_map` on the original view, as a box of the whole image.
+
+    The map covers only the centre crop; where the box reaches the crop's edge the object
+    likely goes on beyond it, so that side is extended to the image's edge.
+    """
+    sx, sy, left, top, c = view_geometry(transform, img_w, img_h)
+    (u, v, bw, bh), score = box_from_map(act, c, c, threshold)
+    x0 = 0.0 if u <= 0.5 else (u + left) / sx
+    y0 = 0.0 if v <= 0.5 else (v + top) / sy
+    x1 = float(img_w) if u + bw >= c - 0.5 else (u + bw + left) / sx
+    y1 = float(img_h) if v + bh >= c - 0.5 else (v + bh + top) / sy
+    x0, y0 = min(max(x0, 0.0), float(img_w)), min(max(y0, 0.0), float(img_h))
+    x1, y1 = min(max(x1, x0 + 1.0), float(img_w)), min(max(y1, y0 + 1.0), float(img_h))
+    return (x0, y0, x1 - x0, y1 - y0), score
+
+
 def _self_boxes(job: BoxJob) -> Boxes:
-    """The frozen backbone's response (adapters disabled) on each whole image."""
+    """The frozen backbone's response (adapters disabled) on each whole image, or on its original view.
+
+    ``opa.loc_view=whole``: the whole image squashed to ``loc_scale`` x the input size.
+    ``opa.loc_view=view``: the original (x) view at ``loc_scale`` x the input size; with
+    ``job.prefix_sink`` (and ``loc_scale`` 1) the same pass also yields the x view's frozen prefix.
+    """
     from dva.frozen import FrozenRunner
-    from dva.transforms import view_transform
+    from dva.transforms import eval_transform, view_transform
 
     cfg, model = job.cfg, job.model
     runner = job.runner or FrozenRunner(model, job.device)
-    tf = view_transform(round(cfg.backbone.img_size * cfg.opa.loc_scale), model.data_cfg)
+    size = round(cfg.backbone.img_size * cfg.opa.loc_scale)
+    on_view = cfg.opa.loc_view == "view"
+    tf = eval_transform(size, model.data_cfg) if on_view else view_transform(size, model.data_cfg)
+    share = on_view and job.prefix_sink is not None and size == cfg.backbone.img_size
     loader = DataLoader(_Whole(job.paths, tf), batch_size=cfg.train.batch_size_eval,
                         num_workers=cfg.train.num_workers)
     out: Boxes = {}
     k = 0
     for x, ws, hs in tqdm(loader, desc="boxes", unit="batch", disable=not job.progress):
-        maps = runner.activation_map(x)
-        for m, w, h in zip(maps, ws.tolist(), hs.tolist()):
-            out[job.paths[k]] = box_from_map(m, w, h, cfg.opa.threshold)
+        if share:
+            h, maps = runner.prefix_and_map(x)
+            job.prefix_sink.append(h.half().cpu().contiguous())
+        else:
+            maps = runner.activation_map(x)
+        for m, w, h_ in zip(maps, ws.tolist(), hs.tolist()):
+            out[job.paths[k]] = (box_from_view_map(m, tf, w, h_, cfg.opa.threshold) if on_view
+                                 else box_from_map(m, w, h_, cfg.opa.threshold))
             k += 1
     return out
 
@@ -361,7 +415,8 @@ def min_score(source: str, configured: float) -> float:
 
 def compute_boxes(model: DVAModel | None, paths: Sequence[str], cfg: DVAConfig, cache: str | Path,
                   annotated: dict[str, Box] | None = None, device: torch.device | str = "cpu",
-                  progress: bool = True, runner: FrozenRunner | None = None) -> Boxes:
+                  progress: bool = True, runner: FrozenRunner | None = None,
+                  prefix_sink: list | None = None) -> Boxes:
     """Boxes ``path -> ((x, y, w, h), score)`` from ``cfg.opa.box_source``.
 
     Results of a cached source are stored in ``cache`` keyed by the source, the backbone
@@ -369,6 +424,7 @@ def compute_boxes(model: DVAModel | None, paths: Sequence[str], cfg: DVAConfig, 
     resumes are free. ``model`` may be None for sources that do not read the backbone. The
     result of a detector source is a :class:`FoundBoxes` (``.labels``: each box's class).
     ``runner`` runs the frozen network for ``self`` (:func:`dva.frozen.frozen_runner`; default torch).
+    ``prefix_sink``: see :class:`BoxJob` (filled only when the ``self`` boxes are computed now).
     """
     name = cfg.opa.box_source
     if not cfg.opa.enabled or name == "none":
@@ -376,7 +432,7 @@ def compute_boxes(model: DVAModel | None, paths: Sequence[str], cfg: DVAConfig, 
     if name not in SOURCES:
         raise ValueError(f"opa.box_source must be {' | '.join([*SOURCES, 'none'])}, got {name!r}")
     source = SOURCES[name]
-    job = BoxJob(list(paths), cfg, model, dict(annotated or {}), device, progress, runner)
+    job = BoxJob(list(paths), cfg, model, dict(annotated or {}), device, progress, runner, prefix_sink)
     if not source.cached:
         return source.find(job)
     # The key "detector" holds any source's extra setting (its name from when only the detector
@@ -388,6 +444,8 @@ def compute_boxes(model: DVAModel | None, paths: Sequence[str], cfg: DVAConfig, 
             raise ValueError(f"opa.box_source={name} needs the frozen backbone (no model given)")
         meta = {"source": name, "fingerprint": model.fingerprint, "img_size": cfg.backbone.img_size,
                 "threshold": cfg.opa.threshold, "loc_scale": cfg.opa.loc_scale, **meta}
+        if name == "self" and cfg.opa.loc_view != "whole":  # "whole" caches keep their old key
+            meta["loc_view"] = cfg.opa.loc_view
     meta = json.loads(json.dumps(meta))  # as it reads back from the file (tuples -> lists)
     hit = load_boxes_cache(cache, meta)
     if hit is not None and all(p in hit for p in job.paths):

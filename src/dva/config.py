@@ -73,6 +73,12 @@ class OPAConfig:
     # for 4x the cost of the box pass; 1 is the default for speed.
     threshold: float = 0.4
     loc_scale: float = 1.0
+    # Which picture self-localisation looks at. "whole": the whole image squashed to the input size
+    # (a frozen pass of its own). "view": the original training view (resize + centre crop, what
+    # the x-view prefix cache holds), the box mapped back to the image and, where it touches the
+    # view's edge, extended to the image's edge; with the prefix cache and loc_scale 1 the boxes
+    # and the x-view prefixes then come from ONE frozen pass (docs/METHOD.md, Training).
+    loc_view: str = "whole"
     expand: float = 1.1  # box enlargement before cropping (DVF)
     aspect: float = 0.75  # short/long side ratio the crop is padded to (DVF: 3:4)
     background: bool = True  # also build x_bg (object box filled with the mean colour)
@@ -202,6 +208,7 @@ BOX_SOURCES = ("self", "annotations", "none", "detector", "yolox", "saliency", "
 CHOICES: dict[str, tuple[str, ...]] = {
     "ica.act": ("gelu", "relu", "identity"),
     "opa.box_source": BOX_SOURCES,
+    "opa.loc_view": ("whole", "view"),
     "train.trainable": ("ica", "head", "full", "none"),
     "train.proxy_init": ("mean", "randn"),
     "train.augment": ("standard", "flip", "none"),

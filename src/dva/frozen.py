@@ -10,6 +10,8 @@ jobs one interface whichever runtime serves them:
 * :meth:`FrozenRunner.prefix` — the layers below the first adapter (``DVAModel.prefix``);
 * :meth:`FrozenRunner.activation_map` — the response map of the frozen network, adapters
   disabled (``DVAModel.activation_map(x, adapted=False)``);
+* :meth:`FrozenRunner.prefix_and_map` — both of the first two from one pass over the same
+  view (``opa.loc_view=view``: the boxes found on the training view whose prefix is cached);
 * :meth:`FrozenRunner.embed` — the frozen embedding (``DVAModel.embed(x, adapted=False)``): the
   step-0 baseline evaluation and the proxy initialisation of runs trained on images.
 
@@ -61,6 +63,11 @@ class FrozenRunner:
         """``model.embed(x, adapted=False)``: L2-normalised, ``(B, dim)`` on the CPU."""
         return self.model.embed(x.to(self.device), adapted=False).float().cpu()
 
+    def prefix_and_map(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``model.prefix_and_map(x)``: the prefix (float32, runner's device) and the map (CPU), one pass."""
+        h, m = self.model.prefix_and_map(x.to(self.device))
+        return h.float(), m.cpu()
+
 
 class _Graph(nn.Module):
     """What is traced: one frozen job of the model (a deep copy, adapters disabled)."""
@@ -69,9 +76,12 @@ class _Graph(nn.Module):
         super().__init__()
         self.model, self.job = model, job
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         if self.job == "prefix":
             return self.model.prefix(x).contiguous()
+        if self.job == "prefix_map":
+            h, m = self.model.prefix_and_map(x)
+            return h.contiguous(), m
         if self.job == "embed":
             return self.model.embed(x, adapted=False)
         return self.model.activation_map(x, adapted=False)
@@ -105,7 +115,10 @@ class OnnxFrozenRunner(FrozenRunner):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return self._run("embed", x)
 
-    def _run(self, job: str, x: torch.Tensor) -> torch.Tensor:
+    def prefix_and_map(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._run("prefix_map", x)
+
+    def _run(self, job: str, x: torch.Tensor) -> Any:
         from dva.onnx_embedder import SplitSessions
 
         key = (job, int(x.shape[-1]))
@@ -120,8 +133,12 @@ class OnnxFrozenRunner(FrozenRunner):
                               "(train.frozen_runtime=torch silences this)", stacklevel=2)
                 self._sessions[key] = None
         if self._sessions[key] is None:
-            return getattr(super(), {"prefix": "prefix", "map": "activation_map", "embed": "embed"}[job])(x)
+            return getattr(super(), {"prefix": "prefix", "map": "activation_map", "embed": "embed",
+                                     "prefix_map": "prefix_and_map"}[job])(x)
         a = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
+        if job == "prefix_map":
+            h, m = self._sessions[key].run_all(a)
+            return torch.from_numpy(h), torch.from_numpy(m)
         return torch.from_numpy(self._sessions[key].run(a))
 
 
@@ -144,7 +161,7 @@ def frozen_cache_path(model: DVAModel, job: str, size: int) -> Path:
 
 
 def export_frozen(model: DVAModel, job: str, size: int) -> Path:
-    """Export ``job`` (``prefix``, ``map`` or ``embed``) of ``model`` at ``size`` px once; returns the file."""
+    """Export ``job`` (``prefix``, ``map``, ``prefix_map`` or ``embed``) of ``model`` at ``size`` px once."""
     from dva.utils import atomic_write_bytes
 
     path = frozen_cache_path(model, job, size)
@@ -154,8 +171,9 @@ def export_frozen(model: DVAModel, job: str, size: int) -> Path:
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
+        outs = ["y", "m"] if job == "prefix_map" else ["y"]
         torch.onnx.export(graph, (torch.zeros(2, 3, size, size),), buf, dynamo=False, opset_version=17,
-                          input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "b"}, "y": {0: "b"}})
+                          input_names=["x"], output_names=outs, dynamic_axes={k: {0: "b"} for k in ["x", *outs]})
     atomic_write_bytes(path, buf.getvalue())
     return path
 

@@ -15,7 +15,7 @@ from dva.config import DVAConfig
 from dva.data.images import to_rgb
 from dva.model import DVAModel, build_model
 from dva.transforms import eval_transform
-from dva.utils import resolve_device
+from dva.utils import prefetch_map, resolve_device
 
 
 class _Paths(Dataset):
@@ -62,10 +62,19 @@ def embed_pil_images(embedder: EmbedderLike, images: Sequence[Image.Image]) -> n
 
 def embed_image_files(embedder: EmbedderLike, paths: Sequence[str], batch_size: int = 64, num_workers: int = 0,
                       progress: bool = True) -> np.ndarray:
-    """Image files -> embeddings in order, decoded in ``num_workers`` processes (any runtime)."""
+    """Image files -> embeddings in order, decoded in ``num_workers`` processes (any runtime).
+
+    ``num_workers=0``: decoded in this process, the next batch in a background thread while the
+    model runs (:func:`dva.utils.prefetch_map`).
+    """
     from tqdm.auto import tqdm
 
-    loader = DataLoader(_Paths(paths, embedder.transform), batch_size=batch_size, num_workers=num_workers)
+    ds = _Paths(paths, embedder.transform)
+    if num_workers > 0:
+        loader = DataLoader(ds, batch_size=batch_size, num_workers=num_workers)
+    else:
+        chunks = [range(s, min(s + batch_size, len(ds))) for s in range(0, len(ds), batch_size)]
+        loader = prefetch_map(lambda idx: torch.stack([ds[i] for i in idx]), chunks)
     out = [embedder.embed_tensor(x) for x in tqdm(loader, desc="embed", unit="batch", disable=not progress)]
     return torch.cat(out).numpy() if out else np.zeros((0, embedder.dim), np.float32)
 

@@ -89,6 +89,23 @@ class DVAModel(nn.Module):
             return F.normalize(bb.pool(self.encoder, self.features(x)), dim=-1)
 
     @torch.no_grad()
+    def prefix_and_map(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`prefix` and the frozen network's :meth:`activation_map` from one pass.
+
+        The prefix is the input of the rest of the network, so the frozen response map
+        (adapters disabled) continues from it: self-localisation boxes and the prefix cache of
+        the same view cost one forward pass (docs/METHOD.md, Training).
+        """
+        h = self.prefix(x)
+        with ica_disabled(self.encoder):
+            if self.family == "vit":
+                t = h
+                for blk in self.encoder.blocks[self.split:-1]:
+                    t = blk(t)
+                return h, bb.activation_map(self.encoder, None, bb.last_block_attention(self.encoder, t))
+            return h, bb.activation_map(self.encoder, bb.forward_suffix(self.encoder, h, self.split))
+
+    @torch.no_grad()
     def activation_map(self, x: torch.Tensor, adapted: bool = True) -> torch.Tensor:
         """Where the encoder responds, ``(B, h, w)`` in [0, 1] (docs/METHOD.md, OPA; the paper's Fig. 4)."""
         def run() -> torch.Tensor:

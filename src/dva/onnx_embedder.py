@@ -122,16 +122,21 @@ class SplitSessions:
 
     def run(self, a: np.ndarray) -> np.ndarray:
         """The graph's first output for the float32 batch ``a``."""
+        return self.run_all(a)[0]
+
+    def run_all(self, a: np.ndarray) -> list[np.ndarray]:
+        """Every output of the graph for the float32 batch ``a`` (each with the batch axis first)."""
         parts = self.threads if self.device == "cpu" and self.threads > 1 else 1
         if len(a) < parts or parts == 1:
-            return self.session(self.threads).run(None, {self.input: a})[0]
+            return self.session(self.threads).run(None, {self.input: a})
         one = self.session(1)
         if self._pool is None:
             with self._lock:
                 self._pool = self._pool or ThreadPoolExecutor(parts, thread_name_prefix="dva-onnx")
         jobs = [self._pool.submit(one.run, None, {self.input: np.ascontiguousarray(c)})
                 for c in np.array_split(a, parts)]
-        return np.concatenate([j.result()[0] for j in jobs])
+        results = [j.result() for j in jobs]
+        return [np.concatenate([r[i] for r in results]) for i in range(len(results[0]))]
 
     def close(self) -> None:
         """Drop the sessions and the thread pool (they are made again on the next run)."""

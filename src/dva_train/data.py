@@ -281,10 +281,13 @@ class ImageBatches(BatchSource):
 
 
 def build_batches(cfg: DVAConfig, model: DVAModel, data: TrainData, boxes: Boxes, info: DistInfo,
-                  progress: bool = True, runner: FrozenRunner | None = None) -> BatchSource:
+                  progress: bool = True, runner: FrozenRunner | None = None,
+                  x_prefix: torch.Tensor | None = None) -> BatchSource:
     """The batch source of this run: prefix caches (built or loaded) or online images.
 
     ``runner`` runs the frozen prefix (:func:`dva.frozen.frozen_runner`; default: torch).
+    ``x_prefix``: the training images' x-view prefixes ``(N, ...)``, float16, already computed by
+    the self-localisation pass (``opa.loc_view=view``); only the other views then run.
     """
     fill = mean_colour(data.train_paths)
     size, dcfg = cfg.backbone.img_size, model.data_cfg
@@ -302,14 +305,18 @@ def build_batches(cfg: DVAConfig, model: DVAModel, data: TrainData, boxes: Boxes
     extra = {"boxes": sorted((p, boxes.get(p)) for p in data.train_paths), "fill": fill,
              "opa": [o.box_source, o.expand, o.aspect, o.min_score, o.background]}
     runner = runner or FrozenRunner(model, info.device)
-    train = _cached(model, runner, ds, names, flips, extra, cfg, info, "train", progress)
+    given = {"x": x_prefix[:, None]} if x_prefix is not None and flips == 1 else {}
+    train = _cached(model, runner, ds, names, flips, extra, cfg, info, "train", progress, given)
     evals = _cached(model, runner, eds, ("x",), 1, {}, cfg, info, data.eval_name, progress)
     return PrefixBatches(train, evals, cfg, info)
 
 
 def _cached(model: DVAModel, runner: FrozenRunner, ds: ViewDataset, names: tuple[str, ...], flips: int, extra: dict, cfg: DVAConfig,
-            info: DistInfo, what: str, progress: bool) -> PrefixCache:
-    """Load the prefix cache from ``train.cache_dir`` when present, else build (and store) it."""
+            info: DistInfo, what: str, progress: bool, given: dict[str, torch.Tensor] | None = None) -> PrefixCache:
+    """Load the prefix cache from ``train.cache_dir`` when present, else build (and store) it.
+
+    ``given``: views whose prefixes are already computed (they are not run again).
+    """
     labels = {"labels": hashlib.sha256(np.asarray(ds.labels).tobytes()).hexdigest()}
     keys = cache_keys(model, names, ds.paths, flips, extra, labels)
     folder = cfg.train.cache_dir
@@ -318,7 +325,7 @@ def _cached(model: DVAModel, runner: FrozenRunner, ds: ViewDataset, names: tuple
         if hit is not None:
             return hit
     cache = build_prefix_cache(runner, ds, names, cfg.train.batch_size_eval, info.device, cfg.train.num_workers,
-                               f"cache {what}", progress)
+                               f"cache {what}", progress, given)
     if folder and info.main:
         cache.save(folder, keys)
     return cache

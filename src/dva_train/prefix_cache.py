@@ -89,23 +89,29 @@ def cache_keys(model: DVAModel, views: tuple[str, ...], paths: list[str], flips:
 @torch.no_grad()
 def build_prefix_cache(runner: FrozenRunner, dataset: Dataset, views: tuple[str, ...], batch_size: int,
                        device: torch.device, num_workers: int = 0, desc: str = "cache",
-                       progress: bool = True) -> PrefixCache:
+                       progress: bool = True, given: dict[str, torch.Tensor] | None = None) -> PrefixCache:
     """Run ``runner.prefix`` (the frozen layers below the first adapter) over every item of ``dataset``.
 
     ``dataset`` items are :class:`~dva_train.views.ViewSample` records, each view either
     ``(3, H, W)`` or ``(flips, 3, H, W)``; only the fields named in ``views`` (``x``, ``disc``,
-    ``bg``) are computed.
+    ``bg``) are computed, except those in ``given`` (``(N, flips, ...)`` float16 prefixes computed
+    elsewhere, e.g. by the self-localisation pass over the same view).
     """
+    given = {v: t for v, t in (given or {}).items() if v in views}
+    for v, t in given.items():
+        if len(t) != len(dataset):
+            raise ValueError(f"given {v} prefixes: {len(t)} rows for {len(dataset)} images")
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
-    store: dict[str, list[torch.Tensor]] = {v: [] for v in views}
+    store: dict[str, list[torch.Tensor]] = {v: [] for v in views if v not in given}
     keeps, labels = [], []
     for item in tqdm(loader, desc=desc, unit="batch", disable=not progress):
-        for v in views:
+        for v in store:
             t = getattr(item, v)
             flat = t.flatten(0, 1) if t.dim() == 5 else t
             h = runner.prefix(flat.to(device)).half().cpu().contiguous()
             store[v].append(h.view(t.shape[0], -1, *h.shape[1:]))
         keeps.append(torch.as_tensor(item.keep, dtype=torch.float32))
         labels.append(torch.as_tensor(item.label, dtype=torch.long))
-    tensors = {v: torch.cat(s).contiguous() for v, s in store.items()}
+    built = {v: torch.cat(s).contiguous() for v, s in store.items()}
+    tensors = {v: given[v].contiguous() if v in given else built[v] for v in views}
     return PrefixCache(tensors, torch.cat(keeps), torch.cat(labels))

@@ -33,7 +33,7 @@ from dva.config import DVAConfig, save_config
 from dva.model import DVAModel, build_model, count_parameters
 from dva.objective import DVAObjective
 from dva.utils import atomic_write_json, seed_everything
-from dva_train.data import Batch, BatchSource, TrainData, build_batches, opa_views, prepare_data
+from dva_train.data import Batch, BatchSource, TrainData, build_batches, opa_views, prepare_data, use_prefix_cache
 from dva_train.distributed import DistInfo, any_rank, barrier, cleanup, init_distributed
 from dva_train.guard import Finding, Guard, lr_fix, lr_warning, mean_pairwise_cosine
 from dva_train.runlog import RunLog
@@ -87,8 +87,8 @@ def _train(cfg: DVAConfig, info: DistInfo, resume: bool, progress: bool, allow_c
     changes = check_resume_config(saved, cfg, allow_changes) if saved is not None else {}
     run = _setup(cfg, info, progress, str((saved or {}).get("run_id", "")))
     t0 = time.time()
-    boxes = _boxes(run)
-    source = build_batches(cfg, run.model, run.data, boxes, info, progress, run.frozen)
+    boxes, x_prefix = _boxes(run)
+    source = build_batches(cfg, run.model, run.data, boxes, info, progress, run.frozen, x_prefix)
     prep_s = time.time() - t0
     _init_proxies(run, source)
     trainer = _Trainer(run, source)
@@ -128,17 +128,24 @@ def _setup(cfg: DVAConfig, info: DistInfo, progress: bool, run_id: str = "") -> 
     return _Run(cfg, info, out, log, data, model, progress, frozen_runner(model, info.device, cfg.train.frozen_runtime))
 
 
-def _boxes(run: _Run) -> Boxes:
-    """OPA boxes: rank 0 computes them (or reads the cache), the other ranks then read its file."""
-    d, info = run.data, run.info
+def _boxes(run: _Run) -> tuple[Boxes, torch.Tensor | None]:
+    """OPA boxes: rank 0 computes them (or reads the cache), the other ranks then read its file.
+
+    With ``opa.loc_view=view`` and the x view cached as it is, the pass that finds the boxes also
+    returns the x view's prefixes (one frozen pass for both; None when the boxes came from a cache).
+    """
+    d, info, cfg = run.data, run.info, run.cfg
     path = run.out / "boxes.json"
+    share = (cfg.opa.loc_view == "view" and cfg.opa.box_source == "self" and opa_views(cfg)
+             and use_prefix_cache(cfg, run.model) and not cfg.train.cache_flips)
+    sink: list | None = [] if share and info.main else None
     if info.main:
-        boxes = compute_boxes(run.model, d.train_paths, run.cfg, path, d.annotated, info.device, run.progress,
-                              run.frozen)
+        boxes = compute_boxes(run.model, d.train_paths, cfg, path, d.annotated, info.device, run.progress,
+                              run.frozen, sink)
     barrier(info)
     if not info.main:
-        boxes = compute_boxes(run.model, d.train_paths, run.cfg, path, d.annotated, info.device, False)
-    return boxes
+        boxes = compute_boxes(run.model, d.train_paths, cfg, path, d.annotated, info.device, False)
+    return boxes, (torch.cat(sink) if sink else None)
 
 
 def _box_report(run: _Run, boxes: Boxes) -> tuple[int, dict[str, Any]]:

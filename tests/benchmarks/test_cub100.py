@@ -17,6 +17,7 @@ ALL_ROW_NAMES = [
     "val_frozen", "val_head", "val_ica_r4", "val_dva_r4", "val_dva_r4_lr3e-3", "val_dva_r8pw", "val_ica_r2all",
     "val_ica_r4pwall", "val_full",
     "pets_frozen", "pets_head", "pets_full", "pets_ica", "pets_ica_opa", "pets_dva",
+    "val_beta0", "val_beta0.5", "val_beta1", "val_beta2", "val_beta5",
 ]
 FROZEN_ROWS = {
     "frozen": ("main", "frozen backbone", []),
@@ -66,7 +67,11 @@ def test_rows_yaml_matches_the_frozen_table():
     assert list(rows) == ALL_ROW_NAMES
     for name, want in FROZEN_ROWS.items():
         assert tuple(rows[name]) == want, name
-    assert list(bench.ROWS.sets) == ["main", "ablations", "speedup", "val", "pets37"]
+    assert list(bench.ROWS.sets) == ["main", "ablations", "speedup", "val", "pets37", "beta_val"]
+    # The beta study on the validation split: beta = 1 is the val DVA row itself (one run folder).
+    assert tuple(rows["val_beta1"]) == ("beta_val", "DVA beta=1", ["--data.val_classes", "10"])
+    assert tuple(rows["val_beta0"]) == ("beta_val", "DVA beta=0 (ICA + OPA)",
+                                        ["--data.val_classes", "10", "--loss.beta", "0"])
     assert list(bench.ROWS.sets["main"]) == ALL_ROW_NAMES[:6]
 
 
@@ -75,10 +80,11 @@ def test_rows_yaml_defaults_aliases_order_profiles():
     assert t.dva_defaults == ["--ica.rank", "4", "--ica.target", "pw+pwl", "--ica.blocks", "'-2:'"]
     assert t.half == "@half"
     assert t.aliases == {"ica_cached": "ica", "dva_beta1": "dva", "dva_rank4": "dva", "dva_act_gelu": "dva",
-                         "dva_box_self": "dva"}
+                         "dva_box_self": "dva", "val_beta1": "val_dva_r4"}
     assert t.run_order == ["ica", "dva", "ica_opa", "head", "full", "frozen"]
     assert t.profiles == {"quick": ["main"], "full": ["main", "ablations", "speedup"], "val": ["val"],
-                          "ablations": ["ablations"], "speedup": ["speedup"], "pets37": ["pets37"]}
+                          "ablations": ["ablations"], "speedup": ["speedup"], "pets37": ["pets37"],
+                          "beta_val": ["beta_val"]}
 
 
 def _yaml(tmp_path, sets: str, extra: str = "") -> str:
@@ -252,7 +258,7 @@ def test_backbones_stay_under_the_budget_and_match_the_defaults():
         assert b.model in SOURCES  # offline weights exist for it
         if "vit" in b.model:
             assert b.img_size % 14 == 0 and "qk" in b.dva_defaults  # the paper's Q/K placement
-    assert round(shares["mobilenetv2"], 2) == 1.49 and round(shares["vit_s14"], 3) == 0.455
+    assert round(shares["mobilenetv2"], 2) == 1.49 and round(shares["vit_s14"], 3) == 0.456
 
 
 def test_pets37_rows_get_the_data_folder_and_no_cub100_metrics():
@@ -274,3 +280,41 @@ def test_pets37_rows_get_the_data_folder_and_no_cub100_metrics():
                                                  "dataset": "folder", "metrics": None}])]
     with pytest.raises(RuntimeError, match="no trained run"):
         bench.fill_frozen_metrics(done)
+
+
+# ----------------------------------------------------------------------------- --reuse
+def _result(model="tf_efficientnet_lite2", img=260, rows=None) -> dict:
+    return {"json": "benchmarks/results/old.json",
+            "settings": {"model": model, "img_size": img, "epochs": 2, "max_steps": 0},
+            "rows": rows if rows is not None else
+            [{"name": "ica", "overrides": ["--opa.enabled", "false"], "runs": [_run(0, 0.85), _run(1, 0.86)]}]}
+
+
+def test_reuse_runs_keys_by_row_and_seed_and_refuses_other_settings():
+    want = {"model": "tf_efficientnet_lite2", "img_size": 260, "epochs": 2, "max_steps": 0}
+    got = bench.reuse_runs([_result()], want)
+    assert sorted(got) == [("ica", 0), ("ica", 1)]
+    assert got[("ica", 1)]["run"]["metrics"]["recall@1"] == 0.86
+    assert got[("ica", 0)]["overrides"] == ["--opa.enabled", "false"]
+    with pytest.raises(ValueError, match="settings"):
+        bench.reuse_runs([_result(img=224)], want)
+    with pytest.raises(ValueError, match="settings"):  # an older file without "model" is the MobileNetV2's
+        bench.reuse_runs([{**_result(), "settings": {"img_size": 260, "epochs": 2, "max_steps": 0}}], want)
+    assert bench.reuse_runs([], want) == {}
+
+
+def test_beta_figure_reads_beta_from_the_overrides():
+    from cub100 import beta_figure
+
+    def row(name, group, ov, r1, params=33152):
+        return {"name": name, "group": group, "overrides": ov, "trainable_params": params, "seeds": [0],
+                "runs": [_run(0, r1)], "stats": {"recall@1": (100 * r1, 0.0), "map@r": (30.0, 0.0)}}
+
+    res = {"rows": [row("frozen", "main", [], 0.79, params=0), row("ica", "main", ["--opa.enabled", "false"], 0.82),
+                    row("ica_opa", "main", ["--loss.beta", "0"], 0.821), row("dva", "main", [], 0.828),
+                    row("dva_beta2", "beta", ["--loss.beta", "2"], 0.833)]}
+    got = beta_figure.test_curve(res)
+    assert list(got) == [0.0, 1.0, 2.0]  # frozen and ICA (no object view) are not points of the curve
+    assert got[1.0]["r1"] == pytest.approx(82.8) and got[0.0]["r1"] == pytest.approx(82.1)
+    val = beta_figure.curve({"rows": [{**row("val_beta5", "beta_val", ["--loss.beta", "5"], 0.9)}]}, ("beta_val",))
+    assert list(val) == [5.0] and val[5.0]["r1"] == pytest.approx(90.0)

@@ -105,3 +105,19 @@ def test_cli_embed_index_search(embedder, gallery, tmp_path, monkeypatch, capsys
     assert len(out[0]["hits"]) == 3
     assert cli.main(["search", "--index", str(idx), q]) == 0
     assert q in capsys.readouterr().out
+
+
+def test_thread_prefetch_and_worker_process_give_the_same_rows(embedder, gallery, tmp_path):
+    """num_workers=0 (decode in a thread of this process) equals a DataLoader worker, bad images included."""
+    paths, labels = gallery
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not an image")
+    items = [GalleryItem(str(p), lab) for p, lab in zip(paths, labels)] + [GalleryItem(str(bad), 0)]
+    out = {}
+    for w in (0, 1):
+        s = embed_gallery(embedder, items, tmp_path / f"emb{w}", progress=False, shard_size=7, batch_size=3,
+                          num_workers=w)
+        assert s.count == len(paths) and [r["path"] for r in s.skipped] == [str(bad)]
+        out[w] = load_embeddings(tmp_path / f"emb{w}")
+    np.testing.assert_array_equal(out[0].vectors, out[1].vectors)
+    assert out[0].paths == out[1].paths and str(bad) not in out[0].paths

@@ -137,3 +137,38 @@ def test_online_augmentation_path_without_prefix_cache(synthetic_root, tmp_path)
     rows = [r for r in _read_log(cfg.output_dir) if r["kind"] == "train"]
     assert len(rows) == 3 and all(r["loss"] == r["loss"] and r["loss"] > 0 for r in rows)  # finite
     assert s["metrics"]["recall@1"] > 0.2  # 8 test classes: chance is ~0.12
+
+
+def test_self_boxes_on_the_view_share_the_frozen_pass(synthetic_root, tmp_path, monkeypatch):
+    """opa.loc_view=view: the training images go through the frozen network once for boxes + x
+    prefixes (no separate x prefix pass), and the run equals one whose x prefixes were computed apart."""
+    from dva.frozen import FrozenRunner
+    from dva_train import train as train_mod
+
+    calls: dict[str, int] = {}
+
+    def counted(name):
+        orig = getattr(FrozenRunner, name)
+
+        def f(self, x):
+            calls[name] = calls.get(name, 0) + len(x)
+            return orig(self, x)
+        return f
+
+    for name in ("prefix", "activation_map", "prefix_and_map"):
+        monkeypatch.setattr(FrozenRunner, name, counted(name))
+    common = ("--opa.box_source", "self", "--opa.loc_view", "view", "--train.cache_flips", "false",
+              "--train.frozen_runtime", "torch", "--train.epochs", "1", "--train.cache_dir", "")
+    one = train_mod.train(_cfg(synthetic_root, tmp_path / "one", *common), progress=False)
+    # 64 training images: one pass for boxes + x, then the object and background views; 64 test images.
+    assert calls == {"prefix_and_map": 64, "prefix": 64 * 2 + 64}, calls
+
+    calls.clear()  # the same run with the x prefixes computed by a pass of their own
+    boxes_alone = train_mod.compute_boxes
+    monkeypatch.setattr(train_mod, "compute_boxes", lambda *a, **k: boxes_alone(*a[:8], **k))
+    two = train_mod.train(_cfg(synthetic_root, tmp_path / "two", *common), progress=False)
+    assert calls == {"activation_map": 64, "prefix": 64 * 3 + 64}, calls
+    read = lambda run: json.loads((tmp_path / run / "boxes.json").read_text())["boxes"]  # noqa: E731
+    assert read("one") == read("two") and one["boxes"] == two["boxes"] > 0
+    for k, v in one["metrics"].items():
+        assert v == pytest.approx(two["metrics"][k], abs=1e-9), k

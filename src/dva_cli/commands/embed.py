@@ -27,20 +27,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--shard-size", type=int, default=4096,
                    help="images per shard: the unit of resumption (default 4096)")
-    p.add_argument("--workers", type=int, default=None,
-                   help="image-decoding processes working while the model runs (default: 1 when this "
-                        "process has >= 2 CPU cores, else 0 = decode in this process)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="image-decoding worker processes (default 0: decode in this process, the next "
+                        "batch in a thread while the model runs; fastest on CPUs, docs/BENCHMARKS.md)")
     p.add_argument("--jpeg-draft", action="store_true",
                    help="decode JPEGs much larger than the input at 1/2-1/8 scale (faster for big "
                         "photos; not the same pixels as a full decode: cosine ~0.9996)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an embeddings directory made with other settings")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def _default_workers() -> int:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return 1 if cores >= 2 else 0
 
 
 def _start_distributed() -> tuple[int, int]:
@@ -84,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         if rank == 0:
             _barrier(world)
         _barrier(world)  # every rank has its model: start together
-        workers = _default_workers() if args.workers is None else args.workers
+        workers = args.workers
         s = embed_gallery(embedder, items, args.out, batch_size=args.batch_size,
                           shard_size=args.shard_size, dtype=args.dtype, num_workers=workers,
                           progress=not args.no_progress, overwrite=args.overwrite,
