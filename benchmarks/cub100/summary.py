@@ -60,20 +60,22 @@ def table(results: list[dict[str, Any]]) -> str:
         for key in ORDER:
             r = rows.get(key)
             if r is None:
-                cells.append([name, SHORT[key], "not run", "", "", "", "", "", "", ""])
+                cells.append([name, SHORT[key], "not run", "", "", "", "", "", "", "", ""])
                 continue
             s = r["stats"]
             ood = s.get("ood_recall@1")
+            proxies = r["runs"][0]["params"].get("proxy_params", 0)
             cells.append([
                 name, SHORT[key],
                 f"{r['trainable_params']:,} ({r['trainable_pct']:.2f}%)" if r["trainable_params"] else "0",
+                f"{proxies:,}" if r["trainable_params"] else "-",
                 _pm(s["recall@1"]), _pm(s["map@r"]),
                 f"{s['recall@1'][0] - f_id:+.1f}" if f_id is not None and key != "frozen" else "-",
                 _pm(ood), _pm(s.get("ood_map@r")),
                 f"{ood[0] - f_ood:+.1f}" if ood and f_ood is not None and key != "frozen" else "-",
                 str(len(r["seeds"])),
             ])
-    return C.md_table(["backbone", "row", "trained (% of backbone)", "cub100 R@1", "cub100 MAP@R", "R@1 vs frozen",
+    return C.md_table(["backbone", "row", "trained (% of backbone)", "+ class proxies (training only)", "cub100 R@1", "cub100 MAP@R", "R@1 vs frozen",
                        "pets37 OOD R@1", "pets37 OOD MAP@R", "OOD R@1 vs frozen", "seeds"], cells)
 
 
@@ -116,15 +118,18 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("results", nargs="+", help="one cub100 result JSON per backbone")
+    ap.add_argument("results", nargs="+", help="one cub100 result JSON per backbone ('a.json+b.json': merged)")
     ap.add_argument("--plot", default=str(C.REPO / "docs" / "cub100_backbones_r1_vs_params.png"))
     ap.add_argument("--notes", default=None, help="a markdown file appended to the section")
     ap.add_argument("--no-doc", action="store_true")
     args = ap.parse_args(argv)
-    results = [json.loads(Path(f).read_text()) for f in args.results]
+    from cub100.run import merge_results
+
+    # "a.json+b.json": one backbone's rows from several files (a row from the first file that has it).
+    results = [merge_results([json.loads(Path(p).read_text()) for p in f.split("+")]) for f in args.results]
     plot(results, Path(args.plot))
-    sources = "\n".join(f"- `{C.repo_relative(Path(f))}`: `{C.current_command(r['command'])}` ({r['date']}, commit "
-                        f"{(r.get('git_commit') or 'n/a')[:7]})" for f, r in zip(args.results, results))
+    sources = "\n".join(f"- `{src['json']}`: `{C.current_command(src['command'])}` ({src['date']})"
+                        for r in results for src in r["sources"])
     body = (f"Made by `python benchmarks/cub100/summary.py {' '.join(args.results)}` from:\n\n{sources}\n\n"
             "Main rows of each backbone's profile (same input size and training budget for every trained row "
             "of a backbone; details, timings and the per-backbone sections below). In distribution: cub100 open "

@@ -20,8 +20,8 @@ Adapters with ``ica.act=identity`` are merged into the frozen weights first
 runtime without changing what they compute (:func:`fold_adapter_norms`): the frozen BatchNorm
 after an adapted conv is folded into the conv and the adapter's ``up`` weights, and the
 bottleneck is zero-padded to a multiple of 16 channels, so that onnxruntime fuses the conv,
-its bias and activation and keeps its blocked channel layout (measured: +17% img/s on one
-thread for the default rank-16 MobileNetV2 adapters, docs/BENCHMARKS.md, Embedding speed).
+its bias and activation and keeps its blocked channel layout (measured gain small: equal on one
+thread, ~5% on two; docs/METHOD.md, Inference).
 """
 from __future__ import annotations
 

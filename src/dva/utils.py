@@ -82,8 +82,8 @@ def prefetch_map(fn: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
     For decoding images while a model runs in the caller's thread: PIL's decode and resize
     and torch's tensor ops release the GIL, so the two overlap on a CPU without the copies and
     the extra core contention of a worker process (``dva embed`` on 2 idle cores, 512 cub100
-    photos: 157 img/s with this vs 124 with one DataLoader worker process and 140 with none;
-    docs/BENCHMARKS.md, Embedding speed). An exception in ``fn`` is raised here, in order.
+    photos: 176 img/s with this vs 152 with one DataLoader worker process; docs/BENCHMARKS.md,
+    Embedding speed). An exception in ``fn`` is raised here, in order.
     """
     from concurrent.futures import ThreadPoolExecutor
 

@@ -318,3 +318,20 @@ def test_beta_figure_reads_beta_from_the_overrides():
     assert got[1.0]["r1"] == pytest.approx(82.8) and got[0.0]["r1"] == pytest.approx(82.1)
     val = beta_figure.curve({"rows": [{**row("val_beta5", "beta_val", ["--loss.beta", "5"], 0.9)}]}, ("beta_val",))
     assert list(val) == [5.0] and val[5.0]["r1"] == pytest.approx(90.0)
+
+
+def test_summary_table_has_deltas_against_frozen_and_marks_missing_rows():
+    from cub100 import summary
+
+    def row(name, r1, params=33152, ood=0.8):
+        run = {**_run(0, r1, params), "ood_metrics": {k: ood for k in bench.METRICS}}
+        run["params"]["proxy_params"] = 64000
+        return bench.aggregate(name, "main", name, [], [run])
+
+    res = {"settings": {"model": "mobilenetv2_100", "img_size": 224},
+           "rows": [row("frozen", 0.79, 0, 0.81), row("full", 0.85, 2223872, 0.76), row("dva", 0.83, 33152, 0.80)]}
+    text = summary.table([res])
+    lines = {ln.split(" | ")[1]: ln for ln in text.splitlines()[2:]}
+    assert "+4.0" in lines["DVA"] and "-1.0" in lines["DVA"] and "64,000" in lines["DVA"]
+    assert "+6.0" in lines["full fine-tune"] and "-5.0" in lines["full fine-tune"]
+    assert "not run" in lines["ICA"] and "not run" in lines["head"]
