@@ -196,3 +196,13 @@ def test_view_boxes_map_back_to_the_image():
     edge[:, :3] = 1.0  # the left part of the crop, top to bottom
     (x, y, w, h), _ = box_from_view_map(edge, tf, 400, 300, threshold=0.5)
     assert (x, y, y + h) == (0.0, 0.0, 300.0) and x + w < 200  # extended left, up and down; not right
+
+
+def test_view_geometry_of_a_fixed_size_resize():
+    import torchvision.transforms as T
+
+    from dva.boxes import view_geometry
+
+    tf = T.Compose([T.Resize((240, 320)), T.CenterCrop(224), T.ToTensor()])
+    sx, sy, left, top, c = view_geometry(tf, 400, 300)
+    assert (sx, sy, left, top, c) == (320 / 400, 240 / 300, 48.0, 8.0, 224)

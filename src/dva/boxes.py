@@ -235,10 +235,13 @@ def view_geometry(transform: Callable, img_w: int, img_h: int) -> tuple[float, f
     resize, crop = steps.get("Resize"), steps.get("CenterCrop")
     if resize is None or crop is None or not isinstance(resize.size, int | list | tuple):
         raise ValueError("opa.loc_view=view needs an eval transform of Resize + CenterCrop")
-    r = resize.size if isinstance(resize.size, int) else resize.size[0]
-    short, long = sorted((img_w, img_h))
-    new_short, new_long = r, int(r * long / short)
-    new_w, new_h = (new_short, new_long) if img_w <= img_h else (new_long, new_short)
+    if isinstance(resize.size, int) or len(resize.size) == 1:  # the short side to this size
+        r = resize.size if isinstance(resize.size, int) else resize.size[0]
+        short, long = sorted((img_w, img_h))
+        new_short, new_long = r, int(r * long / short)
+        new_w, new_h = (new_short, new_long) if img_w <= img_h else (new_long, new_short)
+    else:  # a fixed (height, width)
+        new_h, new_w = int(resize.size[0]), int(resize.size[1])
     c = int(crop.size[0])
     left, top = int(round((new_w - c) / 2.0)), int(round((new_h - c) / 2.0))
     return new_w / img_w, new_h / img_h, float(left), float(top), c
