@@ -46,6 +46,7 @@ import _common as C
 DEFAULT_OUT = C.RESULTS / "boxes_pets37.json"
 SECTION = "## OPA boxes on pets37"
 SOURCES = ("self", "saliency", "yolox", "groundingdino", "owlv2")
+EXTRA = ("self:view",)  # with --sources only: self-localisation on the centre-crop view (opa.loc_view=view)
 
 
 def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
@@ -108,11 +109,13 @@ def measure(name: str, rows: list[dict[str, Any]], threads: int) -> dict[str, An
 
     cfg = DVAConfig()
     cfg.data.dataset = "pets37"  # opa.prompt=auto -> cat,dog
+    label, name, view = name, *name.partition(":")[::2]  # "self:view" = self with opa.loc_view=view
     cfg.opa.box_source = name
+    cfg.opa.loc_view = view or cfg.opa.loc_view
     cfg.train.num_workers = 0
     why = unavailable(name, cfg)
     if why:
-        return {"source": name, "measured": False, "reason": why}
+        return {"source": label, "measured": False, "reason": why}
     torch.set_num_threads(threads)
     model = None
     t0 = time.perf_counter()
@@ -144,7 +147,7 @@ def measure(name: str, rows: list[dict[str, Any]], threads: int) -> dict[str, An
         dropped_better += (not k) and v > v_whole
         per[r["rel"]] = [round(v, 4), round(score, 4), k, labels.get(r["path"])]
     n, kept_n = len(rows), sum(kept)
-    out = {"source": name, "measured": True, "min_score": thr, "n": n,
+    out = {"source": label, "measured": True, "min_score": thr, "n": n,
            "mean_iou": statistics.fmean(ious), "share_iou_50": sum(v >= 0.5 for v in ious) / n,
            "share_no_box": 1 - kept_n / n, "mean_iou_used": statistics.fmean(used),
            "mean_iou_kept": statistics.fmean([v for v, k in zip(ious, kept) if k]) if kept_n else None,
@@ -153,7 +156,7 @@ def measure(name: str, rows: list[dict[str, Any]], threads: int) -> dict[str, An
     if labels:  # yolox / hf: does the class agree with the species?
         named = [(labels.get(r["path"]), r["species"]) for r in rows if labels.get(r["path"]) in ("cat", "dog")]
         out["class_agrees"] = sum(a == b for a, b in named) / len(named) if named else None
-    print(f"{name:<14} mean IoU {out['mean_iou']:.3f}  IoU>=0.5 {out['share_iou_50']:.1%}  "
+    print(f"{label:<14} mean IoU {out['mean_iou']:.3f}  IoU>=0.5 {out['share_iou_50']:.1%}  "
           f"no box {out['share_no_box']:.1%}  {out['ms_per_image']:.0f} ms/img", flush=True)
     return out
 
@@ -236,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     from dva.data.locate import find_dataset
 
     names = [s.strip() for s in args.sources.split(",") if s.strip()]
-    bad = sorted(set(names) - set(SOURCES))
+    bad = sorted(set(names) - set(SOURCES) - set(EXTRA))
     if bad:
         raise SystemExit(f"unknown sources {bad}; choose from {', '.join(SOURCES)}")
     root = find_dataset("pets37", args.root, required=True)
