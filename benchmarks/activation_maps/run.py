@@ -139,7 +139,6 @@ def measure(embedder: Any, pets: list, batch: int = 32) -> dict[str, Any]:
                   "pointing": sum(v["point"]) / len(v["point"])}
     # Paired: on how many photos DVA puts more of its map on the animal than the frozen encoder.
     out["dva_more_mass"] = sum(d > f for d, f in zip(stats["dva"]["mass"], stats["frozen"]["mass"])) / len(pets)
-    # The share of the view the boxes cover: what a uniform map would score.
     out["images"] = len(pets)
     return out
 
