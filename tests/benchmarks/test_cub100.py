@@ -339,3 +339,19 @@ def test_summary_table_has_deltas_against_frozen_and_marks_missing_rows():
     assert "+4.0" in lines["DVA"] and "-1.0" in lines["DVA"] and "64,000" in lines["DVA"]
     assert "+6.0" in lines["full fine-tune"] and "-5.0" in lines["full fine-tune"]
     assert "not run" in lines["ICA"] and "not run" in lines["head"]
+
+
+@pytest.mark.parametrize("n, runtime", [(4, "onnxruntime"), (-1, "torch")])
+def test_worker_times_the_embedding_in_dva_embeds_runtime_and_scores_through_torch(tmp_path, synthetic_root, n, runtime):
+    pytest.importorskip("onnxruntime")
+    spec = {"name": "frozen", "kind": "frozen", "out": str(tmp_path / "run"), "threads": 1, "embed_images": n,
+            "overrides": ["--data.dataset", "synthetic", "--data.root", str(synthetic_root),
+                          "--backbone.img_size", "64"]}
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    assert bench._worker(str(tmp_path / "spec.json")) == 0
+    res = json.loads((tmp_path / "run" / "result.json").read_text())
+    # Speed only (n > 0): the first n images through onnxruntime; the whole split (n < 0): torch, with metrics.
+    assert res["embed_runtime"] == runtime
+    assert res["embed_images"] == (4 if n > 0 else 64)  # synthetic: 8 test classes x 8 images
+    assert (res["metrics"] is None) == (n > 0)
+    assert not (tmp_path / "run" / "model.onnx").exists()  # the per-row export is not kept
