@@ -40,8 +40,13 @@ def backbone_name(result: dict[str, Any]) -> str:
 
 
 def rows_of(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The main rows by name (first seed's group mean as stored: mean over the seeds run)."""
-    return {r["name"]: r for r in result["rows"] if r["group"] == "main" and r["name"] in ORDER}
+    """The main rows by name (stats: mean ± std over the seeds run); a pets37 profile's ``pets_*`` rows too."""
+    out = {}
+    for r in result["rows"]:
+        key = r["name"].removeprefix("pets_") if r["group"] == "pets37" else r["name"]
+        if r["group"] in ("main", "pets37") and key in ORDER:
+            out[key] = r
+    return out
 
 
 def _pm(s: Any) -> str:
@@ -77,6 +82,31 @@ def table(results: list[dict[str, Any]]) -> str:
             ])
     return C.md_table(["backbone", "row", "trained (% of backbone)", "+ class proxies (training only)", "cub100 R@1", "cub100 MAP@R", "R@1 vs frozen",
                        "pets37 OOD R@1", "pets37 OOD MAP@R", "OOD R@1 vs frozen", "seeds"], cells)
+
+
+def _d(x: float) -> str:
+    return f"{0.0 if abs(x) < 0.05 else x:+.1f}"  # no "-0.0"
+
+
+def pets_table(results: list[dict[str, Any]]) -> str:
+    """The pets37 open set (in distribution, full scenes): one block of rows per backbone."""
+    cells = []
+    for res in results:
+        rows, name = rows_of(res), backbone_name(res)
+        f = rows.get("frozen")
+        for key in ORDER:
+            r = rows.get(key)
+            if r is None:
+                cells.append([name, SHORT[key], "not run", "", "", "", ""])
+                continue
+            s = r["stats"]
+            cells.append([name, SHORT[key],
+                          f"{r['trainable_params']:,} ({r['trainable_pct']:.2f}%)" if r["trainable_params"] else "0",
+                          _pm(s["recall@1"]), _pm(s["map@r"]),
+                          f"{_d(s['recall@1'][0] - f['stats']['recall@1'][0])} / {_d(s['map@r'][0] - f['stats']['map@r'][0])}"
+                          if f and key != "frozen" else "-", str(len(r["seeds"]))])
+    return C.md_table(["backbone", "row", "trained (% of backbone)", "pets37 open-set R@1", "MAP@R",
+                       "R@1 / MAP@R vs frozen", "seeds"], cells)
 
 
 def plot(results: list[dict[str, Any]], path: Path) -> None:
@@ -120,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("results", nargs="+", help="one cub100 result JSON per backbone ('a.json+b.json': merged)")
     ap.add_argument("--plot", default=str(C.REPO / "docs" / "cub100_backbones_r1_vs_params.png"))
+    ap.add_argument("--pets37", nargs="+", default=[], metavar="JSON",
+                    help="pets37 open-set results (--profile pets37), one per backbone ('a.json+b.json': merged)")
     ap.add_argument("--notes", default=None, help="a markdown file appended to the section")
     ap.add_argument("--no-doc", action="store_true")
     args = ap.parse_args(argv)
@@ -127,10 +159,12 @@ def main(argv: list[str] | None = None) -> int:
 
     # "a.json+b.json": one backbone's rows from several files (a row from the first file that has it).
     results = [merge_results([json.loads(Path(p).read_text()) for p in f.split("+")]) for f in args.results]
+    pets = [merge_results([json.loads(Path(p).read_text()) for p in f.split("+")]) for f in args.pets37]
     plot(results, Path(args.plot))
     sources = "\n".join(f"- `{src['json']}`: `{C.current_command(src['command'])}` ({src['date']})"
-                        for r in results for src in r["sources"])
-    body = (f"Made by `python benchmarks/cub100/summary.py {' '.join(args.results)}` from:\n\n{sources}\n\n"
+                        for r in results + pets for src in r["sources"])
+    made = " ".join(args.results + (["--pets37", *args.pets37] if pets else []))
+    body = (f"Made by `python benchmarks/cub100/summary.py {made}` from:\n\n{sources}\n\n"
             "Main rows of each backbone's profile (same input size and training budget for every trained row "
             "of a backbone; details, timings and the per-backbone sections below). In distribution: cub100 open "
             "set, train on classes 0-49, leave-one-out retrieval among the 2,953 photos of classes 50-99. Out of "
@@ -138,6 +172,11 @@ def main(argv: list[str] | None = None) -> int:
             "photos (37 cat and dog breeds, leave-one-out). Trainable parameters exclude the class proxies "
             "(dropped after training).\n\n" + table(results)
             + f"\n\n![R@1 vs trainable parameters, three backbones]({Path(args.plot).name})\n")
+    if pets:
+        body += ("\n### pets37 open set (in distribution, full scenes)\n\nTrain on the first 18 breeds (180 photos), "
+                 "leave-one-out retrieval among the other 19 (190 photos; one query = 0.53 R@1); object views from "
+                 "the yolox detector's cat/dog boxes; 150 steps for every trained row; each backbone's input size "
+                 "and adapter settings as on cub100.\n\n" + pets_table(pets) + "\n")
     if args.notes:
         body += "\n" + Path(args.notes).read_text().strip() + "\n"
     print(body)

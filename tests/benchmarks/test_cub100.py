@@ -341,6 +341,21 @@ def test_summary_table_has_deltas_against_frozen_and_marks_missing_rows():
     assert "not run" in lines["ICA"] and "not run" in lines["head"]
 
 
+
+def test_summary_pets37_table_maps_pets_rows_and_gives_both_deltas():
+    from cub100 import summary
+
+    def row(name, r1, params=33152):
+        return bench.aggregate(name, "pets37", name, [], [_run(0, r1, params)])
+
+    res = {"settings": {"model": "tf_efficientnet_lite2", "img_size": 260},
+           "rows": [row("pets_frozen", 0.95, 0), row("pets_dva", 0.93), row("pets_ica", 0.96)]}
+    assert set(summary.rows_of(res)) == {"frozen", "dva", "ica"}
+    lines = {ln.split(" | ")[1]: ln for ln in summary.pets_table([res]).splitlines()[2:]}
+    # _run gives every row MAP@R 0.3: no MAP@R change.
+    assert "-2.0 / +0.0" in lines["DVA"] and "+1.0 / +0.0" in lines["ICA"]
+    assert "not run" in lines["ICA + OPA"] and lines["frozen"].count(" - ") >= 1
+
 @pytest.mark.parametrize("n, runtime", [(4, "onnxruntime"), (-1, "torch")])
 def test_worker_times_the_embedding_in_dva_embeds_runtime_and_scores_through_torch(tmp_path, synthetic_root, n, runtime):
     pytest.importorskip("onnxruntime")
