@@ -19,6 +19,7 @@ ALL_ROW_NAMES = [
     "pets_frozen", "pets_head", "pets_full", "pets_ica", "pets_ica_opa", "pets_dva",
     "val_beta0", "val_beta0.5", "val_beta1", "val_beta2", "val_beta5",
     "va_frozen", "va_ica", "va_ica_lr3e-3", "va_ica_r8pw", "va_ica_3st", "va_ica_head",
+    "vv_frozen", "vv_ica", "vv_ica_lr3e-3", "vv_ica_6blk", "vv_ica_r8_8blk",
 ]
 FROZEN_ROWS = {
     "frozen": ("main", "frozen backbone", []),
@@ -68,7 +69,7 @@ def test_rows_yaml_matches_the_frozen_table():
     assert list(rows) == ALL_ROW_NAMES
     for name, want in FROZEN_ROWS.items():
         assert tuple(rows[name]) == want, name
-    assert list(bench.ROWS.sets) == ["main", "ablations", "speedup", "val", "pets37", "beta_val", "val_adapters"]
+    assert list(bench.ROWS.sets) == ["main", "ablations", "speedup", "val", "pets37", "beta_val", "val_adapters", "val_adapters_vit"]
     # Adapter candidates for other backbones: ICA only (OPA off in the set's prefix), on the validation split.
     assert tuple(rows["va_ica_3st"]) == ("val", "ICA, last three stages",
                                          ["--data.val_classes", "10", "--opa.enabled", "false", "--ica.blocks", "'-3:'"])
@@ -88,7 +89,8 @@ def test_rows_yaml_defaults_aliases_order_profiles():
     assert t.run_order == ["ica", "dva", "ica_opa", "head", "full", "frozen"]
     assert t.profiles == {"quick": ["main"], "full": ["main", "ablations", "speedup"], "val": ["val"],
                           "ablations": ["ablations"], "speedup": ["speedup"], "pets37": ["pets37"],
-                          "beta_val": ["beta_val"], "val_adapters": ["val_adapters"]}
+                          "beta_val": ["beta_val"], "val_adapters": ["val_adapters"],
+                          "val_adapters_vit": ["val_adapters_vit"]}
 
 
 def _yaml(tmp_path, sets: str, extra: str = "") -> str:
