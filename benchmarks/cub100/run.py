@@ -414,10 +414,27 @@ def reuse_runs(results: list[dict[str, Any]], settings: dict[str, Any]) -> dict[
     return out
 
 
+def _settings(overrides: list[str]) -> list[str]:
+    """A run's overrides without the one that depends on the order of the rows (who measures the frozen baseline)."""
+    out, skip = [], False
+    for t in overrides:
+        if skip or t == "--train.eval_frozen":
+            skip = t == "--train.eval_frozen"
+            continue
+        out.append(t)
+    return out
+
+
 def run_one(name: str, kind: str, overrides: list[str], out: Path, cache_dir: Path, threads: int,
             embed_images: int, log: Callable[..., None] = print, ood: str | None = None) -> dict[str, Any]:
     """Run one row in a subprocess (reusing ``out/result.json`` when present); adds wall time + peak RSS."""
     res_path = out / "result.json"
+    spec_path = out / "spec.json"
+    if spec_path.is_file() and _settings(json.loads(spec_path.read_text()).get("overrides") or []) != _settings(overrides):
+        # A folder name carries the row, seed, size and budget, not every setting (e.g. a backbone's
+        # adapter settings in rows.yaml): never reuse, or overwrite, a run of other settings.
+        raise RuntimeError(f"{out} holds a run of row {name} with other settings ({spec_path}); "
+                           f"use another --work-dir, or delete that folder to run it again")
     if res_path.is_file():
         res = json.loads(res_path.read_text())
         if "peak_rss_mb" in res:

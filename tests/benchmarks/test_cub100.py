@@ -265,6 +265,7 @@ def test_backbones_stay_under_the_budget_and_match_the_defaults():
         if "vit" in b.model:
             assert b.img_size % 14 == 0 and "qk" in b.dva_defaults  # the paper's Q/K placement
     assert round(shares["mobilenetv2"], 2) == 1.49 and round(shares["vit_s14"], 3) == 0.456
+    assert round(shares["lite2"], 2) == 1.89  # chosen on the validation split (val_adapters)
 
 
 def test_pets37_rows_get_the_data_folder_and_no_cub100_metrics():
@@ -372,3 +373,15 @@ def test_worker_times_the_embedding_in_dva_embeds_runtime_and_scores_through_tor
     assert res["embed_images"] == (4 if n > 0 else 64)  # synthetic: 8 test classes x 8 images
     assert (res["metrics"] is None) == (n > 0)
     assert not (tmp_path / "run" / "model.onnx").exists()  # the per-row export is not kept
+
+
+def test_run_one_refuses_a_folder_of_other_settings(tmp_path):
+    out = tmp_path / "lite2_ica_s0_260px_2ep"
+    out.mkdir()
+    old = ["--ica.blocks", "'-2:'", "--train.seed", "0"]
+    (out / "spec.json").write_text(json.dumps({"overrides": old + ["--train.eval_frozen", "false"]}))
+    (out / "result.json").write_text(json.dumps({"name": "ica", "peak_rss_mb": 1.0}))
+    # Same settings (who measures the frozen baseline aside): the finished run is reused.
+    assert bench.run_one("ica", "train", old, out, tmp_path, 1, 0, log=lambda *a, **k: None)["name"] == "ica"
+    with pytest.raises(RuntimeError, match="other settings.*another --work-dir"):
+        bench.run_one("ica", "train", ["--ica.blocks", "'-3:'", "--train.seed", "0"], out, tmp_path, 1, 0)
