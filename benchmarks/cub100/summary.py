@@ -71,7 +71,7 @@ def table(results: list[dict[str, Any]]) -> str:
             ood = s.get("ood_recall@1")
             proxies = r["runs"][0]["params"].get("proxy_params", 0)
             cells.append([
-                name, SHORT[key],
+                name, _label(key, r),
                 f"{r['trainable_params']:,} ({r['trainable_pct']:.2f}%)" if r["trainable_params"] else "0",
                 f"{proxies:,}" if r["trainable_params"] else "-",
                 _pm(s["recall@1"]), _pm(s["map@r"]),
@@ -82,6 +82,12 @@ def table(results: list[dict[str, Any]]) -> str:
             ])
     return C.md_table(["backbone", "row", "trained (% of backbone)", "+ class proxies (training only)", "cub100 R@1", "cub100 MAP@R", "R@1 vs frozen",
                        "pets37 OOD R@1", "pets37 OOD MAP@R", "OOD R@1 vs frozen", "seeds"], cells)
+
+
+def _label(key: str, r: dict[str, Any]) -> str:
+    """The row's short name, flagged when the collapse guard stopped a run (its metrics: the model at the stop)."""
+    stops = [run["collapse"]["step"] for run in r["runs"] if run.get("status") == "stopped" and run.get("collapse")]
+    return SHORT[key] + (f" (collapsed: guard stop at step {', '.join(map(str, stops))})" if stops else "")
 
 
 def _d(x: float) -> str:
@@ -100,7 +106,7 @@ def pets_table(results: list[dict[str, Any]]) -> str:
                 cells.append([name, SHORT[key], "not run", "", "", "", ""])
                 continue
             s = r["stats"]
-            cells.append([name, SHORT[key],
+            cells.append([name, _label(key, r),
                           f"{r['trainable_params']:,} ({r['trainable_pct']:.2f}%)" if r["trainable_params"] else "0",
                           _pm(s["recall@1"]), _pm(s["map@r"]),
                           f"{_d(s['recall@1'][0] - f['stats']['recall@1'][0])} / {_d(s['map@r'][0] - f['stats']['map@r'][0])}"

@@ -352,12 +352,15 @@ def test_summary_pets37_table_maps_pets_rows_and_gives_both_deltas():
         return bench.aggregate(name, "pets37", name, [], [_run(0, r1, params)])
 
     res = {"settings": {"model": "tf_efficientnet_lite2", "img_size": 260},
-           "rows": [row("pets_frozen", 0.95, 0), row("pets_dva", 0.93), row("pets_ica", 0.96)]}
-    assert set(summary.rows_of(res)) == {"frozen", "dva", "ica"}
+           "rows": [row("pets_frozen", 0.95, 0), row("pets_dva", 0.93), row("pets_ica", 0.96),
+                    row("pets_full", 0.19, 4811072)]}
+    res["rows"][-1]["runs"][0].update(status="stopped", collapse={"kind": "embeddings", "step": 10})
+    assert set(summary.rows_of(res)) == {"frozen", "dva", "ica", "full"}
     lines = {ln.split(" | ")[1]: ln for ln in summary.pets_table([res]).splitlines()[2:]}
     # _run gives every row MAP@R 0.3: no MAP@R change.
     assert "-2.0 / +0.0" in lines["DVA"] and "+1.0 / +0.0" in lines["ICA"]
     assert "not run" in lines["ICA + OPA"] and lines["frozen"].count(" - ") >= 1
+    assert "full fine-tune (collapsed: guard stop at step 10)" in lines  # a stopped run says so
 
 @pytest.mark.parametrize("n, runtime", [(4, "onnxruntime"), (-1, "torch")])
 def test_worker_times_the_embedding_in_dva_embeds_runtime_and_scores_through_torch(tmp_path, synthetic_root, n, runtime):
