@@ -656,6 +656,7 @@ def markdown(result: dict[str, Any], notes: str = "") -> str:
                                          "profile": result["profile"], "wall_seconds_total": result.get("wall_seconds_total")}]
     loads = [x for r in rows for run in r["runs"] for x in run.get("loadavg_1m", [])]
     pets_only = all(r["group"] == "pets37" for r in rows)
+    val_only = all(r["group"] in ("val", "beta_val") for r in rows)
     load = (f"1-minute load average {min(loads):.1f}-{max(loads):.1f} at the rows' starts and ends "
             f"({m['cpu_count']} cores: above {m['cpu_count']} means other jobs shared the machine)" if loads
             else "load not recorded (the machine was shared with other jobs: timings are pessimistic)")
@@ -668,8 +669,11 @@ def markdown(result: dict[str, Any], notes: str = "") -> str:
     out += [
         "",
         (
-            (f"Protocol: cub100 open-set, train on classes 0-49 (2,949 images), leave-one-out retrieval on classes "
-             f"50-99 (2,953 images); bundled {DISPLAY.get(s.get('model', 'mobilenetv2_100'), s.get('model'))}; "
+            (f"Protocol: cub100 open-set, "
+             + ("validation split inside the training classes: train on classes 0-39, leave-one-out retrieval on "
+                "classes 40-49 (600 images; the test classes 50-99 unused); bundled" if val_only else
+                "train on classes 0-49 (2,949 images), leave-one-out retrieval on classes 50-99 (2,953 images); bundled")
+             + f" {DISPLAY.get(s.get('model', 'mobilenetv2_100'), s.get('model'))}; "
              f"**{s['img_size']} px**; {_budget(s)} for every trained row; "
              if not pets_only else
              f"Protocol: pets37 open-set (`--data.dataset folder`, breed folders in case-insensitive order), train "
@@ -680,10 +684,11 @@ def markdown(result: dict[str, Any], notes: str = "") -> str:
             + f"{s['threads']} thread(s) per run; metrics in %, mean ± sample std over seeds {s['seeds']} "
             f"(ablations and speed-up checks: first seed only). ICA settings of every adapter row: "
             f"`{' '.join(s['dva_defaults'])}`. Common overrides: `{_common(s['common'])}`. "
-            f"embed img/s: the first {s['embed_images']} test images through the saved model with "
-            + ("`dva embed`'s default runtime, onnxruntime (decode + resize + forward; the one-off export not timed). "
-               if any(run.get("embed_runtime") == "onnxruntime" for r in rows for run in r["runs"]) else
-               "`dva.inference.Embedder` (torch; decode + resize + forward). ")
+            + ("" if not s["embed_images"] else
+               f"embed img/s: the first {s['embed_images']} test images through the saved model with "
+               + ("`dva embed`'s default runtime, onnxruntime (decode + resize + forward; the one-off export not timed). "
+                  if any(run.get("embed_runtime") == "onnxruntime" for r in rows for run in r["runs"]) else
+                  "`dva.inference.Embedder` (torch; decode + resize + forward). "))
             + f"train s / train img/s: the optimisation loop "
             f"only; row wall s: the row's whole subprocess (model, OPA boxes, prefix caches - built by the first row "
             f"that needs them and reused by the later ones, so it depends on the order -, training, evaluation, "
