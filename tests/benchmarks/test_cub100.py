@@ -71,7 +71,7 @@ def test_rows_yaml_matches_the_frozen_table():
         assert tuple(rows[name]) == want, name
     assert list(bench.ROWS.sets) == ["main", "ablations", "speedup", "val", "pets37", "beta_val", "val_adapters", "val_adapters_vit"]
     # Adapter candidates for other backbones: ICA only (OPA off in the set's prefix), on the validation split.
-    assert tuple(rows["va_ica_3st"]) == ("val", "ICA, last three stages",
+    assert tuple(rows["va_ica_3st"]) == ("val", "ICA r4 pw+pwl, last three stages",
                                          ["--data.val_classes", "10", "--opa.enabled", "false", "--ica.blocks", "'-3:'"])
     # The beta study on the validation split: beta = 1 is the val DVA row itself (one run folder).
     assert tuple(rows["val_beta1"]) == ("beta_val", "DVA beta=1", ["--data.val_classes", "10"])
@@ -265,7 +265,9 @@ def test_backbones_stay_under_the_budget_and_match_the_defaults():
         if "vit" in b.model:
             assert b.img_size % 14 == 0 and "qk" in b.dva_defaults  # the paper's Q/K placement
     assert round(shares["mobilenetv2"], 2) == 1.49 and round(shares["vit_s14"], 3) == 0.456
-    assert round(shares["lite2"], 2) == 1.89  # chosen on the validation split (val_adapters)
+    assert round(shares["lite2"], 2) == 1.89  # both chosen on the validation split (val_adapters*)
+    vit = bench.ROWS.backbones["vit_s14"].dva_defaults
+    assert vit == ["--ica.rank", "8", "--ica.target", "qk", "--ica.blocks", "'-8:'"]
 
 
 def test_pets37_rows_get_the_data_folder_and_no_cub100_metrics():
