@@ -686,9 +686,11 @@ def markdown(result: dict[str, Any], notes: str = "") -> str:
             f"`{' '.join(s['dva_defaults'])}`. Common overrides: `{_common(s['common'])}`. "
             + ("" if not s["embed_images"] else
                f"embed img/s: the first {s['embed_images']} test images through the saved model with "
-               + ("`dva embed`'s default runtime, onnxruntime (decode + resize + forward; the one-off export not timed). "
-                  if any(run.get("embed_runtime") == "onnxruntime" for r in rows for run in r["runs"]) else
-                  "`dva.inference.Embedder` (torch; decode + resize + forward). "))
+               + {1: "`dva embed`'s default runtime, onnxruntime (decode + resize + forward; the one-off export not timed). ",
+                  0: "`dva.inference.Embedder` (torch; decode + resize + forward). ",
+                  2: "`dva embed`'s default runtime, onnxruntime (the one-off export not timed), in the rows run with it; "
+                     "`dva.inference.Embedder` (torch eager) in rows read back from earlier result files (`reused_from` "
+                     "in the JSON). Decode + resize + forward in both. "}[_runtimes(rows)])
             + f"train s / train img/s: the optimisation loop "
             f"only; row wall s: the row's whole subprocess (model, OPA boxes, prefix caches - built by the first row "
             f"that needs them and reused by the later ones, so it depends on the order -, training, evaluation, "
@@ -711,6 +713,12 @@ def markdown(result: dict[str, Any], notes: str = "") -> str:
     if notes.strip():
         out += [notes.strip(), ""]
     return "\n".join(out)
+
+
+def _runtimes(rows: list[dict[str, Any]]) -> int:
+    """Which runtimes timed the embed column: 0 torch only, 1 onnxruntime only, 2 both."""
+    rts = {run.get("embed_runtime", "torch") for r in rows for run in r["runs"] if run.get("embed_images")}
+    return 2 if len(rts) > 1 else int("onnxruntime" in rts)
 
 
 def render(results: list[dict[str, Any]], doc: Path, plot_path: Path | None, notes: str = "",

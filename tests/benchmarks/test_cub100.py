@@ -390,3 +390,10 @@ def test_run_one_refuses_a_folder_of_other_settings(tmp_path):
     assert bench.run_one("ica", "train", old, out, tmp_path, 1, 0, log=lambda *a, **k: None)["name"] == "ica"
     with pytest.raises(RuntimeError, match="other settings.*another --work-dir"):
         bench.run_one("ica", "train", ["--ica.blocks", "'-3:'", "--train.seed", "0"], out, tmp_path, 1, 0)
+
+
+def test_embed_column_names_its_runtime_per_source():
+    rows = [{"runs": [{"embed_images": 512, "embed_runtime": "onnxruntime"}]},
+            {"runs": [{"embed_images": 512}, {"embed_images": 0, "embed_runtime": "onnxruntime"}]}]
+    assert bench._runtimes(rows) == 2  # one row timed by onnxruntime, one (read back) by torch
+    assert bench._runtimes(rows[:1]) == 1 and bench._runtimes(rows[1:]) == 0
