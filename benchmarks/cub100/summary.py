@@ -6,10 +6,12 @@ set, unseen classes 50-99) and out of distribution (the same saved models on all
 photos): R@1, MAP@R, the change against the frozen backbone, and the trainable share. The
 figure puts every row of every backbone at its trainable parameter count, ID and OOD R@1.
 
-    python benchmarks/cub100/summary.py benchmarks/results/cub100_ood_quick.json \
-        benchmarks/results/cub100_lite2_3st_quick.json benchmarks/results/cub100_vit_s14_8blk_quick.json \
-        --pets37 benchmarks/results/cub100_pets37.json benchmarks/results/cub100_lite2_pets37.json \
-        benchmarks/results/cub100_vit_s14_pets37.json
+    python benchmarks/cub100/summary.py \
+        benchmarks/results/cub100_ood_seeds.json+benchmarks/results/cub100_ood_quick.json \
+        benchmarks/results/cub100_lite2_3st_quick.json \
+        benchmarks/results/cub100_vit_s14_8blk_seeds.json+benchmarks/results/cub100_vit_s14_8blk_quick.json \
+        --pets37 benchmarks/results/cub100_pets37_seeds.json+benchmarks/results/cub100_pets37.json \
+        benchmarks/results/cub100_lite2_3st_pets37.json benchmarks/results/cub100_vit_s14_8blk_pets37.json
 
 (``--pets37``: the pets37 open set of each backbone, a second table.)
 
@@ -96,6 +98,22 @@ def _label(key: str, r: dict[str, Any]) -> str:
 
 def _d(x: float) -> str:
     return f"{0.0 if abs(x) < 0.05 else x:+.1f}"  # no "-0.0"
+
+
+def adapter_settings(result: dict[str, Any]) -> str:
+    """The ``--ica.*`` overrides of a result's DVA row (its adapter settings), as one string."""
+    r = rows_of(result).get("dva")
+    ov = r["overrides"] if r else []
+    return " ".join(f"{k} {v}" for k, v in zip(ov, ov[1:]) if k.startswith("--ica."))
+
+
+def settings_note(results: list[dict[str, Any]], pets: list[dict[str, Any]]) -> str:
+    """Whether each backbone's pets37 rows use the adapter settings of its cub100 rows (else both, named)."""
+    cub = {backbone_name(r): adapter_settings(r) for r in results}
+    odd = [f"{backbone_name(p)}: `{adapter_settings(p)}` (cub100: `{cub[backbone_name(p)]}`)"
+           for p in pets if cub.get(backbone_name(p), adapter_settings(p)) != adapter_settings(p)]
+    return ("adapter settings other than the cub100 rows' for " + "; ".join(odd)) if odd else \
+        "each backbone's adapter settings as in its cub100 rows"
 
 
 def pets_table(results: list[dict[str, Any]]) -> str:
@@ -186,8 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         body += ("\n### pets37 open set (in distribution, full scenes)\n\nTrain on the first 18 breeds (180 photos), "
                  "leave-one-out retrieval among the other 19 (190 photos; one query = 0.53 R@1); object views from "
                  "the yolox detector's cat/dog boxes; 150 steps for every trained row; each backbone's input size "
-                 "as on cub100, its adapter settings those of its pets37 run (the 'trained' column; they can "
-                 "predate the cub100 rows' settings).\n\n" + pets_table(pets) + "\n")
+                 f"as on cub100; {settings_note(results, pets)}.\n\n" + pets_table(pets) + "\n")
     if args.notes:
         body += "\n" + Path(args.notes).read_text().strip() + "\n"
     print(body)

@@ -364,6 +364,24 @@ def test_summary_pets37_table_maps_pets_rows_and_gives_both_deltas():
     assert "not run" in lines["ICA + OPA"] and lines["frozen"].count(" - ") >= 1
     assert "full fine-tune (collapsed: guard stop at step 10)" in lines  # a stopped run says so
 
+
+def test_summary_names_pets37_adapter_settings_that_differ_from_the_cub100_rows():
+    from cub100 import summary
+
+    def res(model, ica, name="dva"):
+        ov = ["--ica.rank", ica, "--ica.blocks", "'-8:'", "--opa.enabled", "true"]
+        return {"settings": {"model": model, "img_size": 126},
+                "rows": [{"name": name, "group": "pets37" if name.startswith("pets_") else "main", "overrides": ov}]}
+
+    cub = [res("vit_small_patch14_dinov2", "8"), res("mobilenetv2_100", "4")]
+    assert summary.adapter_settings(cub[0]) == "--ica.rank 8 --ica.blocks '-8:'"  # --ica.* pairs only
+    same = summary.settings_note(cub, [res("vit_small_patch14_dinov2", "8", "pets_dva")])
+    assert same == "each backbone's adapter settings as in its cub100 rows"
+    other = summary.settings_note(cub, [res("mobilenetv2_100", "4", "pets_dva"),
+                                        res("vit_small_patch14_dinov2", "16", "pets_dva")])
+    assert "DINOv2 ViT-S/14" in other and "--ica.rank 16" in other and "(cub100: `--ica.rank 8" in other
+    assert "MobileNetV2" not in other
+
 @pytest.mark.parametrize("n, runtime", [(4, "onnxruntime"), (-1, "torch")])
 def test_worker_times_the_embedding_in_dva_embeds_runtime_and_scores_through_torch(tmp_path, synthetic_root, n, runtime):
     pytest.importorskip("onnxruntime")
