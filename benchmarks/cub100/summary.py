@@ -9,7 +9,7 @@ figure puts every row of every backbone at its trainable parameter count, ID and
     python benchmarks/cub100/summary.py \
         benchmarks/results/cub100_ood_seeds.json+benchmarks/results/cub100_ood_quick.json \
         benchmarks/results/cub100_lite2_3st_quick.json \
-        benchmarks/results/cub100_vit_s14_8blk_seeds.json+benchmarks/results/cub100_vit_s14_8blk_quick.json \
+        benchmarks/results/cub100_vit_s14_8blk_seeds.json+benchmarks/results/cub100_vit_s14_8blk_seeds_fh.json+benchmarks/results/cub100_vit_s14_8blk_quick.json \
         --pets37 benchmarks/results/cub100_pets37_seeds.json+benchmarks/results/cub100_pets37.json \
         benchmarks/results/cub100_lite2_3st_pets37.json benchmarks/results/cub100_vit_s14_8blk_pets37.json
 
