@@ -1,11 +1,13 @@
-"""Small shared helpers: atomic writes, seeding, device choice."""
+"""Small shared helpers: atomic writes, file identity, seeding, device choice."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -49,6 +51,22 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+@lru_cache(maxsize=32)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes (computed once per process while its size and time are unchanged)."""
+    p = Path(path).resolve()
+    st = p.stat()
+    return _sha256(str(p), st.st_size, st.st_mtime_ns)
 
 
 def seed_everything(seed: int) -> None:
