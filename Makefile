@@ -29,7 +29,7 @@ test: venv
 	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest -q
 
 bench: venv
-	$(PY) benchmarks/cub100/run.py --quick --no-doc --out runs/bench_quick.json
+	$(PY) -m benchmarks.cub100.run --quick --no-doc --out runs/bench_quick.json
 
 clean:
 	rm -rf $(VENV) runs

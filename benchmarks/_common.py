@@ -1,8 +1,9 @@
 """Helpers shared by the benchmarks: provenance (machine, commit, command), JSON, markdown, statistics.
 
-Every benchmark lives in its own folder (``benchmarks/<name>/run.py``) and imports this module
-after putting ``benchmarks/`` on ``sys.path``. The repository root is found from this file, not
-from an installed package.
+Every benchmark lives in its own folder of the ``benchmarks`` package and runs as a module from the
+repository root (``python -m benchmarks.<name>.run``); it imports this one as
+``from benchmarks import _common as C``. The repository root is found from this file, not from an
+installed package (``benchmarks`` is not in the wheel).
 """
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import math
 import os
 import platform
 import shlex
+import re
 import subprocess
+import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,13 +26,20 @@ REPO = BENCHMARKS.parent
 RESULTS = BENCHMARKS / "results"
 DOC = REPO / "docs" / "BENCHMARKS.md"
 
-# Where each benchmark lived before it had its own folder: result files recorded these commands
-# (same flags), and the docs show them under the current path.
+# The script paths that result files recorded (same flags) -> the module that runs that benchmark
+# now. The docs show a recorded command in its current form, ``python -m <module> <flags>``.
 LEGACY_SCRIPTS = {
-    "benchmarks/cub100.py": "benchmarks/cub100/run.py",
-    "benchmarks/vit_efficiency.py": "benchmarks/vit_efficiency/run.py",
-    "benchmarks/metrics_speed.py": "benchmarks/metrics_speed/run.py",
-    "benchmarks/search_speed.py": "benchmarks/search_speed/run.py",
+    # before each benchmark had its own folder
+    "benchmarks/cub100.py": "benchmarks.cub100.run",
+    "benchmarks/vit_efficiency.py": "benchmarks.vit_efficiency.run",
+    "benchmarks/metrics_speed.py": "benchmarks.metrics_speed.run",
+    "benchmarks/search_speed.py": "benchmarks.search_speed.run",
+    # before benchmarks/ was a package (each script run as a file, the path hack at its top)
+    **{f"benchmarks/{name}/run.py": f"benchmarks.{name}.run"
+       for name in ("activation_maps", "boxes", "cub100", "embed_speed", "metrics_speed", "search_speed",
+                    "serve_load", "vit_efficiency")},
+    "benchmarks/cub100/summary.py": "benchmarks.cub100.summary",
+    "benchmarks/cub100/beta_figure.py": "benchmarks.cub100.beta_figure",
 }
 
 
@@ -88,18 +98,49 @@ def now_utc() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
-def command_line(script: str | Path, argv: Sequence[str]) -> str:
-    """``python <script relative to the repository> <argv>``, shell-quoted."""
+def module_name(script: str | Path) -> str:
+    """The module of a benchmark file, e.g. ``benchmarks/cub100/run.py`` -> ``benchmarks.cub100.run``.
+
+    Raises:
+        ValueError: ``script`` is not a ``.py`` file inside the ``benchmarks`` package.
+    """
     path = Path(script).resolve()
-    shown = path.relative_to(REPO).as_posix() if path.is_relative_to(REPO) else str(script)
-    return " ".join(["python", shown, *(shlex.quote(a) for a in argv)])
+    if path.suffix != ".py" or not path.is_relative_to(BENCHMARKS):
+        raise ValueError(f"{script} is not a module of the benchmarks package ({BENCHMARKS})")
+    return ".".join(path.relative_to(REPO).with_suffix("").parts)
+
+
+def command_line(script: str | Path, argv: Sequence[str]) -> str:
+    """``python -m <the benchmark's module> <argv>``, shell-quoted (a file outside the package: ``python <file>``)."""
+    try:
+        shown = ["-m", module_name(script)]
+    except ValueError:
+        shown = [repo_relative(Path(script))]
+    return " ".join(["python", *shown, *(shlex.quote(a) for a in argv)])
 
 
 def current_command(command: str) -> str:
-    """A recorded command with a benchmark's old script path replaced by its current one."""
+    """A recorded command in its current form: an old script path becomes ``-m <module>`` (flags kept)."""
     for old, new in LEGACY_SCRIPTS.items():
-        command = command.replace(f"python {old}", f"python {new}")
+        # Whole tokens only: "benchmarks/cub100.py" must not match inside a longer path.
+        command = re.sub(rf"(?<!\S)python {re.escape(old)}(?=\s|$)", f"python -m {new}", command)
     return command
+
+
+def child_command(script: str | Path, *args: str) -> list[str]:
+    """The argv that runs a benchmark module in a child process (this interpreter, ``-m``)."""
+    return [sys.executable, "-m", module_name(script), *args]
+
+
+def child_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """``env`` (default: this process's) with the repository first on ``PYTHONPATH``.
+
+    ``python -m benchmarks...`` finds the package through the working folder; a child started from
+    another folder (or by a parent run from one) finds it through this.
+    """
+    env = dict(os.environ if env is None else env)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
+    return env
 
 
 def provenance(script: str | Path, argv: Sequence[str], packages: Sequence[str] = ("torch", "timm")) -> dict[str, Any]:
@@ -126,11 +167,19 @@ def write_json(path: str | Path, data: Any, indent: int = 1) -> Path:
     Returns:
         The destination path.
     """
+    return write_text(path, json.dumps(data, indent=indent) + "\n")
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` atomically (a temporary file beside ``path``, then ``os.replace``); creates the folder.
+
+    A reader (or a crash) never sees half a file: the old one stays whole until the new one is complete.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(json.dumps(data, indent=indent) + "\n")
+        tmp.write_text(text)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -198,9 +247,8 @@ def replace_section(doc: str, section: str, body: str) -> str:
 def update_doc(doc: str | Path, section: str, body: str) -> None:
     """Replace (or append) ``section`` of the markdown file ``doc`` with ``body``; other sections are kept."""
     doc = Path(doc)
-    doc.parent.mkdir(parents=True, exist_ok=True)
     text = doc.read_text() if doc.is_file() else ""
-    doc.write_text(replace_section(text, section, body))
+    write_text(doc, replace_section(text, section, body))
 
 
 # ----------------------------------------------------------------------------- statistics

@@ -14,6 +14,7 @@ import torch
 from dva import DVAConfig, build_model, bundled
 from dva import backbone as bb
 from dva.objective import DVAObjective
+from dva.utils import file_sha256
 
 VIT = "vit_small_patch14_dinov2"
 LITES = ["tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2"]
@@ -189,7 +190,7 @@ def test_dinov2_conversion_is_cached_and_tied_to_the_source_hash(monkeypatch):
     files = list(bundled.cache_dir().glob("*.safetensors"))
     assert len(files) == 1
     with safe_open(str(files[0]), "pt") as f:
-        assert f.metadata()["source_sha256"] == bundled.sha256_file(path)
+        assert f.metadata()["source_sha256"] == file_sha256(path)
     assert sd["pos_embed"].shape == (1, 1 + 37 * 37, 384)
     monkeypatch.setattr(bundled, "dinov2_from_onnx", lambda p: pytest.fail("re-converted a cached file"))
     again = bundled.cached_conversion(path)

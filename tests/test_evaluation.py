@@ -4,10 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from dva.data import DatasetWarning
 from dva.data.records import ImageRecord, Split
 from dva.evaluation import evaluate
-from dva.inference import EmbedderLike
 from dva.metrics import retrieval_metrics
+from dva.runtime.protocol import EmbedderLike
 
 
 class TableEmbedder:
@@ -83,3 +84,64 @@ def test_singleton_classes_are_refused_before_embedding():
     with pytest.raises(ValueError, match="single image"):
         evaluate(emb, split)
     assert emb.calls == []  # refused before any image was embedded
+
+
+# --------------------------------------------------------------------------- splits that cannot be scored
+def test_a_two_class_open_split_is_refused_before_embedding(tmp_path):
+    # Issue 24: two class folders, open protocol -> one test class -> R@1 100.00 was printed.
+    from PIL import Image
+
+    from dva.data import load_split
+
+    for c in ("Fox_Sparrow", "Henslow_Sparrow"):
+        for i in range(6):
+            (tmp_path / c).mkdir(exist_ok=True)
+            Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(tmp_path / c / f"{i}.png")
+    split = load_split("folder", str(tmp_path), "open")
+    emb = TableEmbedder({r.path: np.ones(4) for r in split.test})
+    with pytest.raises(ValueError) as err:
+        evaluate(emb, split)
+    assert emb.calls == []  # no image was embedded to learn it
+    msg = str(err.value)
+    assert msg.startswith("folder (open) test split: the split has 1 class(es) ('Henslow_Sparrow'), which cannot "
+                          "measure retrieval")
+    assert "--protocol closed" in msg and "at least 4" in msg
+
+
+def test_one_query_class_in_query_gallery_mode_is_refused():
+    split, emb = _split(query_gallery=True)
+    split.query = [r for r in split.query if r.label == 3]
+    with pytest.raises(ValueError, match=r"query/gallery split: the split has 1 class\(es\) \('3'\)"):
+        evaluate(emb, split)
+    assert emb.calls == []
+
+
+def test_a_class_with_one_image_is_excluded_loudly_in_leave_one_out():
+    split, emb = _split()
+    split.test = split.test[:-3] + [ImageRecord("lone.jpg", 9)]  # classes 3-6 of 4-5 images, and 9 with one
+    emb.vectors["lone.jpg"] = np.full(8, 0.1)
+    split.class_names[9] = "Lonely_Warbler"
+    with pytest.warns(DatasetWarning, match=r"1 of 5 query classes have a single image .*'Lonely_Warbler'") as w:
+        ev = evaluate(emb, split)
+    assert ev.stats == {"queries": 18, "scored_queries": 17, "excluded_queries": 1}
+    assert ev.warnings == [str(w[0].message)]
+    assert "EXCLUDED from every metric (scored: 17 of 18 queries) and stay in the gallery" in ev.warnings[0]
+    x = np.stack([emb.vectors[r.path] for r in split.test])
+    assert ev.metrics == retrieval_metrics(x, [r.label for r in split.test])  # the lone image stays a distractor
+    assert ev.classes == 5
+
+
+def test_fewer_than_two_classes_left_to_score_is_refused():
+    split, emb = _split()
+    split.test = [ImageRecord("a0.jpg", 3), ImageRecord("a1.jpg", 3), ImageRecord("b.jpg", 4), ImageRecord("c.jpg", 5)]
+    with pytest.raises(ValueError, match=r"only 1 of 3 query classes can be scored.*'4', '5'"):
+        evaluate(emb, split)
+    assert emb.calls == []
+
+
+def test_query_class_absent_from_the_gallery_is_excluded_loudly():
+    split, emb = _split(query_gallery=True)
+    split.gallery = [r for r in split.gallery if r.label != 3]
+    with pytest.warns(DatasetWarning, match=r"1 of 4 query classes have no image in the gallery: '3'"):
+        ev = evaluate(emb, split)
+    assert ev.stats["excluded_queries"] == sum(r.label == 3 for r in split.query) == 2

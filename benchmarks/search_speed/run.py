@@ -15,8 +15,8 @@ DVA adapters (``build_model(DVAConfig())``), batch 32, median over batches after
 
 Usage::
 
-    python benchmarks/search_speed/run.py                                   # 10k, 100k, 1M (~15 min)
-    python benchmarks/search_speed/run.py --sizes 10000 --out /tmp/s.json   # smoke run
+    python -m benchmarks.search_speed.run                                   # 10k, 100k, 1M (~15 min)
+    python -m benchmarks.search_speed.run --sizes 10000 --out /tmp/s.json   # smoke run
 
 Writes a table to stdout and JSON to ``benchmarks/results/search_speed.json``.
 """
@@ -35,10 +35,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-if str(Path(__file__).resolve().parents[1]) not in sys.path:  # benchmarks/: the shared helpers
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import _common as C
+from benchmarks import _common as C
 
 DEFAULT_OUT = C.RESULTS / "search_speed.json"
 T = TypeVar("T")
@@ -164,7 +161,7 @@ def bench_embedding(args: argparse.Namespace) -> list[dict[str, Any]]:
     import torch
 
     from dva import DVAConfig, build_model
-    from dva.inference import Embedder
+    from dva.runtime.torch_embedder import Embedder
 
     rows = []
     x = torch.randn(32, 3, 224, 224)
@@ -184,8 +181,8 @@ def bench_embedding(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of ``benchmarks/search_speed/run.py``."""
-    ap = argparse.ArgumentParser(prog="benchmarks/search_speed/run.py", description=__doc__.split("\n")[0])
+    """The command line of ``python -m benchmarks.search_speed.run``."""
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.search_speed.run", description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     ap.add_argument("--dim", type=int, default=768)
     ap.add_argument("--queries", type=int, default=1000, help="queries below 1M vectors")

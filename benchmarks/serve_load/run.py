@@ -11,8 +11,8 @@ idle, at its peak (sampled every 20 ms) and after the load.
 
 Usage::
 
-    python benchmarks/serve_load/run.py                       # settings 1, 2 (default), 8
-    python benchmarks/serve_load/run.py --requests 2 --out /tmp/s.json   # smoke run
+    python -m benchmarks.serve_load.run                       # settings 1, 2 (default), 8
+    python -m benchmarks.serve_load.run --requests 2 --out /tmp/s.json   # smoke run
 
 Writes a table to stdout, JSON to ``benchmarks/results/serve_load.json`` and, unless
 ``--no-doc``, the section "## dva serve under load" of docs/BENCHMARKS.md.
@@ -32,10 +32,7 @@ import time
 import uuid
 from pathlib import Path
 
-if str(Path(__file__).resolve().parents[1]) not in sys.path:  # benchmarks/: the shared helpers
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import _common as C  # noqa: E402
+from benchmarks import _common as C
 
 SECTION = "## dva serve under load"
 
@@ -55,7 +52,7 @@ def big_png(side: int = 6300) -> bytes:
 def build_gallery(work: Path, n: int = 32) -> Path:
     """Embed ``n`` generated images with the frozen bundled backbone and index them; returns the index."""
     from dva.data import make_synthetic
-    from dva.inference import load_embedder
+    from dva.runtime.load import load_embedder
     from dva.retrieval.index import build_index
     from dva.retrieval.store import embed_gallery, list_images
 
@@ -166,7 +163,7 @@ def markdown(result: dict) -> str:
     table = C.md_table(("--max-decodes", "uploads", "errors", "p50 ms", "p95 ms", "max ms", "RSS idle MB",
                         "RSS peak MB", "peak above idle MB", "RSS after MB"), rows, "rlrrrrrrrr")
     m = result["machine"]
-    return (f"`{result['command']}` ({result['date']}, {m.get('cpu_count', '?')} CPU cores, load average "
+    return (f"`{C.current_command(result['command'])}` ({result['date']}, {m.get('cpu_count', '?')} CPU cores, load average "
             f"{result['load_before']:.1f} before the run).\n\n"
             f"Each upload: a {result['image']['side']} x {result['image']['side']} PNG of "
             f"{result['image']['bytes'] / 1024:.0f} KB ({result['image']['side'] ** 2 * 3 / 2**20:.0f} MB as RGB). "
@@ -187,7 +184,7 @@ def _verdict(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.serve_load.run", description=__doc__.split("\n\n")[0])
     ap.add_argument("--settings", default="1,2,8", help="--max-decodes values to compare (default 1,2,8)")
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--requests", type=int, default=5, help="uploads per client (default 5)")

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """ViT-B/16 efficiency (random weights): parameters and CPU img/s, frozen vs ICA vs merged ICA.
 
-    python benchmarks/vit_efficiency/run.py --batches 1,32 --repeats 3 --threads 2   # ~2 min on 2 cores
-    python benchmarks/vit_efficiency/run.py --render          # docs section from the committed JSON
+    python -m benchmarks.vit_efficiency.run --batches 1,32 --repeats 3 --threads 2   # ~2 min on 2 cores
+    python -m benchmarks.vit_efficiency.run --render          # docs section from the committed JSON
 
 Writes ``benchmarks/results/vit_efficiency.json`` and the "ViT efficiency" section of
 ``docs/BENCHMARKS.md``. ``--backbone`` (e.g. ``vit_tiny_patch16_224``) makes a quick smoke run.
@@ -18,10 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-if str(Path(__file__).resolve().parents[1]) not in sys.path:  # benchmarks/: the shared helpers
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import _common as C
+from benchmarks import _common as C
 
 SECTION = "## ViT efficiency"
 DEFAULT_OUT = C.RESULTS / "vit_efficiency.json"
@@ -146,8 +143,8 @@ def markdown(r: dict[str, Any], json_name: str = "benchmarks/results/vit_efficie
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of ``benchmarks/vit_efficiency/run.py``."""
-    p = argparse.ArgumentParser(prog="benchmarks/vit_efficiency/run.py",
+    """The command line of ``python -m benchmarks.vit_efficiency.run``."""
+    p = argparse.ArgumentParser(prog="python -m benchmarks.vit_efficiency.run",
                                 description="ViT-B/16 (random weights) parameters and CPU forward speed with ICA.")
     p.add_argument("--batches", default="1,32")
     p.add_argument("--repeats", type=int, default=3)

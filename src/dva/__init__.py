@@ -27,7 +27,7 @@ def __getattr__(name: str):
 
         return evaluate
     if name == "load_embedder":
-        from dva.inference import load_embedder
+        from dva.runtime.load import load_embedder
 
         return load_embedder
     raise AttributeError(name)

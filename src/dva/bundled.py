@@ -14,9 +14,7 @@ the package's own dependencies). Two kinds of file:
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import os
 import warnings
 from collections import defaultdict
 from collections.abc import Mapping
@@ -25,6 +23,9 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+from dva.runtime.cache import cache_dir
+from dva.utils import atomic_write_bytes, file_sha256
 
 # Bump when the conversion changes: cached files of another version are rebuilt.
 CONVERTER_VERSION = "1"
@@ -284,21 +285,9 @@ def _dinov2_hf_to_timm(hf: dict[str, torch.Tensor], what: str) -> dict[str, torc
     return out
 
 
-def cache_dir() -> Path:
-    """Where converted weights are kept: ``$DVA_CACHE`` or ``~/.cache/dva``."""
-    return Path(os.environ.get("DVA_CACHE") or Path.home() / ".cache" / "dva")
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def cached_conversion(path: str | Path) -> dict[str, torch.Tensor]:
-    """:func:`dinov2_from_onnx` of ``path``, converted once and kept as safetensors in :func:`cache_dir`.
+    """:func:`dinov2_from_onnx` of ``path``, converted once and kept as safetensors in
+    :func:`dva.runtime.cache.cache_dir`.
 
     The cached file records the source's SHA-256 and the converter version; it is reused only
     when both match (a changed or reinstalled source is converted again). Written atomically;
@@ -307,9 +296,7 @@ def cached_conversion(path: str | Path) -> dict[str, torch.Tensor]:
     from safetensors import safe_open
     from safetensors.torch import load_file, save
 
-    from dva.utils import atomic_write_bytes
-
-    sha = sha256_file(path)
+    sha = file_sha256(path)
     target = cache_dir() / f"{Path(path).stem}-{sha[:16]}.safetensors"
     if target.is_file():
         try:

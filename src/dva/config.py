@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from dva.opa.names import SOURCE_NAMES
+
 
 @dataclass
 class BackboneConfig:
@@ -48,7 +50,7 @@ class OPAConfig:
     """Object-Perceptual Adaptation: object and background views (docs/METHOD.md, OPA)."""
 
     enabled: bool = True
-    box_source: str = "self"  # one of BOX_SOURCES
+    box_source: str = "self"  # one of dva.opa.names.SOURCE_NAMES
     boxes_file: str = ""  # CSV/JSON of path,x,y,w,h[,score]; default: RUN_DIR/boxes.json
     # Below this box score: x_disc = x and no background term. -1 = per source: 0.5 for a
     # detector ([DVF]: yolox, groundingdino) and annotations, 0.3 for owlv2 (lower scores), 0.15
@@ -138,7 +140,7 @@ class TrainConfig:
     # Keep prefix caches on disk here and reuse them across runs with the same frozen weights,
     # images, views and boxes ("" = in memory only; the benchmark shares one folder).
     cache_dir: str = ""
-    # Who runs the frozen network for the boxes and the prefix caches (dva.frozen): auto = onnx
+    # Who runs the frozen network for the boxes and the prefix caches (dva.runtime.frozen): auto = onnx
     # (onnxruntime, exported once into $DVA_CACHE/onnx/) on the CPU when installed, else torch.
     frozen_runtime: str = "auto"
     eval_every: int = 1  # epochs; 0 = only at the end
@@ -204,10 +206,9 @@ class DVAConfig:
 
 # The values a string option may take, and the ranges of numbers: checked when a config is read,
 # so that a typo or an impossible value fails in a second, naming the key, not after minutes of work.
-BOX_SOURCES = ("self", "annotations", "none", "detector", "yolox", "saliency", "groundingdino", "owlv2")
 CHOICES: dict[str, tuple[str, ...]] = {
     "ica.act": ("gelu", "relu", "identity"),
-    "opa.box_source": BOX_SOURCES,
+    "opa.box_source": SOURCE_NAMES,  # the box-source registry's names (dva.opa.sources.SOURCES)
     "opa.loc_view": ("whole", "view"),
     "train.trainable": ("ica", "head", "full", "none"),
     "train.proxy_init": ("mean", "randn"),

@@ -3,19 +3,26 @@
 ``evaluate(embedder, split)`` embeds the split's retrieval images and scores them: leave-one-out
 over ``split.test`` by default, query-vs-gallery when the split defines both sets. The command
 line (``dva eval``) only parses options and prints what this returns.
+
+A split whose score would mean nothing (one query class; no class left with a match to find) is
+refused by :func:`~dva.data.protocols.check_evaluable` before a single image is embedded; queries that can never
+retrieve a match (a class with one image) are excluded loudly (docs/METHOD.md, Evaluation).
 """
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from dva.data.protocols import check_retrievable
+from dva.data.protocols import DatasetWarning, check_evaluable, retrieval_sets
 from dva.data.records import ImageRecord, Split
-from dva.inference import EmbedderLike
 from dva.metrics import query_stats, retrieval_metrics
+from dva.runtime.protocol import EmbedderLike
+
+__all__ = ["Evaluation", "check_evaluable", "embed_records", "evaluate"]
 
 
 @dataclass
@@ -30,6 +37,7 @@ class Evaluation:
         embed_seconds: time spent embedding.
         embeddings, labels: the query embeddings and labels.
         gallery_embeddings, gallery_labels: the gallery's, in query-gallery mode (else None).
+        warnings: what :func:`~dva.data.protocols.check_evaluable` said (queries excluded: no match to find).
     """
 
     metrics: dict[str, float]
@@ -41,6 +49,7 @@ class Evaluation:
     labels: np.ndarray
     gallery_embeddings: np.ndarray | None = None
     gallery_labels: np.ndarray | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 def embed_records(embedder: EmbedderLike, records: Sequence[ImageRecord], batch_size: int = 64,
@@ -56,29 +65,29 @@ def evaluate(embedder: EmbedderLike, split: Split, which: str = "test", ks: Sequ
     """Score ``embedder`` on ``split``.
 
     Args:
-        embedder: a :class:`dva.inference.Embedder` (or anything with its interface).
+        embedder: a :class:`dva.runtime.torch_embedder.Embedder` (or anything with its interface).
         split: from :func:`dva.data.load_split`.
         which: ``"test"`` (the protocol's retrieval set; query-vs-gallery when the split has
             both) or ``"train"`` (leave-one-out over the training images).
         ks: the K of Recall@K.
         batch_size, num_workers, progress: embedding options.
     """
-    if which not in ("test", "train"):
-        raise ValueError(f"which must be 'test' or 'train', got {which!r}")
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    notes = check_evaluable(split, which)  # before any embedding: a refused split costs no model pass
+    for note in notes:
+        warnings.warn(note, DatasetWarning, stacklevel=2)
+    queries, gallery = retrieval_sets(split, which)
     opts = {"batch_size": batch_size, "num_workers": num_workers, "progress": progress}
     t0 = time.perf_counter()
-    if which == "test" and split.query is not None and split.gallery is not None:
-        q_emb, q_lab = embed_records(embedder, split.query, **opts)
-        g_emb, g_lab = embed_records(embedder, split.gallery, **opts)
+    if gallery is not None:
+        q_emb, q_lab = embed_records(embedder, queries, **opts)
+        g_emb, g_lab = embed_records(embedder, gallery, **opts)
         seconds = time.perf_counter() - t0
         metrics = retrieval_metrics(q_emb, q_lab, ks, gallery_embeddings=g_emb, gallery_labels=g_lab)
         return Evaluation(metrics, "query-gallery", query_stats(q_lab, g_lab), len(set(q_lab.tolist())), seconds,
-                          q_emb, q_lab, g_emb, g_lab)
-    records = split.test if which == "test" else split.train
-    check_retrievable(records, f"{split.name} ({split.protocol}) {which} split")
-    q_emb, q_lab = embed_records(embedder, records, **opts)
+                          q_emb, q_lab, g_emb, g_lab, notes)
+    q_emb, q_lab = embed_records(embedder, queries, **opts)
     seconds = time.perf_counter() - t0
     return Evaluation(retrieval_metrics(q_emb, q_lab, ks), "leave-one-out", query_stats(q_lab),
-                      len(set(q_lab.tolist())), seconds, q_emb, q_lab)
+                      len(set(q_lab.tolist())), seconds, q_emb, q_lab, warnings=notes)

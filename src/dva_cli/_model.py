@@ -4,11 +4,15 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # torch is imported only when a command runs, not to build the parser
-    from dva.inference import EmbedderLike
+# The one list of runtimes. dva/runtime/__init__.py holds only names; the runtimes' modules load
+# when a command runs. Importing it loads the package ``dva`` (torch with it), which building the
+# parser did already through dva.data (dva_cli._data), so ``dva --help`` costs no more.
+from dva.runtime import RUNTIMES
+
+if TYPE_CHECKING:
+    from dva.runtime.protocol import EmbedderLike
 
 DEFAULT_BACKBONE = "mobilenetv2_100"
-RUNTIMES = ("torch", "onnx", "auto")  # = dva.inference.RUNTIMES (not imported: it pulls in torch)
 
 
 def add_model_arguments(p: argparse.ArgumentParser, runtime: bool = False) -> None:
@@ -36,7 +40,7 @@ def add_model_arguments(p: argparse.ArgumentParser, runtime: bool = False) -> No
 
 def embedder_from_args(args: argparse.Namespace) -> EmbedderLike:
     """Load the embedder the model options describe (torch unless ``--runtime`` says otherwise)."""
-    from dva.inference import load_embedder
+    from dva.runtime.load import load_embedder
 
     weights = args.weights
     if weights is None and not args.checkpoint:

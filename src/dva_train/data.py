@@ -26,11 +26,11 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from dva.boxes import Boxes
 from dva.config import DVAConfig
-from dva.frozen import FrozenRunner
 from dva.ica import ica_disabled
 from dva.model import DVAModel
+from dva.opa.geometry import Boxes
+from dva.runtime.frozen import FrozenRunner
 from dva.transforms import eval_transform, train_transform, view_transform
 from dva_train.distributed import DistInfo, gather_rows
 from dva_train.prefix_cache import PrefixCache, build_prefix_cache, cache_keys
@@ -261,7 +261,7 @@ class ImageBatches(BatchSource):
 
     @torch.no_grad()
     def _embed(self, model: DVAModel, paths: list[str], info: DistInfo, adapted: bool = True) -> np.ndarray | None:
-        from dva.inference import _Paths
+        from dva.runtime.protocol import _Paths
 
         model.eval()
         idx = np.arange(info.rank, len(paths), info.world)  # disjoint strided shards: no duplicates
@@ -285,7 +285,7 @@ def build_batches(cfg: DVAConfig, model: DVAModel, data: TrainData, boxes: Boxes
                   x_prefix: torch.Tensor | None = None) -> BatchSource:
     """The batch source of this run: prefix caches (built or loaded) or online images.
 
-    ``runner`` runs the frozen prefix (:func:`dva.frozen.frozen_runner`; default: torch).
+    ``runner`` runs the frozen prefix (:func:`dva.runtime.frozen.frozen_runner`; default: torch).
     ``x_prefix``: the training images' x-view prefixes ``(N, ...)``, float16, already computed by
     the self-localisation pass (``opa.loc_view=view``); only the other views then run.
     """

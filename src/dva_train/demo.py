@@ -6,8 +6,13 @@ write a visual report under ``runs/demo/``.
 """
 from __future__ import annotations
 
+import json
+import os
+import platform
+import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 from dva.config import load_config
 from dva.data.locate import find_dataset
@@ -22,12 +27,72 @@ def format_table(rows: dict[str, dict], ks=(1, 2, 4, 8)) -> str:
     return "\n".join(lines)
 
 
+def _git_commit() -> str | None:
+    """The commit of the checkout this code runs from, or None (an installed wheel, no git)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _epoch_evals(log: Path) -> list[dict[str, Any]]:
+    """The adapted model's evaluations of the run, one per ``eval`` record of ``log.jsonl`` (frozen left out)."""
+    if not log.is_file():
+        return []
+    recs = [json.loads(ln) for ln in log.read_text().splitlines() if ln.strip()]
+    keys = ("epoch", "step", "recall@1", "recall@2", "recall@4", "recall@8", "map@r")
+    return [{k: r.get(k) for k in keys} for r in recs if r.get("kind") == "eval" and not r.get("frozen")]
+
+
+def results_record(result: dict[str, Any], summary: dict[str, Any], cfg: Any, out: Path,
+                   loadavg: list[float], command: str) -> dict[str, Any]:
+    """What ``--results`` keeps of a demo run: metrics, settings, timings and provenance (no machine paths).
+
+    Args:
+        result: the run's ``demo.json`` content (table, params, timings).
+        summary: the training summary (steps, boxes, evaluation split).
+        cfg: the resolved configuration.
+        out: the demo's output folder (its ``log.jsonl`` gives the per-epoch evaluations).
+        loadavg: the 1-minute load average at the start and the end of the run.
+        command: the command line that made it.
+
+    Returns:
+        A JSON-serialisable dict.
+    """
+    import torch
+
+    return {
+        "benchmark": "demo", "command": command, "date": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
+        "git_commit": _git_commit(),
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                    "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "loadavg_1m": loadavg},
+        "settings": {"dataset": cfg.data.dataset, "protocol": cfg.data.protocol, "backbone": cfg.backbone.name,
+                     "img_size": cfg.backbone.img_size, "ica_rank": cfg.ica.rank, "ica_target": cfg.ica.target,
+                     "ica_blocks": cfg.ica.blocks, "box_source": cfg.opa.box_source, "beta": cfg.loss.beta,
+                     "epochs": cfg.train.epochs},
+        "eval_split": summary["eval_split"], "steps": summary["steps"], "boxes": summary["boxes"],
+        "table": result["table"], "params": result["params"], "evals": _epoch_evals(out / "log.jsonl"),
+        "prep_seconds": result["prep_seconds"], "train_seconds": result["train_seconds"],
+        "wall_seconds": result["wall_seconds"],
+    }
+
+
 def run_demo(out: str = "runs/demo", data: str | None = None, overrides: list[str] | None = None,
-             progress: bool = True, synthetic: bool = False) -> dict:
-    """Train + evaluate + index + search + report; returns the summary written to ``OUT/demo.json``."""
+             progress: bool = True, synthetic: bool = False, results: str | None = None,
+             command: str | None = None) -> dict:
+    """Train + evaluate + index + search + report; returns the summary written to ``OUT/demo.json``.
+
+    Args:
+        results: also write the run's metrics, timings and provenance to this JSON file (e.g.
+            ``benchmarks/results/demo.json``: the docs render the demo's numbers from it).
+        command: the command line recorded in ``results`` (default: this call, as Python).
+    """
     from dva_train.train import train
 
     t0 = time.time()
+    load0 = os.getloadavg()[0]  # timings on a shared machine: record the load with them
     root = None if synthetic else find_dataset("cub100", data, required=bool(data))
     # Prefix caches on disk: a second `make demo` skips the frozen layers entirely.
     ov = ["--output_dir", out, "--train.cache_dir", str(Path(out) / "cache")]
@@ -53,8 +118,8 @@ def run_demo(out: str = "runs/demo", data: str | None = None, overrides: list[st
     print(table)
 
     from dva.data import load_split
-    from dva.inference import load_embedder, onnx_embedder_for
-    from dva.onnx_embedder import onnx_available
+    from dva.runtime.load import load_embedder, onnx_embedder_for
+    from dva.runtime.sessions import onnx_available
     from dva.retrieval.pipeline import index_search_report
 
     split = load_split(cfg.data.dataset, cfg.data.root, cfg.data.protocol)
@@ -78,6 +143,11 @@ def run_demo(out: str = "runs/demo", data: str | None = None, overrides: list[st
               "checkpoint": summary["checkpoint"], "retrieval": retrieval}
     atomic_write_json(Path(out) / "demo.json", result)
     (Path(out) / "table.txt").write_text(table + "\n")
+    if results:
+        record = results_record(result, summary, cfg, Path(out), [load0, os.getloadavg()[0]],
+                                command or f"run_demo(out={out!r}, results={results!r})")
+        atomic_write_json(results, record)
+        print(f"results: {results}")
     print(f"\nreport: {retrieval.get('report', Path(out) / 'retrieval/report/index.html')}")
     print(f"demo finished in {time.time() - t0:.0f} s; artefacts in {out}/")
     return result

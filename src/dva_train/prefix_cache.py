@@ -18,8 +18,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from dva.frozen import FrozenRunner
 from dva.model import DVAModel
+from dva.runtime.frozen import FrozenRunner
 
 
 class PrefixCache:

@@ -3,7 +3,7 @@
 Stages of :func:`_train` (docs/METHOD.md, "One image through the code"):
 
 1. setup — seed, run folder, the split (:mod:`dva_train.data`), frozen backbone + ICA + proxies;
-2. boxes — one OPA box per training image (:func:`dva.boxes.compute_boxes`, cached);
+2. boxes — one OPA box per training image (:func:`dva.opa.sources.compute_boxes`, cached);
 3. data — a :class:`~dva_train.data.BatchSource`: frozen-prefix cache, or images with online
    augmentation; it gives every step a :class:`~dva_train.data.Batch`;
 4. proxies — initialised at the frozen class means;
@@ -27,11 +27,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from dva.boxes import Boxes, compute_boxes, min_score
-from dva.frozen import FrozenRunner, frozen_runner
 from dva.config import DVAConfig, save_config
 from dva.model import DVAModel, build_model, count_parameters
 from dva.objective import DVAObjective
+from dva.opa.geometry import Boxes
+from dva.opa.sources import compute_boxes, min_score
+from dva.runtime.frozen import FrozenRunner, frozen_runner
 from dva.utils import atomic_write_json, seed_everything
 from dva_train.data import Batch, BatchSource, TrainData, build_batches, opa_views, prepare_data, use_prefix_cache
 from dva_train.distributed import DistInfo, any_rank, barrier, cleanup, init_distributed
@@ -78,7 +79,7 @@ class _Run:
     data: TrainData
     model: DVAModel
     progress: bool
-    frozen: FrozenRunner  # runs the frozen network for the boxes and prefix caches (dva.frozen)
+    frozen: FrozenRunner  # runs the frozen network for the boxes and prefix caches (dva.runtime.frozen)
 
 
 def _train(cfg: DVAConfig, info: DistInfo, resume: bool, progress: bool, allow_changes: bool) -> dict[str, Any]:

@@ -14,10 +14,11 @@ import torch
 from PIL import ImageOps
 from torch.utils.data import Dataset
 
-from dva.boxes import Box, Boxes, min_score
 from dva.config import OPAConfig
 from dva.data import load_rgb
-from dva.opa import make_views, mirror_box
+from dva.opa.geometry import Box, Boxes, mirror_box
+from dva.opa.sources import min_score
+from dva.opa.views import make_views
 
 
 class ViewSample(NamedTuple):

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from activation_maps import run as maps
+
+from benchmarks.activation_maps import run as maps
 
 
 def test_box_in_view_follows_resize_and_centre_crop():

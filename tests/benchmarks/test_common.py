@@ -1,11 +1,18 @@
-"""The helpers shared by the benchmarks (benchmarks/_common.py)."""
+"""The helpers shared by the benchmarks (benchmarks/_common.py) and the benchmarks package itself."""
 from __future__ import annotations
 
+import ast
 import json
 import os
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
 
-import _common as C
 import pytest
+
+from benchmarks import _common as C
 
 
 def test_mean_std():
@@ -36,6 +43,7 @@ def test_update_doc_creates_and_replaces(tmp_path):
     C.update_doc(doc, "## Y", "two")
     C.update_doc(doc, "## X", "three")
     assert doc.read_text() == "# Benchmarks\n\n## X\n\nthree\n\n## Y\n\ntwo\n"
+    assert [f.name for f in doc.parent.iterdir()] == ["B.md"]  # written through a temporary: none left behind
 
 
 def test_md_table():
@@ -62,7 +70,7 @@ def test_write_result_records_provenance(tmp_path):
     saved = json.loads((tmp_path / "r.json").read_text())
     assert saved == res
     assert saved["x"] == 1 and saved["date"] == "kept"
-    assert saved["command"] == "python benchmarks/vit_efficiency/run.py --repeats 1 'a b'"
+    assert saved["command"] == "python -m benchmarks.vit_efficiency.run --repeats 1 'a b'"
     assert saved["machine"]["cpu_count"] == os.cpu_count()
     assert "git_commit" in saved
 
@@ -79,9 +87,88 @@ def test_machine_info_versions():
 
 def test_current_command_maps_the_old_script_paths():
     assert (C.current_command("python benchmarks/cub100.py --quick --threads 2")
-            == "python benchmarks/cub100/run.py --quick --threads 2")
-    assert C.current_command("python benchmarks/vit_efficiency.py") == "python benchmarks/vit_efficiency/run.py"
-    assert C.current_command("python benchmarks/cub100/run.py --full") == "python benchmarks/cub100/run.py --full"
+            == "python -m benchmarks.cub100.run --quick --threads 2")
+    assert C.current_command("python benchmarks/vit_efficiency.py") == "python -m benchmarks.vit_efficiency.run"
+    assert C.current_command("python benchmarks/cub100/run.py --full") == "python -m benchmarks.cub100.run --full"
+    assert (C.current_command("python benchmarks/cub100/summary.py a.json+b.json")
+            == "python -m benchmarks.cub100.summary a.json+b.json")
+    new = "python -m benchmarks.cub100.run --reuse benchmarks/results/cub100_full.json"
+    assert C.current_command(new) == new  # already current; result paths inside the flags untouched
+    # Whole tokens only: a path that merely starts like an old one stays.
+    assert C.current_command("python benchmarks/cub100.pyc") == "python benchmarks/cub100.pyc"
+
+
+def test_every_old_script_maps_to_a_module_that_exists():
+    for old, module in C.LEGACY_SCRIPTS.items():
+        assert (C.REPO / (module.replace(".", "/") + ".py")).is_file(), (old, module)
+    commands = [json.loads(f.read_text()).get("command") for f in C.RESULTS.glob("*.json")]
+    scripts = {c.split()[1] for c in commands if c and c.split()[1] != "-m"}
+    assert scripts and scripts <= set(C.LEGACY_SCRIPTS)  # every committed result file's command is shown as a module
+    assert all(C.current_command(c).startswith("python -m benchmarks.") for c in commands if c)
+
+
+def test_module_name_and_command_line():
+    assert C.module_name(C.BENCHMARKS / "cub100" / "run.py") == "benchmarks.cub100.run"
+    shown = C.command_line(C.BENCHMARKS / "boxes" / "run.py", ["--limit", "2"])
+    assert shown == "python -m benchmarks.boxes.run --limit 2"
+    with pytest.raises(ValueError, match="not a module of the benchmarks package"):
+        C.module_name(C.REPO / "src" / "dva" / "config.py")
+    assert C.command_line(C.REPO / "tools" / "x.py", []) == "python tools/x.py"  # outside the package: a file
+
+
+def test_a_child_module_runs_from_any_folder(tmp_path):
+    """What the cub100 rows and metrics_speed children rely on: ``-m`` plus the repository on PYTHONPATH."""
+    code = C.child_command(C.BENCHMARKS / "cub100" / "plan.py")
+    assert code[1:] == ["-m", "benchmarks.cub100.plan"]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    ok = subprocess.run(code, cwd=tmp_path, env=C.child_env(env), capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    bare = subprocess.run(code, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert bare.returncode != 0 and "No module named 'benchmarks'" in bare.stderr  # so the env is what does it
+    assert C.child_env({"PYTHONPATH": "/x"})["PYTHONPATH"] == os.pathsep.join([str(C.REPO), "/x"])
+
+
+def test_benchmarks_is_a_package_without_path_hacks():
+    """Every benchmark folder is a package; no file of benchmarks/ or tests/benchmarks/ edits sys.path."""
+    for run in C.BENCHMARKS.glob("*/run.py"):
+        assert (run.parent / "__init__.py").is_file(), run.parent
+    files = [*C.BENCHMARKS.rglob("*.py"), *(C.REPO / "tests" / "benchmarks").rglob("*.py")]
+    edit = re.compile(r"sys\.path\s*(\.(insert|append|extend)\b|\[|\+?=)")  # insert, append, slice, assign
+    assert edit.search("sys.path.insert(0, x)") and edit.search("sys.path[:0] = [x]") and not edit.search("sys.path)")
+    hacks = [str(f) for f in files if f.resolve() != Path(__file__).resolve() and edit.search(f.read_text())]
+    assert not hacks, hacks
+
+
+def test_benchmarks_stay_out_of_the_wheel():
+    """The wheel's packages come from src/ only: ``benchmarks`` (a package at the root now) is not one."""
+    from setuptools import find_packages
+
+    cfg = tomllib.loads((C.REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    assert cfg["where"] == ["src"]
+    found = find_packages(where=str(C.REPO / "src"))
+    assert "dva" in found and not [p for p in found if p.split(".")[0] == "benchmarks"]
+
+
+def test_no_long_functions_in_benchmarks():
+    """As in src/ (tests/test_layering.py): no function body over 80 lines, docstrings aside."""
+    long = []
+    for f in sorted(C.BENCHMARKS.rglob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text(), str(f))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                first = node.body[0]
+                has_doc = isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+                start = first.end_lineno + 1 if has_doc and len(node.body) > 1 else first.lineno
+                if node.end_lineno - start + 1 > 80:
+                    long.append(f"{f.relative_to(C.REPO)}:{node.lineno} {node.name}")
+    assert not long, "\n".join(long)
+
+
+@pytest.mark.parametrize("module", ["benchmarks.cub100.run"])
+def test_python_m_help_from_the_repository_root(module):
+    r = subprocess.run([sys.executable, "-m", module, "--help"], cwd=C.REPO, capture_output=True, text=True,
+                       timeout=120, env=dict(os.environ, PYTHONPATH=""))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"usage: python -m {module}") and "--profile" in r.stdout
 
 
 def test_repo_is_this_checkout():

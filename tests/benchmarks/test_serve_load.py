@@ -1,13 +1,7 @@
 """benchmarks/serve_load: the table and the sentence a reader gets from a run's rows."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
-_spec = importlib.util.spec_from_file_location(
-    "serve_load_run", Path(__file__).resolve().parents[2] / "benchmarks" / "serve_load" / "run.py")
-run = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(run)
+from benchmarks.serve_load import run
 
 
 def _row(n, peak, p95, errors=0):
@@ -24,6 +18,7 @@ def test_markdown_compares_default_with_widest_setting():
     assert "| 2 | 40 (8 clients) | 0 | 1000 | 4222 |" in md
     assert "peak is 366 MB above idle and p95 4.2 s" in md and "raises the peak to 1270 MB" in md
     assert "(1 errors in all)" in md and "114 MB as RGB" in md
+    assert md.startswith("`python -m benchmarks.serve_load.run` (d, 2 CPU cores")  # recorded as a file: a module
 
 
 def test_big_png_is_small_on_disk_and_huge_decoded():

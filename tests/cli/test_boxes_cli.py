@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dva import boxes as B
 from dva.backbone import bundled_weights_available
-from dva.detectors import yolox
+from dva.opa import sources as B
+from dva.opa.detectors import yolox
 from dva_cli import commands
 from dva_cli.commands import boxes as cmd
 

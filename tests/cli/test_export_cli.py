@@ -60,8 +60,8 @@ def _gallery(d: Path, n: int = 8) -> list[Path]:
 
 
 def test_export_frozen_and_checkpoint(cache, tmp_path, capsys):
-    from dva.inference import load_embedder
-    from dva.onnx_embedder import read_metadata
+    from dva.runtime.load import load_embedder
+    from dva.runtime.onnx_embedder import read_metadata
 
     assert main(["export", *MODEL, "--out", str(tmp_path / "frozen.onnx")]) == 0
     out = capsys.readouterr().out

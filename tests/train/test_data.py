@@ -79,7 +79,7 @@ def test_both_sources_embed_eval_and_train_sets_alike(both):
 
 def test_online_frozen_embeddings_through_the_onnx_runner(both, tmp_path, monkeypatch):
     pytest.importorskip("onnxruntime")
-    from dva.frozen import OnnxFrozenRunner
+    from dva.runtime.frozen import OnnxFrozenRunner
 
     monkeypatch.setenv("DVA_CACHE", str(tmp_path))
     _, (_, data, model, online) = both

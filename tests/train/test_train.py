@@ -142,7 +142,7 @@ def test_online_augmentation_path_without_prefix_cache(synthetic_root, tmp_path)
 def test_self_boxes_on_the_view_share_the_frozen_pass(synthetic_root, tmp_path, monkeypatch):
     """opa.loc_view=view: the training images go through the frozen network once for boxes + x
     prefixes (no separate x prefix pass), and the run equals one whose x prefixes were computed apart."""
-    from dva.frozen import FrozenRunner
+    from dva.runtime.frozen import FrozenRunner
     from dva_train import train as train_mod
 
     calls: dict[str, int] = {}

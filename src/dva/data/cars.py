@@ -62,6 +62,7 @@ def read_cars(root: str, protocol: str = "open", strict_counts: bool = False) ->
     base = Path(root).expanduser()
     if not base.is_dir():
         raise FileNotFoundError(f"{NAME}: root folder {base} does not exist. {HINT}")
+    notes: list[str] = []
     for cand in (base, base / "stanford_cars"):
         if (cand / "cars_annos.mat").exists():
             entries, names = _read_annos_mat(cand.resolve())
@@ -70,7 +71,7 @@ def read_cars(root: str, protocol: str = "open", strict_counts: bool = False) ->
             entries, names = _read_devkit(cand.resolve())
             break
         if (cand / "anno_train.csv").exists():
-            entries, names = _read_kaggle_csv(cand.resolve())
+            entries, names = _read_kaggle_csv(cand.resolve(), notes)
             break
     else:
         raise FileNotFoundError(f"{NAME}: no known layout under {base}. {HINT}")
@@ -87,7 +88,7 @@ def read_cars(root: str, protocol: str = "open", strict_counts: bool = False) ->
         test = [r for r, t in records if t]
     else:
         train, test = split_by_class([r for r, _t in records], PUBLISHED[NAME].open_train_classes)
-    return finish_split(NAME, protocol, train, test, class_names, strict_counts)
+    return finish_split(NAME, protocol, train, test, class_names, strict_counts, notes)
 
 
 def _box(row: dict, where: str) -> tuple[float, float, float, float]:
@@ -167,20 +168,21 @@ def _find_split_dir(base: Path, split: str) -> Path:
                             f"car_data/car_data/{split}/<class name>/<file>.jpg). {HINT}")
 
 
-def _index_files(folder: Path) -> dict[str, str]:
+def _index_files(folder: Path, notes: list[str]) -> dict[str, str]:
+    """File name -> path of the images under ``folder`` (the shared listing: symlinks followed once)."""
+    paths, skipped = F.walk_images(folder)
+    notes += [f"{NAME}: {n}" for n in skipped]
     out: dict[str, str] = {}
-    for dirpath, _dirs, files in os.walk(folder):
-        for f in files:
-            if F.is_image_file(f):
-                if f in out:
-                    raise ValueError(f"{NAME}: file name {f} appears twice under {folder} "
-                                     f"({out[f]} and {os.path.join(dirpath, f)}); cannot match "
-                                     "CSV rows to images")
-                out[f] = os.path.join(dirpath, f)
+    for p in paths:
+        f = os.path.basename(p)
+        if f in out:
+            raise ValueError(f"{NAME}: file name {f} appears twice under {folder} "
+                             f"({out[f]} and {p}); cannot match CSV rows to images")
+        out[f] = p
     return out
 
 
-def _read_kaggle_csv(base: Path) -> tuple[list[_Entry], list[str]]:
+def _read_kaggle_csv(base: Path, notes: list[str]) -> tuple[list[_Entry], list[str]]:
     F.require_files(base, ("anno_train.csv", "anno_test.csv", "names.csv"), NAME, HINT)
     names_p = base / "names.csv"
     names = [line.strip() for line in names_p.read_text(encoding="utf-8-sig").splitlines()
@@ -188,7 +190,7 @@ def _read_kaggle_csv(base: Path) -> tuple[list[_Entry], list[str]]:
     entries = []
     for split, is_test in (("train", False), ("test", True)):
         path = base / f"anno_{split}.csv"
-        files = _index_files(_find_split_dir(base, split))
+        files = _index_files(_find_split_dir(base, split), notes)
         for lineno, parts in F.read_table(path, 6, ",", "<fname>,<x1>,<y1>,<x2>,<y2>,<class>"):
             if lineno == 1 and not parts[5].strip().lstrip("-").isdigit():
                 continue  # a header row

@@ -92,6 +92,23 @@ def read_rows(path: Path) -> list[dict[str, object]]:
     return out
 
 
+def check_rows_unique(path: Path, rows: list[dict[str, object]]) -> None:
+    """Refuse two rows naming one image file (compared by real path: ``a.jpg``, ``./a.jpg`` and a
+    symlink to it are one file), with both lines; under two labels it is also a train/test leak."""
+    reg = F.ImageRegistry()
+    for r in rows:
+        earlier = reg.add(str(r["path"]), str(r["label"]), where=str(r["line"]))
+        if earlier is None:
+            continue
+        line, label = earlier
+        if label == r["label"]:
+            raise ValueError(f"{path}:{r['line']}: image {r['path']} already listed on line {line}; "
+                             "a duplicate counts twice in every metric: delete one of the two rows")
+        raise ValueError(f"{path}:{r['line']}: image {r['path']} is labelled {r['label']!r} here and "
+                         f"{label!r} on line {line} (the same file): the same photo in two classes is a "
+                         "train/test leak; keep the row with the right label and delete the other")
+
+
 def label_ids(labels: list[str]) -> dict[str, int]:
     """Class ids of the label strings: numeric order if all are integers, else string order."""
     uniq = set(labels)
@@ -117,12 +134,7 @@ def read_csv_split(root: str, protocol: str = "open", strict_counts: bool = Fals
     protocol = check_protocol(protocol)
     path = find_csv(root)
     rows = read_rows(path)
-    seen: dict[str, int] = {}
-    for r in rows:
-        if r["path"] in seen:
-            raise ValueError(f"{path}:{r['line']}: image {r['path']} already listed on line "
-                             f"{seen[r['path']]}; duplicates would bias retrieval metrics")
-        seen[str(r["path"])] = int(r["line"])  # type: ignore[arg-type]
+    check_rows_unique(path, rows)
     ids = label_ids([str(r["label"]) for r in rows])
     if len(ids) < 2:
         raise ValueError(f"{path}: only {len(ids)} distinct label(s); retrieval needs at least 2")

@@ -29,12 +29,40 @@ def _subdirs(folder: Path) -> list[str]:
     return sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
 
 
-def scan_classes(folder: Path) -> tuple[dict[str, list[str]], list[str]]:
-    """Map class-folder name -> sorted absolute image paths; also return warnings."""
+def _group(name: str, part: str) -> str:
+    """How a class folder is named in leak errors; ``val`` joins ``train``, so they are one side."""
+    side = {"val": "train"}.get(part, part)
+    return f"class {name!r}" + (f" ({side})" if side in ("train", "test") else "")
+
+
+def scan_classes(folder: Path, registry: F.ImageRegistry | None = None, part: str = "",
+                 within: tuple[Path, ...] = ()) -> tuple[dict[str, list[str]], list[str]]:
+    """Map class-folder name -> sorted image paths; also return warnings.
+
+    Every image is listed once by real path across all classes (``registry``, shared by the
+    parts of one dataset); a class folder that is a symlink to another class folder is that
+    class, listed once; one leading back to the dataset root (``within``) is a loop, skipped.
+    """
+    reg = registry if registry is not None else F.ImageRegistry()
+    roots = tuple(os.path.realpath(p) for p in (*within, folder))
     notes = []
     classes: dict[str, list[str]] = {}
-    for name in _subdirs(folder):
-        files, skipped = F.walk_images(folder / name)
+    by_real: dict[str, str] = {}
+    # Real folders before symlinks, so an alias never displaces the class it points to.
+    for name in sorted(_subdirs(folder), key=lambda n: ((folder / n).is_symlink(), n.casefold(), n)):
+        real = os.path.realpath(folder / name)
+        if real in by_real:
+            notes.append(f"{NAME}: class folder {folder / name} is a symlink to {real}, the folder of class "
+                         f"{by_real[real]!r}: one class, listed once as {by_real[real]!r}; remove the link "
+                         "if that is not meant")
+            continue
+        loop = next((r for r in roots if F.is_within(r, real)), None)
+        if loop is not None:
+            notes.append(f"{NAME}: class folder {folder / name} is a symlink to {real}, which contains the "
+                         f"dataset folder {loop} (a directory loop); skipped")
+            continue
+        by_real[real] = name
+        files, skipped = F.walk_images(folder / name, reg, _group(name, part), roots)
         notes += [f"{NAME}: {n}" for n in skipped]
         if files:
             classes[name] = files
@@ -62,8 +90,9 @@ def read_folder(root: str, protocol: str = "open", strict_counts: bool = False) 
         raise FileNotFoundError(f"{NAME}: root folder {base} does not exist. {HINT}")
     base = base.resolve()
     subs = _subdirs(base)
+    reg = F.ImageRegistry()
     if "train" in subs and "test" in subs:
-        parts = {s: scan_classes(base / s) for s in ("train", "val", "test") if s in subs}
+        parts = {s: scan_classes(base / s, reg, s, (base,)) for s in ("train", "val", "test") if s in subs}
     else:
         if protocol == CLOSED:
             raise ValueError(f"{NAME}: the closed protocol needs {base / 'train'} and "
@@ -72,7 +101,9 @@ def read_folder(root: str, protocol: str = "open", strict_counts: bool = False) 
         if subs in (["images"], ["Images"]) and not any(F.is_image_file(f) for f in
                                                         os.listdir(base)):
             base = base / subs[0]
-        parts = {"all": scan_classes(base)}
+        parts = {"all": scan_classes(base, reg)}
+    reg.raise_leaks(NAME, "folder: delete the copy, the symlink or the symlinked folder that puts it in the "
+                    "second class folder, or in both train/ and test/")
     # Case-insensitive: a plain sort puts every capitalised folder first (e.g. Oxford Pets: all cat
     # breeds, then all dog breeds), and the open split would train on one kind and test on the other.
     names = sorted({c for classes, _n in parts.values() for c in classes}, key=lambda n: (n.casefold(), n))

@@ -31,6 +31,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from dva.data._files import ImageRegistry
 from dva.data.records import ImageRecord, Split
 
 OPEN = "open"
@@ -126,15 +127,113 @@ def _count_problems(name: str, protocol: str, train: Sequence[ImageRecord],
             f"edited annotation files."]
 
 
-def check_retrievable(records: Sequence[ImageRecord], what: str) -> None:
-    """Refuse a leave-one-out set in which no class has a second image: Recall@K would be empty.
+def _class_list(labels: Sequence[int], class_names: dict[int, str] | None, shown: int = 8) -> str:
+    names = [repr(class_names.get(c, str(c))) if class_names else str(c) for c in sorted(labels)]
+    return ", ".join(names[:shown]) + (f", ... ({len(names) - shown} more)" if len(names) > shown else "")
 
-    Called before any expensive work (training, embedding), so the user learns it in a second.
+
+def check_retrievable(records: Sequence[ImageRecord], what: str, gallery: Sequence[ImageRecord] | None = None,
+                      class_names: dict[int, str] | None = None) -> list[str]:
+    """Refuse a retrieval set whose score would mean nothing; say which queries cannot be scored.
+
+    Cheap (labels only): callers run it before any training or embedding, so the user learns it
+    in a second. The rules (docs/METHOD.md, Evaluation):
+
+    * fewer than 2 query classes: refused. With one class every neighbour is a match, so
+      Recall@K and MAP@R are 100% whatever the model.
+    * a query class with no positive (a class with a single image in leave-one-out, or absent
+      from the gallery): its queries can never retrieve a match. They are excluded from every
+      metric (as :mod:`dva.metrics` and pytorch-metric-learning do) and stay in the gallery as
+      distractors; the returned warning names the classes. Refused when fewer than 2 classes
+      are left to score.
+
+    Args:
+        records: The queries (every image, in leave-one-out mode).
+        what: The set, in words, for messages (e.g. ``"cub200 (open) test split"``).
+        gallery: The gallery in query-vs-gallery mode; ``None`` for leave-one-out.
+        class_names: Class id -> name, to name classes in messages.
+
+    Returns:
+        Warnings to show (empty when every query can be scored).
     """
     counts = Counter(r.label for r in records)
-    if not counts or max(counts.values()) < 2:
+    fix = ("use a split with more classes (the open protocol tests on the second half of the classes: a "
+           "dataset needs at least 4), or --protocol closed when the dataset has an official split")
+    if len(counts) < 2:
+        raise ValueError(f"{what}: the split has {len(counts)} class(es) ({_class_list(list(counts), class_names)}), "
+                         "which cannot measure retrieval: with a single class every neighbour is a match and "
+                         f"every score is 100% whatever the model. To evaluate, {fix}")
+    if gallery is None:
+        lone = [c for c, n in counts.items() if n < 2]
+        why = "a single image (leave-one-out leaves it nothing to find)"
+    else:
+        in_gallery = {r.label for r in gallery}
+        lone = [c for c in counts if c not in in_gallery]
+        why = "no image in the gallery"
+    left = len(counts) - len(lone)
+    if left == 0 and gallery is None:
         raise ValueError(f"{what}: every class holds a single image ({len(counts)} classes), so leave-one-out "
                          "retrieval has nothing to find; give classes at least 2 images each")
+    if left < 2:
+        raise ValueError(f"{what}: only {left} of {len(counts)} query classes can be scored, the others have "
+                         f"{why}: {_class_list(lone, class_names)}. One scored class cannot measure retrieval; "
+                         "give every class at least 2 images (leave-one-out) or gallery images of every query class")
+    if not lone:
+        return []
+    n_lone = sum(counts[c] for c in lone)
+    stay = " and stay in the gallery as distractors" if gallery is None else ""
+    return [f"{what}: {len(lone)} of {len(counts)} query classes have {why}: {_class_list(lone, class_names)}. "
+            f"Their {n_lone} queries can never retrieve a match, so they are EXCLUDED from every metric (scored: "
+            f"{len(records) - n_lone} of {len(records)} queries){stay}. Give those classes a second image "
+            "(or gallery images) to score them"]
+
+
+def retrieval_sets(split: Split, which: str = "test") -> tuple[list[ImageRecord], list[ImageRecord] | None]:
+    """``(queries, gallery)`` that evaluation scores on ``split``; gallery ``None`` = leave-one-out.
+
+    ``which="test"``: query vs gallery when the split defines both, else the test images;
+    ``"train"``: the training images, leave-one-out.
+    """
+    if which not in ("test", "train"):
+        raise ValueError(f"which must be 'test' or 'train', got {which!r}")
+    if which == "test" and split.query is not None and split.gallery is not None:
+        return split.query, split.gallery
+    return (split.test if which == "test" else split.train), None
+
+
+def check_evaluable(split: Split, which: str = "test") -> list[str]:
+    """Refuse (``ValueError``) a split whose retrieval score would mean nothing; return warnings.
+
+    Reads labels only, no image (and no torch): run it before building or running a model.
+    See :func:`check_retrievable` for the rules.
+    """
+    queries, gallery = retrieval_sets(split, which)
+    part = "query/gallery" if gallery is not None else which
+    return check_retrievable(queries, f"{split.name} ({split.protocol}) {part} split", gallery, split.class_names)
+
+
+def check_unique_images(name: str, train: Sequence[ImageRecord], test: Sequence[ImageRecord],
+                        class_names: dict[int, str]) -> None:
+    """Refuse a split that lists one image file twice (by real path, :class:`~dva.data._files.ImageRegistry`).
+
+    Under two classes, or on both sides of the split, it is a train/test leak; twice under one
+    class it would count twice in every metric. Readers that walk folders have already listed
+    each file once (with a warning per repeat): this is the last check of every reader.
+    """
+    reg = ImageRegistry()
+    repeats: list[str] = []
+    for side, records in (("train", train), ("test", test)):
+        for r in records:
+            group = f"class {class_names.get(r.label, str(r.label))!r} ({side})"
+            earlier = reg.add(r.path, group)
+            if earlier is not None and earlier[1] == group:
+                repeats.append(f"{r.path} (the same file as {earlier[0]})")
+    reg.raise_leaks(name, "and on one side: fix the annotation files (or folders) that list it twice")
+    if repeats:
+        more = f", ... and {len(repeats) - 5} more" if len(repeats) > 5 else ""
+        raise ValueError(f"{name}: {len(repeats)} image file(s) are listed twice in one class: "
+                         f"{'; '.join(repeats[:5])}{more}. A duplicate counts twice in every metric: "
+                         "list each image once in the annotation files")
 
 
 def finish_split(name: str, protocol: str, train: list[ImageRecord], test: list[ImageRecord],
@@ -166,6 +265,7 @@ def finish_split(name: str, protocol: str, train: list[ImageRecord], test: list[
         tr = sorted({r.label for r in train})
         rule = (f"{protocol}: the classes with ids {tr[0]}-{tr[-1]} train, the others test" if protocol == "open"
                 else "closed: the dataset's official train/test split")
+    check_unique_images(name, train, test, class_names)
     problems = _count_problems(name, protocol, train, test)
     if problems and strict_counts:
         raise ValueError(problems[0] + " (strict_counts=True; pass strict_counts=False to "

@@ -11,7 +11,7 @@ from dva.retrieval.search import QueryResult, hits_to_fetch, resolve_query_label
 from dva.retrieval.store import GalleryItem, Label, embed_gallery
 
 if TYPE_CHECKING:
-    from dva.inference import EmbedderLike
+    from dva.runtime.protocol import EmbedderLike
 
 
 def summarize(results: Sequence[QueryResult], k: int) -> dict:
@@ -63,7 +63,7 @@ def index_search_report(
     """Embed a gallery, index it (exact), search the queries and write the visual report.
 
     Args:
-        embedder: a :class:`dva.inference.Embedder` (or anything with the same attributes).
+        embedder: a :class:`dva.runtime.torch_embedder.Embedder` (or anything with the same attributes).
         gallery_paths: gallery image files.
         gallery_labels: their labels (None: unknown).
         query_paths: query image files (may be gallery files: then the query itself is

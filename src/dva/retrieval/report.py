@@ -25,7 +25,7 @@ from dva.retrieval.search import QueryResult
 from dva.retrieval.store import atomic_write_text, load_image_strict
 
 if TYPE_CHECKING:
-    from dva.inference import EmbedderLike
+    from dva.runtime.protocol import EmbedderLike
 
 THUMB = 192
 

@@ -15,7 +15,7 @@ from dva.retrieval.index import GalleryIndex
 from dva.retrieval.store import Label, load_image_strict
 
 if TYPE_CHECKING:
-    from dva.inference import EmbedderLike
+    from dva.runtime.protocol import EmbedderLike
 
 
 @dataclass

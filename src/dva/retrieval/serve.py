@@ -36,7 +36,7 @@ from dva.retrieval.index import GalleryIndex
 from dva.retrieval.search import search_images
 
 if TYPE_CHECKING:
-    from dva.inference import EmbedderLike
+    from dva.runtime.protocol import EmbedderLike
 
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 40_000_000

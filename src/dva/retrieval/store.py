@@ -43,7 +43,7 @@ from dva.data._files import walk_images
 from dva.utils import atomic_write_bytes, atomic_write_json, atomic_write_text, prefetch_map, read_json
 
 if TYPE_CHECKING:
-    from dva.inference import EmbedderLike
+    from dva.runtime.protocol import EmbedderLike
 
 FORMAT = "dva-embeddings/1"
 DTYPES = ("float32", "float16")
@@ -475,7 +475,7 @@ def embed_gallery(
 
     Args:
         embedder: an object with ``fingerprint``, ``dim``, ``transform`` and
-            ``embed_tensor`` (see :class:`dva.inference.Embedder`).
+            ``embed_tensor`` (see :class:`dva.runtime.torch_embedder.Embedder`).
         items: the images, e.g. from :func:`list_images`.
         out_dir: the embeddings directory (created; a previous run there is resumed when it
             used the same model, inputs, dtype and shard size, and refused otherwise).

@@ -1,6 +1,6 @@
 """``dva boxes``: OPA object boxes for any images, as JSON lines, with previews to look at.
 
-The same computation and cache as ``dva train`` (:func:`dva.boxes.compute_boxes`): the cache sits
+The same computation and cache as ``dva train`` (:func:`dva.opa.sources.compute_boxes`): the cache sits
 beside ``--out`` (``boxes.jsonl`` -> ``boxes.cache.json``), so a second run with the same source,
 model file, prompt and images computes nothing.
 """
@@ -103,7 +103,7 @@ def draw_preview(src: str, dst: Path, box, score: float, label: str | None, kept
 
 
 def run(args: argparse.Namespace) -> int:
-    from dva.boxes import compute_boxes, min_score
+    from dva.opa.sources import compute_boxes, min_score
     from dva.retrieval.store import list_images
 
     paths = [it.path for it in list_images(args.images)]

@@ -35,15 +35,34 @@ def run(args: argparse.Namespace) -> int:
     info = split.summary()
     info["root"] = args.root
     info["read_seconds"] = round(time.perf_counter() - t0, 3)
+    info["evaluation"] = _evaluation(split)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
     for key, value in info.items():
-        if key in ("warnings", "train_class_names", "test_class_names"):
+        if key in ("warnings", "train_class_names", "test_class_names", "evaluation"):
             continue
         print(f"{key:<16} {value}")
     print(f"{'train classes':<16} {_names(info['train_class_names'])}")
     print(f"{'test classes':<16} {_names(info['test_class_names'])}")
     for w in split.warnings:
         print(f"WARNING: {w}", file=sys.stderr)
+    ev = info["evaluation"]
+    if ev["refused"]:
+        print(f"PROBLEM: `dva eval` will refuse this split: {ev['refused']}", file=sys.stderr)
+    for w in ev["warnings"]:
+        print(f"WARNING: {w}", file=sys.stderr)
     return 0
+
+
+def _evaluation(split: object) -> dict[str, object]:
+    """What ``dva eval`` would say of the test split: ``refused`` (why, or None) and ``warnings``.
+
+    Printed, not an exit status: data-info describes the dataset; ``dva eval`` is what refuses.
+    """
+    from dva.data.protocols import check_evaluable
+
+    try:
+        return {"refused": None, "warnings": check_evaluable(split, "test")}  # type: ignore[arg-type]
+    except ValueError as exc:
+        return {"refused": str(exc), "warnings": []}

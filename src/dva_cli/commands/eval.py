@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from dva.data import load_split
-    from dva.evaluation import evaluate
+    from dva.evaluation import check_evaluable, evaluate
     from dva.utils import atomic_write_json
     from dva_cli._format import format_table, parse_ks
 
@@ -53,11 +53,17 @@ def run(args: argparse.Namespace) -> int:
         split = load_split(args.dataset, args.root, args.protocol, args.strict_counts)
     for w in split.warnings:
         print(f"WARNING: {w}", file=sys.stderr)
+    # Before the model is built: a split that cannot measure retrieval fails here, in a second.
+    excluded = check_evaluable(split, args.split)
+    for w in excluded:
+        print(f"WARNING: {w}", file=sys.stderr)
 
     t0 = time.perf_counter()
     embedder = _model.embedder_from_args(args)
-    ev = evaluate(embedder, split, args.split, ks, batch_size=args.batch_size, num_workers=args.workers,
-                  progress=not args.no_progress)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # check_evaluable's warnings, printed above
+        ev = evaluate(embedder, split, args.split, ks, batch_size=args.batch_size, num_workers=args.workers,
+                      progress=not args.no_progress)
     if args.save_embeddings:
         out_npz = Path(args.save_embeddings)
         out_npz.parent.mkdir(parents=True, exist_ok=True)
@@ -73,14 +79,15 @@ def run(args: argparse.Namespace) -> int:
         "dim": embedder.dim, "embed_seconds": round(ev.embed_seconds, 2),
         "total_seconds": round(time.perf_counter() - t0, 2),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "host": platform.node(),
-        "warnings": split.warnings,
+        "warnings": [*split.warnings, *ev.warnings],
     }
     if args.out:
         atomic_write_json(args.out, result)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
+        dropped = ev.stats["excluded_queries"]
         print(f"{split.name} ({split.protocol}, {ev.mode}, {ev.stats['scored_queries']} "
-              f"queries, {ev.classes} classes)")
+              f"queries{f' ({dropped} EXCLUDED: no match to find)' if dropped else ''}, {ev.classes} classes)")
         print(format_table(ev.metrics))
     return 0

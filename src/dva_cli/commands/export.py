@@ -1,4 +1,4 @@
-"""``dva export``: write the embedding model (backbone + adapters) as an ONNX file (see dva.onnx_export)."""
+"""``dva export``: write the embedding model (backbone + adapters) as an ONNX file (see dva.runtime.onnx_export)."""
 from __future__ import annotations
 
 import argparse
@@ -22,8 +22,8 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from dva.onnx_embedder import OnnxEmbedder
-    from dva.onnx_export import export_onnx
+    from dva.runtime.onnx_embedder import OnnxEmbedder
+    from dva.runtime.onnx_export import export_onnx
 
     if args.device not in ("cpu", "auto"):
         raise ValueError("dva export runs on the CPU; leave out --device")

@@ -1,0 +1,58 @@
+"""Where dva keeps what it builds once and reuses: the one place that names cache paths.
+
+Everything lives under :func:`cache_dir` (``$DVA_CACHE``, default ``~/.cache/dva``):
+
+* converted bundled weights (:func:`dva.bundled.cached_conversion`), at the top;
+* ``onnx/<fingerprint>.onnx``: embedders exported for ``--runtime onnx`` (:func:`onnx_cache_path`);
+* ``onnx/frozen-<job>-<key>.onnx``: the frozen jobs of training preparation
+  (:func:`frozen_cache_path`, run by :mod:`dva.runtime.frozen`).
+
+Torch is imported only inside :func:`frozen_cache_path` (its caller already holds a model), so
+:mod:`dva.bundled` and the command line can import this module cheaply.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dva.model import DVAModel
+
+# Part of every frozen graph's key: bump when what the frozen graphs compute changes, so that
+# exports of an older version are made again rather than reused.
+FROZEN_FORMAT = "dva-frozen/1"
+
+
+def cache_dir() -> Path:
+    """``$DVA_CACHE`` when set, else ``~/.cache/dva`` (read at each call: tests and runs may change it)."""
+    return Path(os.environ.get("DVA_CACHE") or Path.home() / ".cache" / "dva")
+
+
+def onnx_cache_path(fingerprint: str) -> Path:
+    """``$DVA_CACHE/onnx/<fingerprint>.onnx``: the ``--runtime onnx`` export of one embedder."""
+    return cache_dir() / "onnx" / f"{fingerprint}.onnx"
+
+
+def frozen_cache_path(model: DVAModel, job: str, size: int) -> Path:
+    """``$DVA_CACHE/onnx/frozen-<job>-<key>.onnx``: keyed by everything the graph computes from.
+
+    The key holds the frozen weights' fingerprint, where the prefix ends, the job, the input
+    size, the family and the torch version (the exporter's output may change with it).
+    """
+    import torch
+
+    key = {"format": FROZEN_FORMAT, "fingerprint": model.fingerprint, "split": model.split, "job": job,
+           "size": size, "family": model.family, "torch": torch.__version__}
+    if job == "embed" and model.cfg.train.trainable == "full":
+        # Disabled adapters and a bypassed head leave the graph alone, trained backbone weights do
+        # not: key by their values, so that an export never stands for other weights than its own.
+        h = hashlib.sha256()
+        for n, p in sorted(model.encoder.named_parameters()):
+            h.update(n.encode())
+            h.update(p.detach().cpu().contiguous().numpy().tobytes())
+        key["weights"] = h.hexdigest()
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+    return cache_dir() / "onnx" / f"frozen-{job}-{digest}.onnx"
