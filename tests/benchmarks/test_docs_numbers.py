@@ -136,7 +136,9 @@ def test_regions_are_replaced_between_their_markers_and_missing_ones_named(tmp_p
     text = "a <!-- rendered: frozen-backbones -->old 1.0<!-- /rendered: frozen-backbones --> b"
     new = S.put(text, t, "new 2.0")
     assert new == "a <!-- rendered: frozen-backbones -->new 2.0<!-- /rendered: frozen-backbones --> b"
-    assert S.get(S.put(text, t, "x\ny"), t) == "\nx\ny\n"
+    assert S.get(S.put(text, t, "x\ny"), t) == "x\ny"  # inline markers stay inline
+    block = text.replace("-->old 1.0", "-->\nold 1.0\n")
+    assert S.get(S.put(block, t, "x\ny"), t) == "\nx\ny\n"  # markers on their own lines stay there
     with pytest.raises(ValueError, match="no region `frozen-backbones`"):
         S.get("no markers", t)
 

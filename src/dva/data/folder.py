@@ -10,6 +10,12 @@ Class ids are given in case-insensitive sorted order of the class-folder names (
 and test together). Open protocol: the first ``C // 2`` classes train, the rest test. Closed
 protocol: the ``train``/``test`` folders. Hidden files and non-image files are ignored;
 empty class folders are skipped with a warning.
+
+Symlinks (:func:`dva.data._files.walk_images`, the gallery listing's rule): each image is listed
+once by real path over the whole tree; a class folder that links to another class folder is that
+class; a folder link back to the root (or any folder containing it) is a loop, not followed; each
+case is a :class:`~dva.data.protocols.DatasetWarning`. A photo under two class folders (or in
+both ``train/`` and ``test/``) is a train/test leak: ``ValueError`` naming both.
 """
 from __future__ import annotations
 
