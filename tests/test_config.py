@@ -78,3 +78,89 @@ def test_resolve_device_refuses_what_is_not_here():
             resolve_device("cuda")
     with pytest.raises(ValueError, match="expected auto, cpu"):
         resolve_device("tpu")
+
+
+# --------------------------------------------------------------------------- upper bounds
+@pytest.mark.parametrize("override,fragment", [
+    (["--ica.rank", "100000000"], "ica.rank=100000000 must be >= 1 and <= 1024 (the width of each adapter's bottleneck"),
+    (["--train.images_per_class", "1000"], "train.images_per_class=1000 must be >= 1 and <= 256 (the default is 8"),
+    (["--backbone.img_size", "100000"], "backbone.img_size=100000 must be >= 16 and <= 1024 (the input side in pixels"),
+    (["--train.num_workers", "100000"], "train.num_workers=100000 must be >= 0 and <= 256 (image-decoding processes"),
+    (["--opa.loc_scale", "100"], "opa.loc_scale=100.0 must be > 0 and <= 4 (the box pass runs at loc_scale"),
+    (["--train.classes_per_batch", "100", "--train.images_per_class", "100"],
+     "train.classes_per_batch x train.images_per_class = 100 x 100 = 10000 images per batch, more than 4096"),
+])
+def test_values_too_large_to_mean_are_refused_with_the_reason(override, fragment):
+    with pytest.raises(ValueError) as err:
+        load_config(None, override)
+    assert fragment in str(err.value)
+
+
+def test_the_largest_allowed_values_are_accepted():
+    cfg = load_config(None, ["--ica.rank", "1024", "--backbone.img_size", "1024", "--train.images_per_class", "256",
+                             "--train.classes_per_batch", "16"])
+    assert (cfg.ica.rank, cfg.backbone.img_size, cfg.train.images_per_class) == (1024, 1024, 256)
+
+
+def test_a_hand_built_config_is_checked_before_anything_is_allocated():
+    from dva import build_model
+
+    cfg = DVAConfig()
+    cfg.backbone.weights, cfg.ica.rank = "none", 100_000_000  # would ask for tens of GB
+    with pytest.raises(ValueError, match=r"model config: ica.rank=100000000 must be >= 1 and <= 1024"):
+        build_model(cfg, 3)
+
+
+# --------------------------------------------------------------------------- text forms, types
+@pytest.mark.parametrize("override,fragment", [
+    (["--ica.target", "qk+pw"], "ica.target='qk+pw': it mixes ViT and CNN layer kinds"),
+    (["--ica.target", "pw+conv"], "ica.target='pw+conv': no layer kind is called 'conv'"),
+    (["--ica.blocks", "last"], "ica.blocks='last': expected 'auto', 'all', a slice like '-2:'"),
+    (["--ica.scale", ".nan"], "ica.scale=nan must be a finite number"),
+    (["--train.epochs", "true"], "train.epochs: expected int, got True"),
+    (["--train.epochs", ".inf"], "train.epochs: expected int, got inf"),
+    (["--train.cache_prefix", "on", "--train.trainable", "full"], "train.cache_prefix=on cannot train the full"),
+])
+def test_text_forms_and_types_are_checked_when_read(override, fragment):
+    with pytest.raises(ValueError) as err:
+        load_config(None, override)
+    assert fragment in str(err.value) and "<defaults> + overrides" in str(err.value)
+
+
+def test_string_fields_keep_the_text_typed_and_booleans_take_0_and_1():
+    cfg = load_config(None, ["--opa.prompt", "true", "--data.root", "007", "--ica.blocks", "'-3:'",
+                             "--opa.enabled", "0", "--train.cache_prefix", "off"])
+    assert (cfg.opa.prompt, cfg.data.root, cfg.ica.blocks) == ("true", "007", "-3:")
+    assert cfg.opa.enabled is False and cfg.train.cache_prefix == "off"
+    assert load_config(None, ["--ica.blocks", "[0, 3]"]).ica.blocks == "[0, 3]"  # a list of blocks, as text
+
+
+# --------------------------------------------------------------------------- one list per value
+def test_choices_are_the_registries_own_lists():
+    from dva.config import CHOICES, TRAINABLE_DEFAULTS
+    from dva.data.protocols import PROTOCOLS
+    from dva.ica import _ACTS
+    from dva.opa.sources import SOURCES
+    from dva.runtime import RUNTIMES
+
+    assert CHOICES["ica.act"] == tuple(_ACTS) == ("gelu", "relu", "identity")
+    assert CHOICES["opa.box_source"] == tuple(SOURCES)
+    assert CHOICES["train.frozen_runtime"] is RUNTIMES
+    assert CHOICES["train.trainable"] == tuple(TRAINABLE_DEFAULTS) == ("ica", "none", "head", "full")
+    assert CHOICES["data.protocol"] == tuple(PROTOCOLS)
+
+
+def test_importing_the_config_loads_neither_torch_nor_timm():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "src" / "dva"
+    # torch and timm made unimportable; the package dva stubbed so that its __init__ (which loads
+    # the model, and torch with it) does not run: only dva.config and what it imports are loaded.
+    code = ("import sys, types; sys.modules.update(torch=None, timm=None); "
+            f"pkg = types.ModuleType('dva'); pkg.__path__ = [{str(src)!r}]; sys.modules['dva'] = pkg; "
+            "import dva.config; print(sorted(m for m in sys.modules if m.startswith('dva')))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "'dva.config'" in r.stdout and "dva.ica'" not in r.stdout and "dva.model" not in r.stdout

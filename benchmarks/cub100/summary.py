@@ -14,8 +14,8 @@ figures are computed from unrounded means and rounded once, never typed).
     python -m benchmarks.cub100.summary --annotate-commits # per-run `commit` in the pooled result files
     python -m benchmarks.cub100.summary A.json+B.json C.json --pets37 P.json ... [--notes N.md] [--no-doc]
 
-Targets (``targets()``): in docs/BENCHMARKS.md the sections "Three backbones" and "`make demo`"
-and the notes of the validated ViT section; in README.md the regions between
+Targets (``targets()``): in docs/BENCHMARKS.md the sections "Three backbones", "`make demo`" and
+"DPT weight beta" (``beta_figure.py``), and the notes of the validated ViT section; in README.md the regions between
 ``<!-- rendered: NAME -->`` and ``<!-- /rendered: NAME -->``. Positional files render only the
 "Three backbones" section, from those files. Writes ``docs/cub100_backbones_r1_vs_params.png`` too.
 """
@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import _common as C
+from benchmarks.cub100 import beta_figure
 from benchmarks.cub100 import quantities as Q
 from benchmarks.cub100.quantities import ORDER, rows_of  # noqa: F401  (rows_of: this module's API too)
 
@@ -46,6 +47,7 @@ DEFAULT_PETS = (f"{R}cub100_pets37_seeds.json+{R}cub100_pets37.json", f"{R}cub10
                 f"{R}cub100_vit_s14_8blk_pets37.json")
 VIT_FIRST = f"{R}cub100_vit_s14_seeds.json+{R}cub100_vit_s14_quick.json"  # the ViT's first adapter setting
 DEMO = f"{R}demo.json"
+BETA = (f"{R}cub100_beta_val.json", f"{R}cub100_full.json")  # beta_figure.py --val, --test
 # Other result files README quotes: name -> file (their quantities: ``extra_quantities``).
 EXTRA = {"boxes": f"{R}boxes_pets37.json", "boxes_loc": f"{R}boxes_pets37_loc_view.json",
          "vitb": f"{R}vit_efficiency.json"}
@@ -334,12 +336,18 @@ def demo_quantities(demo: dict[str, Any]) -> dict[str, Q.Value]:
               "demo.train_s": demo["train_seconds"],
               "demo.rest_s": demo["wall_seconds"] - demo["prep_seconds"] - demo["train_seconds"],
               "demo.cpus": demo["machine"]["cpu_count"], "demo.date": demo["date"][:10],
-              "demo.commit": (demo.get("git_commit") or "n/a")[:7],
+              "demo.commit": (demo.get("git_commit") or "n/a")[:7] + (" with uncommitted changes"
+                                                                     if demo.get("git_dirty") else ""),
               "demo.load_start": demo["machine"]["loadavg_1m"][0], "demo.load_end": demo["machine"]["loadavg_1m"][1]})
     # A timing is only comparable on an idle machine: say so when the load exceeded the cores.
-    load, cpus = max(demo["machine"]["loadavg_1m"]), demo["machine"]["cpu_count"]
-    q["demo.machine"] = f"a {cpus}-core CPU" + (f" shared with other jobs (1-minute load average up to {load:.1f})"
+    m = demo["machine"]
+    cpus = m["cpu_count"]
+    load = max(x for x in [*m["loadavg_1m"], *(m.get("loadavg_end_1_5_15") or [])] if x is not None)
+    q["demo.machine"] = f"a {cpus}-core CPU" + (f" shared with other jobs, load average up to {load:.1f}"
                                                 if load > cpus else "")
+    q["demo.load_max"] = load
+    if m.get("cpu_seconds"):
+        q["demo.cpu_share"] = 100 * m["cpu_seconds"] / demo["wall_seconds"]  # % of one core
     q["demo.timing_note"] = (
         f"Other jobs shared the machine during this run (load above its {cpus} cores): the time is an upper bound "
         "and does not measure the 4-minute target." if load > cpus else
@@ -487,6 +495,8 @@ def targets() -> list[Target]:
         Target(C.DOC, SECTION, False, lambda i, q: section_body(i, q, notes_text=notes("cub100_summary_notes.md", q))),
         Target(C.DOC, VIT_SECTION, False, vit_section, lambda i, q: notes("cub100_vit_s14_8blk_notes.md", q)),
         Target(C.DOC, DEMO_SECTION, False, lambda i, q: notes("demo_notes.md", q), needs_demo=True),
+        Target(C.DOC, beta_figure.SECTION, False,
+               lambda i, q: beta_figure.section_body(*BETA, notes=f"{R}cub100_beta_notes.md")),
         Target(README, "three-backbones", True, lambda i, q: notes("cub100_readme_notes.md", q)),
         Target(README, "demo", True, lambda i, q: Q.fill(README_DEMO, q, "summary.README_DEMO"), needs_demo=True),
         Target(README, "frozen-backbones", True, lambda i, q: Q.fill(README_FROZEN, q, "summary.README_FROZEN")),

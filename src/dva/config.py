@@ -12,11 +12,14 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
+# Light modules only (names, no torch or timm): the value lists of the registries.
+from dva.ica_names import ACTIVATIONS, check_target, parse_blocks
 from dva.opa.names import SOURCE_NAMES
+from dva.runtime import RUNTIMES
 
 
 @dataclass
@@ -38,7 +41,7 @@ class ICAConfig:
     scale: float = 1.0
     learnable_scale: bool = False
     # ViT: "qk" (paper), "q", "k", "qkv". CNN: "pw" (expansion 1x1), "pwl" (projection 1x1),
-    # "head" (conv_head), joined by "+", e.g. "pw+pwl+head". "auto": see dva.ica.AUTO.
+    # "head" (conv_head), joined by "+", e.g. "pw+pwl+head". "auto": see dva.ica_names.AUTO.
     target: str = "auto"
     # Which blocks carry adapters: "all", a Python-style slice over the backbone's blocks, e.g.
     # "-2:" (ViT: the last 2 transformer blocks; CNN: the last 2 stages), or "auto".
@@ -204,57 +207,87 @@ class DVAConfig:
         return validate(_from_dict(cls, d, source), source)
 
 
-# The values a string option may take, and the ranges of numbers: checked when a config is read,
-# so that a typo or an impossible value fails in a second, naming the key, not after minutes of work.
+# ----------------------------------------------------------------------------- validation
+# Every value a user gives is checked here, once, when the config is read (load_config,
+# DVAConfig.from_dict) or when code that received a hand-built config starts (build_model,
+# dva_train.train.train): a typo or an impossible value fails in a second, naming the key and
+# the fix, not after minutes of work. The code that uses a value does not check it again.
+#
+# The names a string option may take, each list from the code that implements the names (leaf
+# modules that import nothing: importing this one loads neither torch nor timm). Where that code
+# has no such module, the names are listed here, next to the user of the value. data.dataset is
+# checked by dva.data's registry when the split is read (dva.data.registry.canonical_name): dva.data
+# sits above the config (tests/test_layering.py) and its package imports its readers.
 CHOICES: dict[str, tuple[str, ...]] = {
-    "ica.act": ("gelu", "relu", "identity"),
+    "ica.act": ACTIVATIONS,  # dva.ica builds these (and refuses to import when they differ)
     "opa.box_source": SOURCE_NAMES,  # the box-source registry's names (dva.opa.sources.SOURCES)
-    "opa.loc_view": ("whole", "view"),
-    "train.trainable": ("ica", "head", "full", "none"),
-    "train.proxy_init": ("mean", "randn"),
-    "train.augment": ("standard", "flip", "none"),
-    "train.cache_prefix": ("auto", "on", "off"),
-    "train.frozen_runtime": ("auto", "torch", "onnx"),
-    "train.on_collapse": ("stop", "warn"),
-    "data.protocol": ("open", "closed"),
+    "opa.loc_view": ("whole", "view"),  # dva.opa.self_boxes
+    "train.trainable": tuple(TRAINABLE_DEFAULTS),  # every mode has its defaults; dva.model.DVAModel builds them
+    "train.proxy_init": ("mean", "randn"),  # dva_train.train
+    "train.augment": ("standard", "flip", "none"),  # dva.transforms.train_transform
+    "train.cache_prefix": ("auto", "on", "off"),  # dva_train.data.use_prefix_cache
+    "train.frozen_runtime": RUNTIMES,  # dva.runtime.frozen.frozen_runner
+    "train.on_collapse": ("stop", "warn"),  # dva_train.train
+    "data.protocol": ("open", "closed"),  # = dva.data.protocols.PROTOCOLS (tests/test_config.py compares them)
 }
-# key -> (lowest, lowest allowed?, highest or None, why/fix)
-RANGES: dict[str, tuple[float, bool, float | None, str]] = {
-    "backbone.img_size": (16, True, None, ""),
-    "ica.rank": (1, True, None, ""),
-    "opa.expand": (0, False, None, "1.1 enlarges the box by 10%"),
-    "opa.aspect": (0, False, 1, "short/long side ratio, e.g. 0.75"),
-    "opa.threshold": (0, True, 1, ""),
-    "opa.loc_scale": (0, False, None, ""),
-    "loss.proxy_scale": (0, False, None, ""),
-    "loss.proxy_temperature": (0, False, None, ""),
-    "loss.tau": (0, False, None, ""),
-    **{f"loss.{k}": (0, True, None, "a loss weight") for k in ("w_disc", "w_bg", "w_con", "beta", "dpt_cos")},
-    "train.epochs": (1, True, None, "train at least one epoch; train.max_steps can stop earlier"),
-    "train.max_steps": (0, True, None, "0 = no limit"),
-    "train.classes_per_batch": (1, True, None, "the default is 8 classes x 4 images"),
-    "train.images_per_class": (1, True, None, "the default is 8 classes x 4 images"),
-    "train.lr": (0, False, None, "a negative rate trains backwards; adapters use ~1e-3"),
-    "train.proxy_lr": (0, True, None, ""),
-    "train.weight_decay": (0, True, None, ""),
-    "train.adam_eps": (0, False, None, ""),
-    "train.warmup_epochs": (0, True, None, ""),
-    "train.grad_clip": (0, False, None, ""),
-    "train.eval_every": (0, True, None, "0 = only at the end"),
-    "train.num_workers": (0, True, None, ""),
-    "train.batch_size_eval": (1, True, None, ""),
-    "train.log_every": (1, True, None, ""),
-    "train.save_every": (0, True, None, "0 = end of each epoch only"),
-    "train.threads": (0, True, None, "0 = leave as is"),
-    "train.collapse_fraction": (0, True, 1, "0 = off; 0.5 = stop below half the frozen backbone's figures"),
-    "train.collapse_cos": (0, False, 1, "1 = off"),
-    "data.val_classes": (0, True, None, ""),
+
+
+class Bound(NamedTuple):
+    """The range of a number: above ``lo`` (or equal to it when ``lo_ok``), at most ``hi``; ``why``: the reason or fix."""
+
+    lo: float
+    lo_ok: bool = True
+    hi: float | None = None
+    why: str = ""
+
+
+# Upper bounds catch values that cannot be meant and would otherwise fail late, as a MemoryError
+# or a stalled machine (an ICA rank of 10^8 asks for tens of GB at once).
+_BATCH = "the default is 8 classes x 4 images; a batch holds classes_per_batch x images_per_class images"
+RANGES: dict[str, Bound] = {
+    "backbone.img_size": Bound(16, True, 1024, "the input side in pixels: fine-grained retrieval runs at 224-518, "
+                                               "and memory grows with its square"),
+    "ica.rank": Bound(1, True, 1024, "the width of each adapter's bottleneck: 4-16 here and in the paper; "
+                                     "near a layer's own width it is no bottleneck"),
+    "opa.expand": Bound(0, False, None, "1.1 enlarges the box by 10%"),
+    "opa.aspect": Bound(0, False, 1, "short/long side ratio, e.g. 0.75"),
+    "opa.threshold": Bound(0, True, 1),
+    "opa.loc_scale": Bound(0, False, 4, "the box pass runs at loc_scale x backbone.img_size: 2 already costs 4x"),
+    "loss.proxy_scale": Bound(0, False),
+    "loss.proxy_temperature": Bound(0, False),
+    "loss.tau": Bound(0, False),
+    **{f"loss.{k}": Bound(0, True, None, "a loss weight") for k in ("w_disc", "w_bg", "w_con", "beta", "dpt_cos")},
+    "train.epochs": Bound(1, True, None, "train at least one epoch; train.max_steps can stop earlier"),
+    "train.max_steps": Bound(0, True, None, "0 = no limit"),
+    "train.classes_per_batch": Bound(1, True, 1024, _BATCH),
+    "train.images_per_class": Bound(1, True, 256, _BATCH),
+    "train.lr": Bound(0, False, None, "a negative rate trains backwards; adapters use ~1e-3"),
+    "train.proxy_lr": Bound(0, True),
+    "train.weight_decay": Bound(0, True),
+    "train.adam_eps": Bound(0, False),
+    "train.warmup_epochs": Bound(0, True),
+    "train.grad_clip": Bound(0, False),
+    "train.eval_every": Bound(0, True, None, "0 = only at the end"),
+    "train.num_workers": Bound(0, True, 256, "image-decoding processes; 0 = decode in the training process"),
+    "train.batch_size_eval": Bound(1, True, 4096, "images per evaluation batch"),
+    "train.log_every": Bound(1, True),
+    "train.save_every": Bound(0, True, None, "0 = end of each epoch only"),
+    "train.threads": Bound(0, True, 1024, "0 = leave as is"),
+    "train.collapse_fraction": Bound(0, True, 1, "0 = off; 0.5 = stop below half the frozen backbone's figures"),
+    "train.collapse_cos": Bound(0, False, 1, "1 = off"),
+    "data.val_classes": Bound(0, True),
 }
+MAX_BATCH = 4096  # train.classes_per_batch x train.images_per_class (each image has up to 3 views)
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
 def validate(cfg: "DVAConfig", source: str = "<config>") -> "DVAConfig":
-    """Check choices, ranges and the device; raise one ``ValueError`` naming the key, value and fix."""
+    """Check every value of ``cfg``; raise one ``ValueError`` naming ``source``, the key, the value and the fix.
+
+    Choices (from the registries that implement them), ranges and upper bounds, the text forms of
+    ``ica.target``, ``ica.blocks`` and ``train.device``, and the combinations no run can use.
+    Returns ``cfg``.
+    """
     def get(key: str) -> Any:
         section, name = key.split(".")
         return getattr(getattr(cfg, section), name)
@@ -262,14 +295,39 @@ def validate(cfg: "DVAConfig", source: str = "<config>") -> "DVAConfig":
     for key, allowed in CHOICES.items():
         if get(key) not in allowed:
             raise ValueError(f"{source}: {key}={get(key)!r} is not one of {', '.join(allowed)}")
-    for key, (lo, inclusive, hi, why) in RANGES.items():
+    for key, (lo, lo_ok, hi, why) in RANGES.items():
         v = get(key)
-        if not math.isfinite(v) or v < lo or (v == lo and not inclusive) or (hi is not None and v > hi):
-            want = (f">= {lo}" if inclusive else f"> {lo}") + (f" and <= {hi}" if hi is not None else "")
+        if not math.isfinite(v) or v < lo or (v == lo and not lo_ok) or (hi is not None and v > hi):
+            want = (f">= {lo}" if lo_ok else f"> {lo}") + (f" and <= {hi}" if hi is not None else "")
             raise ValueError(f"{source}: {key}={v!r} must be {want}" + (f" ({why})" if why else ""))
+    sections = [f.name for f in dataclasses.fields(cfg) if dataclasses.is_dataclass(getattr(cfg, f.name))]
+    for section in sections:  # the floats without a range (ica.scale, opa.min_score) must be finite too
+        for f in dataclasses.fields(getattr(cfg, section)):
+            v = getattr(getattr(cfg, section), f.name)
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"{source}: {section}.{f.name}={v!r} must be a finite number")
+    try:
+        check_target(cfg.ica.target)
+        if cfg.ica.blocks != "auto":
+            parse_blocks(cfg.ica.blocks)
+    except ValueError as exc:
+        raise ValueError(f"{source}: {exc}") from None
     if not _DEVICE.fullmatch(cfg.train.device):
         raise ValueError(f"{source}: train.device={cfg.train.device!r} is not auto, cpu, cuda, cuda:N or mps")
+    _check_combinations(cfg, source)
     return cfg
+
+
+def _check_combinations(cfg: "DVAConfig", source: str) -> None:
+    """Values that are fine alone but that no run can use together."""
+    tc = cfg.train
+    if tc.classes_per_batch * tc.images_per_class > MAX_BATCH:
+        raise ValueError(f"{source}: train.classes_per_batch x train.images_per_class = {tc.classes_per_batch} x "
+                         f"{tc.images_per_class} = {tc.classes_per_batch * tc.images_per_class} images per batch, "
+                         f"more than {MAX_BATCH} ({_BATCH}, each with up to 3 views): lower one of them")
+    if tc.cache_prefix == "on" and tc.trainable == "full":
+        raise ValueError(f"{source}: train.cache_prefix=on cannot train the full backbone (train.trainable=full: the "
+                         "cached stem would stay frozen): use train.cache_prefix=off or auto")
 
 
 def _from_dict(cls: type, d: dict[str, Any], source: str, prefix: str = "") -> Any:
@@ -294,18 +352,22 @@ def _from_dict(cls: type, d: dict[str, Any], source: str, prefix: str = "") -> A
 
 
 def _coerce(v: Any, t: Any, where: str) -> Any:
-    if isinstance(t, types.UnionType) or typing.get_origin(t) is typing.Union:
-        t = next(a for a in typing.get_args(t) if a is not type(None))
+    """``v`` (as YAML read it) as a value of the field type ``t``; ValueError naming ``where``."""
+    t = _plain_type(t)
     if t is bool:
         if isinstance(v, bool):
             return v
+        if isinstance(v, int) and v in (0, 1):
+            return bool(v)
         if isinstance(v, str) and v.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
             return v.lower() in ("true", "1", "yes", "on")
         raise ValueError(f"{where}: expected true/false, got {v!r}")
     if t in (int, float):
+        if isinstance(v, bool):  # int(True) would be 1: a true/false where a number belongs is a mistake
+            raise ValueError(f"{where}: expected {t.__name__}, got {v!r}")
         try:
             out = t(v)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
             raise ValueError(f"{where}: expected {t.__name__}, got {v!r}") from None
         if t is int and isinstance(v, float) and v != out:
             raise ValueError(f"{where}: expected an integer, got {v!r}")
@@ -315,6 +377,41 @@ def _coerce(v: Any, t: Any, where: str) -> Any:
             return "on" if v else "off"
         return "" if v is None else str(v)
     return v
+
+
+def _plain_type(t: Any) -> Any:
+    """``float | None`` -> ``float``; other types as they are."""
+    if isinstance(t, types.UnionType) or typing.get_origin(t) is typing.Union:
+        return next(a for a in typing.get_args(t) if a is not type(None))
+    return t
+
+
+def _field_type(parts: list[str]) -> Any:
+    """The type of the config field at ``parts`` (e.g. ``["ica", "blocks"]``), or None if there is none."""
+    cls: Any = DVAConfig
+    for part in parts:
+        if not dataclasses.is_dataclass(cls):
+            return None
+        hints = typing.get_type_hints(cls)
+        if part not in hints:
+            return None
+        cls = hints[part]
+    return None if dataclasses.is_dataclass(cls) else _plain_type(cls)
+
+
+def _override_value(parts: list[str], token: str) -> Any:
+    """An override token as the config reads it: YAML for numbers and booleans, the text itself for a string.
+
+    A string field keeps what was typed (``-2:``, ``007``, ``true``), unless the token is a quoted
+    YAML string (``'-2:'``), which loses its quotes as it would in a file.
+    """
+    try:
+        parsed = yaml.safe_load(token) if token != "" else ""
+    except yaml.YAMLError:
+        return token  # not YAML (e.g. "[1, 2"): the field's coercion names the key if it is no string
+    if isinstance(parsed, (dict, list)) or (_field_type(parts) is str and not isinstance(parsed, str)):
+        return token  # no config field is a mapping or a list
+    return parsed
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> DVAConfig:
@@ -340,11 +437,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ValueError(f"override --{key}: '{part}' is not a section")
-        parsed = yaml.safe_load(value) if value != "" else ""
-        # No config field is a mapping or a list: "-2:" (a slice) must stay the string it is.
-        node[parts[-1]] = value if isinstance(parsed, (dict, list)) else parsed
-    return validate(_from_dict(DVAConfig, d, source if not overrides else f"{source} + overrides"),
-                    source if not overrides else f"{source} + overrides")
+        node[parts[-1]] = _override_value(parts, value)
+    where = f"{source} + overrides" if overrides else source
+    return validate(_from_dict(DVAConfig, d, where), where)
 
 
 def resolve_config_path(path: str | Path) -> Path:

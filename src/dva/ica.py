@@ -23,13 +23,12 @@ from torch import nn
 
 from dva import backbone as bb
 from dva.config import ICAConfig
+from dva.ica_names import ACTIVATIONS, AUTO, CNN_TARGETS, VIT_TARGETS, parse_blocks
 
+# The modules behind the names of ``ica.act`` (dva.ica_names.ACTIVATIONS, what the config accepts).
 _ACTS = {"gelu": nn.GELU, "relu": nn.ReLU, "identity": nn.Identity}
-
-# Defaults per family. ViT: the paper's Q/K adapters in every block. CNN: our choice (measured in
-# docs/BENCHMARKS.md): beside the expansion and projection 1x1 convs of the last two stages and
-# the 1x1 head conv; with rank 4 on MobileNetV2 that is 39,552 parameters = 1.78%.
-AUTO = {"vit": {"target": "qk", "blocks": "all"}, "cnn": {"target": "pw+pwl+head", "blocks": "-2:"}}
+if tuple(_ACTS) != ACTIVATIONS:  # one list of names: the config must accept exactly what is built here
+    raise ImportError(f"dva.ica: activations {tuple(_ACTS)} differ from dva.ica_names.ACTIVATIONS {ACTIVATIONS}")
 
 
 def resolve(cfg: ICAConfig, fam: str, has_head: bool = True) -> tuple[str, str]:
@@ -50,10 +49,7 @@ class Bottleneck(nn.Module):
     def __init__(self, d_in: int, d_out: int, rank: int, act: str, scale: float, learnable_scale: bool,
                  conv: bool = False, stride: int | tuple = 1) -> None:
         super().__init__()
-        if act not in _ACTS:
-            raise ValueError(f"ica.act must be one of {sorted(_ACTS)}, got {act!r}")
-        if rank < 1:
-            raise ValueError(f"ica.rank must be >= 1, got {rank}")
+        # act and rank come from a validated ICAConfig (dva.config.validate: choices and bounds).
         if conv:
             self.down = nn.Conv2d(d_in, rank, 1, stride=stride, bias=False)
             self.up = nn.Conv2d(rank, d_out, 1, bias=False)
@@ -143,17 +139,16 @@ class ConvAdapter(nn.Module):
 
 
 def select_stages(n: int, spec: str) -> list[int]:
-    """``"all"`` or a slice such as ``"-2:"`` / ``"4:7"`` or a list ``"0,3,5"`` -> indices."""
-    spec = str(spec).strip()
-    if spec in ("all", ":", ""):
+    """``"all"`` or a slice such as ``"-2:"`` / ``"4:7"`` or a list ``"0,3,5"`` -> indices of ``n`` stages.
+
+    The syntax is :func:`dva.ica_names.parse_blocks` (ValueError for text of no form); indices
+    outside the ``n`` stages of this backbone are refused here, where ``n`` is known.
+    """
+    idx = parse_blocks(spec)
+    if idx is None:
         return list(range(n))
-    try:
-        if ":" in spec:
-            a, b = (int(s) if s.strip() else None for s in spec.split(":", 1))
-            return list(range(n))[slice(a, b)]
-        idx = [int(s) for s in spec.split(",")]
-    except ValueError:
-        raise ValueError(f"ica.blocks: expected 'all', a slice like '-2:' or indices like '0,3', got {spec!r}") from None
+    if isinstance(idx, slice):
+        return list(range(n))[idx]
     bad = [i for i in idx if not -n <= i < n]
     if bad:
         raise ValueError(f"ica.blocks: indices {bad} out of range for {n} blocks/stages")
@@ -180,18 +175,18 @@ def apply_ica(model: nn.Module, cfg: ICAConfig) -> list[str]:
     chosen = select_stages(n_stages, blocks)
     adapted: list[str] = []
     if fam == "vit":
-        bad = targets - {"qk", "q", "k", "v", "qkv"}
-        if bad:
-            raise ValueError(f"ica.target {target!r} is not valid for a ViT: use qk | q | k | qkv")
+        # The names are checked by the config (dva.ica_names.check_target); which family they
+        # belong to is known only now that the backbone is built.
+        if not targets <= set(VIT_TARGETS):
+            raise ValueError(f"ica.target {target!r} is not valid for a ViT: use {' | '.join(VIT_TARGETS)}")
         parts = "".join(p for p in "qkv" if any(p in t for t in targets))
         for i in chosen:
             attn = model.blocks[i].attn
             attn.qkv = QKVAdapter(attn.qkv, cfg, parts)
             adapted.append(f"blocks.{i}.attn.qkv")
     else:
-        bad = targets - {"pw", "pwl", "head"}
-        if bad:
-            raise ValueError(f"ica.target {target!r} is not valid for a CNN: use pw, pwl, head joined by '+'")
+        if not targets <= set(CNN_TARGETS):
+            raise ValueError(f"ica.target {target!r} is not valid for a CNN: use {', '.join(CNN_TARGETS)} joined by '+'")
         stage_mods = bb.stages(model)
         stage_prefix = "blocks" if hasattr(model, "blocks") else "layer"
         for i in chosen:

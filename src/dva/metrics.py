@@ -43,6 +43,7 @@ inputs at 200,000 x 768 leave-one-out chunking, +266 to +294 MB at 10k-50k.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -207,6 +208,53 @@ def retrieval_metrics(
             with a relevant item.
     """
     k_list = _as_ks(ks)
+    p = _problem(embeddings, labels, gallery_embeddings, gallery_labels, k_list)
+    scored = np.flatnonzero(p.r_all > 0)
+    if scored.size == 0:
+        raise ValueError("no query has a relevant item (every query's class is a singleton or "
+                         "absent from the gallery); the metrics are undefined")
+    kk_max = min(p.n_ref, max(max(k_list), int(p.r_all[scored].max())))
+    step = chunk_size if chunk_size is not None else _auto_chunk(p.g.shape[0], kk_max, memory_budget)
+    if step < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    # Per-query values, averaged once at the end: the result is then bit-identical
+    # whatever the chunking.
+    acc = _PerQuery({k: np.zeros(scored.size, dtype=bool) for k in k_list},
+                    np.zeros(scored.size, dtype=np.float64), np.zeros(scored.size, dtype=np.float64))
+    for s in range(0, scored.size, step):
+        _score_chunk(p, scored[s:s + step], s, k_list, acc)
+    out = {f"recall@{k}": float(acc.hits[k].mean()) for k in k_list}
+    out["map@r"] = float(acc.ap.mean())
+    out["r_precision"] = float(acc.rprec.mean())
+    return out
+
+
+@dataclass
+class _Problem:
+    """Checked inputs of one :func:`retrieval_metrics` call, and what every chunk shares."""
+
+    q: torch.Tensor  # (N, D) float32 queries
+    g: torch.Tensor  # (M, D) float32 gallery (``q`` itself in leave-one-out)
+    loo: bool
+    n_ref: int  # neighbours available to each query
+    q_codes: np.ndarray  # integer class of each query
+    r_all: np.ndarray  # R of each query
+    g_codes_t: torch.Tensor  # integer class of each gallery item, on the device
+    inv_gnorm: torch.Tensor  # 1 / max(|g|, eps) per gallery item
+
+
+@dataclass
+class _PerQuery:
+    """Per scored query: hit within the first K (per K), R-Precision, average precision at R."""
+
+    hits: dict[int, np.ndarray]
+    rprec: np.ndarray
+    ap: np.ndarray
+
+
+def _problem(embeddings: Any, labels: Any, gallery_embeddings: Any, gallery_labels: Any,
+             k_list: list[int]) -> _Problem:
+    """Validate the inputs (shapes, values, K against the gallery) and derive the shared tensors."""
     q = _as_embeddings(embeddings, "embeddings")
     q_lab = _as_labels(labels, q.shape[0], "labels")
     loo = gallery_embeddings is None
@@ -224,52 +272,33 @@ def retrieval_metrics(
     if max(k_list) > n_ref:
         raise ValueError(f"K={max(k_list)} exceeds the {n_ref} neighbours available to each "
                          "query")
-
     q_codes, g_codes, r_all = _relevant_counts(q_lab, g_lab, loo)
-    scored = np.flatnonzero(r_all > 0)
-    if scored.size == 0:
-        raise ValueError("no query has a relevant item (every query's class is a singleton or "
-                         "absent from the gallery); the metrics are undefined")
-
     # Cosine without a normalised copy of the gallery (that copy would be the largest
     # allocation at 200k x 768): query chunks are normalised when taken, and each similarity
     # column is scaled by 1 / max(|g|, eps), which is what F.normalize divides by.
-    dev = q.device
     inv_gnorm = 1.0 / torch.linalg.vector_norm(g, dim=1).clamp_min(1e-12)
-    g_codes_t = torch.as_tensor(g_codes, device=dev)
-    kk_max = min(n_ref, max(max(k_list), int(r_all[scored].max())))
-    step = chunk_size if chunk_size is not None else _auto_chunk(g.shape[0], kk_max, memory_budget)
-    if step < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    return _Problem(q, g, loo, n_ref, q_codes, r_all, torch.as_tensor(g_codes, device=q.device), inv_gnorm)
 
-    # Per-query values, averaged once at the end: the result is then bit-identical
-    # whatever the chunking.
-    hits = {k: np.zeros(scored.size, dtype=bool) for k in k_list}
-    rprec = np.zeros(scored.size, dtype=np.float64)
-    ap = np.zeros(scored.size, dtype=np.float64)
-    for s in range(0, scored.size, step):
-        rows_np = scored[s:s + step]
-        rows = torch.as_tensor(rows_np, device=dev)
-        r = torch.as_tensor(r_all[rows_np], device=dev)
-        sim = F.normalize(q[rows], dim=1) @ g.T
-        sim *= inv_gnorm
-        if loo:
-            sim[torch.arange(len(rows), device=dev), rows] = float("-inf")
-        kk = min(n_ref, max(max(k_list), int(r.max())))
-        _vals, nn = topk_ordered(sim, kk)
-        del sim
-        rel = g_codes_t[nn] == torch.as_tensor(q_codes[rows_np], device=dev)[:, None]
-        sl = slice(s, s + len(rows_np))
-        for k in k_list:
-            hits[k][sl] = rel[:, :k].any(dim=1).cpu().numpy()
-        pos = torch.arange(1, kk + 1, device=dev)
-        rel_r = rel & (pos[None, :] <= r[:, None])
-        r64 = r.to(torch.float64)
-        rprec[sl] = (rel_r.sum(dim=1).to(torch.float64) / r64).cpu().numpy()
-        prec = rel_r.cumsum(dim=1).to(torch.float64) / pos.to(torch.float64)
-        ap[sl] = ((prec * rel_r).sum(dim=1) / r64).cpu().numpy()
 
-    out = {f"recall@{k}": float(hits[k].mean()) for k in k_list}
-    out["map@r"] = float(ap.mean())
-    out["r_precision"] = float(rprec.mean())
-    return out
+def _score_chunk(p: _Problem, rows_np: np.ndarray, start: int, k_list: list[int], acc: _PerQuery) -> None:
+    """Rank the gallery for the queries ``rows_np`` and write their values from ``start`` on in ``acc``."""
+    dev = p.q.device
+    sl = slice(start, start + len(rows_np))
+    rows = torch.as_tensor(rows_np, device=dev)
+    r = torch.as_tensor(p.r_all[rows_np], device=dev)
+    sim = F.normalize(p.q[rows], dim=1) @ p.g.T
+    sim *= p.inv_gnorm
+    if p.loo:
+        sim[torch.arange(len(rows), device=dev), rows] = float("-inf")
+    kk = min(p.n_ref, max(max(k_list), int(r.max())))
+    _vals, nn = topk_ordered(sim, kk)
+    del sim
+    rel = p.g_codes_t[nn] == torch.as_tensor(p.q_codes[rows_np], device=dev)[:, None]
+    for k in k_list:
+        acc.hits[k][sl] = rel[:, :k].any(dim=1).cpu().numpy()
+    pos = torch.arange(1, kk + 1, device=dev)
+    rel_r = rel & (pos[None, :] <= r[:, None])
+    r64 = r.to(torch.float64)
+    acc.rprec[sl] = (rel_r.sum(dim=1).to(torch.float64) / r64).cpu().numpy()
+    prec = rel_r.cumsum(dim=1).to(torch.float64) / pos.to(torch.float64)
+    acc.ap[sl] = ((prec * rel_r).sum(dim=1) / r64).cpu().numpy()

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dva import backbone as bb
-from dva.config import DVAConfig
+from dva.config import DVAConfig, validate
 from dva.ica import apply_ica, first_adapted_stage, ica_disabled, ica_parameters
 
 
@@ -27,9 +27,7 @@ class DVAModel(nn.Module):
         self.family = bb.family(encoder)
         self.dim = bb.embed_dim(encoder)
         self.fingerprint = fingerprint  # of the frozen weights; checkpoints must match it
-        mode = cfg.train.trainable
-        if mode not in ("ica", "head", "full", "none"):
-            raise ValueError(f"train.trainable must be ica | head | full | none, got {mode!r}")
+        mode = cfg.train.trainable  # one of dva.config.TRAINABLE_DEFAULTS (validated in build_model)
         self.adapted = apply_ica(encoder, cfg.ica) if cfg.ica.enabled and mode == "ica" else []
         self.split = first_adapted_stage(encoder) if self.adapted else len(bb.stages(encoder))
         # Baselines: a projection on the frozen embedding, or the whole backbone trained.
@@ -127,6 +125,9 @@ def build_model(cfg: DVAConfig, num_classes: int = 0) -> DVAModel:
         cfg: the run configuration.
         num_classes: number of training classes (0: no proxies, e.g. for inference).
     """
+    # A config made in code (DVAConfig(), then fields set) has not been through load_config: its
+    # values are checked here, once, before the backbone is built (dva.config.validate).
+    validate(cfg, "model config")
     encoder = bb.create_backbone(cfg.backbone.name, cfg.backbone.weights, cfg.backbone.img_size)
     fp = bb.fingerprint(encoder, cfg.backbone.name)
     return DVAModel(encoder, cfg, num_classes, fp)

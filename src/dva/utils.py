@@ -5,11 +5,12 @@ import hashlib
 import json
 import os
 import random
-import tempfile
+import secrets
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import numpy as np
 import torch
@@ -28,21 +29,45 @@ def read_json(path: str | Path, what: str = "file") -> Any:
                          "delete it and re-run the command that wrote it") from None
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves either the old or the new file."""
+@contextmanager
+def atomic_writer(path: str | Path) -> Iterator[BinaryIO]:
+    """Open a binary file that replaces ``path`` atomically when the ``with`` block ends.
+
+    The data goes to a hidden ``.NAME.XXXXXXXX.tmp`` beside ``path``, is fsynced, and is renamed
+    over ``path`` only if the block exits normally; on an exception the temporary file is
+    removed. A process killed mid-write leaves the temporary file (readers never see it).
+    The file gets the mode of any newly created file (0644 under umask 022).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            # Not tempfile.mkstemp: that creates the file 0600, and os.replace keeps the mode,
+            # so every output would be private. O_EXCL with 0o666 lets the umask decide.
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+            break
+        except FileExistsError:
+            continue
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a crash leaves either the old or the new file.
+
+    The file gets the mode of any newly created file (0644 under umask 022), see
+    :func:`atomic_writer`.
+    """
+    with atomic_writer(path) as f:
+        f.write(data)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

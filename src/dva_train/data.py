@@ -114,15 +114,14 @@ def check_split(cfg: DVAConfig, train: Sequence, evals: Sequence, eval_name: str
 
 
 def use_prefix_cache(cfg: DVAConfig, model: DVAModel) -> bool:
-    """``auto``: cache when there is a frozen prefix worth caching (adapters not in stage 0)."""
+    """``auto``: cache when there is a frozen prefix worth caching (adapters not in stage 0).
+
+    ``on`` with ``train.trainable=full`` (nothing frozen to cache) is refused by the config
+    (:func:`dva.config.validate`).
+    """
     mode = cfg.train.cache_prefix
-    if mode not in ("auto", "on", "off"):
-        raise ValueError(f"train.cache_prefix must be auto | on | off, got {mode!r}")
     if mode == "auto":
         return model.split > 0
-    if mode == "on" and cfg.train.trainable == "full":
-        raise ValueError("train.cache_prefix=on cannot train the full backbone (the cached stem would stay frozen): "
-                         "use train.cache_prefix=off or auto")
     return mode == "on"
 
 

@@ -27,14 +27,33 @@ def format_table(rows: dict[str, dict], ks=(1, 2, 4, 8)) -> str:
     return "\n".join(lines)
 
 
-def _git_commit() -> str | None:
-    """The commit of the checkout this code runs from, or None (an installed wheel, no git)."""
+def _git(*args: str) -> str | None:
+    """``git ARGS`` in the checkout this code runs from; None without git or outside a checkout."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+        out = subprocess.run(["git", *args], cwd=Path(__file__).resolve().parent,
                              capture_output=True, text=True, timeout=10, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def run_info_start() -> dict[str, Any]:
+    """What a results record needs from the start of a run: the commit, whether tracked files differed from it
+    (``git_dirty``: the code that ran is then no commit), the 1-minute load average."""
+    commit = _git("rev-parse", "HEAD")
+    status = _git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"git_commit": commit, "git_dirty": bool(status) if status is not None else None,
+            "loadavg_start": os.getloadavg()[0]}
+
+
+def run_info_end(start: dict[str, Any]) -> dict[str, Any]:
+    """``start`` plus the load averages (1, 5, 15 min) and the CPU seconds at the end: the 5- and 15-minute
+    averages cover most of a demo run, so a timing taken beside other jobs can be told apart."""
+    import resource
+
+    cpu = sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+              for f in ("ru_utime", "ru_stime"))
+    return {**start, "loadavg_end": list(os.getloadavg()), "cpu_seconds": cpu}
 
 
 def _epoch_evals(log: Path) -> list[dict[str, Any]]:
@@ -46,8 +65,17 @@ def _epoch_evals(log: Path) -> list[dict[str, Any]]:
     return [{k: r.get(k) for k in keys} for r in recs if r.get("kind") == "eval" and not r.get("frozen")]
 
 
+def demo_command(out: str, data: str | None, overrides: list[str] | None, progress: bool, synthetic: bool,
+                 results: str) -> str:
+    """The ``dva demo`` command line that ``run_demo`` with these arguments stands for (a data folder as <path>:
+    no machine paths in a results file)."""
+    return " ".join(["python -m dva_cli demo --out", out, *(["--data <path>"] if data else []),
+                     *(["--synthetic"] if synthetic else []), *([] if progress else ["--no-progress"]),
+                     *(overrides or []), "--results", results])
+
+
 def results_record(result: dict[str, Any], summary: dict[str, Any], cfg: Any, out: Path,
-                   loadavg: list[float], command: str) -> dict[str, Any]:
+                   info: dict[str, Any], command: str) -> dict[str, Any]:
     """What ``--results`` keeps of a demo run: metrics, settings, timings and provenance (no machine paths).
 
     Args:
@@ -55,7 +83,7 @@ def results_record(result: dict[str, Any], summary: dict[str, Any], cfg: Any, ou
         summary: the training summary (steps, boxes, evaluation split).
         cfg: the resolved configuration.
         out: the demo's output folder (its ``log.jsonl`` gives the per-epoch evaluations).
-        loadavg: the 1-minute load average at the start and the end of the run.
+        info: ``run_info_end(run_info_start())``: commit, load averages, CPU seconds.
         command: the command line that made it.
 
     Returns:
@@ -65,9 +93,11 @@ def results_record(result: dict[str, Any], summary: dict[str, Any], cfg: Any, ou
 
     return {
         "benchmark": "demo", "command": command, "date": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
-        "git_commit": _git_commit(),
+        "git_commit": info.get("git_commit"), "git_dirty": info.get("git_dirty"),
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "loadavg_1m": loadavg},
+                    "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+                    "loadavg_1m": [info.get("loadavg_start"), (info.get("loadavg_end") or [None])[0]],
+                    "loadavg_end_1_5_15": info.get("loadavg_end"), "cpu_seconds": info.get("cpu_seconds")},
         "settings": {"dataset": cfg.data.dataset, "protocol": cfg.data.protocol, "backbone": cfg.backbone.name,
                      "img_size": cfg.backbone.img_size, "ica_rank": cfg.ica.rank, "ica_target": cfg.ica.target,
                      "ica_blocks": cfg.ica.blocks, "box_source": cfg.opa.box_source, "beta": cfg.loss.beta,
@@ -87,12 +117,12 @@ def run_demo(out: str = "runs/demo", data: str | None = None, overrides: list[st
     Args:
         results: also write the run's metrics, timings and provenance to this JSON file (e.g.
             ``benchmarks/results/demo.json``: the docs render the demo's numbers from it).
-        command: the command line recorded in ``results`` (default: this call, as Python).
+        command: the command line recorded in ``results`` (default: the ``dva demo`` flags of this call).
     """
     from dva_train.train import train
 
     t0 = time.time()
-    load0 = os.getloadavg()[0]  # timings on a shared machine: record the load with them
+    info = run_info_start()  # timings on a shared machine: record the load (and the code) with them
     root = None if synthetic else find_dataset("cub100", data, required=bool(data))
     # Prefix caches on disk: a second `make demo` skips the frozen layers entirely.
     ov = ["--output_dir", out, "--train.cache_dir", str(Path(out) / "cache")]
@@ -144,8 +174,8 @@ def run_demo(out: str = "runs/demo", data: str | None = None, overrides: list[st
     atomic_write_json(Path(out) / "demo.json", result)
     (Path(out) / "table.txt").write_text(table + "\n")
     if results:
-        record = results_record(result, summary, cfg, Path(out), [load0, os.getloadavg()[0]],
-                                command or f"run_demo(out={out!r}, results={results!r})")
+        command = command or demo_command(out, data, overrides, progress, synthetic, results)
+        record = results_record(result, summary, cfg, Path(out), run_info_end(info), command)
         atomic_write_json(results, record)
         print(f"results: {results}")
     print(f"\nreport: {retrieval.get('report', Path(out) / 'retrieval/report/index.html')}")

@@ -50,7 +50,7 @@ def _num(x: float) -> str:
 
 def lr_fix(tc: TrainConfig) -> str:
     """What to change: a lower ``train.lr``, naming where the current one came from."""
-    default = TRAINABLE_DEFAULTS.get(tc.trainable, TRAINABLE_DEFAULTS["ica"])["lr"]
+    default = TRAINABLE_DEFAULTS[tc.trainable]["lr"]
     if "lr" in tc.defaulted:
         return f"lower train.lr (now {_num(tc.lr)}, the default for train.trainable={tc.trainable}; " \
                f"try --train.lr {_num(tc.lr / 10)})"
@@ -67,7 +67,7 @@ _COLLAPSED_AT = {"full": "at lr 1e-3 a full fine-tune collapsed within 5 steps (
 
 def lr_warning(tc: TrainConfig, factor: float = 3.0) -> str | None:
     """A warning before training when an explicit ``train.lr`` is far above its trainable's default."""
-    default = TRAINABLE_DEFAULTS.get(tc.trainable, TRAINABLE_DEFAULTS["ica"])["lr"]
+    default = TRAINABLE_DEFAULTS[tc.trainable]["lr"]
     if "lr" in tc.defaulted or tc.trainable not in _COLLAPSED_AT or tc.lr <= factor * default:
         return None
     return (f"train.lr={_num(tc.lr)} is {tc.lr / default:.0f}x the default for train.trainable={tc.trainable} "

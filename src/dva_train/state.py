@@ -1,20 +1,27 @@
 """Save and resume a run: the trainable tensors, optimiser, scheduler, scaler and position as one unit.
 
-Two files in the run folder (docs/METHOD.md, Training):
+Two files in the run folder (docs/METHOD.md, Training), beside ``best.safetensors`` and ``summary.json``:
 
 * ``last.safetensors`` — the user-facing checkpoint (:func:`dva.checkpoint.save_checkpoint`);
 * ``train_state.pt`` — what resuming needs, *including its own copy of the trainable tensors and
-  the step*, and the resolved config (``torch.save``; read with ``weights_only=True``).
+  the step*, and the resolved config (``torch.save``; read with ``weights_only=True``, which
+  refuses any object but tensors and plain values without running it).
 
 Each is written atomically, the checkpoint first. A crash between the two writes leaves a newer
 checkpoint beside an older state; resuming reads the tensors, optimiser moments and step from
 the state file alone, so they always belong to the same step (and the newer checkpoint is
 rewritten at the next save).
+
+Training from scratch never replaces another run's results silently (:func:`check_run_folder`):
+a folder holding them is resumed (``--resume``), or started again with ``--overwrite``
+(:func:`clear_results`).
 """
 from __future__ import annotations
 
 import io
 import json
+import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +36,9 @@ from dva.utils import atomic_write_bytes
 STATE_FILE = "train_state.pt"
 LAST_FILE = "last.safetensors"
 BEST_FILE = "best.safetensors"  # the best evaluation so far (docs/METHOD.md, Training)
+SUMMARY_FILE = "summary.json"  # written when a run ends (completed, or stopped by the collapse guard)
+# A run's results: training from scratch in its folder would replace them (check_run_folder).
+RESULT_FILES = (LAST_FILE, BEST_FILE, STATE_FILE, SUMMARY_FILE)
 FORMAT = "dva-train-state-v2"  # v1 (no format key): no tensors, no config
 
 # Config keys that cannot change what a run computes: they may differ on resume.
@@ -120,12 +130,78 @@ def read_state(out: Path) -> dict[str, Any] | None:
         return None
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain values only
-    except Exception as exc:  # noqa: BLE001 - truncated or foreign: any unpickling error means the same
-        raise ValueError(f"{path}: unreadable training state ({type(exc).__name__}); it is written atomically, so "
-                         "the file was damaged afterwards: delete it to start the run again") from None
+    except Exception as exc:  # noqa: BLE001 - truncated, foreign or hostile: each is reported below
+        raise ValueError(_unreadable_state(path, exc)) from None
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path}: not a training state written by dva train (it holds a {type(saved).__name__}, "
+                         "not a mapping): delete it to start the run again")
     if "trainable" not in saved and not (Path(out) / LAST_FILE).is_file():
         return None
     return saved
+
+
+def _unreadable_state(path: Path, exc: Exception) -> str:
+    """What to tell about a state file ``torch.load(weights_only=True)`` refused or could not read."""
+    text = str(exc)
+    # weights_only stops at the first object that is not a tensor or a plain value: a pickle that
+    # would import a function (os.system, ...) is refused before anything in it is created or run.
+    if isinstance(exc, pickle.UnpicklingError) and "weights only load failed" in text.lower():
+        named = re.search(r"GLOBAL ([\w.]+)", text)
+        what = f"it refers to {named.group(1)}, " if named else "it holds something "
+        return (f"{path}: refused: {what}which is not a tensor or a plain value. It was read with "
+                "weights_only=True, so it was not loaded and nothing in it was executed. dva train writes only "
+                "tensors and plain values there: this file was not written by it, or was replaced afterwards. "
+                "Delete it to start the run again (or put the run's own file back); do not load it with "
+                "weights_only=False unless you trust where it came from")
+    return (f"{path}: unreadable training state ({type(exc).__name__}); it is written atomically, so the file "
+            "was damaged afterwards: delete it to start the run again")
+
+
+def check_run_folder(out: str | Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to train from scratch over another run's results (ValueError naming the way on).
+
+    ``out`` may hold a run: with ``resume`` it is continued; with ``overwrite`` it is started
+    again (the caller deletes the results with :func:`clear_results`); otherwise a folder with
+    any of :data:`RESULT_FILES` is refused, saying whether that run finished and how to resume it.
+    A missing folder, or one without results (e.g. a run refused before its first step), is fine.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output_dir {out} is a file, not a folder: choose another --output_dir")
+    if resume and overwrite:
+        raise ValueError("--resume continues the run in output_dir, --overwrite starts it again from scratch: "
+                         "pass one of them")
+    found = [f for f in RESULT_FILES if (out / f).exists()]
+    if not found or resume or overwrite:
+        return
+    ways = ("choose another --output_dir, or pass --overwrite to train again from scratch "
+            "(replacing its checkpoints and summary)")
+    if SUMMARY_FILE in found:
+        try:
+            summary = json.loads((out / SUMMARY_FILE).read_text())
+            state = f"{summary.get('status', 'finished')}, {summary.get('steps')} steps"
+        except (OSError, ValueError, AttributeError):
+            state = "finished"
+        raise ValueError(f"{out} holds a finished run ({state}; {', '.join(found)}): pass --resume to continue "
+                         "it (--resume-with-changes with more --train.epochs or --train.max_steps trains it "
+                         f"further), {ways}")
+    step = _checkpoint_step(out / LAST_FILE)
+    at = f" (last checkpoint at step {step})" if step is not None else ""
+    raise ValueError(f"{out} holds an unfinished run{at} ({', '.join(found)}): pass --resume to continue it, {ways}")
+
+
+def clear_results(out: str | Path) -> list[str]:
+    """Delete the :data:`RESULT_FILES` in ``out`` (training again from scratch); returns the names deleted.
+
+    ``log.jsonl`` stays: its rows carry their run's id, so the next run's rows are told apart.
+    """
+    gone = []
+    for name in RESULT_FILES:
+        p = Path(out) / name
+        if p.exists():
+            p.unlink()
+            gone.append(name)
+    return gone
 
 
 def _load_trainable(model: DVAModel, saved: dict[str, Any]) -> None:

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from dva.config import DVAConfig, save_config
+from dva.config import DVAConfig, save_config, validate
 from dva.model import DVAModel, build_model, count_parameters
 from dva.objective import DVAObjective
 from dva.opa.geometry import Boxes
@@ -39,33 +39,63 @@ from dva_train.distributed import DistInfo, any_rank, barrier, cleanup, init_dis
 from dva_train.guard import Finding, Guard, lr_fix, lr_warning, mean_pairwise_cosine
 from dva_train.runlog import RunLog
 from dva_train.sampler import epoch_batches
-from dva_train.state import BEST_FILE, LAST_FILE, Position, TrainState, check_resume_config, read_state
+from dva_train.state import (
+    BEST_FILE,
+    LAST_FILE,
+    SUMMARY_FILE,
+    Position,
+    TrainState,
+    check_resume_config,
+    check_run_folder,
+    clear_results,
+    read_state,
+)
 
-__all__ = ["RunLog", "TrainData", "prepare_data", "train"]
+__all__ = ["RunLog", "StepCallback", "TrainData", "prepare_data", "train"]
 
-# Called with the step number after every optimisation step (tests use it to simulate a crash).
-_STEP_HOOK: Callable[[int], None] | None = None
+# Called with the number of optimisation steps done, after each step (on every rank).
+StepCallback = Callable[[int], None]
 
 
-def train(cfg: DVAConfig, resume: bool = False, progress: bool = True,
-          allow_config_changes: bool = False) -> dict[str, Any]:
+def train(cfg: DVAConfig, resume: bool = False, progress: bool = True, allow_config_changes: bool = False,
+          overwrite: bool = False, on_step: StepCallback | None = None) -> dict[str, Any]:
     """Train (or resume) one run in ``cfg.output_dir``; returns a summary with final metrics.
 
     Args:
-        cfg: the run.
+        cfg: the run (checked with :func:`dva.config.validate` first: it may have been built or
+            changed in code).
         resume: continue from ``train_state.pt`` when the run folder has one.
         progress: progress bars and console log lines (rank 0).
         allow_config_changes: resume even if the config differs from the saved one (the
             differences are logged); otherwise such a resume raises ValueError.
+        overwrite: train from scratch in a folder holding another run's results (they are
+            deleted first; ``log.jsonl`` keeps the old rows under their run id). Without it, and
+            without ``resume``, such a folder is refused (:func:`dva_train.state.check_run_folder`).
+        on_step: called with the step number after every optimisation step, after that step's
+            log row and checkpoint: progress reporting, or an interruption at a chosen step (an
+            exception it raises ends the run there, as a crash would).
     """
     cfg.train.apply_trainable_defaults()  # a train.trainable set after the config was read
+    validate(cfg, "train config")
+    check_run_folder(cfg.output_dir, resume, overwrite)  # before any process group, file or model
     info = init_distributed(cfg.train.device)
     threads = torch.get_num_threads()  # train.threads is this run's: the caller's setting comes back
     try:
-        return _train(cfg, info, resume, progress and info.main, allow_config_changes)
+        return _train(cfg, info, _Options(resume, progress and info.main, allow_config_changes, overwrite, on_step))
     finally:
         torch.set_num_threads(threads)
         cleanup(info)
+
+
+@dataclass(frozen=True)
+class _Options:
+    """How :func:`train` was called."""
+
+    resume: bool
+    progress: bool
+    allow_changes: bool
+    overwrite: bool
+    on_step: StepCallback | None
 
 
 @dataclass
@@ -80,16 +110,17 @@ class _Run:
     model: DVAModel
     progress: bool
     frozen: FrozenRunner  # runs the frozen network for the boxes and prefix caches (dva.runtime.frozen)
+    on_step: StepCallback | None = None
 
 
-def _train(cfg: DVAConfig, info: DistInfo, resume: bool, progress: bool, allow_changes: bool) -> dict[str, Any]:
-    saved = read_state(Path(cfg.output_dir)) if resume else None
+def _train(cfg: DVAConfig, info: DistInfo, opts: _Options) -> dict[str, Any]:
+    saved = read_state(Path(cfg.output_dir)) if opts.resume else None
     # Checked first: a refused resume fails at once and leaves the run folder (config.yaml) as it was.
-    changes = check_resume_config(saved, cfg, allow_changes) if saved is not None else {}
-    run = _setup(cfg, info, progress, str((saved or {}).get("run_id", "")))
+    changes = check_resume_config(saved, cfg, opts.allow_changes) if saved is not None else {}
+    run = _setup(cfg, info, opts, str((saved or {}).get("run_id", "")))
     t0 = time.time()
     boxes, x_prefix = _boxes(run)
-    source = build_batches(cfg, run.model, run.data, boxes, info, progress, run.frozen, x_prefix)
+    source = build_batches(cfg, run.model, run.data, boxes, info, run.progress, run.frozen, x_prefix)
     prep_s = time.time() - t0
     _init_proxies(run, source)
     trainer = _Trainer(run, source)
@@ -111,8 +142,10 @@ def _train(cfg: DVAConfig, info: DistInfo, resume: bool, progress: bool, allow_c
     return trainer.finish(n_box, prep_s)
 
 
-def _setup(cfg: DVAConfig, info: DistInfo, progress: bool, run_id: str = "") -> _Run:
-    """Threads, seed, run folder and config, log, the split (checked at once), the model."""
+def _setup(cfg: DVAConfig, info: DistInfo, opts: _Options, run_id: str = "") -> _Run:
+    """Threads, seed, run folder and config, log, the split (checked at once), the model; then,
+    with ``--overwrite``, the previous run's results are deleted (not before: a run refused by
+    these checks leaves them as they were)."""
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.train.seed)
@@ -121,12 +154,18 @@ def _setup(cfg: DVAConfig, info: DistInfo, progress: bool, run_id: str = "") -> 
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
     barrier(info)
-    log = RunLog(out / "log.jsonl", info.main, quiet=not progress, run_id=run_id)
+    log = RunLog(out / "log.jsonl", info.main, quiet=not opts.progress, run_id=run_id)
     data = prepare_data(cfg)
     for note in data.notes:
         log.alert(note, kind="warning")
     model = build_model(cfg, data.num_classes).to(info.device)
-    return _Run(cfg, info, out, log, data, model, progress, frozen_runner(model, info.device, cfg.train.frozen_runtime))
+    if opts.overwrite and info.main:
+        cleared = clear_results(out)
+        if cleared:
+            log.write(kind="overwrite", removed=cleared,
+                      note=f"--overwrite: deleted the previous run's {', '.join(cleared)}; training from scratch")
+    return _Run(cfg, info, out, log, data, model, opts.progress,
+                frozen_runner(model, info.device, cfg.train.frozen_runtime), opts.on_step)
 
 
 def _boxes(run: _Run) -> tuple[Boxes, torch.Tensor | None]:
@@ -169,16 +208,15 @@ def _box_report(run: _Run, boxes: Boxes) -> tuple[int, dict[str, Any]]:
 
 
 def _init_proxies(run: _Run, source: BatchSource) -> None:
-    """Proxies at the frozen class means (adapters are zero: the model IS the frozen one)."""
-    init, model = run.cfg.train.proxy_init, run.model
-    if init == "mean":
+    """Proxies at the frozen class means (adapters are zero: the model IS the frozen one), for
+    ``train.proxy_init=mean``; ``randn`` keeps the random ones :class:`~dva.model.DVAModel` made."""
+    model = run.model
+    if run.cfg.train.proxy_init == "mean":
         with torch.no_grad():
             e = source.embed_train(model, adapted=False).to(run.info.device)
             lab = torch.as_tensor(run.data.train_labels, device=e.device)
             means = torch.zeros(run.data.num_classes, model.dim, device=e.device).index_add_(0, lab, e)
             model.proxies.data.copy_(F.normalize(means, dim=-1))
-    elif init != "randn":
-        raise ValueError(f"train.proxy_init must be mean | randn, got {init!r}")
 
 
 def _lr_lambda(total: int, warmup: int, adapters: bool) -> Callable[[int], float]:
@@ -337,8 +375,8 @@ class _Trainer:
                 self._check(self.guard.check_batch(pos.step, emb))
             if tc.save_every and pos.step % tc.save_every == 0:
                 self._save()
-            if _STEP_HOOK is not None:
-                _STEP_HOOK(pos.step)
+            if run.on_step is not None:
+                run.on_step(pos.step)
         bar.close()
 
     def _step(self, b: Batch) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
@@ -427,7 +465,7 @@ class _Trainer:
                    "worse_than_frozen": (not self.metrics["map@r"] >= self.frozen["map@r"]  # nan: worse
                                          if self.metrics and self.frozen else None)}
         if run.info.main:
-            atomic_write_json(run.out / "summary.json", summary)
+            atomic_write_json(run.out / SUMMARY_FILE, summary)
         return summary
 
     def _checkpoints(self) -> dict[str, Any]:

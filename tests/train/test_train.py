@@ -52,17 +52,17 @@ def test_resume_after_a_crash_is_exact(synthetic_root, tmp_path):
     class Crash(Exception):
         pass
 
-    def crash(step):
+    seen = []
+
+    def crash(step):  # train(on_step=...): called after every step, its checkpoint written
+        seen.append(step)
         if step == 11:  # mid-epoch 2, after the checkpoint of step 9
             raise Crash
 
     cfg = _cfg(synthetic_root, tmp_path / "crashed", *args)
-    T._STEP_HOOK = crash
-    try:
-        with pytest.raises(Crash):
-            T.train(cfg, progress=False)
-    finally:
-        T._STEP_HOOK = None
+    with pytest.raises(Crash):
+        T.train(cfg, progress=False, on_step=crash)
+    assert seen == list(range(1, 12))
     state = torch.load(tmp_path / "crashed/train_state.pt", weights_only=True)
     assert state["step"] == 9 and state["epoch"] == 1 and state["batch_in_epoch"] == 1
     T.train(cfg, resume=True, progress=False)

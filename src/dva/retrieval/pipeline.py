@@ -5,10 +5,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dva.retrieval.index import build_index
+from dva.retrieval.index.build import build_index
 from dva.retrieval.report import write_report
 from dva.retrieval.search import QueryResult, hits_to_fetch, resolve_query_labels, search_paths
-from dva.retrieval.store import GalleryItem, Label, embed_gallery
+from dva.retrieval.store.embed import embed_gallery
+from dva.retrieval.store.gallery import GalleryItem, Label
 
 if TYPE_CHECKING:
     from dva.runtime.protocol import EmbedderLike

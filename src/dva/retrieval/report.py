@@ -22,7 +22,8 @@ import numpy as np
 from PIL import Image
 
 from dva.retrieval.search import QueryResult
-from dva.retrieval.store import atomic_write_text, load_image_strict
+from dva.retrieval.store.images import load_image_strict
+from dva.utils import atomic_write_text
 
 if TYPE_CHECKING:
     from dva.runtime.protocol import EmbedderLike

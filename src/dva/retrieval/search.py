@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
 
-from dva.data.images import to_rgb
-from dva.retrieval.index import GalleryIndex
-from dva.retrieval.store import Label, load_image_strict
+from dva.retrieval.index.gallery_index import GalleryIndex
+from dva.retrieval.store.gallery import Label
+from dva.retrieval.store.images import load_image_strict
+from dva.runtime.protocol import embed_pil_images
 
 if TYPE_CHECKING:
     from dva.runtime.protocol import EmbedderLike
@@ -57,12 +57,9 @@ def hits_from_arrays(index: GalleryIndex, scores: np.ndarray, ids: np.ndarray) -
 
 
 def embed_images(embedder: EmbedderLike, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
-    """Embed PIL images with the embedder's eval transform; float32 (N, D)."""
-    rows = []
-    for lo in range(0, len(images), batch_size):
-        x = torch.stack([embedder.transform(to_rgb(im)) for im in images[lo:lo + batch_size]])
-        rows.append(embedder.embed_tensor(x).detach().float().cpu().numpy())
-    return np.concatenate(rows) if rows else np.zeros((0, int(embedder.dim)), np.float32)
+    """Embed PIL images with the embedder's eval transform, ``batch_size`` at a time; float32 (N, D)."""
+    rows = [embed_pil_images(embedder, images[lo:lo + batch_size]) for lo in range(0, len(images), batch_size)]
+    return np.concatenate(rows).astype(np.float32, copy=False) if rows else np.zeros((0, int(embedder.dim)), np.float32)
 
 
 def search_images(

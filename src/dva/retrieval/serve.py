@@ -6,7 +6,8 @@ Endpoints of :func:`create_app`:
   and see the retrieved gallery images;
 * ``POST /search?k=10``: multipart field ``file`` = the query image; JSON top-k hits with
   ``id``, ``score``, ``path`` (relative to the gallery root), ``label``, ``image_url``
-  (absolute URL of ``GET /image/{id}``);
+  (``image/{id}``, relative to the service root, as the page resolves it; absolute under
+  ``public_url`` when one is configured, never taken from the request's ``Host`` header);
 * ``GET /image/{id}[?size=N]``: the gallery image with that index id (optionally a JPEG
   thumbnail whose longer side is N). Only indexed files are ever served: the id selects a
   path from the index, no client-supplied path reaches the filesystem;
@@ -23,16 +24,18 @@ import os
 import threading
 import warnings
 from collections import OrderedDict
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
-from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi import FastAPI, File, HTTPException, Query, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from PIL import Image
 
 from dva.data.images import to_rgb
-from dva.retrieval.index import GalleryIndex
+from dva.retrieval.index.gallery_index import GalleryIndex
 from dva.retrieval.search import search_images
 
 if TYPE_CHECKING:
@@ -197,6 +200,77 @@ class _Thumbnails:
         return buf.getvalue()
 
 
+def public_base(url: str | None) -> str | None:
+    """Check a ``--public-url`` (``http(s)://host[:port][/prefix]``); returned without a trailing slash.
+
+    Raises:
+        ValueError: not an absolute http(s) URL, or one with a query or fragment.
+    """
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ValueError(f"--public-url {url!r}: give the absolute address clients reach the service at, "
+                         "e.g. https://search.example.org or https://example.org/dva")
+    return url.rstrip("/")
+
+
+@dataclass
+class _Service:
+    """One index and one model behind the routes, with the limits and the shared locks."""
+
+    index: GalleryIndex
+    embedder: EmbedderLike
+    limits: dict  # max_upload_bytes, max_pixels, max_decodes, default_k, max_k
+    public_url: str | None
+    root: str = ""
+    lock: threading.Lock = field(default_factory=threading.Lock)  # one forward pass at a time
+    slots: threading.BoundedSemaphore | None = None  # uploads decoded at once
+    thumbs: _Thumbnails = field(default_factory=_Thumbnails)
+
+    def rel(self, path: str) -> str:
+        """A gallery path relative to the gallery root (no server directories in answers)."""
+        return os.path.relpath(path, self.root) if self.root else os.path.basename(path)
+
+    def image_url(self, image_id: int) -> str:
+        """Where ``GET /image/{id}`` is: relative to the service root, or under ``--public-url``.
+
+        Never built from the request's ``Host`` header: a forged one would make the answers
+        link to another site.
+        """
+        return f"{self.public_url}/image/{image_id}" if self.public_url else f"image/{image_id}"
+
+    def gallery_file(self, image_id: str) -> Path:
+        """The indexed file of ``image_id``; only a decimal id selects one, from the index's own list."""
+        if not (image_id.isascii() and image_id.isdigit()) or int(image_id) >= len(self.index.paths):
+            raise HTTPException(404, f"unknown image id {image_id!r}: ids are 0..{len(self.index) - 1}")
+        p = Path(self.index.paths[int(image_id)])
+        if not p.is_file():
+            raise HTTPException(404, f"gallery image {image_id} is missing on disk")
+        return p
+
+    def info(self) -> dict:
+        return {"count": len(self.index), "dim": self.index.dim, "kind": self.index.meta["kind"],
+                "fingerprint": self.index.fingerprint,
+                "has_labels": any(lab is not None for lab in self.index.labels), **self.limits}
+
+    def search(self, upload: UploadFile, k: int) -> dict:
+        limit = self.limits["max_upload_bytes"]
+        data = upload.file.read(limit + 1)
+        if len(data) > limit:
+            raise HTTPException(413, f"upload too large: the limit is {limit} bytes")
+        with self.slots:
+            hits, (width, height) = _search_upload(data, self.limits["max_pixels"], self.index, self.embedder,
+                                                   k, self.lock)
+        return {
+            "k": k,
+            "query": {"filename": upload.filename, "width": width, "height": height},
+            "fingerprint": self.index.fingerprint,
+            "results": [{"rank": h.rank, "id": h.id, "score": round(h.score, 6), "path": self.rel(h.path),
+                         "label": h.label, "image_url": self.image_url(h.id)} for h in hits],
+        }
+
+
 def create_app(
     index_path: str | Path | GalleryIndex,
     embedder: EmbedderLike,
@@ -207,6 +281,7 @@ def create_app(
     default_k: int = 10,
     max_k: int = 100,
     nprobe: int | None = None,
+    public_url: str | None = None,
 ) -> FastAPI:
     """Build the search service for one index and one model.
 
@@ -221,38 +296,35 @@ def create_app(
         default_k: hits returned when the request gives no ``k``.
         max_k: largest ``k`` a request may ask for.
         nprobe: IVF lists visited per query (IVF-PQ indexes only).
+        public_url: the address clients reach the service at (behind a proxy); ``image_url``
+            in answers is then absolute under it. Default: relative (``image/{id}``).
 
     Raises:
         FingerprintMismatchError: the embedder is not the index's model.
+        ValueError: ``max_decodes`` < 1 or a malformed ``public_url``.
     """
     index = index_path if isinstance(index_path, GalleryIndex) else GalleryIndex.load(index_path)
     index.check_fingerprint(embedder.fingerprint)
     if nprobe is not None:
         index.set_nprobe(nprobe)
-    root = _gallery_root(index.paths)
     if max_decodes < 1:
         raise ValueError(f"max_decodes must be >= 1, got {max_decodes}")
-    lock = threading.Lock()  # one forward pass at a time: the model is not re-entrant-safe
-    decode_slots = threading.BoundedSemaphore(max_decodes)
-    thumbs = _Thumbnails()
-    page = resources.files("dva.retrieval").joinpath("static/index.html").read_text("utf-8")
-
+    limits = {"max_upload_bytes": max_upload_bytes, "max_pixels": max_pixels, "max_decodes": max_decodes,
+              "default_k": default_k, "max_k": max_k}
+    svc = _Service(index, embedder, limits, public_base(public_url), _gallery_root(index.paths),
+                   slots=threading.BoundedSemaphore(max_decodes))
     app = FastAPI(title="dva search", version="1")
     app.add_middleware(BodySizeLimit, limit=max_upload_bytes + _MULTIPART_SLACK)
     app.state.index = index
     app.state.embedder = embedder
+    _add_routes(app, svc)
+    return app
 
-    def rel(path: str) -> str:
-        return os.path.relpath(path, root) if root else os.path.basename(path)
 
-    def gallery_file(image_id: str) -> Path:
-        # Only a decimal id selects a file, and only from the index's own list.
-        if not (image_id.isascii() and image_id.isdigit()) or int(image_id) >= len(index.paths):
-            raise HTTPException(404, f"unknown image id {image_id!r}: ids are 0..{len(index) - 1}")
-        p = Path(index.paths[int(image_id)])
-        if not p.is_file():
-            raise HTTPException(404, f"gallery image {image_id} is missing on disk")
-        return p
+def _add_routes(app: FastAPI, svc: _Service) -> None:
+    """``GET /``, ``GET /api/info``, ``POST /search``, ``GET /image/{id}`` (see the module docstring)."""
+    page = resources.files("dva.retrieval").joinpath("static/index.html").read_text("utf-8")
+    default_k, max_k = svc.limits["default_k"], svc.limits["max_k"]
 
     @app.get("/", response_class=HTMLResponse)
     def home() -> HTMLResponse:
@@ -260,51 +332,20 @@ def create_app(
 
     @app.get("/api/info")
     def info() -> dict:
-        return {
-            "count": len(index),
-            "dim": index.dim,
-            "kind": index.meta["kind"],
-            "fingerprint": index.fingerprint,
-            "has_labels": any(lab is not None for lab in index.labels),
-            "max_upload_bytes": max_upload_bytes,
-            "max_pixels": max_pixels,
-            "max_decodes": max_decodes,
-            "default_k": default_k,
-            "max_k": max_k,
-        }
+        return svc.info()
 
     @app.post("/search")
-    def search(
-        request: Request,
-        file: UploadFile = File(..., description="the query image"),
-        k: int = Query(default_k, ge=1, le=max_k),
-    ) -> dict:
-        data = file.file.read(max_upload_bytes + 1)
-        if len(data) > max_upload_bytes:
-            raise HTTPException(413, f"upload too large: the limit is {max_upload_bytes} bytes")
-        with decode_slots:
-            hits, (width, height) = _search_upload(data, max_pixels, index, embedder, k, lock)
-        return {
-            "k": k,
-            "query": {"filename": file.filename, "width": width, "height": height},
-            "fingerprint": index.fingerprint,
-            "results": [
-                {"rank": h.rank, "id": h.id, "score": round(h.score, 6), "path": rel(h.path),
-                 "label": h.label,
-                 "image_url": str(request.url_for("image", image_id=str(h.id)))}
-                for h in hits
-            ],
-        }
+    def search(file: UploadFile = File(..., description="the query image"),
+               k: int = Query(default_k, ge=1, le=max_k)) -> dict:
+        return svc.search(file, k)
 
     @app.get("/image/{image_id}")
     def image(image_id: str, size: int | None = Query(None, ge=16, le=2048)) -> Response:
-        p = gallery_file(image_id)
+        p = svc.gallery_file(image_id)
         if size is None:
             media = mimetypes.guess_type(p.name)[0] or "application/octet-stream"
             return FileResponse(p, media_type=media)
-        return Response(thumbs.get(p, int(image_id), size), media_type="image/jpeg")
-
-    return app
+        return Response(svc.thumbs.get(p, int(image_id), size), media_type="image/jpeg")
 
 
 def serve(

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from dva.model import DVAModel
-from dva.runtime import RUNTIMES, sessions
+from dva.runtime import sessions
 from dva.runtime.cache import frozen_cache_path
 from dva.runtime.onnx_embedder import SplitSessions
 from dva.utils import atomic_write_bytes
@@ -158,15 +158,18 @@ def export_frozen(model: DVAModel, job: str, size: int) -> Path:
 
 def frozen_runner(model: DVAModel, device: torch.device | str = "cpu", runtime: str = "auto") -> FrozenRunner:
     """The runner for ``train.frozen_runtime``: ``torch``, ``onnx`` (CPU only), or ``auto`` (onnx
-    on the CPU when onnx and onnxruntime are installed, else torch)."""
-    if runtime not in RUNTIMES:
-        raise ValueError(f"train.frozen_runtime must be {' | '.join(RUNTIMES)}, got {runtime!r}")
+    on the CPU when onnx and onnxruntime are installed, else torch).
+
+    ``runtime`` is ``train.frozen_runtime``, one of :data:`dva.runtime.RUNTIMES`, checked with the
+    rest of the config (:func:`dva.config.validate`); any other text is a KeyError here.
+    """
     on_cpu = torch.device(device).type == "cpu"
     # Through the module attribute: one definition, and tests can stand in a missing onnxruntime.
     available = sessions.onnx_available()
-    if runtime == "onnx" and not (on_cpu and available):
+    use_onnx = {"torch": False, "onnx": True, "auto": on_cpu and available}[runtime]
+    if use_onnx and not (on_cpu and available):  # asked for onnx where it cannot run
         raise ValueError("train.frozen_runtime=onnx needs the CPU and the onnx and onnxruntime packages "
                          "(pip install onnx onnxruntime), or use train.frozen_runtime=torch")
-    if runtime == "torch" or not (on_cpu and available):
+    if not use_onnx:
         return FrozenRunner(model, device)
     return OnnxFrozenRunner(model, device, fallback=runtime == "auto")

@@ -2,7 +2,8 @@
 
 The same computation and cache as ``dva train`` (:func:`dva.opa.sources.compute_boxes`): the cache sits
 beside ``--out`` (``boxes.jsonl`` -> ``boxes.cache.json``), so a second run with the same source,
-model file, prompt and images computes nothing.
+model file, prompt and images computes nothing. A second run may rewrite its own ``--out`` (e.g.
+with another ``--min-score``); any other existing file is refused unless ``--overwrite``.
 """
 from __future__ import annotations
 
@@ -10,11 +11,15 @@ import argparse
 import json
 from pathlib import Path
 
+from dva.opa.names import SOURCE_NAMES
 from dva_cli import _model  # module attribute lookup: stays patchable in tests
+from dva_cli._output import add_overwrite_argument, refuse_existing
 
 NAME = "boxes"
 HELP = "Find one object box per image (yolox, saliency, self, ...): JSON lines and previews."
-SOURCES = ("self", "yolox", "saliency", "groundingdino", "owlv2", "detector", "annotations")
+# The box-source registry's names; "none" (no boxes) is a training setting, not something to compute.
+SOURCES = tuple(s for s in SOURCE_NAMES if s != "none")
+ROW_KEYS = {"path", "x", "y", "w", "h", "score", "class", "source", "kept"}  # one JSON line per image
 KEPT, DROPPED = (40, 220, 60), (255, 150, 0)  # preview colours: box kept / below the threshold
 
 
@@ -28,6 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a directory (searched recursively) or a list file: one path per line, "
                         "or CSV 'path[,label]' (relative paths are relative to the list file)")
     p.add_argument("--out", required=True, help="the JSON-lines file to write (one line per image)")
+    add_overwrite_argument(p, "an --out file that is not the JSON lines of an earlier `dva boxes`")
     p.add_argument("--preview", metavar="DIR", help="also draw each box, class and score on a JPEG copy here")
     p.add_argument("--prompt", default=None,
                    help="the classes to find, comma-separated (yolox: COCO names, e.g. bird, "
@@ -75,6 +81,16 @@ def _config(args: argparse.Namespace):
     return cfg, model, device
 
 
+def written_by_boxes(path: str | Path) -> bool:
+    """Whether ``path`` is the JSON-lines output of an earlier ``dva boxes`` (its first line a box row)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            row = json.loads(f.readline())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(row, dict) and set(row) == ROW_KEYS
+
+
 def cache_path(out: str | Path) -> Path:
     """The boxes cache beside the JSON-lines file: ``boxes.jsonl`` -> ``boxes.cache.json``."""
     out = Path(out)
@@ -106,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
     from dva.opa.sources import compute_boxes, min_score
     from dva.retrieval.store import list_images
 
+    if not written_by_boxes(args.out):  # a rerun rewrites its own lines from the cache
+        refuse_existing(args.out, args.overwrite)
     paths = [it.path for it in list_images(args.images)]
     cfg, model, device = _config(args)
     out, cache = Path(args.out), cache_path(args.out)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from dva_cli import _model  # module attribute lookup: stays patchable in tests
+from dva_cli._output import add_overwrite_argument, refuse_existing
 
 NAME = "export"
 HELP = "Export backbone + adapters to ONNX (normalised images -> L2-normalised embeddings)."
@@ -12,6 +13,7 @@ HELP = "Export backbone + adapters to ONNX (normalised images -> L2-normalised e
 def add_arguments(p: argparse.ArgumentParser) -> None:
     _model.add_model_arguments(p)
     p.add_argument("--out", required=True, help="the .onnx file to write (atomically)")
+    add_overwrite_argument(p, "the --out file")
     p.add_argument("--no-merge", action="store_true",
                    help="keep identity-activation adapters as separate branches (default: merged "
                         "into the frozen weights)")
@@ -27,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.device not in ("cpu", "auto"):
         raise ValueError("dva export runs on the CPU; leave out --device")
+    refuse_existing(args.out, args.overwrite)  # before the model is loaded and traced
     args.device = "cpu"
     embedder = _model.embedder_from_args(args)  # torch: the reference the export is checked against
     meta = export_onnx(embedder, args.out, merge=not args.no_merge)

@@ -1,7 +1,9 @@
 """``dva train``: train DVA adapters from a YAML config with ``--section.key value`` overrides.
 
 Ends with the frozen backbone and the trained model side by side, and says which checkpoint is
-which. Exit status: 0 trained; 2 a user error (bad config, missing data, refused resume);
+which. An OUTPUT_DIR that holds another run's checkpoints is refused unless ``--resume``
+(continue it) or ``--overwrite`` (train again from scratch). Exit status: 0 trained; 2 a user
+error (bad config, missing data, refused resume, an existing run);
 3 stopped by the collapse guard (docs/METHOD.md, Training; ``--train.on_collapse warn`` goes on).
 """
 from __future__ import annotations
@@ -23,6 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last.safetensors if present")
     p.add_argument("--resume-with-changes", action="store_true",
                    help="with --resume: continue even if the config differs from the run's (the differences are logged)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="train from scratch even if OUTPUT_DIR holds another run (its checkpoints, state and "
+                        "summary are deleted; log.jsonl keeps its rows); default: refuse")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs still go to log.jsonl)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     # Any other --section.key value pair is a config override, e.g. --train.epochs 3 --ica.rank 8.
@@ -82,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     from dva_train.train import train
 
     summary = train(cfg, resume=args.resume or args.resume_with_changes, progress=not args.no_progress,
-                    allow_config_changes=args.resume_with_changes)
+                    allow_config_changes=args.resume_with_changes, overwrite=args.overwrite)
     if summary.get("metrics") is None:  # a DDP rank other than 0: rank 0 reports
         return COLLAPSED if summary.get("status") == "stopped" else 0
     print(report(summary))

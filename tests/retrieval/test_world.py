@@ -1,4 +1,4 @@
-"""Several processes embed one gallery (gloo), and IVF-PQ is built shard by shard."""
+"""Several processes share one embedding run (dva.retrieval.store.world, gloo): the single-process bytes."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from dva.retrieval.store import GalleryItem, embed_gallery, load_embeddings, open_embeddings
+from dva.retrieval.store import GalleryItem, embed_gallery, load_embeddings
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -110,73 +110,3 @@ def test_two_processes_write_the_single_process_result_bit_for_bit(gallery, make
         np.testing.assert_array_equal(load_embeddings(d).vectors, load_embeddings(tmp_path / "ref").vectors)
     # processes with different models refuse to share a run, on every rank
     assert all("rank 1" in r["mixed"] and "fingerprint" in r["mixed"] for r in reports), reports
-
-
-# --------------------------------------------------------------------------- IVF-PQ from shards
-def _write_embeddings(d: Path, x: np.ndarray, shard_size: int, dtype: str = "float32") -> None:
-    """An embeddings directory in the `dva embed` format, written directly (no images needed)."""
-    n, dim = x.shape
-    n_shards = -(-n // shard_size)
-    (d / "shards").mkdir(parents=True)
-    for i in range(n_shards):
-        lo, hi = i * shard_size, min(n, (i + 1) * shard_size)
-        rows = [{"input": j, "path": f"/g/{j}.jpg", "label": j % 7} for j in range(lo, hi)]
-        (d / "shards" / f"{i:05d}.json").write_text(json.dumps({"shard": i, "rows": rows, "skipped": []}))
-        np.save(d / "shards" / f"{i:05d}.npy", x[lo:hi].astype(dtype))
-    (d / "items.jsonl").write_text("".join(json.dumps({"id": j, "path": f"/g/{j}.jpg", "label": j % 7}) + "\n"
-                                           for j in range(n)))
-    (d / "meta.json").write_text(json.dumps({
-        "format": "dva-embeddings/1", "fingerprint": "sharded", "dim": dim, "dtype": dtype, "normalized": "l2",
-        "shard_size": shard_size, "num_inputs": n, "num_shards": n_shards, "status": "complete", "count": n}))
-
-
-def _clustered(n: int, dim: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((64, dim)).astype(np.float32)
-    x = centres[rng.integers(0, 64, n)] + 0.4 * rng.standard_normal((n, dim)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
-@pytest.mark.parametrize("dtype", ["float32", "float16"])
-def test_ivfpq_built_shard_by_shard_equals_the_in_memory_build(tmp_path, dtype):
-    import faiss
-
-    from dva.retrieval.index import build_index
-
-    x = _clustered(4000, 32)
-    _write_embeddings(tmp_path / "emb", x, shard_size=700, dtype=dtype)  # 6 shards, the last one short
-    shards = open_embeddings(tmp_path / "emb")
-    assert len(shards.shards) == 6 and len(shards) == 4000
-    ids = np.sort(np.random.default_rng(1).choice(4000, 500, replace=False))
-    es = load_embeddings(tmp_path / "emb")
-    np.testing.assert_array_equal(shards.rows(ids), es.vectors[ids])  # only the chosen rows are read
-
-    kw = {"kind": "ivfpq", "nbits": 6, "nlist": 16, "m": 8, "fallback": False}  # re-ranking with fp16 vectors (default)
-    streamed = build_index(tmp_path / "emb", tmp_path / "idx_streamed", **kw)
-    in_memory = build_index(es, tmp_path / "idx_memory", **kw)
-    assert streamed.meta["params"] == in_memory.meta["params"] and streamed.meta["params"]["refine"] == "fp16"
-    assert streamed.meta["params"]["train_size"] == min(4000, 40 * 64)
-    assert bytes(faiss.serialize_index(streamed.index)) == bytes(faiss.serialize_index(in_memory.index))
-
-    q = _clustered(200, 32, seed=5)
-    s1, i1 = streamed.search(q, 10)
-    s2, i2 = in_memory.search(q, 10)
-    np.testing.assert_array_equal(i1, i2)
-    np.testing.assert_array_equal(s1, s2)
-    exact = np.argsort(-(q @ es.vectors.T), axis=1)[:, :10]
-    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(i1, exact)])
-    assert recall >= 0.9, f"fp16 re-ranking should find most exact neighbours, recall@10 {recall:.3f}"
-    assert streamed.paths == es.paths and streamed.labels == es.labels
-
-
-def test_flat_index_from_shards_equals_the_in_memory_one(tmp_path):
-    import faiss
-
-    from dva.retrieval.index import build_index
-
-    x = _clustered(900, 16)
-    _write_embeddings(tmp_path / "emb", x, shard_size=256)
-    a = build_index(tmp_path / "emb", tmp_path / "a")
-    b = build_index(load_embeddings(tmp_path / "emb"), tmp_path / "b")
-    assert bytes(faiss.serialize_index(a.index)) == bytes(faiss.serialize_index(b.index))
-    assert a.meta["kind"] == "flat" and len(a) == 900

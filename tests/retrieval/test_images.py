@@ -1,4 +1,4 @@
-"""Odd and broken gallery images: good ones embedded correctly, bad ones reported, no crash."""
+"""Strict image loading (dva.retrieval.store.images): odd images embedded exactly, broken ones reported."""
 from __future__ import annotations
 
 import io
@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from dva.retrieval.store import embed_gallery, list_images, load_embeddings, load_image_strict
+from dva.retrieval.store import embed_gallery, list_images, load_embeddings
+from dva.retrieval.store.images import ImageLoadError, load_image_strict
 
 
 def _rgb(seed: int, w: int, h: int) -> Image.Image:
@@ -75,6 +76,18 @@ def test_strict_loader_refuses_truncated_mode(odd_gallery, monkeypatch):
     monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
     with pytest.raises(RuntimeError, match="LOAD_TRUNCATED_IMAGES"):
         load_image_strict(d / "a_normal.png")
+
+
+def test_a_folder_is_not_an_image(tmp_path):
+    (tmp_path / "photos").mkdir()
+    with pytest.raises(ImageLoadError) as err:
+        load_image_strict(tmp_path / "photos")
+    assert err.value.reason == "is a folder, not an image file"
+    with pytest.raises(ImageLoadError, match="is a folder"):
+        load_image_strict(tmp_path / "photos", draft_min_side=32)
+    with pytest.raises(ImageLoadError) as err:
+        load_image_strict(tmp_path / "nothing.jpg")
+    assert err.value.reason == "file not found"
 
 
 def test_all_images_bad_gives_clear_index_error(embedder, tmp_path):

@@ -1,4 +1,4 @@
-"""Gallery listing (dva.retrieval.store.list_images): symlinks, loops and list files that are wrong."""
+"""Gallery listing (dva.retrieval.store.gallery): symlinks, loops and list files that are wrong."""
 from __future__ import annotations
 
 import os
@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from dva.data.folder import read_folder
-from dva.retrieval.store import list_images
+from dva.retrieval.store.gallery import list_images
 
 
 def _img(path: Path, shade: int = 100) -> Path:

