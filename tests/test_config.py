@@ -82,7 +82,8 @@ def test_resolve_device_refuses_what_is_not_here():
 
 # --------------------------------------------------------------------------- upper bounds
 @pytest.mark.parametrize("override,fragment", [
-    (["--ica.rank", "100000000"], "ica.rank=100000000 must be >= 1 and <= 1024 (the width of each adapter's bottleneck"),
+    (["--ica.rank", "100000000"],
+     "ica.rank=100000000 must be >= 1 and <= 1024 (the width of each adapter's bottleneck"),
     (["--train.images_per_class", "1000"], "train.images_per_class=1000 must be >= 1 and <= 256 (the default is 8"),
     (["--backbone.img_size", "100000"], "backbone.img_size=100000 must be >= 16 and <= 1024 (the input side in pixels"),
     (["--train.num_workers", "100000"], "train.num_workers=100000 must be >= 0 and <= 256 (image-decoding processes"),
@@ -164,3 +165,19 @@ def test_importing_the_config_loads_neither_torch_nor_timm():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "'dva.config'" in r.stdout and "dva.ica'" not in r.stdout and "dva.model" not in r.stdout
+
+
+def test_a_hand_built_config_of_the_wrong_types_is_refused():
+    from dva.config import validate
+
+    for section, key, value, fragment in (("ica", "rank", "8", "ica.rank='8' must be int"),
+                                          ("train", "epochs", True, "train.epochs=True must be int"),
+                                          ("opa", "enabled", "no", "opa.enabled='no' must be bool"),
+                                          ("ica", "scale", float("inf"), "ica.scale=inf must be a finite number")):
+        cfg = DVAConfig()
+        setattr(getattr(cfg, section), key, value)
+        with pytest.raises(ValueError, match=fragment):
+            validate(cfg, "hand-built")
+    cfg = DVAConfig()
+    cfg.loss.beta = 2  # an int where a float belongs is a number all the same
+    assert validate(cfg) is cfg

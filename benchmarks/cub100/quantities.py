@@ -10,7 +10,8 @@ a gap, "behind" or "above") is an expression of those names, never a typed numbe
 Placeholders (one line each; no ``eval``, a fixed grammar):
 
 - ``{EXPR}`` / ``{EXPR:FORMAT}``: ``EXPR`` is a name, a number, or names and numbers joined by
-  ``+`` and ``-``; ``FORMAT`` is a Python format spec (default ``.1f`` for floats, ``,`` for ints).
+  ``+ - * /`` with parentheses (a ratio: ``{a.train_ips / b.train_ips:.1f}x``); ``FORMAT`` is a
+  Python format spec (default ``.1f`` for floats, ``,`` for ints).
 - ``{assert EXPR OP EXPR}`` (``OP``: ``>``, ``>=``, ``<``, ``<=``, ``==``, ``!=``): renders nothing and
   stops the rendering when false, so that a sentence whose words ("above", "every", "largest")
   depend on the numbers cannot outlive them.
@@ -28,9 +29,14 @@ for the pets37 open set; other prefixes as a section registers them), row ``froz
 ``full``, ``ica``, ``ica_opa``, ``dva``, metric ``r1``, ``map``, ``ood_r1``, ``ood_map`` (means in %),
 ``<metric>.sd`` (sample std), ``<metric>.s<seed>`` (one seed), ``hits.s<seed>`` / ``ood_hits.s<seed>``
 (queries right), ``hits`` / ``ood_hits`` (all seeds, as "125, 117 and 120"), ``queries``,
-``ood_queries``, ``seeds``, ``params``, ``pct``, ``steps``, ``collapse_step``, ``collapse_figure`` (text); per backbone
-``<backbone>.backbone_params`` and ``<backbone>.backbone_m`` (millions); per result file
-``file.<stem>.min`` (its wall time in minutes).
+``ood_queries``, ``seeds``, ``params``, ``pct``, ``steps``, ``boxes`` (training images with a
+confident box), ``collapse_step``, ``collapse_figure`` (text); timings ``train_s``, ``train_ips``,
+``wall_s``, ``embed_ips``, ``rss_mb``, ``prep_s`` (means; ``.s<seed>`` one run). Every other row
+of a result (ablations, validation candidates, speed-up checks) by its own name, ``-`` and ``@``
+written ``_`` (``full.dva_rank8.map``, ``lite2_val.va_ica_lr3e_3.map``). Per backbone
+``<backbone>.backbone_params`` and ``<backbone>.backbone_m`` (millions), ``<prefix>.rows_min`` and
+``<prefix>.seed0_rows_min`` (summed wall time of the runs, all / seed 0, minutes); per result file
+``file.<stem>.min`` and ``file.<stem>.s`` (its wall time).
 """
 from __future__ import annotations
 
@@ -44,7 +50,10 @@ ORDER = ("frozen", "head", "full", "ica", "ica_opa", "dva")
 METRICS = {"r1": "recall@1", "map": "map@r", "ood_r1": "ood_recall@1", "ood_map": "ood_map@r"}
 # Queries of each retrieval set (leave-one-out: every image is a query). R@1 x queries must be a
 # whole number of queries: checked when hits are computed, so a wrong count cannot pass silently.
-QUERIES = {"cub100": 2953, "pets37_ood": 370, "pets37_open": 190}
+QUERIES = {"cub100": 2953, "cub100_val": 600, "pets37_ood": 370, "pets37_open": 190}
+# Timings of a row, means over its runs (``<row>.wall_s``; one seed: ``<row>.wall_s.s0``).
+TIMINGS = {"train_s": "train_seconds", "train_ips": "train_img_per_s", "wall_s": "wall_seconds",
+           "embed_ips": "embed_img_per_s", "rss_mb": "peak_rss_mb"}
 Value = float | int | str
 
 
@@ -63,6 +72,29 @@ def rows_of(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def row_key(row: dict[str, Any]) -> str:
+    """A row's name in the templates: the main and pets37 rows as in ``ORDER`` (``pets_dva`` -> ``dva``), any
+    other row by its own name with ``-`` and ``@`` written ``_`` (``va_ica_lr3e-3`` -> ``va_ica_lr3e_3``), so
+    that a name never reads as a subtraction."""
+    name = row["name"].removeprefix("pets_") if row["group"] == "pets37" else row["name"]
+    return name.replace("-", "_").replace("@", "_")
+
+
+def all_rows(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every row of a result by :func:`row_key` (a name kept once, the first row wins)."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in result["rows"]:
+        out.setdefault(row_key(r), r)
+    return out
+
+
+def row_queries(row: dict[str, Any], default: int) -> int:
+    """The queries of a row's retrieval set: pets37 open set, the validation split (classes 40-49), else ``default``."""
+    if row["group"] == "pets37":
+        return QUERIES["pets37_open"]
+    return QUERIES["cub100_val"] if row.get("eval_split") == "val" else default
+
+
 def _hits(fraction: float, queries: int, where: str) -> int:
     n = fraction * queries
     if abs(n - round(n)) > 1e-6:
@@ -76,16 +108,9 @@ def join_words(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def _row_quantities(p: str, r: dict[str, Any], queries: int, ood_queries: int | None) -> dict[str, Value]:
-    """The quantities of one row (prefix ``p``, e.g. ``mnv2.dva``)."""
-    q: dict[str, Value] = {f"{p}.seeds": len(r["seeds"]), f"{p}.params": r["trainable_params"],
-                           f"{p}.pct": r["trainable_pct"], f"{p}.steps": r["runs"][0].get("steps", 0),
-                           f"{p}.queries": queries}
-    if ood_queries:
-        q[f"{p}.ood_queries"] = ood_queries
-    for short, key in METRICS.items():
-        if r["stats"].get(key):
-            q[f"{p}.{short}"], q[f"{p}.{short}.sd"] = r["stats"][key]
+def _per_seed(p: str, r: dict[str, Any], queries: int, ood_queries: int | None) -> dict[str, Value]:
+    """Per seed: R@1 and MAP@R (``.s0``), queries right (``hits.s0``; ``hits``: all seeds in words), timings."""
+    q: dict[str, Value] = {}
     for side, n, mkey in (("", queries, "metrics"), ("ood_", ood_queries, "ood_metrics")):
         hits = []
         for run in r["runs"]:
@@ -99,74 +124,182 @@ def _row_quantities(p: str, r: dict[str, Any], queries: int, ood_queries: int | 
                 hits.append(str(q[f"{p}.{side}hits.s{s}"]))
         if hits:
             q[f"{p}.{side}hits"] = join_words(hits)
+    for short, key in (*TIMINGS.items(), ("prep_s", "prep_seconds")):
+        vals = {int(run["seed"]): run[key] for run in r["runs"] if run.get(key) is not None}
+        q.update({f"{p}.{short}.s{s}": v for s, v in vals.items()})
+        if vals:  # the mean over the runs that recorded it (a row's stats, where they hold it, come first)
+            q[f"{p}.{short}"] = sum(vals.values()) / len(vals)
+    return q
+
+
+def _row_quantities(p: str, r: dict[str, Any], queries: int, ood_queries: int | None) -> dict[str, Value]:
+    """The quantities of one row (prefix ``p``, e.g. ``mnv2.dva``)."""
+    q: dict[str, Value] = {f"{p}.seeds": len(r["seeds"]), f"{p}.params": r["trainable_params"],
+                           f"{p}.pct": r["trainable_pct"], f"{p}.steps": r["runs"][0].get("steps", 0),
+                           f"{p}.queries": queries}
+    if ood_queries:
+        q[f"{p}.ood_queries"] = ood_queries
+    if r.get("img_size"):
+        q[f"{p}.img_size"] = r["img_size"]
+    for short, key in METRICS.items():
+        if r["stats"].get(key):
+            q[f"{p}.{short}"], q[f"{p}.{short}.sd"] = r["stats"][key]
+    for short, key in TIMINGS.items():
+        if r["stats"].get(key):
+            q[f"{p}.{short}"] = r["stats"][key][0]
+    q.update({k: v for k, v in _per_seed(p, r, queries, ood_queries).items() if k not in q})
+    for short in METRICS:  # the extremes over the seeds ("every seed of A beats every seed of B")
+        vals = [q[f"{p}.{short}.s{s}"] for s in seed_ids(f"{p}.{short}", q)]
+        if vals:
+            q[f"{p}.{short}.min"], q[f"{p}.{short}.max"] = min(vals), max(vals)
+    run0 = r["runs"][0]
+    if run0.get("boxes") is not None:  # training images with a confident OPA box (first seed)
+        q[f"{p}.boxes"] = run0["boxes"]
+    if run0["params"].get("proxy_params") is not None:
+        q[f"{p}.proxy_params"] = run0["params"]["proxy_params"]
+    if run0.get("frozen_metrics"):  # the frozen backbone on the same evaluation set (step-0 evaluation)
+        q[f"{p}.frozen_r1"], q[f"{p}.frozen_map"] = (100 * run0["frozen_metrics"][k] for k in ("recall@1", "map@r"))
     stops = [run["collapse"] for run in r["runs"] if run.get("status") == "stopped" and run.get("collapse")]
     if stops:
         q[f"{p}.collapse_step"], q[f"{p}.collapse_figure"] = stops[0]["step"], stops[0].get("figure", "")
     return q
 
 
-def result_quantities(prefix: str, result: dict[str, Any], queries: int, ood_queries: int | None = None
-                      ) -> dict[str, Value]:
+def result_quantities(prefix: str, result: dict[str, Any], queries: int | None = None,
+                      ood_queries: int | None = None) -> dict[str, Value]:
     """Every quantity of one (merged) result: its rows under ``prefix``, its files under ``file.``.
 
     Args:
         prefix: the name the templates use (``mnv2``, ``pets.vit``...).
         result: a result file of ``run.py``, or several merged (``render.merge_results``).
-        queries: queries of its retrieval set (``QUERIES``).
-        ood_queries: queries of its out-of-distribution set, when it has one.
+        queries: queries of its retrieval set (``QUERIES``; default cub100's test classes); pets37 and
+            validation-split rows count their own (:func:`row_queries`).
+        ood_queries: queries of its out-of-distribution set (default pets37's, when the result has one).
 
     Returns:
-        name -> value.
+        name -> value: ``<prefix>.img_size``, ``.threads`` and ``.cpus`` (the machine's cores); per row (:func:`row_key`)
+        its metrics, spreads, seeds, hits and timings, and
+        ``<prefix>.rows_min`` / ``<prefix>.seed0_rows_min``: the wall time of every run / of the
+        first seed's runs (what a one-seed profile of these rows costs), in minutes.
     """
-    q: dict[str, Value] = {}
-    rows = rows_of(result)
+    q: dict[str, Value] = {f"{prefix}.{k}": result["settings"][k] for k in ("img_size", "threads")
+                           if result["settings"].get(k) is not None}
+    if (result.get("machine") or {}).get("cpu_count"):
+        q[f"{prefix}.cpus"] = result["machine"]["cpu_count"]
+    ood = (ood_queries or QUERIES["pets37_ood"]) if result["settings"].get("ood") else None
+    rows = all_rows(result)
     for key, r in rows.items():
-        q.update(_row_quantities(f"{prefix}.{key}", r, queries, ood_queries if result["settings"].get("ood") else None))
+        q.update(_row_quantities(f"{prefix}.{key}", r, row_queries(r, queries or QUERIES["cub100"]), ood))
     if rows:
         n = next(iter(rows.values()))["backbone_params"]
         q[f"{prefix}.backbone_params"], q[f"{prefix}.backbone_m"] = n, n / 1e6
+        # An alias row (rows.yaml: aliases) holds a copy of another row's run: count each run once.
+        runs = {(run.get("seed"), run.get("wall_seconds"), run.get("train_seconds")): run
+                for r in rows.values() for run in r["runs"]}.values()
+        q[f"{prefix}.rows_min"] = sum(run.get("wall_seconds") or 0 for run in runs) / 60
+        q[f"{prefix}.seed0_rows_min"] = sum(run.get("wall_seconds") or 0 for run in runs if run.get("seed") == 0) / 60
     for src in result.get("sources") or [result]:
         if src.get("json") and src.get("wall_seconds_total"):
             q[f"file.{Path(src['json']).stem}.min"] = src["wall_seconds_total"] / 60
+            q[f"file.{Path(src['json']).stem}.s"] = src["wall_seconds_total"]
+        if src.get("json") and src.get("git_commit"):
+            q[f"file.{Path(src['json']).stem}.commit"] = src["git_commit"][:7]
     return q
 
 
 # ----------------------------------------------------------------------------- templates
 _PLACEHOLDER = re.compile(r"\{([^{}\n]+)\}")
-_TOKEN = re.compile(r"\s*(?:(?P<num>\d+(?:\.\d+)?)|(?P<name>[A-Za-z_][\w.]*)|(?P<op>[-+]))")
+_TOKEN = re.compile(r"\s*(?:(?P<num>\d+(?:\.\d+)?)|(?P<name>[A-Za-z_][\w.]*)|(?P<op>[-+*/()]))")
 _ASSERT = re.compile(r"^assert\s+(.+?)\s*(>=|<=|==|!=|>|<)\s*(.+)$")
 _CALL = re.compile(r"^(\w+)\(\s*([\w.]+)\s*,\s*([\w.]+)\s*\)$")
 
 
-def evaluate(expr: str, q: Mapping[str, Value]) -> Value:
-    """The value of ``expr``: a name or number, or names and numbers joined by ``+`` / ``-``."""
-    pos, end, total, sign, terms, ints = 0, len(expr.rstrip()), 0.0, 1, 0, True
-    expect_term = True
+def _tokens(expr: str) -> list[tuple[str, str]]:
+    """``expr`` as (kind, text) tokens: ``num``, ``name``, ``op`` (``+ - * / ( )``)."""
+    out, pos, end = [], 0, len(expr.rstrip())
     while pos < end:
         m = _TOKEN.match(expr, pos)
-        if not m or (m.group("op") is None and not expect_term):
-            raise TemplateError(f"cannot parse `{expr}` at {expr[pos:]!r}: expected a name, a number, + or -")
+        if not m:
+            raise TemplateError(f"cannot parse `{expr}` at {expr[pos:]!r}: expected a name, a number, "
+                                "an operator (+ - * /) or a parenthesis")
+        kind = next(k for k in ("num", "name", "op") if m.group(k) is not None)
+        out.append((kind, m.group(kind)))
         pos = m.end()
-        if m.group("op"):  # a binary operator, or a sign before a term (``-1.0``)
-            step = 1 if m.group("op") == "+" else -1
-            sign, expect_term = (sign * step if expect_term else step), True
-            continue
-        if m.group("num"):
-            v: Value = float(m.group("num")) if "." in m.group("num") else int(m.group("num"))
-        else:
-            name = m.group("name")
-            if name not in q:
-                close = difflib.get_close_matches(name, list(q), n=3)
-                raise TemplateError(f"no quantity `{name}`" + (f" (did you mean {', '.join(close)}?)" if close else ""))
-            v = q[name]
-        if isinstance(v, str):
-            if terms or pos < end:
-                raise TemplateError(f"`{expr}`: {v!r} is text, it cannot be added or subtracted")
+    return out
+
+
+class _Parser:
+    """``expr := term (+|- term)*``, ``term := factor (*|/ factor)*``, ``factor := (+|-) factor | number | name |
+    ( expr )``: arithmetic on named quantities, nothing else (no ``eval``). A value stays an int while every
+    operand is an int and nothing is divided; a text quantity must be the whole expression."""
+
+    def __init__(self, expr: str, q: Mapping[str, Value]) -> None:
+        self.expr, self.q, self.toks, self.i = expr, q, _tokens(expr), 0
+
+    def parse(self) -> Value:
+        if len(self.toks) == 1 and self.toks[0][0] == "name" and isinstance(self._lookup(self.toks[0][1]), str):
+            return self._lookup(self.toks[0][1])
+        v = self._expr()
+        if self.i < len(self.toks):
+            raise TemplateError(f"cannot parse `{self.expr}` at {self.toks[self.i][1]!r}: expected an operator")
+        return v
+
+    def _peek(self) -> str | None:
+        return self.toks[self.i][1] if self.i < len(self.toks) and self.toks[self.i][0] == "op" else None
+
+    def _expr(self) -> float | int:
+        v = self._term()
+        while self._peek() in ("+", "-"):
+            op = self.toks[self.i][1]
+            self.i += 1
+            w = self._term()
+            v = v + w if op == "+" else v - w
+        return v
+
+    def _term(self) -> float | int:
+        v = self._factor()
+        while self._peek() in ("*", "/"):
+            op = self.toks[self.i][1]
+            self.i += 1
+            w = self._factor()
+            if op == "/" and w == 0:
+                raise TemplateError(f"`{self.expr}`: division by zero")
+            v = v * w if op == "*" else v / w
+        return v
+
+    def _factor(self) -> float | int:
+        if self.i >= len(self.toks):
+            raise TemplateError(f"cannot parse `{self.expr}`: it ends with an operator or is empty")
+        kind, text = self.toks[self.i]
+        self.i += 1
+        if kind == "num":
+            return float(text) if "." in text else int(text)
+        if kind == "name":
+            v = self._lookup(text)
+            if isinstance(v, str):
+                raise TemplateError(f"`{self.expr}`: {text} is text ({v!r}), it cannot take part in arithmetic")
             return v
-        total, terms, ints, expect_term = total + sign * v, terms + 1, ints and isinstance(v, int), False
-    if expect_term:
-        raise TemplateError(f"cannot parse `{expr}`: it ends with an operator or is empty")
-    return int(total) if ints else total
+        if text in ("+", "-"):  # a sign: ``-1.0``, ``-(a - b)``
+            v = self._factor()
+            return v if text == "+" else -v
+        if text == "(":
+            v = self._expr()
+            if self._peek() != ")":
+                raise TemplateError(f"cannot parse `{self.expr}`: a parenthesis is not closed")
+            self.i += 1
+            return v
+        raise TemplateError(f"cannot parse `{self.expr}` at {text!r}: expected a name, a number or (")
+
+    def _lookup(self, name: str) -> Value:
+        if name not in self.q:
+            close = difflib.get_close_matches(name, list(self.q), n=3)
+            raise TemplateError(f"no quantity `{name}`" + (f" (did you mean {', '.join(close)}?)" if close else ""))
+        return self.q[name]
+
+
+def evaluate(expr: str, q: Mapping[str, Value]) -> Value:
+    """The value of ``expr``: names and numbers joined by ``+ - * /``, with parentheses (:class:`_Parser`)."""
+    return _Parser(expr, q).parse()
 
 
 def fmt(value: Value, spec: str | None) -> str:

@@ -7,11 +7,13 @@ new from the runs (their means and spreads are in the JSON).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from benchmarks import _common as C
 from benchmarks.cub100.plan import ROWS
+from benchmarks.cub100.quantities import fill, join_words
 
 SECTION = "## cub100: DVA vs baselines"
 DISPLAY = {"mobilenetv2_100": "MobileNetV2", "tf_efficientnet_lite2": "EfficientNet-Lite2",
@@ -148,7 +150,8 @@ def merge_results(results: list[dict[str, Any]]) -> dict[str, Any]:
     rank = ROWS.rank()
     rows.sort(key=lambda r: (rank.get(r["name"].split("@")[0], len(rank)), r["name"]))
     return {**results[0], "rows": rows, "sources": [{"json": r.get("json"), "command": r["command"], "date": r["date"],
-                                                     "profile": r["profile"], "wall_seconds_total": r.get("wall_seconds_total")}
+                                                     "profile": r["profile"], "wall_seconds_total": r.get("wall_seconds_total"),
+                                                     "git_commit": r.get("git_commit")}
                                                     for r in results]}
 
 
@@ -178,6 +181,57 @@ GROUP_TITLES = [("main", None), ("beta", "### Ablation: DPT weight beta"), ("ran
                 ("beta_val", "### DPT weight beta on the validation split (train classes 0-39, retrieve 40-49; 184 steps)"),
                 ("pets37", ("### pets37 open set: full scenes, train on 18 breeds (180 photos), retrieve among the "
                             "other 19 (190 photos); object views from yolox boxes; 150 steps; seed 0"))]
+
+
+def commits_note(parts: list[tuple[str, dict[str, Any]]], name_of: Callable[[dict[str, Any]], str] | None = None) -> str:
+    """Which rows pool runs made at different commits (each run's ``commit`` in the JSON), in one sentence.
+
+    Args:
+        parts: (label, result) pairs; the label (e.g. a backbone) prefixes the rows it names ("" for none).
+        name_of: a row's name in the sentence (default: its label).
+
+    Returns:
+        "Rows that pool runs made at different commits ...: ICA and DVA - seed 0 at `0d61e57`, seeds 1
+        and 2 at `328272f`." or "Every row's runs were made at one commit.", plus the pooled rows whose
+        runs record no commit.
+    """
+    name_of = name_of or (lambda r: r["label"])
+    groups: dict[tuple[str, str], list[str]] = {}
+    missing = []
+    for label, res in parts:
+        where = f"{label}: " if label else ""
+        for r in res["rows"]:
+            commits = [run.get("commit") for run in r["runs"]]
+            if len(commits) < 2:
+                continue
+            if None in commits:
+                missing.append(f"{label + ' ' if label else ''}{name_of(r)}")
+                continue
+            by: dict[str, list[str]] = {}
+            for run in r["runs"]:
+                by.setdefault(run["commit"][:7], []).append(str(run["seed"]))
+            if len(by) > 1:
+                pattern = ", ".join(f"seed{'s' if len(v) > 1 else ''} {join_words(v)} at `{c}`" for c, v in by.items())
+                groups.setdefault((where, pattern), []).append(name_of(r))
+    out = [f"{where}{join_words(rows)} - {pattern}" for (where, pattern), rows in groups.items()]
+    text = ("Rows that pool runs made at different commits (same settings; the `commit` of each run is in the "
+            "JSON): " + "; ".join(out) + "." if out else "Every row's runs were made at one commit.")
+    return text + (f" No commit recorded for the runs of: {'; '.join(missing)}." if missing else "")
+
+
+def fill_notes(template: str, merged: dict[str, Any], title: str, source: str = "notes") -> str:
+    """A notes template filled from the JSON (:func:`benchmarks.cub100.quantities.fill`).
+
+    Its names: the published results' (``benchmarks.cub100.summary``: every section's prefix), with
+    this section's own rows taken from ``merged`` (the files being rendered) under the prefix the
+    summary gives the section ``title`` (``this`` for a section it does not list). Notes without a
+    placeholder are returned as they are, without loading anything.
+    """
+    if "{" not in template:
+        return template
+    from benchmarks.cub100 import summary
+
+    return fill(template, summary.section_quantities(title, merged), source)
 
 
 def markdown(result: dict[str, Any], notes: str = "") -> str:
@@ -233,6 +287,8 @@ def markdown(result: dict[str, Any], notes: str = "") -> str:
                "OOD R@1 against the frozen backbone of the table." if s.get("ood") else "")
         ),
         "",
+        commits_note([("", result)], lambda r: r["label"]),
+        "",
     ]
     for g, title in GROUP_TITLES:
         rs = [r for r in rows if r["group"] == g]
@@ -255,16 +311,20 @@ def _runtimes(rows: list[dict[str, Any]]) -> int:
 
 
 def render(results: list[dict[str, Any]], doc: Path, plot_path: Path | None, notes: str = "",
-           title: str | None = None) -> dict[str, Any]:
-    """Write the plot and this benchmark's section of ``doc`` from one or more result files."""
+           title: str | None = None, notes_source: str = "notes") -> dict[str, Any]:
+    """Write the plot and this benchmark's section of ``doc`` from one or more result files.
+
+    ``notes`` is a template (:func:`fill_notes`): its derived figures are computed from the JSON.
+    """
     merged = merge_results(results)
+    title = title or section(merged["settings"])
     plotted = [r for r in merged["rows"] if r["group"] in ("main", "rank", "budget") and r["name"] != "dva_rank4"]
     if plot_path is not None and any(r["group"] == "main" for r in plotted):
         st = merged["settings"]
         name = DISPLAY.get(st.get("model", "mobilenetv2_100"), st.get("model"))
         plot(plotted, plot_path, f"{name}, {st['img_size']} px, {_budget(st).split(' (')[0]}")
         merged["plot"] = str(plot_path)
-    C.update_doc(doc, title or section(merged["settings"]), markdown(merged, notes))
+    C.update_doc(doc, title, markdown(merged, fill_notes(notes, merged, title, notes_source)))
     return merged
 
 
@@ -280,6 +340,6 @@ def render_files(files: list[str], doc: Path, plot_path: str | None, notes: str 
     """``--render``: rebuild the docs section and the plot from result files (merged, the first wins)."""
     results = [json.loads(Path(f).read_text()) for f in files]
     plot_to = Path(plot_path) if plot_path else default_plot(results[0]["settings"].get("backbone", "mobilenetv2"))
-    render(results, doc, plot_to, Path(notes).read_text() if notes else "", title)
+    render(results, doc, plot_to, Path(notes).read_text() if notes else "", title, notes or "notes")
     print(f"updated {doc} ({title or section(results[0]['settings'])}) and {plot_to}")
     return 0

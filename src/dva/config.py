@@ -233,7 +233,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
 
 
 class Bound(NamedTuple):
-    """The range of a number: above ``lo`` (or equal to it when ``lo_ok``), at most ``hi``; ``why``: the reason or fix."""
+    """A number's range: above ``lo`` (or equal to it when ``lo_ok``), at most ``hi``; ``why``: the reason or fix."""
 
     lo: float
     lo_ok: bool = True
@@ -292,6 +292,7 @@ def validate(cfg: "DVAConfig", source: str = "<config>") -> "DVAConfig":
         section, name = key.split(".")
         return getattr(getattr(cfg, section), name)
 
+    _check_types(cfg, source)
     for key, allowed in CHOICES.items():
         if get(key) not in allowed:
             raise ValueError(f"{source}: {key}={get(key)!r} is not one of {', '.join(allowed)}")
@@ -300,12 +301,6 @@ def validate(cfg: "DVAConfig", source: str = "<config>") -> "DVAConfig":
         if not math.isfinite(v) or v < lo or (v == lo and not lo_ok) or (hi is not None and v > hi):
             want = (f">= {lo}" if lo_ok else f"> {lo}") + (f" and <= {hi}" if hi is not None else "")
             raise ValueError(f"{source}: {key}={v!r} must be {want}" + (f" ({why})" if why else ""))
-    sections = [f.name for f in dataclasses.fields(cfg) if dataclasses.is_dataclass(getattr(cfg, f.name))]
-    for section in sections:  # the floats without a range (ica.scale, opa.min_score) must be finite too
-        for f in dataclasses.fields(getattr(cfg, section)):
-            v = getattr(getattr(cfg, section), f.name)
-            if isinstance(v, float) and not math.isfinite(v):
-                raise ValueError(f"{source}: {section}.{f.name}={v!r} must be a finite number")
     try:
         check_target(cfg.ica.target)
         if cfg.ica.blocks != "auto":
@@ -316,6 +311,27 @@ def validate(cfg: "DVAConfig", source: str = "<config>") -> "DVAConfig":
         raise ValueError(f"{source}: train.device={cfg.train.device!r} is not auto, cpu, cuda, cuda:N or mps")
     _check_combinations(cfg, source)
     return cfg
+
+
+def _check_types(cfg: "DVAConfig", source: str) -> None:
+    """Each field holds its declared type (a config built in code may hold anything); floats are finite.
+
+    An int is a float here; a bool is not a number (``True`` would pass as 1).
+    """
+    for section in dataclasses.fields(cfg):
+        obj = getattr(cfg, section.name)
+        if not dataclasses.is_dataclass(obj):
+            continue
+        hints = typing.get_type_hints(type(obj))
+        for f in dataclasses.fields(obj):
+            v, t = getattr(obj, f.name), _plain_type(hints[f.name])
+            ok = isinstance(v, t) or (t is float and isinstance(v, int))
+            if not ok or (t in (int, float) and isinstance(v, bool)):
+                raise ValueError(f"{source}: {section.name}.{f.name}={v!r} must be {t.__name__}")
+            if isinstance(v, float) and not math.isfinite(v):  # e.g. ica.scale, opa.min_score: no range
+                raise ValueError(f"{source}: {section.name}.{f.name}={v!r} must be a finite number")
+    if not isinstance(cfg.output_dir, str):
+        raise ValueError(f"{source}: output_dir={cfg.output_dir!r} must be str")
 
 
 def _check_combinations(cfg: "DVAConfig", source: str) -> None:

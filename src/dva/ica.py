@@ -186,7 +186,8 @@ def apply_ica(model: nn.Module, cfg: ICAConfig) -> list[str]:
             adapted.append(f"blocks.{i}.attn.qkv")
     else:
         if not targets <= set(CNN_TARGETS):
-            raise ValueError(f"ica.target {target!r} is not valid for a CNN: use {', '.join(CNN_TARGETS)} joined by '+'")
+            raise ValueError(f"ica.target {target!r} is not valid for a CNN: "
+                             f"use {', '.join(CNN_TARGETS)} joined by '+'")
         stage_mods = bb.stages(model)
         stage_prefix = "blocks" if hasattr(model, "blocks") else "layer"
         for i in chosen:

@@ -123,6 +123,17 @@ def test_single_image_classes_are_refused_at_once(synthetic_root, tmp_path, caps
     assert "test split: every class holds a single image (8 classes)" in capsys.readouterr().err
 
 
+def test_values_too_large_fail_in_a_second_with_the_reason(synthetic_root, tmp_path, capsys):
+    out = tmp_path / "run"
+    for key, value, reason in (("--ica.rank", "100000000", "the width of each adapter's bottleneck"),
+                               ("--train.images_per_class", "1000", "a batch holds classes_per_batch x"),
+                               ("--backbone.img_size", "100000", "the input side in pixels")):
+        assert main(_args(synthetic_root, out, key, value)) == 2
+        err = capsys.readouterr().err.strip()
+        assert f"{key[2:]}={value} must be" in err and reason in err and "\n" not in err and "Traceback" not in err
+    assert not out.exists()  # refused before the run folder
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_cuda_without_cuda_fails_at_start(synthetic_root, tmp_path, capsys):
     assert main(_args(synthetic_root, tmp_path / "run", "--train.device", "cuda")) == 2
@@ -159,8 +170,17 @@ def test_table_resume_with_changes_and_run_ids(synthetic_root, tmp_path, capsys)
     boxes = [r for r in rows if r["kind"] == "boxes"]
     assert boxes[0]["confident"] == 64 and boxes[0]["note"].startswith("boxes 64 of 64")
 
-    # Trained again from scratch in the same folder: a new run id; the report reads that run only.
-    assert main(_args(synthetic_root, out, "--train.epochs", "1", "--train.max_steps", "2")) == 0
+    # Trained again from scratch in the same folder: refused, the run as it was; then with --overwrite.
+    again = ("--train.epochs", "1", "--train.max_steps", "2")
+    before = [(out / f).read_bytes() for f in ("last.safetensors", "summary.json", "log.jsonl", "config.yaml")]
+    assert main(_args(synthetic_root, out, *again)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"dva train: error: {out} holds a finished run (completed, 5 steps; ") and "\n" not in err
+    assert "pass --resume to continue it" in err and "choose another --output_dir, or pass --overwrite" in err
+    assert [(out / f).read_bytes() for f in ("last.safetensors", "summary.json", "log.jsonl", "config.yaml")] == before
+    assert main(_args(synthetic_root, out, *again, "--overwrite")) == 0
+    assert json.loads((out / "summary.json").read_text())["steps"] == 2
+    # A new run id; the report reads that run only.
     ids = [r["run"] for r in _log(out)]
     assert len(set(ids)) == 2 and ids[-1] != ids[0]
     train, evals = read_log(out / "log.jsonl")

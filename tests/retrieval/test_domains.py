@@ -1,6 +1,7 @@
 """Several domains on one frozen backbone: shared prefix, refusal of mixed backbones, routing, the API."""
 from __future__ import annotations
 
+import dataclasses
 import io
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from dva.retrieval import GalleryItem, build_index, embed_gallery
 from dva.retrieval.domains import (
     ALL,
     BackboneMismatchError,
+    DomainSet,
     DomainSpec,
     UnknownDomainError,
     check_name,
@@ -97,10 +99,11 @@ def world(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def served(world, tmp_path_factory):
-    import os
-
-    os.environ["DVA_CACHE"] = str(tmp_path_factory.mktemp("cache"))  # the frozen prototypes' cache
-    return load_domains(world["specs"], router="frozen")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DVA_CACHE", str(tmp_path_factory.mktemp("cache")))  # the frozen prototypes' cache
+        ds = load_domains(world["specs"], router="frozen")
+        assert list((tmp_path_factory.getbasetemp()).glob("cache*/domains/frozen-*.npz"))  # cached there
+        yield ds
 
 
 def _x(ds, paths):
@@ -115,10 +118,10 @@ def test_shared_prefix_equals_the_one_domain_path(world, served):
     splits = {n: served.shared.models[n].split for n in served.names}
     assert splits["shapes"] != splits["stripes"]  # adapters start at different stages: the chain is used
     for name, ckpt in zip(served.names, world["ckpts"]):
-        ref = load_embedder(checkpoint=str(ckpt), runtime="torch").embed_tensor(x).numpy()
-        cos = (shared[name] * ref).sum(1)
+        one = load_embedder(checkpoint=str(ckpt), runtime="torch")  # what a one-domain server runs
+        cos = (shared[name] * one.embed_tensor(x).numpy()).sum(1)
         assert cos.min() >= 0.99999, (name, cos.min())
-        assert served[name].embedder.fingerprint == load_embedder(checkpoint=str(ckpt), runtime="torch").fingerprint
+        assert served[name].embedder.fingerprint == one.fingerprint
     unshared = type(served)(list(served.domains.values()), served.shared, share_prefix=False).embed(x)
     for name in served.names:
         assert np.allclose(unshared[name], shared[name], atol=1e-5)
@@ -158,8 +161,10 @@ def test_an_index_of_another_model_is_refused(world):
 @needs_bundled
 @pytest.mark.parametrize("router", ["frozen", "adapted"])
 def test_routing_finds_the_domain_of_held_out_photos(world, served, router):
-    ds = served if router == "frozen" else load_domains(world["specs"], router="adapted")
-    assert ds.router == router
+    fresh = [dataclasses.replace(d, prototypes=None) for d in served.domains.values()]
+    ds = DomainSet(fresh, served.shared, router)  # the same loaded models, prototypes made afresh
+    ds.build_prototypes(use_cache=False)
+    assert ds.router == router and all(d.prototypes.shape[1] == d.index.dim for d in fresh)
     for want, paths in world["held"].items():
         answers = ds.search_tensor(_x(ds, paths), k=3)
         assert [a.domain for a in answers] == [want] * len(paths), router

@@ -177,3 +177,42 @@ def test_concurrent_decodes_are_bounded(embedder, gallery, tmp_path, monkeypatch
         t.join()
     assert codes == [200] * 6 and most[0] == slots
     assert client.get("/api/info").json()["max_decodes"] == slots
+
+
+def test_image_urls_never_come_from_the_host_header(served):
+    client, paths, _ = served
+    r = client.post("/search?k=2", files={"file": ("q.png", _png_bytes(paths[3]), "image/png")},
+                    headers={"Host": "evil.example"})
+    urls = [h["image_url"] for h in r.json()["results"]]
+    assert urls == ["image/3", f"image/{r.json()['results'][1]['id']}"], urls
+    assert client.get(urls[0]).content == paths[3].read_bytes()  # resolves against the service root
+
+
+def test_public_url_makes_image_urls_absolute_under_it(embedder, gallery, tmp_path):
+    paths, labels = gallery
+    embed_gallery(embedder, [GalleryItem(str(p), lab) for p, lab in zip(paths, labels)],
+                  tmp_path / "emb", progress=False)
+    build_index(tmp_path / "emb", tmp_path / "idx")
+    client = TestClient(create_app(tmp_path / "idx", embedder, public_url="https://search.example.org/dva/"))
+    r = client.post("/search?k=1", files={"file": ("q.png", _png_bytes(paths[5]), "image/png")},
+                    headers={"Host": "evil.example"})
+    assert r.json()["results"][0]["image_url"] == "https://search.example.org/dva/image/5"
+    for bad in ("search.example.org", "ftp://x.org", "https://x.org/?a=1", "/dva"):
+        with pytest.raises(ValueError, match="--public-url"):
+            create_app(tmp_path / "idx", embedder, public_url=bad)
+    with pytest.raises(ValueError, match="default k must be between 1 and 100"):
+        create_app(tmp_path / "idx", embedder, default_k=101)
+
+
+def test_cli_serve_refuses_a_malformed_public_url(embedder, gallery, tmp_path, monkeypatch, capsys):
+    from dva_cli import _model
+    from dva_cli.cli import main
+
+    paths, _ = gallery
+    embed_gallery(embedder, [GalleryItem(str(p)) for p in paths], tmp_path / "emb", progress=False)
+    build_index(tmp_path / "emb", tmp_path / "idx")
+    monkeypatch.setattr(_model, "embedder_from_args", lambda args: pytest.fail("the model must not load"))
+    assert main(["serve", "--index", str(tmp_path / "idx"), "--public-url", "example.org"]) == 2
+    assert "--public-url 'example.org'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["serve", "--index", str(tmp_path / "idx"), "--k", "0"])

@@ -1,7 +1,10 @@
 """Retrieval as a product: embed a gallery, index it, search it, serve it, report on it.
 
-* :mod:`dva.retrieval.store`: resumable sharded gallery embeddings (``dva embed``);
-* :mod:`dva.retrieval.index`: FAISS index carrying the model fingerprint (``dva index``);
+* :mod:`dva.retrieval.meta`: what every collection of gallery vectors says about itself;
+* :mod:`dva.retrieval.store`: gallery listing, strict image decoding and resumable sharded
+  embeddings (``dva embed``), one module per concept;
+* :mod:`dva.retrieval.index`: FAISS index carrying the model fingerprint, rebuilt in place
+  atomically for its readers (``dva index``);
 * :mod:`dva.retrieval.search`: query images against an index (``dva search``);
 * :mod:`dva.retrieval.serve`: the FastAPI search service and its web page (``dva serve``);
 * :mod:`dva.retrieval.pipeline`: gallery -> index -> search -> report in one call;

@@ -301,7 +301,7 @@ def create_app(
 
     Raises:
         FingerprintMismatchError: the embedder is not the index's model.
-        ValueError: ``max_decodes`` < 1 or a malformed ``public_url``.
+        ValueError: ``max_decodes`` < 1, ``default_k`` outside 1..``max_k``, or a malformed ``public_url``.
     """
     index = index_path if isinstance(index_path, GalleryIndex) else GalleryIndex.load(index_path)
     index.check_fingerprint(embedder.fingerprint)
@@ -309,6 +309,8 @@ def create_app(
         index.set_nprobe(nprobe)
     if max_decodes < 1:
         raise ValueError(f"max_decodes must be >= 1, got {max_decodes}")
+    if not 1 <= default_k <= max_k:
+        raise ValueError(f"the default k must be between 1 and {max_k}, got {default_k}")
     limits = {"max_upload_bytes": max_upload_bytes, "max_pixels": max_pixels, "max_decodes": max_decodes,
               "default_k": default_k, "max_k": max_k}
     svc = _Service(index, embedder, limits, public_base(public_url), _gallery_root(index.paths),

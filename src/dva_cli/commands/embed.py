@@ -1,4 +1,4 @@
-"""``dva embed``: embed a gallery of images into resumable shards (see dva.retrieval.store).
+"""``dva embed``: embed a gallery of images into resumable shards (see dva.retrieval.store.embed).
 
 Under ``torchrun --nproc_per_node N [--nnodes M ...] -m dva_cli embed ...`` (``WORLD_SIZE`` > 1)
 the processes join a gloo group and share the shards; rank 0 prints the summary.
@@ -9,6 +9,7 @@ import argparse
 import os
 
 from dva_cli import _model  # module attribute lookup: stays patchable in tests
+from dva_cli.commands.search import positive_int
 
 NAME = "embed"
 HELP = "Embed a folder or list of images into an embeddings directory (resumable)."
@@ -24,8 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="with a directory: label each image by its parent folder's name")
     p.add_argument("--dtype", choices=("float32", "float16"), default="float32",
                    help="storage dtype of the embeddings (default float32)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--shard-size", type=int, default=4096,
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--shard-size", type=positive_int, default=4096,
                    help="images per shard: the unit of resumption (default 4096)")
     p.add_argument("--workers", type=int, default=0,
                    help="image-decoding worker processes (default 0: decode in this process, the next "
@@ -66,7 +67,8 @@ def _has_cuda() -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dva.retrieval.store import embed_gallery, list_images
+    from dva.retrieval.store.embed import embed_gallery
+    from dva.retrieval.store.gallery import list_images
 
     rank, world = _start_distributed()
     try:

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from dva_cli import _model
+from dva_cli._output import add_overwrite_argument, refuse_existing
 
 NAME = "eval"
 HELP = "Evaluate retrieval (Recall@K, MAP@R) of a checkpoint or a frozen backbone on a dataset."
@@ -33,6 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=0, help="image-decoding processes (default 0)")
     p.add_argument("--out", help="also write the result as JSON to this file")
     p.add_argument("--save-embeddings", help="save embeddings + labels to this .npz")
+    add_overwrite_argument(p, "the --out and --save-embeddings files")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -48,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
     ks = parse_ks(args.k)
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    refuse_existing(args.out, args.overwrite)  # before the split is read and the images embedded
+    refuse_existing(args.save_embeddings, args.overwrite, "--save-embeddings")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # kept in split.warnings and reported below
         split = load_split(args.dataset, args.root, args.protocol, args.strict_counts)

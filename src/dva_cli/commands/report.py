@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from dva_cli import _model  # module attribute lookup: stays patchable in tests
+from dva_cli.commands.search import positive_int
 
 NAME = "report"
 HELP = "Write a static HTML report: top-k per query, frozen vs DVA activation maps, curves."
@@ -16,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("queries", nargs="*", metavar="QUERY_IMAGE", help="query image files")
     p.add_argument("--query-list", help="a list file of queries: path per line or CSV path,label")
     p.add_argument("--out", required=True, help="the report folder (index.html + images/)")
-    p.add_argument("--k", type=int, default=8, help="hits per query (default 8)")
+    p.add_argument("--k", type=positive_int, default=8, help="hits per query (default 8)")
     p.add_argument("--log", help="a run's log.jsonl for the training curves (default: "
                                  "log.jsonl beside --checkpoint, when present)")
 
@@ -26,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from dva.retrieval.index import GalleryIndex
     from dva.retrieval.pipeline import summarize
     from dva.retrieval.search import hits_to_fetch, resolve_query_labels, search_paths
-    from dva.retrieval.store import read_image_list
+    from dva.retrieval.store.gallery import read_image_list
 
     queries = [str(Path(q).resolve()) for q in args.queries]
     labels = [None] * len(queries)

@@ -2,7 +2,7 @@
 
 An embeddings directory is read shard by shard (memory-mapped): IVF-PQ trains on a sample read
 row by row and the vectors are added one shard at a time, so a gallery larger than memory can be
-indexed; the result is the same index as from the vectors in memory (tests/retrieval/test_sharded.py).
+indexed; the result is the same index as from the vectors in memory (tests/retrieval/test_index_build.py).
 
 An output directory that already holds an index is rebuilt in place only when that index is
 this gallery's (built from the same embeddings directory, or from the same paths and labels

@@ -1,0 +1,105 @@
+"""The "Domains" section of docs/BENCHMARKS.md, rendered from benchmarks/results/domains.json only."""
+from __future__ import annotations
+
+from benchmarks import _common as C
+
+SECTION = "## Domains"
+MEMORY_TARGET, LATENCY_TARGET = 1.2, 2.0  # N = 4: RSS vs one single-domain server; all-4 vs one-domain latency
+
+
+def _setup(r: dict) -> str:
+    m, s = r["machine"], r["sizes"]
+    d = r["domains"]
+    names = ", ".join(f"{n} ({v['dataset']}: {v['gallery_images']} gallery photos of {v['gallery_classes']} unseen "
+                      f"classes, {v['heldout_images']} held out)" for n, v in d.items())
+    return (f"`{C.current_command(r['command'])}` ({r['date']}, commit {str(r.get('git_commit'))[:7]}, "
+            f"{m.get('cpu_count', '?')} CPU cores shared with other work: load average {r['load_before']:.1f} "
+            f"before, {r['load_after']:.1f} after; {r['measure_s'] / 60:.1f} min of measurements).\n\n"
+            f"One frozen bundled MobileNetV2 (224 px) with the adapters of each domain: {names}. Each checkpoint "
+            f"is the demo config trained for {r['max_steps']} steps on {s['train_classes']} training classes "
+            f"(at most {s['train_per_class']} photos each): the benchmark measures serving, not accuracy. "
+            "Every server runs torch (`--runtime torch`), the only runtime of the multi-domain server.\n")
+
+
+def _memory(r: dict) -> str:
+    sv = r["servers"]
+    single = sv["single"]
+    names = list(single)
+    one = single[names[0]]["rss_after_mb"]
+    rows = []
+    for k, v in sv["multi"].items():
+        n = int(k)
+        total = sum(single[x]["rss_after_mb"] for x in names[:n])
+        rows.append((n, ", ".join(names[:n]), f"{total:.0f}", f"{v['rss_after_mb']:.0f}",
+                     f"{v['rss_after_mb'] / one:.2f}x", f"{v['start_s']:.0f}"))
+    table = C.md_table(("N", "domains", "N single-domain servers, RSS MB (sum)", "one N-domain server, RSS MB",
+                        f"vs one single-domain server ({one:.0f} MB)", "start-up s"), rows, "rlrrrr")
+    four = sv["multi"]["4"]["rss_after_mb"] / one
+    verdict = "meets" if four <= MEMORY_TARGET else "misses"
+    return (f"**Memory** (RSS after the timed queries):\n\n{table}\n\nAt N = 4 the server holds "
+            f"{four:.2f}x the memory of a one-domain server: it {verdict} the target (<= {MEMORY_TARGET}x).\n")
+
+
+def _http(r: dict) -> str:
+    sv = r["servers"]
+    rows = []
+    for n, v in sv["single"].items():
+        lat = v["latency"]["one"]
+        rows.append((f"single-domain ({n})", f"{lat['p50_ms']:.0f} / {lat['p95_ms']:.0f}", "", ""))
+    for k, v in sv["multi"].items():
+        lat = v["latency"]
+
+        def cell(key: str) -> str:
+            return f"{lat[key]['p50_ms']:.0f} / {lat[key]['p95_ms']:.0f}" if key in lat else ""
+        rows.append((f"{k}-domain", cell("one"), cell("all"), cell("routed")))
+    errors = sum(x["errors"] for v in [*sv["single"].values(), *sv["multi"].values()] for x in v["latency"].values())
+    table = C.md_table(("server", "one domain p50 / p95 ms", "all p50 / p95 ms", "routed p50 / p95 ms"), rows, "lrrr")
+    base = sv["single"][next(iter(sv["single"]))]["latency"]["one"]["p50_ms"]
+    four = sv["multi"]["4"]["latency"]["all"]["p50_ms"]
+    verdict = "meets" if four <= LATENCY_TARGET * base else "misses"
+    return (f"**Latency over HTTP** ({r['repeats']} uploads per cell, one at a time: upload, decode, embed, "
+            f"search, JSON; {errors} errors):\n\n{table}\n\nA query to all 4 domains takes {four / base:.2f}x the "
+            f"p50 of a single-domain server ({four:.0f} vs {base:.0f} ms): it {verdict} the target "
+            f"(<= {LATENCY_TARGET:.0f}x).\n")
+
+
+def _shared(r: dict) -> str:
+    ip = r["in_process"]
+    rows = []
+    for row in ip["latency"]:
+        rows.append((row["domains"], "shared prefix" if row["shared_prefix"] else "whole network per domain",
+                     f"{row['one_ms']:.1f}", f"{row['all_ms']:.1f}",
+                     f"{row['routed_ms']:.1f}" if "routed_ms" in row else ""))
+    table = C.md_table(("N", "path", "one domain ms", "all ms", "routed ms"), rows, "rlrrr")
+    tp = C.md_table(("path", "target", "images", "images/s"),
+                    [("shared prefix" if t["shared_prefix"] else "whole network per domain", t["target"],
+                      t["images"], f"{t['images_per_s']:.1f}") for t in ip["throughput"]], "llrr")
+    splits = ", ".join(f"{n} {s}" for n, s in ip["splits"].items())
+    return (f"**Shared frozen prefix vs the whole network per domain**, in one process, the same models "
+            f"(median of {r['repeats']} single-image queries, model and search, decoding excluded; "
+            f"{ip['torch_threads']} torch threads). First adapted stage of each domain (of {ip['stages']}): "
+            f"{splits}.\n\n{table}\n\nBatch search (`dva search` with domains: decode, embed in batches of 32, "
+            f"search), the held-out photos of the 4 domains:\n\n{tp}\n")
+
+
+def _routing(r: dict) -> str:
+    rows = []
+    for row in r["in_process"]["routing"]:
+        per = ", ".join(f"{n} {v:.0f}" for n, v in row["per_domain"].items())
+        rows.append((row["router"], f"{row['accuracy']:.1f}", per, f"{row['mean_margin']:.3f}",
+                     f"{row['prototypes_s']:.1f}"))
+    table = C.md_table(("router", "accuracy %", "per domain %", "mean margin", "prototypes built in s"), rows, "lrlrr")
+    best = max(r["in_process"]["routing"], key=lambda x: (x["accuracy"], x["mean_margin"]))
+    n = r["in_process"]["routing"][0]["queries"]
+    return (f"**Routing** of {n} held-out photos (not in any gallery) among the 4 domains; prototypes from "
+            f"at most {r['route_sample']} gallery images (frozen) or vectors (adapted) per domain, built "
+            f"without the cache:\n\n{table}\n\nThe {best['router']} router routes best here.\n")
+
+
+def markdown(r: dict) -> str:
+    """The whole section body from one result file."""
+    parts = [_setup(r)]
+    if "servers" in r:
+        parts += [_memory(r), _http(r)]
+    parts += [_shared(r), _routing(r)]
+    return "\n".join(parts)

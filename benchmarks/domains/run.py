@@ -1,0 +1,139 @@
+#!/usr/bin/env python
+"""Multi-domain serving: one frozen backbone with the adapters of N domains against N servers.
+
+Four real domains (benchmarks/domains/prepare.py): birds (cub100), cars (cars196), aircraft
+(aircraft47) and pets (pets37), each a checkpoint of the demo config trained briefly on a
+subset of the training classes, and a gallery of unseen classes. For N = 1, 2, 4 domains:
+
+* resident memory (psutil RSS) of one N-domain ``dva serve`` against the N single-domain servers;
+* per-query latency over HTTP (p50 / p95) of a query to one domain, to ``all``, and routed;
+* in process: the shared frozen prefix against each domain's whole network (same models, one
+  run), per single-image query, and images/s of batch search;
+* routing accuracy of the ``frozen`` and ``adapted`` routers on held-out photos of the 4 domains.
+
+Usage::
+
+    python -m benchmarks.domains.run                 # trains what is missing, then measures
+    python -m benchmarks.domains.run --render        # only rewrite the doc section from the JSON
+
+Writes ``benchmarks/results/domains.json`` and, unless ``--no-doc``, the section "## Domains" of
+docs/BENCHMARKS.md (rendered from the JSON by :mod:`benchmarks.domains.render`). The checkpoints,
+lists and indexes live under ``runs/domains_bench/`` and are reused by the next run.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from benchmarks import _common as C
+from benchmarks.domains import inprocess, render, servers
+from benchmarks.domains.prepare import DOMAINS, DomainFiles, Sizes, prepare
+
+ORDER = list(DOMAINS)  # N = 1: birds; N = 2: + cars; N = 4: all four
+
+
+def _heldout(files: DomainFiles) -> list[str]:
+    with open(files.heldout_csv, newline="") as fh:
+        return [r["path"] for r in csv.DictReader(fh)]
+
+
+def _domain_args(files: dict[str, DomainFiles], names: list[str]) -> list[str]:
+    out = []
+    for n in names:
+        out += ["--domain", f"{n}={files[n].checkpoint}:{files[n].index}"]
+    return out + ["--runtime", "torch"]
+
+
+def server_rows(files: dict[str, DomainFiles], held: dict[str, list[str]], repeats: int, work: Path) -> dict:
+    """Every single-domain server, then the 1-, 2- and 4-domain servers (one at a time)."""
+    mixed = [p for i in range(8) for n in ORDER for p in held[n][i:i + 1]]  # a few photos of every domain
+    queries = [(Path(p).name, Path(p).read_bytes()) for p in mixed]
+    single = {}
+    for n in ORDER:
+        own = [(Path(p).name, Path(p).read_bytes()) for p in held[n][:8]]
+        args = ["--checkpoint", str(files[n].checkpoint), "--index", str(files[n].index), "--runtime", "torch"]
+        single[n] = servers.measure(args, own, {"one": "/search?k=10"}, repeats, work / "logs" / f"single-{n}.log")
+        print(f"[domains] single {n}: {single[n]}", flush=True)
+    multi = {}
+    for k in (1, 2, 4):
+        names = ORDER[:k]
+        paths = {"one": f"/search?k=10&domain={names[0]}", "all": "/search?k=10&domain=all"}
+        if k > 1:
+            paths["routed"] = "/search?k=10"
+        multi[str(k)] = servers.measure(_domain_args(files, names), queries, paths, repeats,
+                                        work / "logs" / f"multi-{k}.log")
+        print(f"[domains] {k}-domain server: {multi[str(k)]}", flush=True)
+    return {"single": single, "multi": multi}
+
+
+def measure_in_process(files: dict[str, DomainFiles], held: dict[str, list[str]], repeats: int,
+                       sample: int) -> dict:
+    """Shared prefix against whole networks, batch speed, routing (one process, one load)."""
+    import torch
+    from PIL import Image
+
+    from dva.retrieval.domains import DomainSpec, load_domains
+
+    specs = [DomainSpec(n, str(files[n].checkpoint), str(files[n].index)) for n in ORDER]
+    t0 = time.perf_counter()
+    ds = load_domains(specs, router="frozen", route_sample=sample)
+    load_s = time.perf_counter() - t0
+    xs = [ds.images_to_tensor([Image.open(p)]) for n in ORDER for p in held[n][:6]]
+    every = [p for n in ORDER for p in held[n]]
+    out = {"load_s": round(load_s, 1), "torch_threads": torch.get_num_threads(),
+           "splits": {n: ds.shared.models[n].split for n in ORDER},
+           "stages": ds.shared.n_stages,
+           "latency": inprocess.latency(ds, ORDER, xs, repeats),
+           "throughput": inprocess.throughput(ds, ORDER, every)}
+    print(f"[domains] in process: {out}", flush=True)
+    out["routing"] = inprocess.routing(ds, ORDER, held, sample)
+    print(f"[domains] routing: {out['routing']}", flush=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.domains.run", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--work", default=str(C.REPO / "runs" / "domains_bench"),
+                    help="checkpoints, lists and indexes (reused by the next run)")
+    ap.add_argument("--max-steps", type=int, default=60, help="training steps per domain (default 60)")
+    ap.add_argument("--repeats", type=int, default=20, help="timed queries per setting (default 20)")
+    ap.add_argument("--route-sample", type=int, default=256, help="gallery images per domain behind the prototypes")
+    ap.add_argument("--out", default=str(C.RESULTS / "domains.json"))
+    ap.add_argument("--no-servers", action="store_true", help="skip the HTTP servers (memory, latency)")
+    ap.add_argument("--no-doc", action="store_true", help="do not update docs/BENCHMARKS.md")
+    ap.add_argument("--render", action="store_true", help="only rewrite the doc section from --out")
+    args = ap.parse_args(argv)
+    if args.render:
+        C.update_doc(C.DOC, render.SECTION, render.markdown(json.loads(Path(args.out).read_text())))
+        return 0
+    work = Path(args.work)
+    os.environ.setdefault("DVA_CACHE", str(work / "cache"))  # the servers' and this run's frozen prototypes
+    t0, load = time.perf_counter(), os.getloadavg()[0]
+    sizes = Sizes()
+    facts = prepare(work, sizes, args.max_steps)
+    files = {n: DomainFiles(n, work / n) for n in ORDER}
+    held = {n: _heldout(files[n]) for n in ORDER}
+    result = {"domains": facts, "sizes": vars(sizes), "max_steps": args.max_steps, "repeats": args.repeats,
+              "route_sample": args.route_sample, "load_before": round(load, 2)}
+    t1 = time.perf_counter()
+    if not args.no_servers:
+        result["servers"] = server_rows(files, held, args.repeats, work)
+    result["in_process"] = measure_in_process(files, held, args.repeats, args.route_sample)
+    result["measure_s"] = round(time.perf_counter() - t1, 1)
+    result["wall_s"] = round(time.perf_counter() - t0, 1)
+    result["load_after"] = round(os.getloadavg()[0], 2)
+    result = C.write_result(args.out, result, __file__, sys.argv[1:] if argv is None else argv,
+                            ("torch", "timm", "faiss"))
+    print(render.markdown(result))
+    if not args.no_doc:
+        C.update_doc(C.DOC, render.SECTION, render.markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""Searching (dva.retrieval.search and ``dva search``): batched embedding, arguments, folders, the table."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dva.retrieval.index import build_index
+from dva.retrieval.search import Hit, QueryResult, embed_images
+from dva.retrieval.store import GalleryItem, embed_gallery
+from dva_cli import _model
+from dva_cli.cli import main
+from dva_cli.commands.search import format_results
+
+
+@pytest.fixture
+def index_dir(embedder, gallery, tmp_path, monkeypatch):
+    paths, labels = gallery
+    embed_gallery(embedder, [GalleryItem(str(p), f"class {lab}") for p, lab in zip(paths, labels)],
+                  tmp_path / "emb", progress=False)
+    build_index(tmp_path / "emb", tmp_path / "idx")
+    monkeypatch.setattr(_model, "embedder_from_args", lambda args: embedder)
+    return tmp_path / "idx"
+
+
+def test_embed_images_is_embed_pil_in_batches(embedder, gallery):
+    paths, _ = gallery
+    images = [Image.open(p) for p in paths[:10]]
+    embedder.calls = 0
+    got = embed_images(embedder, images, batch_size=4)
+    assert embedder.calls == 3, "10 images in batches of 4: three forward passes"
+    np.testing.assert_array_equal(got, embedder.embed_pil(images))
+    assert got.dtype == np.float32 and embed_images(embedder, []).shape == (0, embedder.dim)
+
+
+@pytest.mark.parametrize("k", ["0", "-1", "two"])
+def test_k_below_one_is_a_usage_error(index_dir, gallery, k, capsys):
+    paths, _ = gallery
+    with pytest.raises(SystemExit) as exc:
+        main(["search", "--index", str(index_dir), "--k", k, str(paths[0])])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--k" in err and (">= 1" in err) and "Traceback" not in err
+
+
+def test_a_folder_query_says_how_to_pass_its_images(index_dir, gallery, tmp_path, capsys):
+    paths, _ = gallery
+    folder = paths[0].parent
+    assert main(["search", "--index", str(index_dir), str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert f"{folder} is a folder" in err and "*.jpg" in err and "--query-list" in err
+    assert "file not found" not in err
+    assert main(["search", "--index", str(index_dir), str(tmp_path / "nope.jpg")]) == 2
+    assert "nope.jpg: file not found" in capsys.readouterr().err
+    lst = tmp_path / "queries.txt"
+    lst.write_text(f"{paths[3]}\n{paths[5]}\n")
+    assert main(["search", "--index", str(index_dir), "--query-list", str(lst), "--k", "1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [r["hits"][0]["path"] for r in out] == [str(paths[3].resolve()), str(paths[5].resolve())]
+    assert main(["search", "--index", str(index_dir)]) == 2
+    assert "give query images" in capsys.readouterr().err
+
+
+def test_long_labels_are_cut_so_the_path_column_aligns():
+    long = "Black-footed Albatross (juvenile, Pacific coast)\tsecond line\nthird"
+    hits = [Hit(1, 0, 0.99, "/g/a.jpg", long), Hit(2, 1, 0.5, "/g/b.jpg", "wren"), Hit(3, 2, 0.25, "/g/c.jpg", None)]
+    lines = format_results([QueryResult("/q.jpg", hits)]).splitlines()
+    header, rows = lines[1], lines[2:]
+    column = header.index("gallery image")
+    assert [r.index("/g/") for r in rows] == [column] * 3, "\n".join(lines)
+    assert "Black-footed Albatros..." in rows[0]  # 24 characters and "\t" not in rows[0] and len(lines) == 5
+    assert rows[1].split() == ["2", "0.5000", "wren", "/g/b.jpg"]
+    # short labels: a narrow column, nothing cut
+    narrow = format_results([QueryResult("/q.jpg", hits[1:2])]).splitlines()
+    assert narrow[2].index("/g/") == narrow[1].index("gallery image") == len("  rank   cosine  label  ")
+
+
+def test_cli_table_aligns_with_real_labels(index_dir, gallery, capsys):
+    paths, _ = gallery
+    assert main(["search", "--index", str(index_dir), "--k", "3", str(paths[0])]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    column = lines[1].index("gallery image")
+    assert len(lines) == 5 and all(r.index(str(paths[0].parent.parent)) == column for r in lines[2:])
