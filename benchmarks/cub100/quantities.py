@@ -177,8 +177,8 @@ def result_quantities(prefix: str, result: dict[str, Any], queries: int | None =
         ood_queries: queries of its out-of-distribution set (default pets37's, when the result has one).
 
     Returns:
-        name -> value: ``<prefix>.img_size``, ``.threads`` and ``.cpus`` (the machine's cores); per row (:func:`row_key`)
-        its metrics, spreads, seeds, hits and timings, and
+        name -> value: ``<prefix>.img_size``, ``.threads`` and ``.cpus`` (the machine's cores); per row
+        (:func:`row_key`) its metrics, spreads, seeds, hits and timings, and
         ``<prefix>.rows_min`` / ``<prefix>.seed0_rows_min``: the wall time of every run / of the
         first seed's runs (what a one-seed profile of these rows costs), in minutes.
     """

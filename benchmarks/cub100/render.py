@@ -2,7 +2,9 @@
 
 Reads the files :mod:`benchmarks.cub100.run` writes (one or several, merged) and writes the
 section of ``docs/BENCHMARKS.md`` and ``docs/cub100_[BACKBONE_]r1_vs_params.png``; computes nothing
-new from the runs (their means and spreads are in the JSON).
+new from the runs (their means and spreads are in the JSON). The section says which pooled rows
+hold runs made at different commits (:func:`commits_note`), and its notes are a template whose
+figures are filled from the JSON (:func:`fill_notes`, :mod:`benchmarks.cub100.quantities`).
 """
 from __future__ import annotations
 
@@ -149,10 +151,8 @@ def merge_results(results: list[dict[str, Any]]) -> dict[str, Any]:
                 rows.append(r)
     rank = ROWS.rank()
     rows.sort(key=lambda r: (rank.get(r["name"].split("@")[0], len(rank)), r["name"]))
-    return {**results[0], "rows": rows, "sources": [{"json": r.get("json"), "command": r["command"], "date": r["date"],
-                                                     "profile": r["profile"], "wall_seconds_total": r.get("wall_seconds_total"),
-                                                     "git_commit": r.get("git_commit")}
-                                                    for r in results]}
+    keys = ("json", "command", "date", "profile", "wall_seconds_total", "git_commit")
+    return {**results[0], "rows": rows, "sources": [{k: r.get(k) for k in keys} for r in results]}
 
 
 # ----------------------------------------------------------------------------- docs section
@@ -183,7 +183,8 @@ GROUP_TITLES = [("main", None), ("beta", "### Ablation: DPT weight beta"), ("ran
                             "other 19 (190 photos); object views from yolox boxes; 150 steps; seed 0"))]
 
 
-def commits_note(parts: list[tuple[str, dict[str, Any]]], name_of: Callable[[dict[str, Any]], str] | None = None) -> str:
+def commits_note(parts: list[tuple[str, dict[str, Any]]],
+                 name_of: Callable[[dict[str, Any]], str] | None = None) -> str:
     """Which rows pool runs made at different commits (each run's ``commit`` in the JSON), in one sentence.
 
     Args:
@@ -211,7 +212,8 @@ def commits_note(parts: list[tuple[str, dict[str, Any]]], name_of: Callable[[dic
             for run in r["runs"]:
                 by.setdefault(run["commit"][:7], []).append(str(run["seed"]))
             if len(by) > 1:
-                pattern = ", ".join(f"seed{'s' if len(v) > 1 else ''} {join_words(v)} at `{c}`" for c, v in by.items())
+                pattern = ", ".join(f"seed{'s' if len(v) > 1 else ''} {join_words(v)} at `{c}`"
+                                    for c, v in by.items())
                 groups.setdefault((where, pattern), []).append(name_of(r))
     out = [f"{where}{join_words(rows)} - {pattern}" for (where, pattern), rows in groups.items()]
     text = ("Rows that pool runs made at different commits (same settings; the `commit` of each run is in the "

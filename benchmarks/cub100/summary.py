@@ -14,10 +14,13 @@ figures are computed from unrounded means and rounded once, never typed).
     python -m benchmarks.cub100.summary --annotate-commits # per-run `commit` in the pooled result files
     python -m benchmarks.cub100.summary A.json+B.json C.json --pets37 P.json ... [--notes N.md] [--no-doc]
 
-Targets (``targets()``): in docs/BENCHMARKS.md the sections "Three backbones", "`make demo`" and
-"DPT weight beta" (``beta_figure.py``), and the notes of the validated ViT section; in README.md the regions between
-``<!-- rendered: NAME -->`` and ``<!-- /rendered: NAME -->``. Positional files render only the
-"Three backbones" section, from those files. Writes ``docs/cub100_backbones_r1_vs_params.png`` too.
+Targets (``targets()``): in docs/BENCHMARKS.md the sections "Three backbones", "`make demo`",
+"DPT weight beta" (``beta_figure.py``) and every per-profile section (``PROFILE_SECTIONS``: as
+``run.py --render`` writes it, checked whole, tables and notes); in README.md and docs/METHOD.md
+the regions between ``<!-- rendered: NAME -->`` and ``<!-- /rendered: NAME -->``. Every notes
+template can quote any section's rows by its prefix (``full.dva_rank8.map``, ``lite2_first.dva.r1``).
+Positional files render only the "Three backbones" section, from those files. Writes
+``docs/cub100_backbones_r1_vs_params.png`` too (the per-profile plots: ``run.py --render``).
 """
 from __future__ import annotations
 
@@ -94,7 +97,8 @@ PROFILE_SECTIONS = (
 )
 # Result files the notes quote beyond the sections' own (prefix -> files): earlier runs they compare with.
 NAMED = {"quick224": f"{R}cub100_quick224.json", "val224": f"{R}cub100_val224.json", "val160": f"{R}cub100_val.json",
-         "reduced": f"{R}cub100_seeds.json+{R}cub100_quick.json", "px224": f"{R}cub100_224px_ica_seeds.json+{R}cub100_224px_dva.json",
+         "reduced": f"{R}cub100_seeds.json+{R}cub100_quick.json",
+         "px224": f"{R}cub100_224px_ica_seeds.json+{R}cub100_224px_dva.json",
          "pets.lite2_first": f"{R}cub100_lite2_pets37.json", "pets.vit_first": f"{R}cub100_vit_s14_pets37.json"}
 
 
@@ -512,12 +516,38 @@ README_FROZEN = ("EfficientNet-Lite2 at {lite2.img_size} px R@1 {lite2.frozen.r1
 
 # The wall times of README's benchmark commands: a profile's rows at one seed, their wall times summed (a
 # profile run in several invocations has no single wall time of its own); `--full`: its one invocation.
-README_TIMES = ("Wall times of these commands in our runs, on {mnv2.cpus} CPU cores (a profile's rows at one seed, their "
-                "\"row wall s\" in the result files summed): `make bench` {mnv2.seed0_rows_min:.0f} min, `--full` "
-                "{file.cub100_full.min:.0f} min (its one invocation), `--backbone lite2` {lite2.seed0_rows_min:.0f} min, "
-                "`--backbone vit_s14` {vit.seed0_rows_min:.0f} min, `--profile pets37` {pets.mnv2.seed0_rows_min:.0f} / "
-                "{pets.lite2.seed0_rows_min:.0f} / {pets.vit.seed0_rows_min:.0f} min (MobileNetV2 / Lite2 / ViT), "
-                "`--profile val_adapters --backbone lite2` {lite2_val.seed0_rows_min:.0f} min.")
+README_TIMES = (
+    "Wall times of these commands in our runs, on {mnv2.cpus} CPU cores (a profile's rows at one seed, their "
+    "\"row wall s\" in the result files summed): `make bench` {mnv2.seed0_rows_min:.0f} min, `--full` "
+    "{file.cub100_full.min:.0f} min (its one invocation), `--backbone lite2` {lite2.seed0_rows_min:.0f} min, "
+    "`--backbone vit_s14` {vit.seed0_rows_min:.0f} min, `--profile pets37` {pets.mnv2.seed0_rows_min:.0f} / "
+    "{pets.lite2.seed0_rows_min:.0f} / {pets.vit.seed0_rows_min:.0f} min (MobileNetV2 / Lite2 / ViT), "
+    "`--profile val_adapters --backbone lite2` {lite2_val.seed0_rows_min:.0f} min.")
+
+# docs/METHOD.md's measured figures (fractions there, as its other evidence): regions between markers.
+METHOD_VIT_FROZEN = (
+    "R@1 {vit.frozen.r1 / 100:.3f} / MAP@R {vit.frozen.map / 100:.3f} at {vit.img_size} px (the benchmark's size), "
+    "far below EfficientNet-Lite2's {lite2.frozen.r1 / 100:.3f} / {lite2.frozen.map / 100:.3f} at {lite2.img_size} px")
+METHOD_BOXES = (
+    "`yolox` mean IoU {boxes.yolox.iou:.2f} ({boxes.yolox.iou50:.0f}% ≥ 0.5; {boxes.yolox.no_box:.0f}% below its 0.5\n"
+    "  threshold), `saliency` {boxes.saliency.iou:.2f} ({boxes.saliency.iou50:.0f}%; {boxes.saliency.no_box:.1f}% "
+    "below), `self` with MobileNetV2 {boxes.self.iou:.2f} ({boxes.self.iou50:.0f}%) — below the\n  whole image itself "
+    "({boxes.whole.iou:.2f}{assert boxes.self.iou < boxes.whole.iou}): on uncropped scenes its box lies inside the "
+    "animal but covers only\n  part of it. YOLOX is also the fastest ({boxes.yolox.s_per_image:.2f} s/image against "
+    "{boxes.saliency.s_per_image:.2f} s for the ViT saliency\n  and {boxes.self.s_per_image:.2f} s for `self`"
+    "{assert boxes.yolox.s_per_image < boxes.self.s_per_image}"
+    "{assert boxes.yolox.s_per_image < boxes.saliency.s_per_image}"
+    ", on {boxes.cpus} shared cores at load average {boxes.load_start:.1f}–{boxes.load_end:.1f}). DVF's 0.5 threshold "
+    "drops {boxes.yolox.no_box_n}\n  yolox boxes of which {boxes.yolox.dropped_beats_whole} overlap the animal better "
+    "than the whole image does (mean IoU as used\n  {boxes.yolox.iou_used:.3f}; {boxes.yolox.iou:.3f} with no "
+    "threshold)")
+METHOD_LOC_VIEW = ("{boxes_loc.self.iou:.3f} (whole)\n  to {boxes_loc.self_view.iou:.3f} (view), IoU >= 0.5 from "
+                   "{boxes_loc.self.iou50:.1f}% to {boxes_loc.self_view.iou50:.1f}%")
+METHOD_VAL_FROZEN = "R@1 {full.val_frozen.r1 / 100:.3f}, MAP@R {full.val_frozen.map / 100:.3f}"
+METHOD_ONNX = ("{embed.forward.onnx_1_thread.ips:.0f} and {embed.forward.onnx_1_thread_unfolded.ips:.0f} img/s on one "
+               "thread with\n  and without it")
+METHOD_PREFETCH = ("{embed.onnx.ips:.0f} vs {embed.onnx_worker.ips:.0f} img/s"
+                   "{assert embed.onnx.ips > embed.onnx_worker.ips}")
 
 
 def section_body(inp: Inputs, q: dict[str, Q.Value], made: str = "",
@@ -577,7 +607,8 @@ def targets() -> list[Target]:
     """Every part of README.md and docs/BENCHMARKS.md rendered from benchmarks/results by this module."""
     return [
         Target(C.DOC, SECTION, False, lambda i, q: section_body(i, q, notes_text=notes("cub100_summary_notes.md", q))),
-        *(Target(C.DOC, sec.title, False, lambda i, q, sec=sec: profile_section(i, q, sec)) for sec in PROFILE_SECTIONS),
+        *(Target(C.DOC, sec.title, False, lambda i, q, sec=sec: profile_section(i, q, sec))
+          for sec in PROFILE_SECTIONS),
         Target(C.DOC, DEMO_SECTION, False, lambda i, q: notes("demo_notes.md", q), needs_demo=True),
         Target(C.DOC, beta_figure.SECTION, False,
                lambda i, q: beta_figure.section_body(*BETA, notes=f"{R}cub100_beta_notes.md")),
@@ -590,6 +621,10 @@ def targets() -> list[Target]:
         Target(README, "boxes", True, lambda i, q: Q.fill(README_BOXES, q, "summary.README_BOXES")),
         Target(README, "boxes-loc-view", True, lambda i, q: Q.fill("mean IoU {boxes_loc.self_view.iou:.2f}", q)),
         Target(README, "bench-times", True, lambda i, q: Q.fill(README_TIMES, q, "summary.README_TIMES")),
+        *(Target(METHOD, name, True, lambda i, q, t=template, name=name: Q.fill(t, q, f"summary ({name})"))
+          for name, template in (("vit-frozen", METHOD_VIT_FROZEN), ("boxes", METHOD_BOXES),
+                                 ("loc-view", METHOD_LOC_VIEW), ("val-frozen", METHOD_VAL_FROZEN),
+                                 ("onnx-fold", METHOD_ONNX), ("prefetch", METHOD_PREFETCH))),
     ]
 
 

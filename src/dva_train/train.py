@@ -68,9 +68,10 @@ def train(cfg: DVAConfig, resume: bool = False, progress: bool = True, allow_con
         progress: progress bars and console log lines (rank 0).
         allow_config_changes: resume even if the config differs from the saved one (the
             differences are logged); otherwise such a resume raises ValueError.
-        overwrite: train from scratch in a folder holding another run's results (they are
-            deleted first; ``log.jsonl`` keeps the old rows under their run id). Without it, and
-            without ``resume``, such a folder is refused (:func:`dva_train.state.check_run_folder`).
+        overwrite: train from scratch in a folder holding another run's results (deleted once
+            the split and the model are ready; ``log.jsonl`` keeps the old rows under their run
+            id). Without it, and without ``resume``, such a folder is refused before anything is
+            written (:func:`dva_train.state.check_run_folder`).
         on_step: called with the step number after every optimisation step, after that step's
             log row and checkpoint: progress reporting, or an interruption at a chosen step (an
             exception it raises ends the run there, as a crash would).

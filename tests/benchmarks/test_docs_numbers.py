@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 
 import pytest
 
@@ -19,7 +20,7 @@ from benchmarks.cub100 import summary as S
 
 @pytest.fixture(scope="module")
 def docs() -> dict:
-    return {S.README: S.README.read_text(), C.DOC: C.DOC.read_text()}
+    return {S.README: S.README.read_text(), C.DOC: C.DOC.read_text(), S.METHOD: S.METHOD.read_text()}
 
 
 def test_the_docs_match_their_rendering_from_the_json(docs):
@@ -87,9 +88,21 @@ def test_fill_rounds_once_and_writes_no_negative_zero():
     assert Q.fill("{-1.0 + a - a:.1f}", q) == "-1.0"
 
 
+def test_fill_computes_ratios_with_the_usual_precedence():
+    q = {"a": 84.66, "b": 82.83, "n": 3, "fast": 198.0, "slow": 41.0}
+    assert Q.fill("{fast / slow:.1f}x", q) == "4.8x"
+    assert Q.fill("{a - b / n:.2f} / {(a - b) / n:.2f} / {-(a - b):.1f}", q) == "57.05 / 0.61 / -1.8"
+    assert Q.fill("{n * 2} / {n * 2 / 4}", q) == "6 / 1.5"  # an int stays an int until divided
+    assert Q.fill("{n * 2:,}", {"n": 2953}) == "5,906"
+
+
 @pytest.mark.parametrize("template, message", [
-    ("{__import__('os')}", "no quantity `__import__`"),  # a name, looked up; never evaluated
-    ("{a * b}", "cannot parse"),
+    ("{__import__}", "no quantity `__import__`"),  # a name, looked up; never evaluated
+    ("{__import__('os')}", "cannot parse `__import__('os')`"),  # refused before anything is looked up
+    ("{a ** b}", "cannot parse"),
+    ("{(a - b}", "a parenthesis is not closed"),
+    ("{a / (b - b)}", "division by zero"),
+    ("{t + a}", "t is text"),
     ("{a -}", "ends with an operator"),
     ("{mnv2.dva.r2}", "no quantity `mnv2.dva.r2`"),
     ("{open(a, b)}", "no function `open`"),
@@ -97,7 +110,7 @@ def test_fill_rounds_once_and_writes_no_negative_zero():
 ])
 def test_fill_refuses_what_is_not_a_named_quantity_or_a_true_assumption(template, message):
     with pytest.raises(Q.TemplateError, match=re.escape(message)) as e:
-        Q.fill("line one\n" + template, {"a": 2.0, "b": 1.0, "mnv2.dva.r1": 80.0}, "x_notes.md")
+        Q.fill("line one\n" + template, {"a": 2.0, "b": 1.0, "mnv2.dva.r1": 80.0, "t": "text"}, "x_notes.md")
     assert "x_notes.md, line 2" in str(e.value)
 
 
@@ -204,3 +217,128 @@ def test_demo_results_record_keeps_metrics_and_provenance_without_machine_paths(
 
     assert demo_command("runs/d", str(tmp_path), ["--train.epochs", "1"], False, False, "r.json") == \
         "python -m dva_cli demo --out runs/d --data <path> --no-progress --train.epochs 1 --results r.json"
+
+
+# ----------------------------------------------------------------------------- profile sections, METHOD, README
+LITE2_FIRST = "## cub100 with EfficientNet-Lite2: DVA vs baselines"
+
+
+@pytest.mark.parametrize("doc, old, new, says", [
+    # a derived count in a per-profile section's notes (was typed "7 of 2,953 queries short")
+    ("DOC", "(+2.8: 6 of 2,953 queries short on the mean)", "(+2.8: 7 of 2,953 queries short on the mean)",
+     f"[{LITE2_FIRST}]: line (number 2): the doc says 7, the JSON gives 6"),
+    ("DOC", "| DVA rank=8 | 66,304 (2.98%) | 83.1 |", "| DVA rank=8 | 66,304 (2.98%) | 83.2 |",
+     "table row `DVA rank=8` column `R@1`: the doc says 83.2, the JSON gives 83.1"),
+    ("DOC", "(295-301 of 370 queries right against 286)", "(295-301 of 370 queries right against 285)",
+     "the doc says 285, the JSON gives 286"),
+    ("DOC", "took\n206 s against 99 s (2.1x)", "took\n206 s against 99 s (2.0x)",
+     "the doc says 2.0, the JSON gives 2.1"),
+    ("METHOD", "R@1 0.925, MAP@R 0.537", "R@1 0.926, MAP@R 0.537", "docs/METHOD.md [val-frozen]: line (number 2): "
+     "the doc says 0.926, the JSON gives 0.925"),
+    ("METHOD", "DVF's 0.5 threshold drops 36", "DVF's 0.5 threshold drops 35", "the doc says 35, the JSON gives 36"),
+    ("README", "`--full` 82 min", "`--full` 80 min", "README.md [bench-times]: line (number 3): the doc says 80"),
+])
+def test_an_edited_number_in_a_rendered_section_or_region_fails(docs, doc, old, new, says):
+    path = {"DOC": C.DOC, "METHOD": S.METHOD, "README": S.README}[doc]
+    problems = S.check(texts={**docs, path: _edit(docs[path], old, new)})
+    assert len(problems) == 1 and says in problems[0], problems
+
+
+def test_every_per_profile_section_is_checked_whole():
+    names = {t.name for t in S.targets() if t.doc == C.DOC and t.checked is None}
+    assert {sec.title for sec in S.PROFILE_SECTIONS} <= names
+    assert len(S.PROFILE_SECTIONS) == len({sec.prefix for sec in S.PROFILE_SECTIONS}) == 9
+
+
+# Decimal figures a notes template may type: targets (+3.0 R@1, 1.0 below frozen), the export's cosine bar, the
+# beta values of the ablation and the rounding rule's 0.1. Any other decimal is a measurement: a placeholder.
+TYPED_OK = {"+3.0", "1.0", "0.99999", "0.1", "0.5"}
+
+
+def test_every_notes_template_is_rendered_and_types_no_measured_figure():
+    rendered = {sec.notes for sec in S.PROFILE_SECTIONS} | {"cub100_summary_notes.md", "cub100_readme_notes.md",
+                                                            "demo_notes.md", "cub100_beta_notes.md"}
+    notes = sorted(C.RESULTS.glob("*_notes.md"))
+    assert {p.name for p in notes} == rendered
+    for p in notes:
+        prose = Q._PLACEHOLDER.sub("", p.read_text())
+        typed = set(re.findall(r"[-+]?\d+\.\d+", prose)) - TYPED_OK
+        assert not typed, f"{p.name} types {sorted(typed)}: use a placeholder (benchmarks/cub100/quantities.py)"
+
+
+def test_every_row_of_a_result_is_named_with_its_own_queries():
+    q = S.published_quantities()
+    assert q["lite2_val.va_ica_lr3e_3.map"] == pytest.approx(68.72, abs=0.01)  # "-" written "_"
+    assert q["full.val_frozen.queries"] == 600 and q["full.val_frozen.hits"] == "555"  # 92.5% of 600
+    assert q["full.dva_beta0.5.r1"] == pytest.approx(82.5, abs=0.05) and q["full.dva.queries"] == 2953
+    assert q["pets.mnv2.dva.queries"] == 190 and q["mnv2.dva.ood_queries"] == 370
+    assert q["full.full.r1.min"] > q["full.dva.r1.max"]
+    # aliases (dva_beta1 = dva's seed 0) are one run: the summed wall time counts it once
+    assert q["full.rows_min"] < q["file.cub100_full.min"] + q["val224.rows_min"]
+
+
+def test_render_fills_notes_from_the_files_it_renders(tmp_path):
+    from benchmarks.cub100 import render as R
+
+    res = json.loads((C.RESULTS / "cub100_lite2_3st_quick.json").read_text())
+    next(r for r in res["rows"] if r["name"] == "dva")["stats"]["recall@1"] = [90.04, 0.0]  # a re-run's numbers
+    doc = tmp_path / "B.md"
+    title = "## cub100 with EfficientNet-Lite2, validated adapters (last three stages)"
+    R.render([res], doc, None, "DVA {lite2.dva.r1:.1f} vs {lite2.frozen.r1:.1f}; MobileNetV2 {mnv2.dva.r1:.1f}", title)
+    assert "DVA 90.0 vs 83.1; MobileNetV2 82.8" in doc.read_text()  # its own rows from the files given
+    R.render([res], doc, None, "{this.dva.r1 - this.frozen.r1:+.1f}", "## a section summary.py does not list")
+    assert "+6.9" in doc.read_text()
+    with pytest.raises(Q.TemplateError, match="notes.md, line 1: no quantity `lite2.dva.r11`"):
+        R.render([res], doc, None, "{lite2.dva.r11}", title, "notes.md")
+    R.render([res], doc, None, "no placeholder: {", title)  # plain notes are pasted as they are
+    assert "no placeholder: {" in doc.read_text()
+
+
+def test_a_pooled_row_states_the_commits_of_its_runs():
+    from benchmarks.cub100 import render as R
+
+    res = json.loads((C.RESULTS / "cub100_vit_s14_8blk_seeds.json").read_text())
+    assert "ICA and DVA (ICA + OPA + DPT) - seed 0 at `480965a`, seeds 1 and 2 at `328272f`." in R.markdown(res)
+    for run in (run for row in res["rows"] for run in row["runs"]):
+        run["commit"] = "abcdef0123"
+    assert "Every row's runs were made at one commit." in R.markdown(res)
+    del res["rows"][0]["runs"][1]["commit"]
+    assert "No commit recorded for the runs of: ICA." in R.markdown(res)
+
+
+def test_run_one_records_the_commit_of_each_run(tmp_path, monkeypatch):
+    from benchmarks.cub100 import run as runner
+
+    # The worker, faked: a Python process that writes the result file run_one reads back.
+    fake = ("import json, pathlib, sys; s = json.loads(pathlib.Path(sys.argv[1]).read_text()); "
+            "pathlib.Path(s['out'], 'result.json').write_text(json.dumps({'name': s['name'], 'metrics': {}}))")
+    monkeypatch.setattr(runner.C, "child_command", lambda script, *args: [sys.executable, "-c", fake, args[-1]])
+    res = runner.run_one("ica", "train", [], tmp_path / "ica", tmp_path / "cache", 1, 0, log=lambda *a, **k: None)
+    assert res["commit"] == C.git_commit() and len(res["commit"]) == 40 and isinstance(res["git_dirty"], bool)
+    assert json.loads((tmp_path / "ica" / "result.json").read_text())["commit"] == res["commit"]
+
+
+@pytest.mark.parametrize("typed, model, ica", [
+    ("{n:,} parameters = {pct:.3f}% (the paper: 0.68%)", "vit_base_patch16_224",
+     {"rank": 16, "target": "qk", "blocks": "all"}),
+    ("(MobileNetV2 rank 4: {n:,} parameters = {pct:.2f}%)", "mobilenetv2_100",
+     {"rank": 4, "target": "pw+pwl+head", "blocks": "-2:"}),
+    ("(rank 4: {n:,} = {pct:.2f}%)", "mobilenetv2_100", {"rank": 4, "target": "pw+pwl", "blocks": "-2:"}),
+])
+def test_parameter_counts_typed_in_method_are_the_computed_ones(docs, typed, model, ica):
+    from dva import DVAConfig, build_model, count_parameters
+
+    cfg = DVAConfig()
+    cfg.backbone.name, cfg.backbone.weights = model, "none"
+    for k, v in ica.items():
+        setattr(cfg.ica, k, v)
+    c = count_parameters(build_model(cfg))
+    text = typed.format(n=c["adapter_params"], pct=100 * c["trainable_fraction"])
+    assert text in " ".join(docs[S.METHOD].split()), f"docs/METHOD.md should say `{text}` (the count of {model})"
+
+
+def test_lite2_weight_count_typed_in_method_is_timm_s():
+    import timm
+
+    n = sum(p.numel() for p in timm.create_model("tf_efficientnet_lite2", pretrained=False).parameters())
+    assert f"Lite2: {n / 1e6:.2f} M\n    weights" in S.METHOD.read_text()

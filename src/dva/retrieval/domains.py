@@ -408,7 +408,7 @@ class DomainSet:
             UnknownDomainError: ``domain`` is not one of the set's, nor ``all``.
             ValueError: a query image cannot be read (the message names the file).
         """
-        from dva.data import load_rgb
+        from dva.retrieval.store.images import load_image_strict
 
         self.resolve(domain)
         out: list[QueryResult] = []
@@ -417,9 +417,9 @@ class DomainSet:
             images = []
             for p in chunk:
                 try:
-                    images.append(load_rgb(p))
-                except Exception as exc:  # PIL and the OS raise many types
-                    raise ValueError(f"query image {p}: cannot be read ({type(exc).__name__}: {exc})") from None
+                    images.append(load_image_strict(p))
+                except Exception as exc:  # as search_paths: the message names the file
+                    raise ValueError(f"query image {exc}") from None
             for path, ans in zip(chunk, self.search_images(images, k, domain)):
                 extra = {"domain": ans.domain, **({"route": ans.route.to_dict()} if ans.route else {})}
                 out.append(QueryResult(path, list(ans.hits), None, extra))

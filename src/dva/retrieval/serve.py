@@ -4,17 +4,24 @@ Endpoints of :func:`create_app`:
 
 * ``GET /``: a self-contained HTML page (no external assets) to choose or drop a query image
   and see the retrieved gallery images;
-* ``POST /search?k=10``: multipart field ``file`` = the query image; JSON top-k hits with
-  ``id``, ``score``, ``path`` (relative to the gallery root), ``label``, ``image_url``
-  (``image/{id}``, relative to the service root, as the page resolves it; absolute under
-  ``public_url`` when one is configured, never taken from the request's ``Host`` header);
-* ``GET /image/{id}[?size=N]``: the gallery image with that index id (optionally a JPEG
-  thumbnail whose longer side is N). Only indexed files are ever served: the id selects a
-  path from the index, no client-supplied path reaches the filesystem;
-* ``GET /api/info``: gallery size, model fingerprint, index kind, limits.
+* ``POST /search?k=10[&domain=NAME|all]``: multipart field ``file`` = the query image (``domain``
+  may also be a form field); JSON top-k hits with ``id``, ``score``, ``path`` (relative to the
+  gallery root), ``label``, ``domain``, ``image_url`` (``image/{id}``, or
+  ``domains/{domain}/image/{id}`` when the server has several domains, relative to the service
+  root, as the page resolves it; absolute under ``public_url`` when one is configured, never
+  taken from the request's ``Host`` header). With several domains (:mod:`dva.retrieval.domains`)
+  a query without ``domain`` is routed (the answer's ``route`` names the domain and the
+  margin), and ``domain=all`` merges every domain's hits, each tagged with its domain;
+* ``GET /image/{id}[?size=N]``: the gallery image with that index id of the first domain
+  (optionally a JPEG thumbnail whose longer side is N); ``GET /domains/{name}/image/{id}``: of
+  domain ``name``. Only indexed files are ever served: the id selects a path from the index, no
+  client-supplied path reaches the filesystem;
+* ``GET /api/info``: gallery size, model fingerprint, index kind, limits, and ``domains`` (each
+  with its fingerprint), the router and the shared backbone.
 
-Errors are JSON ``{"detail": "..."}``: 400 empty upload, 404 unknown id, 413 upload or image
-too large, 415 not a decodable image, 422 missing form field.
+Errors are JSON ``{"detail": "..."}``: 400 empty upload, 404 unknown id or domain (the message
+lists the known domains), 413 upload or image too large, 415 not a decodable image, 422 missing
+form field.
 """
 from __future__ import annotations
 
@@ -30,13 +37,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from fastapi import FastAPI, File, HTTPException, Query, UploadFile
+from fastapi import FastAPI, File, Form, HTTPException, Query, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from PIL import Image
 
 from dva.data.images import to_rgb
+from dva.retrieval.domains import ALL, DomainAnswer, DomainSet, UnknownDomainError, single_domain
 from dva.retrieval.index.gallery_index import GalleryIndex
-from dva.retrieval.search import search_images
 
 if TYPE_CHECKING:
     from dva.runtime.protocol import EmbedderLike
@@ -154,9 +161,10 @@ def _decode_upload(data: bytes, max_pixels: int) -> Image.Image:
         ) from None
 
 
-def _search_upload(data: bytes, max_pixels: int, index: GalleryIndex, embedder: EmbedderLike, k: int,
-                   model_lock: threading.Lock) -> tuple[list, tuple[int, int]]:
-    """Decode an upload and search with it; returns the hits and the image size.
+def _search_upload(data: bytes, max_pixels: int, domains: DomainSet, domain: str | None, k: int,
+                   model_lock: threading.Lock) -> tuple[DomainAnswer, tuple[int, int]]:
+    """Decode an upload and search ``domain`` (a name, ``all``, or None: routed) with it; returns the
+    answer and the image size.
 
     Called inside a decode slot: the pixels live only here, and a large image's memory is handed
     back to the OS before the slot is released, so the server's footprint stays bounded.
@@ -164,11 +172,11 @@ def _search_upload(data: bytes, max_pixels: int, index: GalleryIndex, embedder: 
     image = _decode_upload(data, max_pixels)
     size = image.size
     with model_lock:
-        hits = search_images(index, embedder, [image], k)[0]
+        answer = domains.search_images([image], k, domain)[0]
     del image
     if size[0] * size[1] > _BIG_DECODE:
         _release_memory()
-    return hits, size
+    return answer, size
 
 
 class _Thumbnails:
@@ -176,11 +184,11 @@ class _Thumbnails:
 
     def __init__(self, capacity: int = 1024) -> None:
         self.capacity = capacity
-        self._items: OrderedDict[tuple[int, int], bytes] = OrderedDict()
+        self._items: OrderedDict[tuple[str, int, int], bytes] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, path: Path, image_id: int, size: int) -> bytes:
-        key = (image_id, size)
+    def get(self, path: Path, image_id: int, size: int, domain: str = "") -> bytes:
+        key = (domain, image_id, size)
         with self._lock:
             cached = self._items.get(key)
         if cached is not None:

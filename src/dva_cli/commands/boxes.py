@@ -88,7 +88,7 @@ def written_by_boxes(path: str | Path) -> bool:
             row = json.loads(f.readline())
     except (OSError, UnicodeDecodeError, ValueError):
         return False
-    return isinstance(row, dict) and set(row) == ROW_KEYS
+    return isinstance(row, dict) and ROW_KEYS <= set(row)
 
 
 def cache_path(out: str | Path) -> Path:
