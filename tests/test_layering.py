@@ -67,7 +67,7 @@ def test_no_benchmark_in_the_wheel():
 # (one that imports nothing from dva: dva.utils, dva.opa.names, dva.runtime's RUNTIMES and cache
 # paths) holds shared names and may be imported from any layer; that is how config takes its
 # choices from the registries without the registries' code.
-LAYERS = ["utils", "configs", "config", "data", "transforms", "bundled", "backbone", "ica", "model", "losses", "dpt",
+LAYERS = ["utils", "ica_names", "configs", "config", "data", "transforms", "bundled", "backbone", "ica", "model", "losses", "dpt",
           "objective", "checkpoint", "runtime", "opa", "metrics", "evaluation", "retrieval"]
 
 

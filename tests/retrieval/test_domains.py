@@ -225,3 +225,66 @@ def test_single_domain_is_named_default(world):
     Image.open(world["held"]["shapes"][0]).save(buf, "PNG")
     ans = ds.search_images([Image.open(io.BytesIO(buf.getvalue()))], k=2)
     assert ans[0].domain == "default" and ans[0].route is None and len(ans[0].hits) == 2
+
+
+# ----------------------------------------------------------------------------- the API
+@pytest.fixture(scope="module")
+def client(served):
+    from fastapi.testclient import TestClient
+
+    from dva.retrieval.serve import create_app
+
+    return TestClient(create_app(domains=served, default_k=4))
+
+
+def _upload(path: Path) -> dict:
+    return {"file": (path.name, path.read_bytes(), "image/png")}
+
+
+def test_api_info_lists_the_domains(client, served):
+    info = client.get("/api/info").json()
+    assert [d["name"] for d in info["domains"]] == ["shapes", "stripes"]
+    assert [d["fingerprint"] for d in info["domains"]] == [served[n].index.fingerprint for n in served.names]
+    assert len({d["fingerprint"] for d in info["domains"]}) == 2
+    assert info["count"] == sum(len(served[n].index) for n in served.names) == 24
+    assert info["router"] == "frozen" and info["shared_prefix"] is True
+    assert info["backbone"]["fingerprint"] == served.shared.models["shapes"].fingerprint
+
+
+def test_api_unknown_domain_is_404_listing_the_known_ones(client, world):
+    r = client.post("/search?domain=cars", files=_upload(world["held"]["shapes"][0]))
+    assert r.status_code == 404
+    assert "'cars'" in r.json()["detail"] and "shapes, stripes" in r.json()["detail"]
+    assert client.get("/domains/cars/image/0").status_code == 404
+    assert client.get("/domains/all/image/0").status_code == 404
+
+
+def test_api_named_domain_as_query_or_form_field(client, world, served):
+    q = world["held"]["shapes"][0]
+    by_query = client.post("/search?domain=stripes", files=_upload(q)).json()
+    by_form = client.post("/search", files=_upload(q), data={"domain": "stripes"}).json()
+    for body in (by_query, by_form):
+        assert body["domain"] == "stripes" and body["route"] is None and len(body["results"]) == 4
+        assert {h["domain"] for h in body["results"]} == {"stripes"}
+    assert by_query["results"] == by_form["results"]
+    hit = by_query["results"][0]
+    assert hit["image_url"] == f"domains/stripes/image/{hit['id']}"
+    img = client.get("/" + hit["image_url"])
+    stored = Path(served["stripes"].index.paths[hit["id"]])
+    assert img.status_code == 200 and img.content == stored.read_bytes()
+    assert stored.as_posix().endswith(hit["path"]) and not hit["path"].startswith("/")
+
+
+@needs_bundled
+def test_api_routes_and_merges(client, world):
+    q = world["held"]["stripes"][0]
+    routed = client.post("/search", files=_upload(q)).json()
+    assert routed["domain"] == "stripes" and routed["route"]["domain"] == "stripes"
+    assert routed["route"]["margin"] > 0 and set(routed["route"]["scores"]) == {"shapes", "stripes"}
+    merged = client.post("/search?domain=all&k=24", files=_upload(q)).json()
+    assert merged["domain"] == "all" and merged["fingerprint"] is None
+    hits = merged["results"]
+    assert [h["rank"] for h in hits] == list(range(1, 25))
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+    assert {h["domain"] for h in hits} == {"shapes", "stripes"}  # k = both galleries: every image, tagged
+    assert all(h["image_url"] == f"domains/{h['domain']}/image/{h['id']}" for h in hits)

@@ -101,7 +101,7 @@ def test_frozen_runner_choice():
     assert frozen_runner(model, "meta", "auto").runtime == "torch"  # not the CPU: torch serves it
     with pytest.raises(ValueError, match="needs the CPU"):
         frozen_runner(model, "meta", "onnx")
-    with pytest.raises(ValueError, match="frozen_runtime must be"):
+    with pytest.raises(ValueError, match="runtime must be one of auto, torch, onnx"):
         frozen_runner(model, "cpu", "tensorrt")
 
 

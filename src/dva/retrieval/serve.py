@@ -225,64 +225,95 @@ def public_base(url: str | None) -> str | None:
 
 @dataclass
 class _Service:
-    """One index and one model behind the routes, with the limits and the shared locks."""
+    """The domains behind the routes (one for the classic form), with the limits and the shared locks."""
 
-    index: GalleryIndex
-    embedder: EmbedderLike
+    domains: DomainSet
     limits: dict  # max_upload_bytes, max_pixels, max_decodes, default_k, max_k
     public_url: str | None
-    root: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)  # one forward pass at a time
     slots: threading.BoundedSemaphore | None = None  # uploads decoded at once
     thumbs: _Thumbnails = field(default_factory=_Thumbnails)
+    roots: dict[str, str] = field(default_factory=dict)  # gallery root per domain
 
-    def rel(self, path: str) -> str:
-        """A gallery path relative to the gallery root (no server directories in answers)."""
-        return os.path.relpath(path, self.root) if self.root else os.path.basename(path)
+    def __post_init__(self) -> None:
+        self.roots = {n: _gallery_root(d.index.paths) for n, d in self.domains.domains.items()}
 
-    def image_url(self, image_id: int) -> str:
-        """Where ``GET /image/{id}`` is: relative to the service root, or under ``--public-url``.
+    @property
+    def first(self) -> str:
+        """The domain of the classic ``/image/{id}`` route (the only one in the classic form)."""
+        return self.domains.names[0]
+
+    def rel(self, domain: str, path: str) -> str:
+        """A gallery path relative to its domain's gallery root (no server directories in answers)."""
+        root = self.roots[domain]
+        return os.path.relpath(path, root) if root else os.path.basename(path)
+
+    def image_url(self, domain: str, image_id: int) -> str:
+        """Where the image is served: relative to the service root, or under ``--public-url``.
 
         Never built from the request's ``Host`` header: a forged one would make the answers
         link to another site.
         """
-        return f"{self.public_url}/image/{image_id}" if self.public_url else f"image/{image_id}"
+        path = f"image/{image_id}" if len(self.domains) == 1 else f"domains/{domain}/image/{image_id}"
+        return f"{self.public_url}/{path}" if self.public_url else path
 
-    def gallery_file(self, image_id: str) -> Path:
+    def gallery_file(self, domain: str, image_id: str) -> Path:
         """The indexed file of ``image_id``; only a decimal id selects one, from the index's own list."""
-        if not (image_id.isascii() and image_id.isdigit()) or int(image_id) >= len(self.index.paths):
-            raise HTTPException(404, f"unknown image id {image_id!r}: ids are 0..{len(self.index) - 1}")
-        p = Path(self.index.paths[int(image_id)])
+        index = self.domains.domains[domain].index
+        if not (image_id.isascii() and image_id.isdigit()) or int(image_id) >= len(index.paths):
+            raise HTTPException(404, f"unknown image id {image_id!r}: ids are 0..{len(index) - 1}")
+        p = Path(index.paths[int(image_id)])
         if not p.is_file():
             raise HTTPException(404, f"gallery image {image_id} is missing on disk")
         return p
 
     def info(self) -> dict:
-        return {"count": len(self.index), "dim": self.index.dim, "kind": self.index.meta["kind"],
-                "fingerprint": self.index.fingerprint,
-                "has_labels": any(lab is not None for lab in self.index.labels), **self.limits}
+        """One domain: its index as before; several: the total, per-domain details under ``domains``."""
+        idx = [d.index for d in self.domains.domains.values()]
+        one = len(idx) == 1
+        return {"count": sum(len(i) for i in idx), "dim": idx[0].dim,
+                "kind": idx[0].meta["kind"] if one else None, "fingerprint": idx[0].fingerprint if one else None,
+                "has_labels": any(lab is not None for i in idx for lab in i.labels),
+                **self.limits, **self.domains.info()}
 
-    def search(self, upload: UploadFile, k: int) -> dict:
+    def resolve(self, domain: str | None) -> str | None:
+        try:
+            return self.domains.resolve(domain)
+        except UnknownDomainError as exc:
+            raise HTTPException(404, str(exc)) from None
+
+    def search(self, upload: UploadFile, k: int, domain: str | None) -> dict:
+        target = self.resolve(domain)  # an unknown domain is refused before the upload is read
         limit = self.limits["max_upload_bytes"]
         data = upload.file.read(limit + 1)
         if len(data) > limit:
             raise HTTPException(413, f"upload too large: the limit is {limit} bytes")
         with self.slots:
-            hits, (width, height) = _search_upload(data, self.limits["max_pixels"], self.index, self.embedder,
-                                                   k, self.lock)
+            ans, (width, height) = _search_upload(data, self.limits["max_pixels"], self.domains, target, k, self.lock)
         return {
             "k": k,
+            "domain": ans.domain,
+            "route": ans.route.to_dict() if ans.route else None,
             "query": {"filename": upload.filename, "width": width, "height": height},
-            "fingerprint": self.index.fingerprint,
-            "results": [{"rank": h.rank, "id": h.id, "score": round(h.score, 6), "path": self.rel(h.path),
-                         "label": h.label, "image_url": self.image_url(h.id)} for h in hits],
+            "fingerprint": None if ans.domain == ALL else self.domains.domains[ans.domain].index.fingerprint,
+            "results": [{"rank": h.rank, "id": h.id, "score": round(h.score, 6), "path": self.rel(h.domain, h.path),
+                         "label": h.label, "domain": h.domain, "image_url": self.image_url(h.domain, h.id)}
+                        for h in ans.hits],
         }
+
+    def image(self, domain: str, image_id: str, size: int | None) -> Response:
+        p = self.gallery_file(domain, image_id)
+        if size is None:
+            media = mimetypes.guess_type(p.name)[0] or "application/octet-stream"
+            return FileResponse(p, media_type=media)
+        return Response(self.thumbs.get(p, int(image_id), size, domain), media_type="image/jpeg")
 
 
 def create_app(
-    index_path: str | Path | GalleryIndex,
-    embedder: EmbedderLike,
+    index_path: str | Path | GalleryIndex | None = None,
+    embedder: EmbedderLike | None = None,
     *,
+    domains: DomainSet | None = None,
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_decodes: int = DEFAULT_MAX_DECODES,
@@ -291,11 +322,14 @@ def create_app(
     nprobe: int | None = None,
     public_url: str | None = None,
 ) -> FastAPI:
-    """Build the search service for one index and one model.
+    """Build the search service for one index and one model, or for several domains.
 
     Args:
-        index_path: an index directory (``dva index`` output) or a loaded index.
+        index_path: an index directory (``dva index`` output) or a loaded index (one domain,
+            named ``default``).
         embedder: the model that built the index (checked by fingerprint, here, at start).
+        domains: instead of ``index_path`` and ``embedder``: several domains on one frozen
+            backbone (:func:`dva.retrieval.domains.load_domains`).
         max_upload_bytes: largest accepted upload (413 above).
         max_pixels: largest accepted image area in pixels (413 above), read from the header
             before any pixel is decoded.
@@ -303,38 +337,44 @@ def create_app(
             memory stays bounded whatever the number of clients.
         default_k: hits returned when the request gives no ``k``.
         max_k: largest ``k`` a request may ask for.
-        nprobe: IVF lists visited per query (IVF-PQ indexes only).
+        nprobe: IVF lists visited per query (IVF-PQ indexes only; every domain's).
         public_url: the address clients reach the service at (behind a proxy); ``image_url``
             in answers is then absolute under it. Default: relative (``image/{id}``).
 
     Raises:
         FingerprintMismatchError: the embedder is not the index's model.
-        ValueError: ``max_decodes`` < 1, ``default_k`` outside 1..``max_k``, or a malformed ``public_url``.
+        ValueError: both or neither of (``index_path``, ``embedder``) and ``domains``;
+            ``max_decodes`` < 1, ``default_k`` outside 1..``max_k``, or a malformed ``public_url``.
     """
-    index = index_path if isinstance(index_path, GalleryIndex) else GalleryIndex.load(index_path)
-    index.check_fingerprint(embedder.fingerprint)
+    single = index_path is not None or embedder is not None
+    if single == (domains is not None) or (single and (index_path is None or embedder is None)):
+        raise ValueError("create_app serves either one index with its embedder, or domains=: give one of the two")
+    if domains is None:
+        index = index_path if isinstance(index_path, GalleryIndex) else GalleryIndex.load(index_path)
+        domains = single_domain(index, embedder)
     if nprobe is not None:
-        index.set_nprobe(nprobe)
+        for d in domains.domains.values():
+            d.index.set_nprobe(nprobe)
     if max_decodes < 1:
         raise ValueError(f"max_decodes must be >= 1, got {max_decodes}")
     if not 1 <= default_k <= max_k:
         raise ValueError(f"the default k must be between 1 and {max_k}, got {default_k}")
     limits = {"max_upload_bytes": max_upload_bytes, "max_pixels": max_pixels, "max_decodes": max_decodes,
               "default_k": default_k, "max_k": max_k}
-    svc = _Service(index, embedder, limits, public_base(public_url), _gallery_root(index.paths),
-                   slots=threading.BoundedSemaphore(max_decodes))
+    svc = _Service(domains, limits, public_base(public_url), slots=threading.BoundedSemaphore(max_decodes))
     app = FastAPI(title="dva search", version="1")
     app.add_middleware(BodySizeLimit, limit=max_upload_bytes + _MULTIPART_SLACK)
-    app.state.index = index
-    app.state.embedder = embedder
+    first = domains.domains[svc.first]
+    app.state.index, app.state.embedder, app.state.domains = first.index, first.embedder, domains
     _add_routes(app, svc)
     return app
 
 
 def _add_routes(app: FastAPI, svc: _Service) -> None:
-    """``GET /``, ``GET /api/info``, ``POST /search``, ``GET /image/{id}`` (see the module docstring)."""
+    """``GET /``, ``GET /api/info``, ``POST /search``, the image routes (see the module docstring)."""
     page = resources.files("dva.retrieval").joinpath("static/index.html").read_text("utf-8")
     default_k, max_k = svc.limits["default_k"], svc.limits["max_k"]
+    domain_help = "a domain name, 'all' (every domain, merged), or none (routed to the likeliest domain)"
 
     @app.get("/", response_class=HTMLResponse)
     def home() -> HTMLResponse:
@@ -346,26 +386,31 @@ def _add_routes(app: FastAPI, svc: _Service) -> None:
 
     @app.post("/search")
     def search(file: UploadFile = File(..., description="the query image"),
-               k: int = Query(default_k, ge=1, le=max_k)) -> dict:
-        return svc.search(file, k)
+               k: int = Query(default_k, ge=1, le=max_k),
+               domain: str | None = Query(None, description=domain_help),
+               domain_field: str | None = Form(None, alias="domain", description=domain_help)) -> dict:
+        return svc.search(file, k, domain if domain is not None else domain_field)
 
     @app.get("/image/{image_id}")
     def image(image_id: str, size: int | None = Query(None, ge=16, le=2048)) -> Response:
-        p = svc.gallery_file(image_id)
-        if size is None:
-            media = mimetypes.guess_type(p.name)[0] or "application/octet-stream"
-            return FileResponse(p, media_type=media)
-        return Response(svc.thumbs.get(p, int(image_id), size), media_type="image/jpeg")
+        return svc.image(svc.first, image_id, size)
+
+    @app.get("/domains/{domain}/image/{image_id}")
+    def domain_image(domain: str, image_id: str, size: int | None = Query(None, ge=16, le=2048)) -> Response:
+        name = svc.resolve(domain)
+        if name in (None, ALL):
+            raise HTTPException(404, f"images belong to one domain: one of {', '.join(svc.domains.names)}")
+        return svc.image(name, image_id, size)
 
 
 def serve(
-    index_path: str | Path,
-    embedder: EmbedderLike,
+    index_path: str | Path | None = None,
+    embedder: EmbedderLike | None = None,
     host: str = "127.0.0.1",
     port: int = 8000,
     **app_kwargs: Any,
 ) -> None:
-    """Run the search service with uvicorn until interrupted."""
+    """Run the search service with uvicorn until interrupted (``domains=`` for several domains)."""
     import uvicorn
 
     uvicorn.run(create_app(index_path, embedder, **app_kwargs), host=host, port=port,

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from dva.model import DVAModel
-from dva.runtime import sessions
+from dva.runtime import RUNTIMES, sessions
 from dva.runtime.cache import frozen_cache_path
 from dva.runtime.onnx_embedder import SplitSessions
 from dva.utils import atomic_write_bytes
@@ -160,9 +160,11 @@ def frozen_runner(model: DVAModel, device: torch.device | str = "cpu", runtime: 
     """The runner for ``train.frozen_runtime``: ``torch``, ``onnx`` (CPU only), or ``auto`` (onnx
     on the CPU when onnx and onnxruntime are installed, else torch).
 
-    ``runtime`` is ``train.frozen_runtime``, one of :data:`dva.runtime.RUNTIMES`, checked with the
-    rest of the config (:func:`dva.config.validate`); any other text is a KeyError here.
+    ``runtime`` is ``train.frozen_runtime``, one of :data:`dva.runtime.RUNTIMES` (a config value is
+    checked by :func:`dva.config.validate`; this guards direct calls).
     """
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
     on_cpu = torch.device(device).type == "cpu"
     # Through the module attribute: one definition, and tests can stand in a missing onnxruntime.
     available = sessions.onnx_available()
