@@ -45,7 +45,7 @@ def test_parse_overrides():
 @pytest.mark.parametrize("override,fragment", [
     (["--train.lr", "-1"], "train.lr=-1.0 must be > 0"),
     (["--train.lr", "nan"], "train.lr=nan"),
-    (["--train.epochs", "-3"], "train.epochs=-3 must be >= 1"),
+    (["--train.epochs", "-3"], "train.epochs=-3 must be >= 0"),
     (["--train.device", "tpu"], "train.device='tpu'"),
     (["--train.classes_per_batch", "0"], "train.classes_per_batch=0"),
     (["--train.images_per_class", "0"], "train.images_per_class=0"),

@@ -77,6 +77,32 @@ def _tokens(value: Any, where: str) -> list[str]:
     return list(value)
 
 
+def preset_backbone(name: str) -> Backbone:
+    """A backbone's model, input size and ICA overrides, from the packaged preset ``name`` (src/dva/configs/)."""
+    from dva.config import load_config, presets
+
+    if name not in presets():
+        raise ValueError(f"rows.yaml: no packaged preset {name!r} (presets: {', '.join(presets())})")
+    cfg = load_config(name)
+    # The blocks slice YAML-quoted: a bare -2: would parse as a mapping in an override.
+    ica = ["--ica.rank", str(cfg.ica.rank), "--ica.target", cfg.ica.target, "--ica.blocks", f"'{cfg.ica.blocks}'"]
+    return Backbone(cfg.backbone.name, cfg.backbone.img_size, ica)
+
+
+def _defaults(value: Any, where: str) -> list[str]:
+    """``{preset: NAME}`` -> that preset's ICA overrides; a list of quoted strings as it is."""
+    if isinstance(value, dict) and set(value) == {"preset"}:
+        return preset_backbone(str(value["preset"])).dva_defaults
+    return _tokens(value, where)
+
+
+def _backbone(value: Any, where: str) -> Backbone:
+    """``{preset: NAME}``, or ``{model, img_size, dva_defaults}`` spelled out."""
+    if isinstance(value, dict) and set(value) == {"preset"}:
+        return preset_backbone(str(value["preset"]))
+    return Backbone(str(value["model"]), int(value["img_size"]), _tokens(value["dva_defaults"], f"{where}.dva_defaults"))
+
+
 def load_rows(path: str | Path = ROWS_FILE) -> RowTable:
     """Read and check the row table.
 
@@ -106,13 +132,11 @@ def load_rows(path: str | Path = ROWS_FILE) -> RowTable:
                 raise TypeError(f"rows.yaml {where}: needs a string label and group (its own or the set's)")
             rows[name] = Row(group, r["label"], prefix + _tokens(r["overrides"], f"{where}.overrides"))
         sets[set_name] = rows
-    table = RowTable(sets=sets, dva_defaults=_tokens(raw["dva_defaults"], "dva_defaults"),
+    table = RowTable(sets=sets, dva_defaults=_defaults(raw["dva_defaults"], "dva_defaults"),
                      half=str(raw["half_marker"]), aliases=dict(raw.get("aliases") or {}),
                      run_order=_tokens(raw["run_order"], "run_order"),
                      profiles={p: _tokens(s, f"profiles.{p}") for p, s in raw["profiles"].items()},
-                     backbones={k: Backbone(str(b["model"]), int(b["img_size"]),
-                                            _tokens(b["dva_defaults"], f"backbones.{k}.dva_defaults"))
-                                for k, b in (raw.get("backbones") or {}).items()})
+                     backbones={k: _backbone(b, f"backbones.{k}") for k, b in (raw.get("backbones") or {}).items()})
     if not table.backbones:  # a table without the section: the MobileNetV2 rows alone
         table = table._replace(backbones={"mobilenetv2": Backbone("mobilenetv2_100", 224, table.dva_defaults)})
     names = table.all_rows()
@@ -133,7 +157,7 @@ def frozen_key(overrides: list[str]) -> tuple[int, int, str]:
     """Runs with the same (input size, validation classes, dataset) share the frozen-backbone metrics."""
     from dva.config import load_config
 
-    cfg = load_config("demo", overrides)
+    cfg = load_config("demo", ["--data.val_classes", "0", *overrides])  # the benchmark's split (common_overrides)
     return cfg.backbone.img_size, cfg.data.val_classes, cfg.data.dataset
 
 
@@ -158,9 +182,11 @@ def common_overrides(root: str | Path, cache: Path, threads: int, model: str, im
                      max_steps: int) -> list[str]:
     """The overrides of every run: data, shared prefix cache, threads, backbone, input size and budget.
 
-    No evaluation or checkpoints during training (one evaluation at the end of each run).
+    No evaluation or checkpoints during training (one evaluation at the end of each run). The
+    dataset and the split are the benchmark's (cub100, every training class trained on: a row's
+    own ``--data.val_classes 10`` holds out the validation classes), not the presets' defaults.
     """
-    return ["--data.root", str(root), "--train.cache_dir", str(cache), "--train.threads", str(threads),
+    return ["--data.dataset", "cub100", "--data.val_classes", "0", "--data.root", str(root), "--train.cache_dir", str(cache), "--train.threads", str(threads),
             "--backbone.name", model,
             "--backbone.img_size", str(img_size), "--train.epochs", str(epochs),
             "--train.max_steps", str(max_steps),

@@ -16,44 +16,53 @@ def subset(ds, names: list[str], share_prefix: bool = True, router: str | None =
     return DomainSet([ds.domains[n] for n in names], ds.shared, router or ds.router, share_prefix)
 
 
-def _ms(fn, xs: list, repeats: int) -> float:
-    fn(xs[0])  # warm-up
-    times = []
-    for i in range(repeats):
-        t0 = time.perf_counter()
-        fn(xs[i % len(xs)])
-        times.append(time.perf_counter() - t0)
-    return round(1000 * statistics.median(times), 2)
+def _targets(names: list[str]) -> dict[str, str | None]:
+    """The column -> the request: one domain (the first), all of them, routed (several domains only)."""
+    return {"one": names[0], "all": "all", **({"routed": None} if len(names) > 1 else {})}
 
 
 def latency(ds, order: list[str], xs: list, repeats: int) -> list[dict]:
-    """Median ms per single-image query (model + search, decoding excluded), shared vs whole networks."""
+    """Median ms per single-image query (model + search, decoding excluded), shared vs whole networks.
+
+    Interleaved: every query runs in every setting before the next query, so all settings see
+    the same load of a machine shared with other work.
+    """
+    sets = {(n, share): subset(ds, order[:n], share) for n in (1, 2, 4) for share in (True, False)}
+    times: dict[tuple, list[float]] = {}
+    for i in range(repeats + 1):  # the first round warms up
+        for (n, share), s in sets.items():
+            for col, target in _targets(order[:n]).items():
+                t0 = time.perf_counter()
+                s.search_tensor(xs[i % len(xs)], 10, target)
+                if i:
+                    times.setdefault((n, share, col), []).append(time.perf_counter() - t0)
     rows = []
-    for n in (1, 2, 4):
-        names = order[:n]
-        for share in (True, False):
-            s = subset(ds, names, share)
-            row = {"domains": n, "shared_prefix": share,
-                   "one_ms": _ms(lambda x: s.search_tensor(x, 10, names[0]), xs, repeats),
-                   "all_ms": _ms(lambda x: s.search_tensor(x, 10, "all"), xs, repeats)}
-            if n > 1:
-                row["routed_ms"] = _ms(lambda x: s.search_tensor(x, 10, None), xs, repeats)
-            rows.append(row)
+    for (n, share) in sets:
+        row = {"domains": n, "shared_prefix": share}
+        row.update({f"{col}_ms": round(1000 * statistics.median(times[(n, share, col)]), 2)
+                    for col in _targets(order[:n])})
+        rows.append(row)
     return rows
 
 
 def throughput(ds, order: list[str], paths: list[str], batch_size: int = 32) -> list[dict]:
-    """Images/s of batch search over image files (``dva search`` with domains), 4 domains."""
-    rows = []
-    for share in (True, False):
-        s = subset(ds, order, share)
-        for target in (order[0], "all", None):
-            t0 = time.perf_counter()
-            s.search_paths(paths, 10, target, batch_size)
-            dt = time.perf_counter() - t0
-            rows.append({"shared_prefix": share, "target": target or "routed", "images": len(paths),
-                         "images_per_s": round(len(paths) / dt, 1)})
-    return rows
+    """Images/s of batch search over image files (``dva search`` with domains), 4 domains.
+
+    Interleaved batch by batch (as :func:`latency`), after one warm-up batch per setting.
+    """
+    sets = {share: subset(ds, order, share) for share in (True, False)}
+    targets = {"one": order[0], "all": "all", "routed": None}
+    spent: dict[tuple, float] = {}
+    for lo in range(-batch_size, len(paths), batch_size):
+        batch = paths[max(lo, 0):max(lo, 0) + batch_size]
+        for share, s in sets.items():
+            for col, target in targets.items():
+                t0 = time.perf_counter()
+                s.search_paths(batch, 10, target, batch_size)
+                if lo >= 0:
+                    spent[(share, col)] = spent.get((share, col), 0.0) + time.perf_counter() - t0
+    return [{"shared_prefix": share, "target": (order[0] if col == "one" else col), "images": len(paths),
+             "images_per_s": round(len(paths) / spent[(share, col)], 1)} for share in sets for col in targets]
 
 
 def routing(ds, order: list[str], held: dict[str, list[str]], sample: int) -> list[dict]:

@@ -50,25 +50,24 @@ def _domain_args(files: dict[str, DomainFiles], names: list[str]) -> list[str]:
 
 
 def server_rows(files: dict[str, DomainFiles], held: dict[str, list[str]], repeats: int, work: Path) -> dict:
-    """Every single-domain server, then the 1-, 2- and 4-domain servers (one at a time)."""
-    mixed = [p for i in range(8) for n in ORDER for p in held[n][i:i + 1]]  # a few photos of every domain
-    queries = [(Path(p).name, Path(p).read_bytes()) for p in mixed]
-    single = {}
+    """Every single-domain server and the 1-, 2- and 4-domain servers, side by side (servers.measure_all)."""
+    def uploads(paths: list[str]) -> list[tuple[str, bytes]]:
+        return [(Path(p).name, Path(p).read_bytes()) for p in paths]
+
+    mixed = uploads([p for i in range(8) for n in ORDER for p in held[n][i:i + 1]])  # photos of every domain
+    settings, queries = {}, {}
     for n in ORDER:
-        own = [(Path(p).name, Path(p).read_bytes()) for p in held[n][:8]]
         args = ["--checkpoint", str(files[n].checkpoint), "--index", str(files[n].index), "--runtime", "torch"]
-        single[n] = servers.measure(args, own, {"one": "/search?k=10"}, repeats, work / "logs" / f"single-{n}.log")
-        print(f"[domains] single {n}: {single[n]}", flush=True)
-    multi = {}
+        settings[f"single-{n}"], queries[f"single-{n}"] = (args, {"one": "/search?k=10"}), uploads(held[n][:8])
     for k in (1, 2, 4):
         names = ORDER[:k]
         paths = {"one": f"/search?k=10&domain={names[0]}", "all": "/search?k=10&domain=all"}
         if k > 1:
             paths["routed"] = "/search?k=10"
-        multi[str(k)] = servers.measure(_domain_args(files, names), queries, paths, repeats,
-                                        work / "logs" / f"multi-{k}.log")
-        print(f"[domains] {k}-domain server: {multi[str(k)]}", flush=True)
-    return {"single": single, "multi": multi}
+        settings[f"multi-{k}"], queries[f"multi-{k}"] = (_domain_args(files, names), paths), mixed
+    got = servers.measure_all(settings, queries, repeats, work / "logs")
+    print(f"[domains] servers: {got}", flush=True)
+    return {"single": {n: got[f"single-{n}"] for n in ORDER}, "multi": {str(k): got[f"multi-{k}"] for k in (1, 2, 4)}}
 
 
 def measure_in_process(files: dict[str, DomainFiles], held: dict[str, list[str]], repeats: int,

@@ -1,8 +1,8 @@
 """``dva serve`` processes on the loopback interface: resident memory and per-query latency.
 
-One server is started per setting (N single-domain servers, one N-domain server), warmed up
-with a query, measured (RSS with psutil, idle after the warm-up and after the timed queries),
-timed over HTTP (the whole request: upload, decode, embed, search, JSON), and stopped.
+Every setting's server (N single-domain servers, one N-domain server) runs at the same time,
+is warmed up, measured (RSS with psutil, after the warm-up and after the timed queries) and
+timed over HTTP (the whole request: upload, decode, embed, search, JSON) in interleaved rounds.
 """
 from __future__ import annotations
 
@@ -90,28 +90,40 @@ class Server:
         return rss(self.proc.pid) / 2**20
 
 
-def timed(server: Server, queries: list[tuple[str, bytes]], path: str, repeats: int) -> dict:
-    """``repeats`` uploads cycling over ``queries`` to ``path``; latency percentiles in ms."""
-    lat, bad = [], 0
-    for i in range(repeats):
-        name, body = queries[i % len(queries)]
-        status, t, _ = post(server.port, path, body, name)
-        bad += status != 200
-        lat.append(t)
+def _summary(lat: list[float], errors: int) -> dict:
     a = np.array(lat) * 1000
-    return {"requests": repeats, "errors": bad, "p50_ms": round(float(np.percentile(a, 50)), 1),
+    return {"requests": len(lat), "errors": errors, "p50_ms": round(float(np.percentile(a, 50)), 1),
             "p95_ms": round(float(np.percentile(a, 95)), 1), "mean_ms": round(float(a.mean()), 1)}
 
 
-def measure(args: list[str], queries: list[tuple[str, bytes]], paths: dict[str, str], repeats: int,
-            log: Path) -> dict:
-    """Start a server, warm it up, measure its memory and the latency of each request ``path``."""
-    with Server(args, log) as s:
-        for name, body in queries[:2]:  # first forward passes, allocator steady state
-            post(s.port, next(iter(paths.values())), body, name)
+def measure_all(settings: dict[str, tuple[list[str], dict[str, str]]], queries: dict[str, list[tuple[str, bytes]]],
+                repeats: int, logs: Path) -> dict[str, dict]:
+    """Run every server side by side, then time their requests interleaved.
+
+    ``settings``: name -> (server arguments, request name -> path); ``queries``: name -> the
+    uploads it cycles over. Every server is idle but one at a time, and each round sends one
+    request of every kind to every server before the next round, so that all of them see the
+    same load of a machine shared with other work. Memory: RSS after a warm-up and after the rounds.
+    """
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+        servers = {k: stack.enter_context(Server(a, logs / f"{k}.log")) for k, (a, _) in settings.items()}
+        for k, s in servers.items():  # first forward passes, allocator steady state
+            for name, body in queries[k][:2]:
+                for path in settings[k][1].values():
+                    post(s.port, path, body, name)
         time.sleep(0.5)
-        idle = s.rss_mb()
-        lat = {k: timed(s, queries, p, repeats) for k, p in paths.items()}
-        after = s.rss_mb()
-        return {"start_s": round(s.start_s, 1), "rss_idle_mb": round(idle, 1), "rss_after_mb": round(after, 1),
-                "latency": lat}
+        idle = {k: s.rss_mb() for k, s in servers.items()}
+        lat: dict[tuple[str, str], list[float]] = {}
+        bad: dict[tuple[str, str], int] = {}
+        for i in range(repeats):
+            for k, s in servers.items():
+                name, body = queries[k][i % len(queries[k])]
+                for kind, path in settings[k][1].items():
+                    status, t, _ = post(s.port, path, body, name)
+                    lat.setdefault((k, kind), []).append(t)
+                    bad[(k, kind)] = bad.get((k, kind), 0) + (status != 200)
+        return {k: {"start_s": round(s.start_s, 1), "rss_idle_mb": round(idle[k], 1), "rss_after_mb": round(s.rss_mb(), 1),
+                    "latency": {kind: _summary(lat[(k, kind)], bad[(k, kind)]) for kind in settings[k][1]}}
+                for k, s in servers.items()}

@@ -40,6 +40,10 @@ class ICAConfig:
     act: str = "gelu"  # gelu | relu | identity (identity can be merged for export)
     scale: float = 1.0
     learnable_scale: bool = False
+    # Embedding-time multiplier on every adapter's output, on top of the trained ``scale``:
+    # 0 = the frozen backbone exactly, 1 = the trained adapters (docs/METHOD.md, "Between frozen
+    # and trained"). Training leaves it at 1; `--ica-scale` and `dva interpolate` set it.
+    alpha: float = 1.0
     # ViT: "qk" (paper), "q", "k", "qkv". CNN: "pw" (expansion 1x1), "pwl" (projection 1x1),
     # "head" (conv_head), joined by "+", e.g. "pw+pwl+head". "auto": see dva.ica_names.AUTO.
     target: str = "auto"
@@ -115,6 +119,17 @@ TRAINABLE_DEFAULTS: dict[str, dict[str, float]] = {
 }
 
 
+# The data-scaled step budget (train.steps=0): AUTO_STEPS["epochs"] passes over the training
+# images, at least "min" and at most "max" steps. Not yet chosen on validation splits
+# (docs/METHOD.md, Training): 2 epochs = the cub100 recipe (184 steps); 200 steps is the order of
+# the 180 that a 480-photo flower set needed, where 2 epochs gave 40 steps and no gain.
+AUTO_STEPS: dict[str, int] = {"epochs": 2, "min": 200, "max": 2000}
+# data.val_classes=auto: hold out max(min, round(fraction x classes)) of the training classes when
+# there are at least "min_classes" of them (fewer: too few to both train and validate on).
+AUTO_VAL_CLASSES: dict[str, float] = {"min_classes": 10, "fraction": 0.2, "min": 2}
+AUTO = -1  # the int value of "auto" in the fields that accept it (data.val_classes)
+
+
 @dataclass
 class TrainConfig:
     """Optimisation and bookkeeping."""
@@ -123,8 +138,14 @@ class TrainConfig:
     # pooled features: a baseline), "full" (every backbone weight, BatchNorm statistics frozen: a
     # baseline), "none" (proxies only).
     trainable: str = "ica"
-    epochs: int = 2
-    max_steps: int = 0  # > 0: stop after this many steps (whatever the epochs)
+    # The budget in optimiser steps (dva_train.budget.resolve_budget, docs/METHOD.md, Training):
+    # steps > 0 is explicit; 0 = scaled with the data, AUTO_STEPS. epochs > 0 overrides both
+    # (epochs x batches per epoch). max_steps > 0 caps whichever applies.
+    steps: int = 0
+    epochs: int = 0
+    max_steps: int = 0
+    # Batch composition; a split with fewer classes than classes_per_batch gets all its classes
+    # per batch, and more images of each (dva_train.budget.fit_batch; the log says so).
     classes_per_batch: int = 8
     images_per_class: int = 4
     lr: float | None = None  # the trained weights; not set: TRAINABLE_DEFAULTS[trainable]
@@ -147,6 +168,9 @@ class TrainConfig:
     # (onnxruntime, exported once into $DVA_CACHE/onnx/) on the CPU when installed, else torch.
     frozen_runtime: str = "auto"
     eval_every: int = 1  # epochs; 0 = only at the end
+    # Early stopping: end the run after this many evaluations in a row without a better MAP@R on
+    # the VALIDATION split (data.val_classes); never on the test split. 0 = off.
+    patience: int = 3
     eval_frozen: bool = True  # also evaluate the frozen backbone before training (baseline row)
     num_workers: int = 0
     batch_size_eval: int = 64
@@ -182,9 +206,11 @@ class DataConfig:
     dataset: str = "cub100"
     root: str = ""
     protocol: str = "open"
-    # Hold out this many of the training classes for validation (model selection without
-    # touching the test classes); 0 = evaluate on the test split.
-    val_classes: int = 0
+    # Hold out this many of the (last) training classes for validation: periodic evaluation,
+    # best.safetensors and early stopping, without touching the test classes, which are scored
+    # once at the end. 0 = evaluate on the test split. -1 or "auto" = AUTO_VAL_CLASSES's rule
+    # (dva_train.budget.held_out_classes): >= 10 training classes -> max(2, 20%) of them, else 0.
+    val_classes: int = -1
 
 
 @dataclass
@@ -257,8 +283,10 @@ RANGES: dict[str, Bound] = {
     "loss.proxy_temperature": Bound(0, False),
     "loss.tau": Bound(0, False),
     **{f"loss.{k}": Bound(0, True, None, "a loss weight") for k in ("w_disc", "w_bg", "w_con", "beta", "dpt_cos")},
-    "train.epochs": Bound(1, True, None, "train at least one epoch; train.max_steps can stop earlier"),
-    "train.max_steps": Bound(0, True, None, "0 = no limit"),
+    "train.steps": Bound(0, True, None, "0 = scaled with the data (docs/METHOD.md, Training)"),
+    "train.epochs": Bound(0, True, None, "0 = the step budget (train.steps); > 0 overrides it"),
+    "train.max_steps": Bound(0, True, None, "0 = no cap"),
+    "train.patience": Bound(0, True, None, "evaluations without a better validation MAP@R; 0 = off"),
     "train.classes_per_batch": Bound(1, True, 1024, _BATCH),
     "train.images_per_class": Bound(1, True, 256, _BATCH),
     "train.lr": Bound(0, False, None, "a negative rate trains backwards; adapters use ~1e-3"),
@@ -275,8 +303,9 @@ RANGES: dict[str, Bound] = {
     "train.threads": Bound(0, True, 1024, "0 = leave as is"),
     "train.collapse_fraction": Bound(0, True, 1, "0 = off; 0.5 = stop below half the frozen backbone's figures"),
     "train.collapse_cos": Bound(0, False, 1, "1 = off"),
-    "data.val_classes": Bound(0, True),
+    "data.val_classes": Bound(AUTO, True, None, "auto (or -1) = the hold-out rule; 0 = evaluate on the test split"),
 }
+AUTO_FIELDS = ("data.val_classes",)  # int fields that also read "auto" (stored as AUTO = -1)
 MAX_BATCH = 4096  # train.classes_per_batch x train.images_per_class (each image has up to 3 views)
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
@@ -362,6 +391,8 @@ def _from_dict(cls: type, d: dict[str, Any], source: str, prefix: str = "") -> A
         t = hints[k]
         if dataclasses.is_dataclass(t):
             kwargs[k] = _from_dict(t, v or {}, source, prefix + k + ".")
+        elif prefix + k in AUTO_FIELDS and isinstance(v, str) and v.strip().lower() == "auto":
+            kwargs[k] = AUTO
         else:
             kwargs[k] = _coerce(v, t, f"{source}: {prefix}{k}")
     return cls(**kwargs)
@@ -468,6 +499,22 @@ def resolve_config_path(path: str | Path) -> Path:
         return packaged
     names = sorted(q.stem for q in (Path(__file__).parent / "configs").glob("*.yaml"))
     raise FileNotFoundError(f"config file {p} not found (packaged configs: {', '.join(names)})")
+
+
+PRESET_TAG = "# preset:"  # the first line of a packaged per-backbone preset: "# preset: <one-line description>"
+
+
+def presets() -> dict[str, str]:
+    """The packaged per-backbone presets (``dva train --preset NAME``): name -> its one-line description.
+
+    A preset is a packaged config whose first line is ``# preset: ...`` (src/dva/configs/).
+    """
+    out = {}
+    for p in sorted((Path(__file__).parent / "configs").glob("*.yaml")):
+        first = p.read_text().split("\n", 1)[0]
+        if first.startswith(PRESET_TAG):
+            out[p.stem] = first[len(PRESET_TAG):].strip()
+    return out
 
 
 def parse_overrides(tokens: list[str]) -> list[tuple[str, str]]:

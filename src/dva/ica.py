@@ -10,12 +10,17 @@ CNN: the same parallel bottleneck beside chosen 1x1 convolutions, as 1x1 convs
 in eval mode is a fixed affine map, so the branch acts like a low-rank update of the conv.
 
 ``up`` starts at zero: the adapted model is *exactly* the frozen model at initialisation.
+The same holds at any time for ``alpha = 0``: every branch is multiplied by an embedding-time
+``alpha`` (``ica.alpha``, :func:`set_ica_scale`; 1 in training), which moves the model from the
+frozen backbone (0) to the trained one (1) without retraining (docs/METHOD.md, "Between frozen
+and trained").
 With ``act="identity"`` the branch is linear and :func:`merge_ica` folds it into the frozen
 weight (zero inference overhead).
 """
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 
 import torch
@@ -44,10 +49,14 @@ def resolve(cfg: ICAConfig, fam: str, has_head: bool = True) -> tuple[str, str]:
 
 
 class Bottleneck(nn.Module):
-    """``s * up(act(down(x)))`` on the last dim (``linear``) or channels (``conv``)."""
+    """``alpha * s * up(act(down(x)))`` on the last dim (``linear``) or channels (``conv``).
+
+    ``s`` is the trained scale (fixed or learnable); ``alpha`` a plain float set at load time,
+    not a tensor: it is neither trained nor saved, and a traced graph holds it as a constant.
+    """
 
     def __init__(self, d_in: int, d_out: int, rank: int, act: str, scale: float, learnable_scale: bool,
-                 conv: bool = False, stride: int | tuple = 1) -> None:
+                 conv: bool = False, stride: int | tuple = 1, alpha: float = 1.0) -> None:
         super().__init__()
         # act and rank come from a validated ICAConfig (dva.config.validate: choices and bounds).
         if conv:
@@ -64,16 +73,22 @@ class Bottleneck(nn.Module):
             self.scale = nn.Parameter(s)
         else:
             self.register_buffer("scale", s, persistent=False)
+        self.alpha = float(alpha)
         self.enabled = True
 
+    def effective_scale(self) -> torch.Tensor:
+        """``alpha * s``; at ``alpha = 1`` the trained ``s`` itself (no extra op in training)."""
+        return self.scale if self.alpha == 1.0 else self.scale * self.alpha
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.scale * self.up(self.act(self.down(x)))
+        # alpha = 0 gives exact zeros (0 * finite), so ``base(x) + 0`` is the frozen output bit for bit.
+        return self.effective_scale() * self.up(self.act(self.down(x)))
 
     def delta_weight(self) -> torch.Tensor:
-        """The (linear) update ``s * W_up @ W_down`` as an ``(out, in)`` matrix."""
+        """The (linear) update ``alpha * s * W_up @ W_down`` as an ``(out, in)`` matrix."""
         wd = self.down.weight.flatten(1)
         wu = self.up.weight.flatten(1)
-        return self.scale * (wu @ wd)
+        return self.effective_scale() * (wu @ wd)
 
 
 class QKVAdapter(nn.Module):
@@ -86,7 +101,8 @@ class QKVAdapter(nn.Module):
         self.dim = base.out_features // 3
         self.parts = parts
         self.ica_branches = nn.ModuleDict({
-            p: Bottleneck(d, self.dim, cfg.rank, cfg.act, cfg.scale, cfg.learnable_scale) for p in parts
+            p: Bottleneck(d, self.dim, cfg.rank, cfg.act, cfg.scale, cfg.learnable_scale, alpha=cfg.alpha)
+            for p in parts
         })
         self.enabled = True
 
@@ -121,7 +137,7 @@ class ConvAdapter(nn.Module):
         super().__init__()
         self.base = base
         self.ica_branch = Bottleneck(base.in_channels, base.out_channels, cfg.rank, cfg.act, cfg.scale,
-                                     cfg.learnable_scale, conv=True, stride=base.stride)
+                                     cfg.learnable_scale, conv=True, stride=base.stride, alpha=cfg.alpha)
         self.enabled = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -222,6 +238,40 @@ def ica_modules(model: nn.Module) -> Iterator[nn.Module]:
 
 def ica_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [p for m in ica_modules(model) for n, p in m.named_parameters() if n.startswith("ica_")]
+
+
+def _bottlenecks(model: nn.Module) -> list[Bottleneck]:
+    return [b for m in ica_modules(model)
+            for b in (m.ica_branches.values() if isinstance(m, QKVAdapter) else [m.ica_branch])]
+
+
+def set_ica_scale(model: nn.Module, alpha: float) -> int:
+    """Multiply every adapter branch of ``model`` by ``alpha`` (replacing the previous alpha).
+
+    0 = the frozen backbone exactly, 1 = the trained adapters; values outside [0, 1]
+    extrapolate. Returns how many branches were set.
+
+    Raises:
+        ValueError: ``alpha`` is not a finite number, or ``model`` has no adapters.
+    """
+    alpha = float(alpha)
+    if not math.isfinite(alpha):
+        raise ValueError(f"ica scale must be a finite number, got {alpha!r}")
+    branches = _bottlenecks(model)
+    if not branches:
+        raise ValueError("an ICA scale needs a model with adapters (train.trainable=ica); a full or head "
+                         "fine-tune is moved toward the frozen weights with `dva interpolate` instead")
+    for b in branches:
+        b.alpha = alpha
+    return len(branches)
+
+
+def ica_scale(model: nn.Module) -> float | None:
+    """The common ``alpha`` of ``model``'s adapter branches (None without adapters)."""
+    alphas = {b.alpha for b in _bottlenecks(model)}
+    if len(alphas) > 1:
+        raise ValueError(f"adapter branches carry different ICA scales {sorted(alphas)}; set one with set_ica_scale")
+    return alphas.pop() if alphas else None
 
 
 @contextlib.contextmanager

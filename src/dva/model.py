@@ -14,7 +14,7 @@ from torch import nn
 
 from dva import backbone as bb
 from dva.config import DVAConfig, validate
-from dva.ica import apply_ica, first_adapted_stage, ica_disabled, ica_parameters
+from dva.ica import apply_ica, first_adapted_stage, ica_disabled, ica_parameters, set_ica_scale
 
 
 class DVAModel(nn.Module):
@@ -55,6 +55,18 @@ class DVAModel(nn.Module):
 
     def adapter_parameters(self) -> list[nn.Parameter]:
         return ica_parameters(self.encoder)
+
+    def set_ica_scale(self, alpha: float) -> None:
+        """Scale every adapter's output by ``alpha`` at embedding time (0 = frozen, 1 = trained).
+
+        Recorded in ``cfg.ica.alpha`` too, so a checkpoint saved afterwards keeps it
+        (docs/METHOD.md, "Between frozen and trained").
+
+        Raises:
+            ValueError: no adapters (a full/head baseline: see :func:`dva.checkpoint.interpolate`).
+        """
+        set_ica_scale(self.encoder, alpha)
+        self.cfg.ica.alpha = float(alpha)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Final feature map (CNN) or normalised token sequence (ViT)."""

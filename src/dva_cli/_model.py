@@ -16,7 +16,7 @@ DEFAULT_BACKBONE = "mobilenetv2_100"
 
 
 def add_model_arguments(p: argparse.ArgumentParser, runtime: bool = False) -> None:
-    """Add ``--checkpoint``, ``--backbone``, ``--weights``, ``--img-size`` and ``--device``.
+    """Add ``--checkpoint``, ``--backbone``, ``--weights``, ``--img-size``, ``--device`` and ``--ica-scale``.
 
     ``runtime``: also ``--runtime torch|onnx|auto`` (commands that only embed; ``report`` and
     ``boxes`` need the torch model's activation maps and stay on torch).
@@ -30,6 +30,11 @@ def add_model_arguments(p: argparse.ArgumentParser, runtime: bool = False) -> No
                         "the checkpoint's own)")
     g.add_argument("--img-size", type=int, default=None, help="input size (default: the model's)")
     g.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu)")
+    g.add_argument("--ica-scale", type=float, default=None, metavar="A",
+                   help="scale every adapter's output by A in [0, 1] at embedding time: 0 = the frozen "
+                        "backbone, 1 = the trained adapters (default: the checkpoint's own, 1 after "
+                        "`dva train`). Part of the model fingerprint: an index built at one scale refuses "
+                        "queries at another. Adapter checkpoints only (full/head: `dva interpolate`)")
     if runtime:
         g.add_argument("--runtime", choices=RUNTIMES, default="auto",
                        help="who runs the model: torch, or onnx (onnxruntime; the model is exported once "
@@ -47,4 +52,4 @@ def embedder_from_args(args: argparse.Namespace) -> EmbedderLike:
         weights = "bundled"
     return load_embedder(checkpoint=args.checkpoint, backbone=args.backbone or DEFAULT_BACKBONE,
                          weights=weights, img_size=args.img_size, device=args.device,
-                         runtime=getattr(args, "runtime", "torch"))
+                         runtime=getattr(args, "runtime", "torch"), ica_scale=getattr(args, "ica_scale", None))

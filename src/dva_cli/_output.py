@@ -33,3 +33,14 @@ def refuse_existing(path: str | Path | None, overwrite: bool, option: str = "--o
         raise ValueError(f"{option} {p} is a folder: name the file to write")
     if p.exists() and not overwrite:
         raise ValueError(f"{option} {p} exists: pass --overwrite to replace it, or choose another {option}")
+
+
+def refuse_file_for_folder(path: str | Path | None, option: str = "--out") -> None:
+    """Refuse a folder output (``dva embed``, ``dva index``) that names an existing file.
+
+    Raises:
+        ValueError: naming the file and the way on.
+    """
+    if path and Path(path).is_file():
+        raise ValueError(f"{option} {path} is a file, but this command writes a folder there: "
+                         f"name a new or existing folder (e.g. {Path(path).with_suffix('')}_out/)")

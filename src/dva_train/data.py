@@ -26,12 +26,13 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from dva.config import DVAConfig
+from dva.config import AUTO, DVAConfig
 from dva.ica import ica_disabled
 from dva.model import DVAModel
 from dva.opa.geometry import Boxes
 from dva.runtime.frozen import FrozenRunner
 from dva.transforms import eval_transform, train_transform, view_transform
+from dva_train.budget import BatchShape, fit_batch, held_out_classes
 from dva_train.distributed import DistInfo, gather_rows
 from dva_train.prefix_cache import PrefixCache, build_prefix_cache, cache_keys
 from dva_train.sampler import rank_slice
@@ -50,28 +51,49 @@ class TrainData:
     num_classes: int
     eval_name: str  # "test" or "val"
     notes: list[str] = field(default_factory=list)  # what the run log should say about the split
+    val_note: str = ""  # data.val_classes=auto: what the hold-out rule decided, and why
+    # Whether evaluations during training choose best.safetensors: on a validation split, or on the
+    # test split when data.val_classes=0 was asked for. Not with data.val_classes=auto on a split too
+    # small to hold classes out: no default run selects on the test split.
+    select: bool = True
+    # The batch composition fitted to the split (dva_train.budget.fit_batch): the loop reads it,
+    # not train.classes_per_batch / images_per_class.
+    batch: BatchShape = BatchShape(8, 4)
+    # With a validation hold-out (eval_name "val"): the test split, scored once at the end for the
+    # model validation chose; empty otherwise (the evaluation split IS the test split).
+    test_paths: list[str] = field(default_factory=list)
+    test_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
 def prepare_data(cfg: DVAConfig) -> TrainData:
-    """Read the dataset split; optionally carve a validation split out of the training classes.
+    """Read the dataset split; carve a validation split out of the training classes (data.val_classes).
 
     The split is checked against the batch settings at once (:func:`check_split`), before any
-    box or cache work.
+    box or cache work; the batch composition is fitted to it (:func:`dva_train.budget.fit_batch`).
     """
     from dva.data import load_split
 
     split = load_split(cfg.data.dataset, cfg.data.root, cfg.data.protocol)
     train, evals, name = split.train, split.test, "test"
     classes = sorted({r.label for r in train})
-    if cfg.data.val_classes:
-        if cfg.data.val_classes >= len(classes):
-            raise ValueError(f"data.val_classes={cfg.data.val_classes} leaves no training class of {len(classes)}")
-        val = set(classes[-cfg.data.val_classes:])  # the last training classes: never the test ones
+    n_val, val_note = held_out_classes(cfg.data.val_classes, len(classes))
+    tests: list = []
+    if n_val:
+        if n_val >= len(classes):
+            raise ValueError(f"data.val_classes={n_val} leaves no training class of {len(classes)}: "
+                             f"set --data.val_classes {len(classes) // 5} or 0")
+        val = set(classes[-n_val:])  # the last training classes: never the test ones
+        tests = evals
         evals = [r for r in train if r.label in val]
         train = [r for r in train if r.label not in val]
         classes = [c for c in classes if c not in val]
         name = "val"
-    notes = check_split(cfg, train, evals, name)
+    notes = check_split(cfg, train, evals, name, n_val)
+    if tests:
+        from dva.data.protocols import check_retrievable
+
+        check_retrievable(tests, "test split")
+    shape, batch_note = fit_batch(cfg.train, list(Counter(r.label for r in train).values()))
     remap = {c: i for i, c in enumerate(classes)}
     return TrainData(
         train_paths=[r.path for r in train],
@@ -81,25 +103,31 @@ def prepare_data(cfg: DVAConfig) -> TrainData:
         annotated={r.path: r.box for r in train if r.box is not None},
         num_classes=len(classes),
         eval_name=name,
-        notes=notes,
+        notes=notes + ([batch_note] if batch_note else []),
+        val_note=val_note,
+        select=bool(n_val) or cfg.data.val_classes != AUTO,
+        batch=shape,
+        test_paths=[r.path for r in tests],
+        test_labels=np.array([r.label for r in tests], dtype=np.int64),
     )
 
 
-def check_split(cfg: DVAConfig, train: Sequence, evals: Sequence, eval_name: str) -> list[str]:
+def check_split(cfg: DVAConfig, train: Sequence, evals: Sequence, eval_name: str, n_val: int = 0) -> list[str]:
     """Refuse a split the batches cannot be drawn from (ValueError naming value, count and fix).
 
-    Returns notes for the log: classes smaller than ``train.images_per_class``, whose images the
-    sampler repeats within a batch (:func:`dva_train.sampler.epoch_batches` refills a class's
-    pool when it runs out) rather than refuse them.
+    Fewer classes than ``train.classes_per_batch`` is no error: the batch is fitted to the split
+    (:func:`dva_train.budget.fit_batch`). Returns notes for the log: classes smaller than
+    ``train.images_per_class``, whose images the sampler repeats within a batch
+    (:func:`dva_train.sampler.epoch_batches` refills a class's pool when it runs out).
     """
     from dva.data.protocols import check_retrievable
 
     tc, counts = cfg.train, Counter(r.label for r in train)
-    held = f" (data.val_classes={cfg.data.val_classes} holds {cfg.data.val_classes} more out for validation)" \
-        if cfg.data.val_classes else ""
-    if tc.classes_per_batch > len(counts):
-        raise ValueError(f"train.classes_per_batch={tc.classes_per_batch} but the training split has only "
-                         f"{len(counts)} classes{held}: set --train.classes_per_batch {len(counts)} or lower")
+    held = f" (data.val_classes holds {n_val} more out for validation: --data.val_classes 0 keeps them)" \
+        if n_val else ""
+    if len(counts) < 2:
+        raise ValueError(f"the training split has {len(counts)} class{held}: a proxy loss needs at least 2 classes "
+                         "(give the dataset more class folders)")
     if max(counts.values()) < 2:
         raise ValueError(f"training split: every class holds a single image ({len(counts)} classes), so a batch "
                          "has no two images of a class: give classes at least 2 images each")
@@ -258,25 +286,34 @@ class ImageBatches(BatchSource):
     def embed_batch(self, model: DVAModel, batch: Batch) -> torch.Tensor:
         return model(batch.x)
 
-    @torch.no_grad()
     def _embed(self, model: DVAModel, paths: list[str], info: DistInfo, adapted: bool = True) -> np.ndarray | None:
-        from dva.runtime.protocol import _Paths
+        return embed_paths(model, paths, self.cfg, self.data_cfg, info, adapted, self.runner)
 
-        model.eval()
-        idx = np.arange(info.rank, len(paths), info.world)  # disjoint strided shards: no duplicates
-        tf = eval_transform(self.cfg.backbone.img_size, self.data_cfg)
-        ds = Subset(_Paths(paths, tf), idx.tolist())
-        rows: list[torch.Tensor] = []
-        loader = DataLoader(ds, batch_size=self.cfg.train.batch_size_eval, num_workers=self.cfg.train.num_workers)
-        # Not a bare loop: tqdm.auto's constructor already calls iter(loader) once, and each
-        # DataLoader iterator draws a seed from the torch RNG; online augmentation follows that
-        # sequence, so the extra draw is part of the run's results.
-        frozen = self.runner.embed if self.runner is not None and not adapted else None
-        with _adapters(model, adapted):
-            for x in tqdm(loader, desc="eval", disable=True):
-                rows.append(frozen(x) if frozen else model.embed(x.to(info.device), adapted=adapted).float().cpu())
-        emb = torch.cat(rows).numpy() if rows else np.zeros((0, model.dim), np.float32)
-        return gather_rows(info, idx, emb, len(paths))
+
+@torch.no_grad()
+def embed_paths(model: DVAModel, paths: list[str], cfg: DVAConfig, data_cfg: dict, info: DistInfo,
+                adapted: bool = True, runner: FrozenRunner | None = None) -> np.ndarray | None:
+    """L2-normalised embeddings of ``paths`` in the evaluation pipeline, gathered on rank 0 (None elsewhere).
+
+    ``runner``: computes the frozen embeddings (``adapted=False``), e.g. through onnxruntime.
+    """
+    from dva.runtime.protocol import _Paths
+
+    model.eval()
+    idx = np.arange(info.rank, len(paths), info.world)  # disjoint strided shards: no duplicates
+    tf = eval_transform(cfg.backbone.img_size, data_cfg)
+    ds = Subset(_Paths(paths, tf), idx.tolist())
+    rows: list[torch.Tensor] = []
+    loader = DataLoader(ds, batch_size=cfg.train.batch_size_eval, num_workers=cfg.train.num_workers)
+    # Not a bare loop: tqdm.auto's constructor already calls iter(loader) once, and each
+    # DataLoader iterator draws a seed from the torch RNG; online augmentation follows that
+    # sequence, so the extra draw is part of the run's results.
+    frozen = runner.embed if runner is not None and not adapted else None
+    with _adapters(model, adapted):
+        for x in tqdm(loader, desc="eval", disable=True):
+            rows.append(frozen(x) if frozen else model.embed(x.to(info.device), adapted=adapted).float().cpu())
+    emb = torch.cat(rows).numpy() if rows else np.zeros((0, model.dim), np.float32)
+    return gather_rows(info, idx, emb, len(paths))
 
 
 def build_batches(cfg: DVAConfig, model: DVAModel, data: TrainData, boxes: Boxes, info: DistInfo,

@@ -34,7 +34,10 @@ from dva.opa.geometry import Boxes
 from dva.opa.sources import compute_boxes, min_score
 from dva.runtime.frozen import FrozenRunner, frozen_runner
 from dva.utils import atomic_write_json, seed_everything
-from dva_train.data import Batch, BatchSource, TrainData, build_batches, opa_views, prepare_data, use_prefix_cache
+from dva.checkpoint import load_into
+from dva_train.budget import Budget, resolve_budget
+from dva_train.data import (Batch, BatchSource, TrainData, build_batches, embed_paths, opa_views, prepare_data,
+                            use_prefix_cache)
 from dva_train.distributed import DistInfo, any_rank, barrier, cleanup, init_distributed
 from dva_train.guard import Finding, Guard, lr_fix, lr_warning, mean_pairwise_cosine
 from dva_train.runlog import RunLog
@@ -157,6 +160,8 @@ def _setup(cfg: DVAConfig, info: DistInfo, opts: _Options, run_id: str = "") -> 
     barrier(info)
     log = RunLog(out / "log.jsonl", info.main, quiet=not opts.progress, run_id=run_id)
     data = prepare_data(cfg)
+    if data.val_note:
+        log.alert(data.val_note, kind="validation")
     for note in data.notes:
         log.alert(note, kind="warning")
     model = build_model(cfg, data.num_classes).to(info.device)
@@ -237,11 +242,11 @@ class _Stop(Exception):
         self.finding = finding
 
 
-def _optimizer(run: _Run) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler, int]:
-    """AdamW (trained weights, proxies), its cosine schedule, and the number of steps."""
+def _optimizer(run: _Run) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler, Budget]:
+    """AdamW (trained weights, proxies), its cosine schedule, and the step budget (:func:`resolve_budget`)."""
     tc, model = run.cfg.train, run.model
-    steps_per_epoch = max(1, len(run.data.train_labels) // (tc.classes_per_batch * tc.images_per_class))
-    total = tc.max_steps or steps_per_epoch * tc.epochs
+    budget = resolve_budget(tc, len(run.data.train_labels), run.data.batch.size)
+    total, steps_per_epoch = budget.schedule, budget.steps_per_epoch
     warm = int(tc.warmup_epochs * steps_per_epoch)
     opt = torch.optim.AdamW([
         {"params": [p for n, p in model.named_parameters() if p.requires_grad and n != "proxies"], "lr": tc.lr,
@@ -249,7 +254,7 @@ def _optimizer(run: _Run) -> tuple[torch.optim.Optimizer, torch.optim.lr_schedul
         {"params": [model.proxies], "lr": tc.proxy_lr, "weight_decay": 0.0},
     ], eps=tc.adam_eps)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, [_lr_lambda(total, warm, True), _lr_lambda(total, warm, False)])
-    return opt, sched, total
+    return opt, sched, budget
 
 
 class _Trainer:
@@ -264,7 +269,8 @@ class _Trainer:
             self.ddp = torch.nn.parallel.DistributedDataParallel(
                 self.objective, device_ids=[info.local_rank] if info.device.type == "cuda" else None,
                 broadcast_buffers=False)
-        opt, sched, self.total = _optimizer(run)
+        opt, sched, self.budget = _optimizer(run)
+        self.total = self.budget.steps
         scaler = torch.amp.GradScaler(enabled=tc.amp and info.device.type == "cuda")
         self.state = TrainState(model, opt, sched, scaler)
         self.state.pos.run_id = run.log.run_id
@@ -279,6 +285,9 @@ class _Trainer:
         self.stopped: Finding | None = None
         self.findings: list[dict] = []
         self.train_s, self.n_img = 0.0, 0
+        self.stale = 0  # evaluations in a row without a better validation MAP@R (early stopping)
+        self.early_stop: str = ""  # why the run stopped early, if it did
+        self.test: dict[str, dict | None] = {}  # val runs: the test split, scored once at the end
 
     @property
     def pos(self) -> Position:
@@ -303,7 +312,13 @@ class _Trainer:
         run.log.write(kind="setup", **self.params, prefix_cache=self.source.from_prefix, boxes=n_box,
                       train_images=len(run.data.train_labels), eval_images=len(run.data.eval_paths),
                       prep_seconds=prep_s, trainable=tc.trainable, lr=tc.lr, warmup_epochs=tc.warmup_epochs,
-                      defaults_for_trainable=list(tc.defaulted))
+                      defaults_for_trainable=list(tc.defaulted), steps=self.total, budget=self.budget.rule,
+                      classes_per_batch=run.data.batch.classes, images_per_class=run.data.batch.images,
+                      eval_split=run.data.eval_name, early_stopping=self._patience())
+        run.log.alert(f"budget: {self.total} steps ({self.budget.rule}); batches of {run.data.batch.classes} classes x "
+                      f"{run.data.batch.images} images; evaluation on the {run.data.eval_name} split"
+                      + (f", early stopping after {self._patience()} evaluations without a better MAP@R"
+                         if self._patience() else ""), kind="budget")
         warning = lr_warning(tc)
         if warning:
             run.log.alert(warning, kind="warning")
@@ -323,7 +338,8 @@ class _Trainer:
                 self.pos.frozen = {**self.frozen, "mean_cos": self.eval_cos}
                 run.log.write(kind="eval", split=run.data.eval_name, epoch=0, step=0, frozen=True, **self.frozen,
                               mean_cos=self.eval_cos)
-                self.state.save_best(run.out, self.frozen, 0, run.data.eval_name)
+                if run.data.select:
+                    self.state.save_best(run.out, self.frozen, 0, run.data.eval_name)
 
     def resumed(self) -> None:
         """A resumed run: the frozen figures the guard compares with come from the state."""
@@ -332,19 +348,27 @@ class _Trainer:
         if saved:
             self.frozen, self.frozen_done = saved, True
 
+    def _patience(self) -> int:
+        """``train.patience`` when the run evaluates on a validation split; 0 (never stop early) on the test split."""
+        return self.run.cfg.train.patience if self.run.data.eval_name == "val" else 0
+
     def fit(self) -> None:
-        """Epochs from the current position until ``train.epochs`` or ``total`` steps, or a stop."""
+        """Epochs from the current position until ``total`` steps, an early stop (validation only), or a stop."""
         tc, pos = self.run.cfg.train, self.pos
         try:
-            for epoch in range(pos.epoch, tc.epochs):
+            for epoch in range(pos.epoch, self.budget.epochs):
                 if pos.step >= self.total:
                     break
                 self._epoch(epoch, pos.batch_in_epoch)
                 pos.epoch, pos.batch_in_epoch = epoch + 1, 0
-                last_epoch = epoch + 1 == tc.epochs or pos.step >= self.total
-                if (tc.eval_every and (epoch + 1) % tc.eval_every == 0) or last_epoch:
+                last_epoch = epoch + 1 == self.budget.epochs or pos.step >= self.total
+                # A run that selects nothing (data.select false) evaluates only at the end.
+                periodic = tc.eval_every and (epoch + 1) % tc.eval_every == 0 and self.run.data.select
+                if periodic or last_epoch:
                     self._evaluate_epoch(epoch + 1)
                 self._save(self.metrics)
+                if self.early_stop:
+                    break
         except _Stop as stop:
             self.stopped = stop.finding  # saved by finish(), with the metrics of this step
 
@@ -352,8 +376,10 @@ class _Trainer:
         """The batches ``skip, ...`` of one epoch (fewer if the step budget runs out)."""
         run, tc, pos = self.run, self.run.cfg.train, self.pos
         run.model.train()
-        batches = epoch_batches(run.data.train_labels, tc.classes_per_batch, tc.images_per_class, tc.seed, epoch)
-        bar = tqdm(total=len(batches), initial=skip, desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not run.progress)
+        shape = run.data.batch
+        batches = epoch_batches(run.data.train_labels, shape.classes, shape.images, tc.seed, epoch)
+        bar = tqdm(total=len(batches), initial=skip, desc=f"epoch {epoch + 1}/{self.budget.epochs}",
+                   disable=not run.progress)
         t_ep, agg, n_agg = time.time(), {}, 0
         steps = self.source.epoch(epoch, batches, skip)
         for bi in range(skip, len(batches)):
@@ -436,10 +462,19 @@ class _Trainer:
         if run.info.main:
             run.log.write(kind="eval", split=run.data.eval_name, epoch=epoch, step=self.pos.step, **self.metrics,
                           mean_cos=self.eval_cos)
-            if self.metrics["map@r"] > self.pos.best:
+            if run.data.select and self.metrics["map@r"] > self.pos.best:
                 self.state.save_best(run.out, self.metrics, epoch, run.data.eval_name)
+                self.stale = 0
+            else:
+                self.stale += 1
             finding = self.guard.check_eval(self.pos.step, self.metrics, self.frozen)
         self._check(finding)
+        # Early stopping, decided on rank 0's count and shared (every rank leaves the loop together).
+        patience = self._patience()
+        if patience and any_rank(run.info, self.stale >= patience) and self.pos.step < self.total:
+            self.early_stop = (f"early stop at step {self.pos.step} of {self.total}: {patience} evaluations without "
+                               f"a better validation MAP@R (best: step {self.pos.best_step}; train.patience=0 turns it off)")
+            run.log.alert(self.early_stop, kind="early_stop", step=self.pos.step)
 
     def _save(self, metrics: dict | None = None) -> None:
         if self.run.info.main:
@@ -456,6 +491,7 @@ class _Trainer:
             self.frozen = self.evaluate(adapted=False)
         if self.stopped is not None:
             self._save(self.metrics)
+        self._score_test()
         summary = {"status": "stopped" if self.stopped else "completed",
                    "collapse": self.stopped.to_dict() if self.stopped else None, "findings": self.findings,
                    "metrics": self.metrics, "frozen_metrics": self.frozen, "params": self.params,
@@ -463,11 +499,41 @@ class _Trainer:
                    "train_img_per_s": self.n_img / max(self.train_s, 1e-9), "steps": self.pos.step,
                    "prefix_cache": self.source.from_prefix, "boxes": n_box, "checkpoint": str(run.out / LAST_FILE),
                    "checkpoints": self._checkpoints(), "eval_split": run.data.eval_name,
+                   "test_metrics": self.test.get("trained"), "test_frozen_metrics": self.test.get("frozen"),
+                   "test_model": self.test.get("model"), "budget": {"steps": self.total, "rule": self.budget.rule},
+                   "batch": {"classes_per_batch": run.data.batch.classes, "images_per_class": run.data.batch.images},
+                   "early_stop": self.early_stop or None,
                    "worse_than_frozen": (not self.metrics["map@r"] >= self.frozen["map@r"]  # nan: worse
                                          if self.metrics and self.frozen else None)}
         if run.info.main:
             atomic_write_json(run.out / SUMMARY_FILE, summary)
         return summary
+
+    def _score_test(self) -> None:
+        """A run that validated on held-out training classes: score the test split once, for the
+        model validation chose (``best.safetensors``; the frozen backbone when it is the best) and
+        for the frozen backbone. Nothing here selects or stops: the figures are only reported."""
+        run = self.run
+        if run.data.eval_name != "val" or not run.data.test_paths:
+            return
+        barrier(run.info)  # best.safetensors is written by rank 0
+        best = run.out / BEST_FILE
+        if self.pos.best_step >= 0 and best.is_file():
+            load_into(run.model, best)
+        dcfg = run.model.data_cfg
+        trained = embed_paths(run.model, run.data.test_paths, run.cfg, dcfg, run.info, True)
+        frozen = embed_paths(run.model, run.data.test_paths, run.cfg, dcfg, run.info, False) \
+            if run.cfg.train.eval_frozen else None
+        if not run.info.main:
+            return
+        from dva.metrics import retrieval_metrics
+
+        self.test = {"trained": retrieval_metrics(trained, run.data.test_labels),
+                     "frozen": retrieval_metrics(frozen, run.data.test_labels) if frozen is not None else None,
+                     "model": {"path": str(best), "step": self.pos.best_step, "chosen_on": "val"}
+                     if self.pos.best_step >= 0 else {"path": str(run.out / LAST_FILE), "step": self.pos.step}}
+        run.log.write(kind="eval", split="test", step=self.pos.step, model_step=self.test["model"]["step"],
+                      **self.test["trained"], frozen_test=self.test["frozen"])
 
     def _checkpoints(self) -> dict[str, Any]:
         """What ``last.safetensors`` and ``best.safetensors`` hold."""

@@ -86,3 +86,14 @@ def test_boxes_refuses_a_file_it_did_not_write_and_rewrites_its_own(tmp_path, ca
     assert [json.loads(ln)["kept"] for ln in out.read_text().splitlines()] == [False, False]
     assert main([*cmd, "--out", str(other), "--overwrite"]) == 0
     assert json.loads(other.read_text().splitlines()[0])["source"] == "annotations"
+
+
+@pytest.mark.parametrize("command", ["embed", "index"])
+def test_folder_outputs_refuse_a_file_before_any_work(tmp_path, capsys, command):
+    out = _existing(tmp_path / "emb")
+    args = (["embed", "--checkpoint", str(tmp_path / "missing.safetensors"), "--images", str(tmp_path)]
+            if command == "embed" else ["index", "--embeddings", str(tmp_path / "missing")])
+    assert main([*args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {out} is a file, but this command writes a folder there" in err
+    assert "Traceback" not in err and out.read_text() == "keep me"

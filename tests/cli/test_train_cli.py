@@ -15,7 +15,8 @@ def _args(root, out, *extra):
     return ["train", "--data.dataset", "synthetic", "--data.root", str(root), "--output_dir", str(out),
             "--backbone.img_size", "64", "--ica.rank", "4", "--opa.box_source", "annotations",
             "--train.classes_per_batch", "4", "--train.images_per_class", "2", "--train.batch_size_eval", "32",
-            "--train.threads", "1", "--train.log_every", "2", "--no-progress", *extra]
+            "--train.threads", "1", "--train.log_every", "2", "--no-progress",
+            "--data.val_classes", "0", *extra]  # evaluate (and keep best.safetensors) on the test split, as before
 
 
 def _log(out):
@@ -86,14 +87,18 @@ def test_warn_goes_on_to_the_end_and_says_so(synthetic_root, tmp_path, capsys):
 
 
 # --------------------------------------------------------------------------- input checks, at once
-def test_classes_per_batch_above_the_training_classes_is_refused_before_any_work(synthetic_root, tmp_path, capsys):
-    out = tmp_path / "run"
-    rc = main(_args(synthetic_root, out, "--opa.box_source", "self", "--train.classes_per_batch", "9"))
-    err = capsys.readouterr().err
-    assert rc == 2
-    assert "train.classes_per_batch=9 but the training split has only 8 classes" in err
-    assert "set --train.classes_per_batch 8 or lower" in err
-    assert not (out / "boxes.json").exists()  # refused before the box pass
+def test_classes_per_batch_above_the_training_classes_is_fitted_not_refused(synthetic_root):
+    # Once refused; now every class goes into each batch, with as many images as the classes hold
+    # (8 classes of 8 images, 9 x 2 asked: 8 x 3 = 24), and the log says so (dva_train.budget.fit_batch).
+    from dva.config import load_config
+    from dva_train.data import prepare_data
+
+    tokens = [t for t in _args(synthetic_root, "unused", "--train.classes_per_batch", "9") if t not in ("train", "--no-progress")]
+    cfg = load_config(None, tokens)
+    d = prepare_data(cfg)
+    assert (d.batch.classes, d.batch.images) == (8, 3)
+    assert d.notes == ["batch: train.classes_per_batch=9 but the training split has 8 classes: 8 classes x 3 images "
+                       "per batch instead of 9 x 2 (set --train.classes_per_batch / --train.images_per_class to choose)"]
 
 
 def _relabelled(synthetic_root, tmp_path, keep):

@@ -288,3 +288,74 @@ def test_api_routes_and_merges(client, world):
     assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
     assert {h["domain"] for h in hits} == {"shapes", "stripes"}  # k = both galleries: every image, tagged
     assert all(h["image_url"] == f"domains/{h['domain']}/image/{h['id']}" for h in hits)
+
+
+# ----------------------------------------------------------------------------- the commands
+def _domain_args(world) -> list[str]:
+    return [a for s in world["specs"] for a in ("--domain", f"{s.name}={s.checkpoint}:{s.index}")]
+
+
+def test_search_command_with_domains(world, capsys, monkeypatch, tmp_path):
+    import json
+
+    from dva_cli.cli import main
+
+    monkeypatch.setenv("DVA_CACHE", str(tmp_path / "cache"))
+    q = [str(p) for p in world["held"]["stripes"][:2]]
+    assert main(["search", *_domain_args(world), "--k", "3", "--search-in", "stripes", "--json", *q]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [r["domain"] for r in out] == ["stripes", "stripes"] and len(out[0]["hits"]) == 3
+    assert all(h["domain"] == "stripes" for r in out for h in r["hits"])
+    assert main(["search", *_domain_args(world), "--k", "4", "--search-in", "all", *q[:1]]) == 0
+    text = capsys.readouterr().out
+    assert "-> domain all" in text and "domain" in text.splitlines()[1]
+    assert main(["search", *_domain_args(world), "--k", "2", *q[:1]]) == 0  # routed
+    assert "(routed, margin " in capsys.readouterr().out
+    assert main(["search", *_domain_args(world), "--search-in", "cars", *q[:1]]) == 2
+    assert "unknown domain 'cars'" in capsys.readouterr().err
+    assert main(["search", "--index", world["specs"][0].index, *_domain_args(world), *q[:1]]) == 2
+    assert "not both" in capsys.readouterr().err
+
+
+def test_serve_command_with_domains(world, monkeypatch, tmp_path, capsys):
+    import dva.retrieval.serve as serve_mod
+    from dva_cli.cli import main
+
+    monkeypatch.setenv("DVA_CACHE", str(tmp_path / "cache"))
+    seen = {}
+    monkeypatch.setattr(serve_mod, "serve", lambda *a, **kw: seen.update(kw))  # no uvicorn
+    f = tmp_path / "domains.yaml"
+    a, b = world["specs"]
+    f.write_text(f"domains:\n  {a.name}: {{checkpoint: {a.checkpoint}, index: {a.index}}}\n"
+                 f"  {b.name}: {{checkpoint: {b.checkpoint}, index: {b.index}}}\n")
+    assert main(["serve", "--domains", str(f), "--router", "adapted", "--k", "5"]) == 0
+    assert seen["domains"].names == ["shapes", "stripes"] and seen["domains"].router == "adapted"
+    assert seen["default_k"] == 5 and "serving 2 domains on one frozen backbone" in capsys.readouterr().out
+    assert main(["serve", "--checkpoint", a.checkpoint, *_domain_args(world)]) == 2
+    assert "--checkpoint goes with --index" in capsys.readouterr().err
+    assert main(["serve"]) == 2
+    assert "give --index" in capsys.readouterr().err
+
+
+def test_a_full_fine_tune_keeps_its_own_backbone(world, tmp_path):
+    """A domain whose whole backbone was trained shares nothing, and still gives its own embeddings."""
+    cfg = DVAConfig()
+    cfg.backbone.name, cfg.backbone.weights, cfg.backbone.img_size = NAME, str(world["weights"]), SIZE
+    cfg.train.trainable = "full"
+    model = build_model(cfg, num_classes=3)
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for p in model.encoder.parameters():
+            p.mul_(1 + 0.05 * torch.randn(p.shape, generator=g))
+    ckpt = tmp_path / "full.safetensors"
+    save_checkpoint(ckpt, model)
+    one = load_embedder(checkpoint=str(ckpt), runtime="torch")
+    items = [GalleryItem(str(p), 0) for p in world["held"]["shapes"]]
+    spec = DomainSpec("full", str(ckpt), str(_index(ckpt, items, tmp_path)))
+    ds = load_domains([world["specs"][0], spec], router="adapted")
+    x = _x(ds, world["held"]["stripes"])
+    cos = (ds.embed(x)["full"] * one.embed_tensor(x).numpy()).sum(1)
+    assert cos.min() >= 0.99999 and ds.shared.alone == {"full"}
+    full_stem = ds.shared.models["full"].encoder.conv_stem.weight
+    assert full_stem.data_ptr() != ds.shared.base.conv_stem.weight.data_ptr()
+    assert not torch.equal(full_stem, ds.shared.base.conv_stem.weight)  # its own trained weights

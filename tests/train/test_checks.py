@@ -32,10 +32,13 @@ def test_images_per_class_above_the_smallest_class_is_noted_and_repeats_images(s
     assert len(batch) == 18 and len(set(batch.tolist())) < 18  # what the note says: repeats within a batch
 
 
-def test_classes_per_batch_is_checked_against_the_split_with_validation_classes(synthetic_root):
-    with pytest.raises(ValueError, match=r"classes_per_batch=8 but the training split has only 6 classes "
-                                         r"\(data.val_classes=2 holds 2 more out"):
-        prepare_data(_cfg(synthetic_root, "--data.val_classes", "2"))  # default 8 classes per batch
+def test_classes_per_batch_is_fitted_to_the_split_with_validation_classes(synthetic_root):
+    # 8 training classes, 2 held out: 6 left for the default 8 classes per batch -> 6 x 6 (about 32 images).
+    d = prepare_data(_cfg(synthetic_root, "--data.val_classes", "2"))
+    assert (d.batch.classes, d.batch.images, d.num_classes) == (6, 6, 6)
+    assert d.notes[-1] == ("batch: train.classes_per_batch=8 but the training split has 6 classes: 6 classes x 6 "
+                           "images per batch instead of 8 x 4 (set --train.classes_per_batch / "
+                           "--train.images_per_class to choose)")
 
 
 def _fake_run(cfg, paths):

@@ -62,7 +62,7 @@ ROUTERS = ("frozen", "adapted")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
-class UnknownDomainError(LookupError):
+class UnknownDomainError(ValueError, LookupError):
     """A request named a domain the server does not have (the message lists the known ones)."""
 
 
@@ -190,11 +190,20 @@ class SharedBackbone:
     def __init__(self, base: nn.Module, models: dict[str, DVAModel], device: torch.device) -> None:
         self.base, self.models, self.device = base.eval(), models, device
         self.n_stages = len(bb.stages(base))
+        # A full fine-tune trained the backbone itself: it has its own copy and shares no prefix.
+        self.alone = {n for n, m in models.items() if m.cfg.train.trainable == "full"}
 
     def stops(self, names: Sequence[str], frozen: bool = False) -> list[int]:
         """The distinct splits of ``names`` (and the last stage when the frozen embedding is wanted)."""
-        s = {self.models[n].split for n in names} | ({self.n_stages} if frozen or not names else set())
-        return sorted(s)
+        s = {self.models[n].split for n in names if n not in self.alone}
+        return sorted(s | ({self.n_stages} if frozen or not s else set()))
+
+    def embed(self, name: str, hs: dict[int, torch.Tensor], x: torch.Tensor,
+              rows: Sequence[int] | None = None) -> torch.Tensor:
+        """Domain ``name``'s embeddings of ``x`` (``rows`` of it): from the shared prefixes, or whole when alone."""
+        if name in self.alone:
+            return self.full(name, x if rows is None else x[list(rows)])
+        return self.suffix(name, hs, None if rows is None else torch.as_tensor(list(rows)))
 
     @torch.no_grad()
     def prefixes(self, x: torch.Tensor, stops: Sequence[int]) -> dict[int, torch.Tensor]:
@@ -346,8 +355,8 @@ class DomainSet:
             return None
         if domain == ALL or domain in self.domains:
             return domain
-        raise UnknownDomainError(f"unknown domain {domain!r}: this server has {', '.join(self.names)} "
-                                 f"(or {ALL!r} for every domain, or no domain to route the query)")
+        raise UnknownDomainError(f"unknown domain {domain!r}: the domains are {', '.join(self.names)} "
+                                 f"(or {ALL!r} for every domain, or none to route the query)")
 
     def info(self) -> dict:
         """What ``/api/info`` says about the domains and how they are served."""
@@ -367,7 +376,7 @@ class DomainSet:
         if not self.share_prefix:
             return {n: self._full(n, x) for n in names}
         hs = self.shared.prefixes(x, self.shared.stops(names))
-        return {n: self.shared.suffix(n, hs).numpy() for n in names}
+        return {n: self.shared.embed(n, hs, x).numpy() for n in names}
 
     def _full(self, name: str, x: torch.Tensor) -> np.ndarray:
         if self.shared is not None:
@@ -450,8 +459,7 @@ class DomainSet:
         vecs: list[np.ndarray | None] = [None] * len(routes)
         for n in {r.domain for r in routes}:  # only the chosen domains' suffixes run
             rows = [i for i, r in enumerate(routes) if r.domain == n]
-            e = (self.shared.suffix(n, hs, torch.as_tensor(rows)) if self.share_prefix
-                 else self.shared.full(n, x[rows])).numpy()
+            e = (self.shared.embed(n, hs, x, rows) if self.share_prefix else self.shared.full(n, x[rows])).numpy()
             for j, i in enumerate(rows):
                 vecs[i] = e[j]
         return routes, vecs  # type: ignore[return-value]

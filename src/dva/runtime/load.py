@@ -14,7 +14,8 @@ from dva.runtime.torch_embedder import Embedder
 
 
 def load_embedder(checkpoint: str | None = None, backbone: str | None = None, weights: str | None = "bundled",
-                  img_size: int | None = None, device: str = "cpu", runtime: str = "torch") -> EmbedderLike:
+                  img_size: int | None = None, device: str = "cpu", runtime: str = "torch",
+                  ica_scale: float | None = None) -> EmbedderLike:
     """An embedder from a checkpoint, or the frozen zero-shot backbone.
 
     Args:
@@ -28,18 +29,27 @@ def load_embedder(checkpoint: str | None = None, backbone: str | None = None, we
             (an :class:`OnnxEmbedder` of the same model, exported once into the cache, see
             :func:`dva.runtime.cache.onnx_cache_path`) or ``auto`` (onnx on CPU when onnx and
             onnxruntime are installed, else torch). The fingerprint is the same for all.
+        ica_scale: embedding-time adapter scale alpha in [0, 1] for an adapter checkpoint
+            (0 = the frozen backbone, 1 = the trained adapters; None = the checkpoint's own,
+            normally 1). It enters the fingerprint: an index built at one scale refuses
+            queries embedded at another.
 
     Raises:
-        ValueError: an unknown ``runtime`` (or a checkpoint that does not fit its backbone).
+        ValueError: an unknown ``runtime``, a checkpoint that does not fit its backbone, or an
+            ``ica_scale`` outside [0, 1] or without an adapter checkpoint.
     """
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+    if ica_scale is not None and not checkpoint:
+        raise ValueError("an ICA scale (--ica-scale) needs an adapter checkpoint (--checkpoint); the frozen "
+                         "backbone has no adapters to scale")
     if checkpoint:
         from dva.checkpoint import load_checkpoint
 
         # The checkpoint names its backbone weights; only an explicit other source overrides them
         # (e.g. a local file instead of the hub). The fingerprint check still applies.
-        model, _ = load_checkpoint(checkpoint, weights=weights if weights not in (None, "bundled") else None)
+        model, _ = load_checkpoint(checkpoint, weights=weights if weights not in (None, "bundled") else None,
+                                   ica_scale=ica_scale)
         if img_size:
             model.cfg.backbone.img_size = img_size
     else:

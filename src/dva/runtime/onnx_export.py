@@ -16,7 +16,9 @@ torch :class:`dva.runtime.torch_embedder.Embedder` exactly and to be checked aga
 * ``dva.model`` — human-readable description (backbone, weights, adapters, merged or not).
 
 Adapters with ``ica.act=identity`` are merged into the frozen weights first
-(:func:`dva.ica.merge_ica`, zero overhead). GELU/ReLU adapters of a CNN are rewritten for the
+(:func:`dva.ica.merge_ica`, zero overhead); an embedding-time adapter scale ``alpha``
+(``--ica-scale``) multiplies the merged weight delta, ``W + alpha * s * W_up W_down``, and is a
+constant factor on the branch of the other adapters, so the export scales exactly as torch does. GELU/ReLU adapters of a CNN are rewritten for the
 runtime without changing what they compute (:func:`fold_adapter_norms`): the frozen BatchNorm
 after an adapted conv is folded into the conv and the adapter's ``up`` weights, and the
 bottleneck is zero-padded to a multiple of 16 channels, so that onnxruntime fuses the conv,
@@ -36,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from dva.ica import ConvAdapter, ica_modules, merge_ica
+from dva.ica import ConvAdapter, ica_modules, ica_scale, merge_ica
 from dva.utils import atomic_write_bytes
 
 if TYPE_CHECKING:
@@ -126,7 +128,8 @@ def _adapter_acts(model: nn.Module) -> list[str]:
 def config_digest(embedder: Embedder) -> str:
     """Hash of what shapes the exported graph beyond the fingerprint (see the module docstring)."""
     cfg = embedder.model.cfg
-    scales = [float(b.scale) for m in ica_modules(embedder.model)
+    # alpha * s per branch: the embedding-time --ica-scale shapes the graph (a constant in it).
+    scales = [float(b.effective_scale()) for m in ica_modules(embedder.model)
               for b in (m.ica_branches.values() if hasattr(m, "ica_branches") else [m.ica_branch])]
     blob = {"format": FORMAT, "opset": OPSET, "rewrite": REWRITE, "fingerprint": embedder.fingerprint,
             "ica": cfg.ica.__dict__ if cfg.ica.enabled else None, "scales": scales,
@@ -139,7 +142,8 @@ def export_metadata(embedder: Embedder, merged: int) -> dict[str, str]:
     cfg = embedder.model.cfg
     model = {"backbone": cfg.backbone.name, "weights": cfg.backbone.weights,
              "adapters": bool(embedder.model.adapted), "merged_adapters": merged,
-             "adapter_act": cfg.ica.act if embedder.model.adapted else None}
+             "adapter_act": cfg.ica.act if embedder.model.adapted else None,
+             "ica_scale": ica_scale(embedder.model.encoder)}
     return {
         "dva.format": FORMAT,
         "dva.fingerprint": embedder.fingerprint,

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from dva.ica import ica_scale
 from dva.model import DVAModel
 from dva.runtime.protocol import embed_image_files, embed_pil_images
 from dva.transforms import eval_transform
@@ -36,6 +37,12 @@ class Embedder:
             if p.requires_grad and n != "proxies":
                 h.update(n.encode())
                 h.update(p.detach().cpu().contiguous().numpy().tobytes())
+        alpha = ica_scale(model.encoder)
+        if alpha is not None and alpha != 1.0:
+            # The embedding-time adapter scale (--ica-scale) changes every vector but no tensor:
+            # hashed so that an index built at one scale refuses queries at another. Scale 1
+            # adds nothing, so the fingerprints of existing indexes stay valid.
+            h.update(f"ica.alpha={alpha!r}".encode())
         h.update(str(self.img_size).encode())
         self.fingerprint = h.hexdigest()[:16]
 

@@ -69,6 +69,9 @@ def _has_cuda() -> bool:
 def run(args: argparse.Namespace) -> int:
     from dva.retrieval.store.embed import embed_gallery
     from dva.retrieval.store.gallery import list_images
+    from dva_cli._output import refuse_file_for_folder
+
+    refuse_file_for_folder(args.out)  # before the model loads
 
     rank, world = _start_distributed()
     try:

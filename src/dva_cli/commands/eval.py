@@ -27,8 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     _model.add_model_arguments(p, runtime=True)
     g = add_data_arguments(p)
-    g.add_argument("--split", default="test", choices=("test", "train"),
-                   help="which images to retrieve among, leave-one-out (default test)")
+    g.add_argument("--split", default="test", choices=("test", "train", "all"),
+                   help="which images to retrieve among, leave-one-out (default test); all: every image of the "
+                        "dataset, train and test classes together (score a model on a whole folder)")
     p.add_argument("--k", default="1,2,4,8", help="the K of Recall@K (default 1,2,4,8)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=0, help="image-decoding processes (default 0)")
@@ -57,8 +58,14 @@ def run(args: argparse.Namespace) -> int:
         split = load_split(args.dataset, args.root, args.protocol, args.strict_counts)
     for w in split.warnings:
         print(f"WARNING: {w}", file=sys.stderr)
+    which = args.split
+    if which == "all":  # leave-one-out over every image: the test set becomes train + test (labels are global ids)
+        import dataclasses
+
+        split = dataclasses.replace(split, test=[*split.train, *split.test], query=None, gallery=None)
+        which = "test"
     # Before the model is built: a split that cannot measure retrieval fails here, in a second.
-    excluded = check_evaluable(split, args.split)
+    excluded = check_evaluable(split, which)
     for w in excluded:
         print(f"WARNING: {w}", file=sys.stderr)
 
@@ -66,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     embedder = _model.embedder_from_args(args)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # check_evaluable's warnings, printed above
-        ev = evaluate(embedder, split, args.split, ks, batch_size=args.batch_size, num_workers=args.workers,
+        ev = evaluate(embedder, split, which, ks, batch_size=args.batch_size, num_workers=args.workers,
                       progress=not args.no_progress)
     if args.save_embeddings:
         out_npz = Path(args.save_embeddings)
@@ -78,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
         "metrics": ev.metrics, "dataset": split.name, "root": str(Path(args.root).resolve()),
         "protocol": split.protocol, "split": args.split, "mode": ev.mode, **ev.stats, "classes": ev.classes,
         "checkpoint": args.checkpoint, "backbone": args.backbone or (None if args.checkpoint else _model.DEFAULT_BACKBONE),
-        "weights": args.weights, "img_size": embedder.img_size, "embedder_fingerprint": embedder.fingerprint,
+        "weights": args.weights, "ica_scale": args.ica_scale, "img_size": embedder.img_size,
+        "embedder_fingerprint": embedder.fingerprint,
         "runtime": getattr(embedder, "runtime", "torch"),
         "dim": embedder.dim, "embed_seconds": round(ev.embed_seconds, 2),
         "total_seconds": round(time.perf_counter() - t0, 2),

@@ -40,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
     adapters = ("no adapters" if not info["adapters"] else
                 f"{info['merged_adapters']} identity adapters merged" if info["merged_adapters"] else
                 f"{info['adapter_act']} adapters")
+    if info.get("ica_scale") not in (None, 1.0):
+        adapters += f" at scale {info['ica_scale']:g}"
     print(f"wrote {args.out}: {info['backbone']} ({info['weights']} weights), {adapters}, dim {meta['dva.dim']}, "
           f"{meta['dva.img_size']} px, "
           f"model {meta['dva.fingerprint']}; onnxruntime vs torch on 2 random inputs: min cosine {cos:.7f}")

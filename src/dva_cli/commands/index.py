@@ -38,6 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dva.retrieval.index import build_index
+    from dva_cli._output import refuse_file_for_folder
+
+    refuse_file_for_folder(args.out)
 
     gi = build_index(args.embeddings, args.out, kind=args.kind, nlist=args.nlist, m=args.m,
                      nbits=args.nbits, nprobe=args.nprobe, train_size=args.train_size,

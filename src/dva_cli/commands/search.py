@@ -4,8 +4,12 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dva_cli import _model  # module attribute lookup: stays patchable in tests
+
+if TYPE_CHECKING:
+    from dva.retrieval.domains import DomainSet, DomainSpec
 
 NAME = "search"
 HELP = "Search an index with query images; print the top-k gallery images."
@@ -23,15 +27,75 @@ def positive_int(text: str) -> int:
     return value
 
 
+# dva.retrieval.domains.ROUTERS, spelled out here: building the parser must not import torch and faiss.
+ROUTERS = ("frozen", "adapted")
+
+
+def add_domain_arguments(p: argparse.ArgumentParser) -> None:
+    """``--domain`` (repeatable), ``--domains FILE``, ``--router``, ``--route-sample`` (``search`` and ``serve``)."""
+    g = p.add_argument_group("several domains on one frozen backbone (instead of --index/--checkpoint)")
+    g.add_argument("--domain", action="append", default=[], metavar="NAME=CHECKPOINT:INDEX",
+                   help="a domain: its name, checkpoint and index (repeat for each domain; NAME=:INDEX = the "
+                        "frozen backbone). All checkpoints must share one backbone, its weights and input size")
+    g.add_argument("--domains", metavar="FILE",
+                   help="a YAML file 'domains: {NAME: {checkpoint: FILE, index: FOLDER}, ...}' (paths relative to it)")
+    g.add_argument("--router", choices=ROUTERS, default="frozen",
+                   help="how a query without a domain finds one: frozen (default: the frozen embedding against "
+                        "prototypes of each gallery, made at start-up from a sample of its images and cached) or "
+                        "adapted (each domain's own embedding against its index vectors)")
+    g.add_argument("--route-sample", type=positive_int, default=256,
+                   help="gallery images (frozen) or vectors (adapted) per domain behind its prototypes (default 256)")
+
+
+def domain_specs(args: argparse.Namespace) -> list[DomainSpec]:
+    """The domains of the command line (none: the classic ``--index``/``--checkpoint`` form).
+
+    Raises:
+        ValueError: both forms, neither, or a malformed ``--domain``/``--domains``.
+    """
+    from dva.retrieval.domains import parse_domain, read_domains_file
+
+    specs = [parse_domain(t) for t in args.domain] + (read_domains_file(args.domains) if args.domains else [])
+    if specs and args.index:
+        raise ValueError("give either --index (one gallery) or --domain/--domains (several), not both")
+    if specs and args.checkpoint:
+        raise ValueError("--checkpoint goes with --index; with --domain each domain names its own checkpoint "
+                         "(NAME=CHECKPOINT:INDEX)")
+    if not specs and not args.index:
+        raise ValueError("give --index INDEX (with --checkpoint), or --domain NAME=CHECKPOINT:INDEX for each domain")
+    return specs
+
+
+def load_domain_set(args: argparse.Namespace, specs: list[DomainSpec]) -> DomainSet:
+    """Every domain on one frozen backbone (torch: the multi-domain path has no onnxruntime graphs)."""
+    import sys
+
+    from dva.retrieval.domains import load_domains
+
+    if getattr(args, "runtime", "auto") == "onnx":
+        print("note: several domains run on torch (one frozen backbone shared by their adapters); "
+              "--runtime onnx applies to a single --index", file=sys.stderr)
+    ds = load_domains(specs, backbone=args.backbone, weights=args.weights, img_size=args.img_size,
+                      device=args.device, router=args.router, route_sample=args.route_sample)
+    if getattr(args, "nprobe", None):
+        for d in ds.domains.values():
+            d.index.set_nprobe(args.nprobe)
+    return ds
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     _model.add_model_arguments(p, runtime=True)
-    p.add_argument("--index", required=True, help="an index directory from `dva index`")
+    p.add_argument("--index", help="an index directory from `dva index` (or --domain, below)")
     p.add_argument("queries", nargs="*", metavar="QUERY_IMAGE",
                    help="query image files (a folder's images: FOLDER/*.jpg, or list them with --query-list)")
     p.add_argument("--query-list", help="a list file of query images: one path per line, or CSV path[,label]")
     p.add_argument("--k", type=positive_int, default=10, help="hits per query (default 10)")
     p.add_argument("--nprobe", type=positive_int, default=None, help="IVF lists visited (IVF-PQ only)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_domain_arguments(p)
+    p.add_argument("--search-in", metavar="NAME|all", default=None,
+                   help="with --domain: search this domain, or all (merged, each hit tagged); default: route "
+                        "each query to the domain it most likely belongs to")
 
 
 def query_paths(queries: list[str], query_list: str | None) -> list[str]:
@@ -63,16 +127,23 @@ def run(args: argparse.Namespace) -> int:
     from dva.retrieval.search import search_paths
 
     queries = query_paths(args.queries, args.query_list)
+    specs = domain_specs(args)
+    if args.search_in and not specs:
+        raise ValueError("--search-in chooses among --domain/--domains; with --index there is one gallery")
+    if specs:
+        ds = load_domain_set(args, specs)
+        ds.resolve(args.search_in)  # an unknown name fails before any image is read
+        return _print(ds.search_paths(queries, k=args.k, domain=args.search_in), args.json)
     index = GalleryIndex.load(args.index)
     embedder = _model.embedder_from_args(args)
     index.check_fingerprint(embedder.fingerprint)  # before any image work
     if args.nprobe:
         index.set_nprobe(args.nprobe)
-    results = search_paths(index, embedder, queries, k=args.k)
-    if args.json:
-        print(json.dumps([r.to_dict() for r in results], indent=1))
-    else:
-        print(format_results(results))
+    return _print(search_paths(index, embedder, queries, k=args.k), args.json)
+
+
+def _print(results: list, as_json: bool) -> int:
+    print(json.dumps([r.to_dict() for r in results], indent=1) if as_json else format_results(results))
     return 0
 
 
@@ -86,11 +157,25 @@ def format_results(results: list) -> str:
     labels = [h.label for r in results for h in r.hits]
     labelled = any(lab is not None for lab in labels)
     width = max([5] + [len(_cell(lab, LABEL_WIDTH)) for lab in labels])
+    # Several domains: each hit carries its domain (a column when a query searched them all).
+    merged = any(r.extra.get("domain") == "all" for r in results)
+    dwidth = max([6] + [len(str(getattr(h, "domain", ""))) for r in results for h in r.hits]) if merged else 0
     lines = []
     for r in results:
-        lines.append(f"query {r.query}")
-        lines.append(f"  {'rank':>4}  {'cosine':>7}  " + (f"{'label':<{width}}  " if labelled else "") + "gallery image")
+        lines.append(f"query {r.query}{_where(r.extra)}")
+        lines.append(f"  {'rank':>4}  {'cosine':>7}  " + (f"{'domain':<{dwidth}}  " if merged else "")
+                     + (f"{'label':<{width}}  " if labelled else "") + "gallery image")
         for h in r.hits:
+            dom = f"{getattr(h, 'domain', ''):<{dwidth}}  " if merged else ""
             lab = f"{_cell(h.label, width):<{width}}  " if labelled else ""
-            lines.append(f"  {h.rank:4d}  {h.score:7.4f}  {lab}{h.path}")
+            lines.append(f"  {h.rank:4d}  {h.score:7.4f}  {dom}{lab}{h.path}")
     return "\n".join(lines)
+
+
+def _where(extra: dict) -> str:
+    """`` -> domain NAME`` (routed: with the margin over the runner-up), or nothing for one gallery."""
+    route = extra.get("route")
+    if route:
+        margin = "" if route.get("margin") is None else f", margin {route['margin']:.3f}"
+        return f"  -> domain {route['domain']} (routed{margin})"
+    return f"  -> domain {extra['domain']}" if extra.get("domain") else ""

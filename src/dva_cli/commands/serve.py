@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from dva_cli import _model  # module attribute lookup: stays patchable in tests
-from dva_cli.commands.search import positive_int
+from dva_cli.commands.search import add_domain_arguments, domain_specs, load_domain_set, positive_int
 
 NAME = "serve"
 HELP = "Serve an index over HTTP: a search page at / and a JSON API (POST /search)."
@@ -12,7 +12,7 @@ HELP = "Serve an index over HTTP: a search page at / and a JSON API (POST /searc
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     _model.add_model_arguments(p, runtime=True)
-    p.add_argument("--index", required=True, help="an index directory from `dva index`")
+    p.add_argument("--index", help="an index directory from `dva index` (or --domain, below)")
     p.add_argument("--host", default="127.0.0.1",
                    help="interface to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
@@ -24,6 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--public-url", default=None,
                    help="the address clients reach the service at, e.g. https://search.example.org (behind "
                         "a proxy); answers then link images under it (default: relative links)")
+    add_domain_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,12 +32,20 @@ def run(args: argparse.Namespace) -> int:
     from dva.retrieval.serve import public_base, serve
 
     public_base(args.public_url)  # a malformed address is refused before the model loads
+    where = f" (public address {args.public_url})" if args.public_url else ""
+    limits = {"default_k": args.k, "max_upload_bytes": int(args.max_upload_mb * 2**20),
+              "max_decodes": args.max_decodes, "nprobe": args.nprobe, "public_url": args.public_url}
+    specs = domain_specs(args)
+    if specs:
+        ds = load_domain_set(args, specs)
+        print(f"serving {len(ds)} domains on one frozen backbone ("
+              + ", ".join(f"{n}: {len(d.index)} images" for n, d in ds.domains.items())
+              + f"; router {ds.router}) on http://{args.host}:{args.port}/{where}")
+        serve(host=args.host, port=args.port, domains=ds, **limits)
+        return 0
     index = GalleryIndex.load(args.index)
     embedder = _model.embedder_from_args(args)
     index.check_fingerprint(embedder.fingerprint)
-    where = f" (public address {args.public_url})" if args.public_url else ""
     print(f"serving {len(index)} images from {args.index} on http://{args.host}:{args.port}/{where}")
-    serve(index, embedder, host=args.host, port=args.port, default_k=args.k,
-          max_upload_bytes=int(args.max_upload_mb * 2**20), max_decodes=args.max_decodes,
-          nprobe=args.nprobe, public_url=args.public_url)
+    serve(index, embedder, host=args.host, port=args.port, **limits)
     return 0

@@ -21,7 +21,17 @@ _ROWS = (("recall@1", "R@1"), ("recall@2", "R@2"), ("recall@4", "R@4"), ("recall
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="YAML config (see configs/); omitted keys keep their defaults")
+    from dva.config import presets
+
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = ("presets (--preset NAME; tuned on cub100 validation classes, see the file's comments):\n"
+                + "\n".join(f"  {name:<12} {line}" for name, line in presets().items()))
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--config", help="YAML config (a file, or a packaged name: demo, cub200_vitb16, or a preset); "
+                                      "omitted keys keep their defaults")
+    src.add_argument("--preset", choices=sorted(presets()), metavar="NAME",
+                     help="a packaged per-backbone preset for your own photos (listed below): --config NAME, with "
+                          "data.dataset folder unless --data.dataset is given; e.g. --preset lite2 --data.root photos/")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last.safetensors if present")
     p.add_argument("--resume-with-changes", action="store_true",
                    help="with --resume: continue even if the config differs from the run's (the differences are logged)")
@@ -53,7 +63,14 @@ def comparison_table(frozen: dict[str, float] | None, trained: dict[str, float] 
 
 def report(summary: dict[str, Any]) -> str:
     """What ``dva train`` prints at the end: the table, the checkpoints, the warnings."""
-    out = [comparison_table(summary.get("frozen_metrics"), summary.get("metrics"), summary.get("eval_split", "test"))]
+    split = summary.get("eval_split", "test")
+    out = [comparison_table(summary.get("frozen_metrics"), summary.get("metrics"), "val" if split == "val" else split)]
+    if summary.get("test_metrics"):  # a run that validated: the test split, scored once for the chosen model
+        model = summary.get("test_model") or {}
+        out.append(comparison_table(summary.get("test_frozen_metrics"), summary["test_metrics"], "test")
+                   + f"\n(test: the model validation chose, step {model.get('step')}; scored once, selects nothing)")
+    if summary.get("early_stop"):
+        out.append(summary["early_stop"])
     cps = summary.get("checkpoints") or {}
     last, best = cps.get("last"), cps.get("best")
     if last:
@@ -80,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
 
     from dva.config import load_config
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config or args.preset, args.overrides)
     if args.print_config:
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         return 0

@@ -1,0 +1,115 @@
+"""What a run's data decide: the validation hold-out, the batch composition and the step budget.
+
+Three pure rules (docs/METHOD.md, Training), each returning the value and a sentence for the
+log, so that a user sees what was chosen and which key overrides it:
+
+* :func:`held_out_classes` — ``data.val_classes=auto``: enough training classes -> some are
+  held out for validation (model selection and early stopping never see the test split);
+* :func:`fit_batch` — ``train.classes_per_batch`` / ``images_per_class`` shrunk or grown to what
+  the training split holds, instead of refusing a small dataset;
+* :func:`resolve_budget` — ``train.steps`` / ``train.epochs`` / the data-scaled default.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from dva.config import AUTO, AUTO_STEPS, AUTO_VAL_CLASSES, TrainConfig
+
+
+def held_out_classes(requested: int, n_classes: int) -> tuple[int, str]:
+    """How many of ``n_classes`` training classes to hold out for validation, and why.
+
+    Args:
+        requested: ``data.val_classes``: ``AUTO`` (-1) for the rule, else the explicit count.
+        n_classes: classes in the training split before the hold-out.
+
+    Returns:
+        ``(count, note)``; ``auto`` holds out ``max(2, round(20%))`` when there are at least 10
+        classes, else none (the note then says the run trains a fixed budget and selects nothing).
+    """
+    if requested != AUTO:
+        return requested, ""
+    r = AUTO_VAL_CLASSES
+    if n_classes < r["min_classes"]:
+        return 0, (f"data.val_classes=auto: the training split has {n_classes} classes (< {r['min_classes']:g}), "
+                   "too few to hold some out for validation: training runs the fixed step budget, with no early "
+                   "stopping, and the test split is evaluated only to report (best.safetensors = the frozen "
+                   "backbone or the last model, never chosen by a test score)")
+    n = max(int(r["min"]), round(r["fraction"] * n_classes))
+    return n, (f"data.val_classes=auto: {n} of the {n_classes} training classes are held out for validation "
+               f"(periodic evaluation, best.safetensors, early stopping); the test split is scored once at the end "
+               f"(--data.val_classes N sets the count, 0 evaluates on the test split)")
+
+
+class BatchShape(NamedTuple):
+    """The batch composition a run uses: ``classes`` x ``images`` per class."""
+
+    classes: int
+    images: int
+
+    @property
+    def size(self) -> int:
+        return self.classes * self.images
+
+
+def fit_batch(tc: TrainConfig, counts: Sequence[int]) -> tuple[BatchShape, str]:
+    """``train.classes_per_batch`` x ``images_per_class`` fitted to a split with ``counts`` images per class.
+
+    Fewer classes than ``classes_per_batch``: every class in each batch, and more images of each
+    (up to the median class size) so that a batch keeps about its configured size. The note
+    (empty when nothing changed) names the keys that override it.
+    """
+    asked = BatchShape(tc.classes_per_batch, tc.images_per_class)
+    if asked.classes <= len(counts):
+        return asked, ""
+    classes = len(counts)
+    median = sorted(counts)[len(counts) // 2]
+    images = max(asked.images, min(math.ceil(asked.size / classes), median))
+    shape = BatchShape(classes, images)
+    return shape, (f"batch: train.classes_per_batch={asked.classes} but the training split has {classes} classes: "
+                   f"{classes} classes x {images} images per batch instead of {asked.classes} x {asked.images} "
+                   f"(set --train.classes_per_batch / --train.images_per_class to choose)")
+
+
+class Budget(NamedTuple):
+    """The number of optimisation steps, the batches per epoch, where the number came from, and
+    the length of the cosine schedule (``schedule``: = ``steps`` except in one case, below)."""
+
+    steps: int
+    steps_per_epoch: int
+    rule: str
+    schedule: int
+
+    @property
+    def epochs(self) -> int:
+        """Passes of the sampler needed for ``steps`` (the last one may stop part-way)."""
+        return max(1, math.ceil(self.steps / self.steps_per_epoch))
+
+
+def resolve_budget(tc: TrainConfig, n_train: int, batch_size: int) -> Budget:
+    """The step budget of a run on ``n_train`` training images in batches of ``batch_size``.
+
+    ``train.epochs > 0`` wins (epochs x batches per epoch), then ``train.steps > 0``; otherwise
+    ``clamp(AUTO_STEPS["epochs"] x batches per epoch, min, max)``. ``train.max_steps > 0`` caps the result.
+
+    One quirk is kept for the recorded benchmark runs (``--train.epochs E --train.max_steps M``,
+    before train.steps existed): with both set, the cosine schedule spans ``M`` steps even when the
+    ``E`` epochs end sooner, so those runs stay reproducible.
+    """
+    spe = max(1, n_train // batch_size)  # dva_train.sampler.epoch_batches draws this many per epoch
+    if tc.epochs:
+        steps, rule = tc.epochs * spe, f"train.epochs={tc.epochs} x {spe} batches per epoch"
+    elif tc.steps:
+        steps, rule = tc.steps, f"train.steps={tc.steps}"
+    else:
+        a = AUTO_STEPS
+        raw = a["epochs"] * spe
+        steps = min(a["max"], max(a["min"], raw))
+        rule = (f"train.steps=auto: {a['epochs']} epochs of {spe} batches = {raw} steps, clamped to "
+                f"[{a['min']}, {a['max']}] (--train.steps N or --train.epochs N to choose)")
+    schedule = tc.max_steps if tc.epochs and tc.max_steps else steps
+    if tc.max_steps and tc.max_steps < steps:
+        steps, rule = tc.max_steps, f"{rule}, capped by train.max_steps={tc.max_steps}"
+    return Budget(steps, spe, rule, min(schedule, steps) if not tc.epochs else schedule)

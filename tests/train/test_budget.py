@@ -1,0 +1,75 @@
+"""The rules the data decide (src/dva_train/budget.py): step budget, validation hold-out, batch shape."""
+import pytest
+
+from dva.config import AUTO, AUTO_STEPS, load_config
+from dva_train.budget import fit_batch, held_out_classes, resolve_budget
+
+
+def _tc(*extra):
+    return load_config(None, list(extra)).train
+
+
+# --------------------------------------------------------------------------- the step budget
+def test_explicit_steps_are_the_budget_whatever_the_data():
+    b = resolve_budget(_tc("--train.steps", "37"), n_train=10_000, batch_size=32)
+    assert (b.steps, b.schedule, b.steps_per_epoch, b.rule) == (37, 37, 312, "train.steps=37")
+    assert b.epochs == 1
+
+
+def test_epochs_override_the_steps():
+    b = resolve_budget(_tc("--train.steps", "500", "--train.epochs", "3"), n_train=480, batch_size=24)
+    assert (b.steps, b.steps_per_epoch, b.epochs) == (60, 20, 3)
+    assert b.rule == "train.epochs=3 x 20 batches per epoch"
+
+
+def test_max_steps_caps_and_keeps_the_recorded_benchmark_schedule():
+    # --train.epochs E --train.max_steps M, as the benchmark passes them: the cosine spans M.
+    b = resolve_budget(_tc("--train.epochs", "2", "--train.max_steps", "184"), n_train=2362, batch_size=32)
+    assert (b.steps, b.schedule) == (146, 184)  # 2 x 73 batches, schedule as before train.steps existed
+    b = resolve_budget(_tc("--train.epochs", "3", "--train.max_steps", "184"), n_train=2362, batch_size=32)
+    assert (b.steps, b.schedule) == (184, 184)
+    b = resolve_budget(_tc("--train.steps", "300", "--train.max_steps", "50"), n_train=100, batch_size=10)
+    assert (b.steps, b.schedule) == (50, 50) and b.rule.endswith("capped by train.max_steps=50")
+
+
+@pytest.mark.parametrize("n_train,batch,steps", [
+    (480, 24, AUTO_STEPS["min"]),        # the small flower set: 2 epochs = 40 steps -> the floor (200)
+    (2953, 32, AUTO_STEPS["min"]),       # cub100: 2 x 92 = 184 -> 200
+    (8054, 32, 2 * 251),                 # cars196 open set: 2 epochs = 502, inside the clamp
+    (500_000, 32, AUTO_STEPS["max"]),    # a large set: the ceiling
+])
+def test_the_default_budget_scales_with_the_data_within_the_clamp(n_train, batch, steps):
+    b = resolve_budget(_tc(), n_train=n_train, batch_size=batch)
+    assert b.steps == b.schedule == steps
+    assert b.rule.startswith("train.steps=auto")
+
+
+# --------------------------------------------------------------------------- the validation hold-out
+@pytest.mark.parametrize("n_classes,held", [(2, 0), (5, 0), (9, 0), (10, 2), (12, 2), (50, 10), (100, 20)])
+def test_auto_holds_out_max_2_or_20_percent_of_at_least_10_classes(n_classes, held):
+    n, note = held_out_classes(AUTO, n_classes)
+    assert n == held
+    assert ("too few to hold some out" in note) == (held == 0)
+
+
+def test_an_explicit_count_is_kept_without_a_note():
+    assert held_out_classes(0, 50) == (0, "")
+    assert held_out_classes(7, 50) == (7, "")
+
+
+def test_val_classes_reads_auto_and_refuses_below_minus_one():
+    assert load_config(None, ["--data.val_classes", "auto"]).data.val_classes == AUTO
+    assert load_config(None, []).data.val_classes == AUTO  # the default
+    with pytest.raises(ValueError, match="data.val_classes=-2 must be >= -1"):
+        load_config(None, ["--data.val_classes", "-2"])
+
+
+# --------------------------------------------------------------------------- the batch shape
+def test_a_batch_is_fitted_to_a_split_with_few_classes():
+    shape, note = fit_batch(_tc(), [96, 80, 80, 80, 80])  # 5 classes, default 8 x 4
+    assert (shape.classes, shape.images, shape.size) == (5, 7, 35)  # ceil(32 / 5) = 7 images per class
+    assert note.startswith("batch: train.classes_per_batch=8 but the training split has 5 classes: 5 classes x 7")
+    shape, _ = fit_batch(_tc(), [3, 3, 3, 3, 3])  # small classes: no more images than the median class holds
+    assert (shape.classes, shape.images) == (5, 4)  # never fewer than asked (the sampler repeats images)
+    shape, note = fit_batch(_tc("--train.classes_per_batch", "4", "--train.images_per_class", "3"), [10] * 5)
+    assert (shape.classes, shape.images, note) == (4, 3, "")  # fits: the values given are kept
