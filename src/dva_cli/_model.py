@@ -15,11 +15,13 @@ if TYPE_CHECKING:
 DEFAULT_BACKBONE = "mobilenetv2_100"
 
 
-def add_model_arguments(p: argparse.ArgumentParser, runtime: bool = False) -> None:
-    """Add ``--checkpoint``, ``--backbone``, ``--weights``, ``--img-size``, ``--device`` and ``--ica-scale``.
+def add_model_arguments(p: argparse.ArgumentParser, runtime: bool = False, ica_scale: bool = False) -> None:
+    """Add ``--checkpoint``, ``--backbone``, ``--weights``, ``--img-size`` and ``--device``.
 
     ``runtime``: also ``--runtime torch|onnx|auto`` (commands that only embed; ``report`` and
     ``boxes`` need the torch model's activation maps and stay on torch).
+    ``ica_scale``: also ``--ica-scale A`` (``eval``, ``embed``, ``export``; elsewhere a checkpoint
+    written by ``dva interpolate`` carries the scale).
     """
     g = p.add_argument_group("model")
     g.add_argument("--checkpoint", help="a checkpoint from `dva train` (backbone + adapters)")
@@ -30,11 +32,12 @@ def add_model_arguments(p: argparse.ArgumentParser, runtime: bool = False) -> No
                         "the checkpoint's own)")
     g.add_argument("--img-size", type=int, default=None, help="input size (default: the model's)")
     g.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu)")
-    g.add_argument("--ica-scale", type=float, default=None, metavar="A",
-                   help="scale every adapter's output by A in [0, 1] at embedding time: 0 = the frozen "
-                        "backbone, 1 = the trained adapters (default: the checkpoint's own, 1 after "
-                        "`dva train`). Part of the model fingerprint: an index built at one scale refuses "
-                        "queries at another. Adapter checkpoints only (full/head: `dva interpolate`)")
+    if ica_scale:
+        g.add_argument("--ica-scale", type=float, default=None, metavar="A",
+                       help="scale every adapter's output by A in [0, 1] at embedding time: 0 = the frozen "
+                            "backbone, 1 = the trained adapters (default: the checkpoint's own, 1 after "
+                            "`dva train`). Part of the model fingerprint: an index built at one scale refuses "
+                            "queries at another. Adapter checkpoints only (full/head: `dva interpolate`)")
     if runtime:
         g.add_argument("--runtime", choices=RUNTIMES, default="auto",
                        help="who runs the model: torch, or onnx (onnxruntime; the model is exported once "

@@ -81,11 +81,13 @@ class Budget(NamedTuple):
     steps_per_epoch: int
     rule: str
     schedule: int
+    max_epochs: int = 0  # train.epochs: the loop also ends after this many epochs (0: steps alone end it)
 
     @property
     def epochs(self) -> int:
-        """Passes of the sampler needed for ``steps`` (the last one may stop part-way)."""
-        return max(1, math.ceil(self.steps / self.steps_per_epoch))
+        """Epochs the loop may run: ``train.epochs``, else as many as ``steps`` need from any
+        position (a resumed run may have moved to a fresh epoch part-way through one)."""
+        return self.max_epochs or self.steps + 1
 
 
 def resolve_budget(tc: TrainConfig, n_train: int, batch_size: int) -> Budget:
@@ -112,4 +114,4 @@ def resolve_budget(tc: TrainConfig, n_train: int, batch_size: int) -> Budget:
     schedule = tc.max_steps if tc.epochs and tc.max_steps else steps
     if tc.max_steps and tc.max_steps < steps:
         steps, rule = tc.max_steps, f"{rule}, capped by train.max_steps={tc.max_steps}"
-    return Budget(steps, spe, rule, min(schedule, steps) if not tc.epochs else schedule)
+    return Budget(steps, spe, rule, min(schedule, steps) if not tc.epochs else schedule, tc.epochs)

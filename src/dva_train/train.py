@@ -378,7 +378,8 @@ class _Trainer:
         run.model.train()
         shape = run.data.batch
         batches = epoch_batches(run.data.train_labels, shape.classes, shape.images, tc.seed, epoch)
-        bar = tqdm(total=len(batches), initial=skip, desc=f"epoch {epoch + 1}/{self.budget.epochs}",
+        n_epochs = self.budget.max_epochs or math.ceil(self.total / self.budget.steps_per_epoch)
+        bar = tqdm(total=len(batches), initial=skip, desc=f"epoch {epoch + 1}/{n_epochs}",
                    disable=not run.progress)
         t_ep, agg, n_agg = time.time(), {}, 0
         steps = self.source.epoch(epoch, batches, skip)

@@ -13,12 +13,12 @@ def _tc(*extra):
 def test_explicit_steps_are_the_budget_whatever_the_data():
     b = resolve_budget(_tc("--train.steps", "37"), n_train=10_000, batch_size=32)
     assert (b.steps, b.schedule, b.steps_per_epoch, b.rule) == (37, 37, 312, "train.steps=37")
-    assert b.epochs == 1
+    assert b.epochs == 38  # steps alone end the loop
 
 
 def test_epochs_override_the_steps():
     b = resolve_budget(_tc("--train.steps", "500", "--train.epochs", "3"), n_train=480, batch_size=24)
-    assert (b.steps, b.steps_per_epoch, b.epochs) == (60, 20, 3)
+    assert (b.steps, b.steps_per_epoch, b.epochs) == (60, 20, 3)  # epochs also end the loop
     assert b.rule == "train.epochs=3 x 20 batches per epoch"
 
 

@@ -16,7 +16,7 @@ HELP = "Embed a folder or list of images into an embeddings directory (resumable
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    _model.add_model_arguments(p, runtime=True)
+    _model.add_model_arguments(p, runtime=True, ica_scale=True)
     p.add_argument("--images", required=True,
                    help="a directory (searched recursively) or a list file: one path per line, "
                         "or CSV 'path[,label]' (relative paths are relative to the list file)")

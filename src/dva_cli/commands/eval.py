@@ -25,7 +25,7 @@ HELP = "Evaluate retrieval (Recall@K, MAP@R) of a checkpoint or a frozen backbon
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from dva_cli._data import add_data_arguments
 
-    _model.add_model_arguments(p, runtime=True)
+    _model.add_model_arguments(p, runtime=True, ica_scale=True)
     g = add_data_arguments(p)
     g.add_argument("--split", default="test", choices=("test", "train", "all"),
                    help="which images to retrieve among, leave-one-out (default test); all: every image of the "

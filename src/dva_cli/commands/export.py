@@ -11,7 +11,7 @@ HELP = "Export backbone + adapters to ONNX (normalised images -> L2-normalised e
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    _model.add_model_arguments(p)
+    _model.add_model_arguments(p, ica_scale=True)
     p.add_argument("--out", required=True, help="the .onnx file to write (atomically)")
     add_overwrite_argument(p, "the --out file")
     p.add_argument("--no-merge", action="store_true",
