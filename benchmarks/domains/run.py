@@ -71,12 +71,18 @@ def server_rows(files: dict[str, DomainFiles], held: dict[str, list[str]], repea
 
 
 def measure_in_process(files: dict[str, DomainFiles], held: dict[str, list[str]], repeats: int,
-                       sample: int) -> dict:
-    """Shared prefix against whole networks, batch speed, routing (one process, one load)."""
+                       sample: int, threads: int) -> dict:
+    """Shared prefix against whole networks, batch speed, routing (one process, one load).
+
+    ``threads`` torch threads: on a CPU shared with other work, one thread is far less disturbed
+    by the others than two (which wait for each other), and the comparison is what matters here.
+    """
     import torch
     from PIL import Image
 
     from dva.retrieval.domains import DomainSpec, load_domains
+
+    torch.set_num_threads(threads)
 
     specs = [DomainSpec(n, str(files[n].checkpoint), str(files[n].index)) for n in ORDER]
     t0 = time.perf_counter()
@@ -102,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-steps", type=int, default=60, help="training steps per domain (default 60)")
     ap.add_argument("--repeats", type=int, default=20, help="timed queries per setting (default 20)")
     ap.add_argument("--route-sample", type=int, default=256, help="gallery images per domain behind the prototypes")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads of the in-process part (default 1)")
     ap.add_argument("--out", default=str(C.RESULTS / "domains.json"))
     ap.add_argument("--no-servers", action="store_true", help="skip the HTTP servers (memory, latency)")
     ap.add_argument("--no-doc", action="store_true", help="do not update docs/BENCHMARKS.md")
@@ -122,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     t1 = time.perf_counter()
     if not args.no_servers:
         result["servers"] = server_rows(files, held, args.repeats, work)
-    result["in_process"] = measure_in_process(files, held, args.repeats, args.route_sample)
+    result["in_process"] = measure_in_process(files, held, args.repeats, args.route_sample, args.threads)
     result["measure_s"] = round(time.perf_counter() - t1, 1)
     result["wall_s"] = round(time.perf_counter() - t0, 1)
     result["load_after"] = round(os.getloadavg()[0], 2)

@@ -35,8 +35,8 @@ def held_out_classes(requested: int, n_classes: int) -> tuple[int, str]:
     if n_classes < r["min_classes"]:
         return 0, (f"data.val_classes=auto: the training split has {n_classes} classes (< {r['min_classes']:g}), "
                    "too few to hold some out for validation: training runs the fixed step budget, with no early "
-                   "stopping, and the test split is evaluated only to report (best.safetensors = the frozen "
-                   "backbone or the last model, never chosen by a test score)")
+                   "stopping, and the test split is evaluated once, at the end, only to report (no best.safetensors: "
+                   "nothing is chosen by a test score; use last.safetensors)")
     n = max(int(r["min"]), round(r["fraction"] * n_classes))
     return n, (f"data.val_classes=auto: {n} of the {n_classes} training classes are held out for validation "
                f"(periodic evaluation, best.safetensors, early stopping); the test split is scored once at the end "

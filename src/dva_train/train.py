@@ -523,8 +523,9 @@ class _Trainer:
             load_into(run.model, best)
         dcfg = run.model.data_cfg
         trained = embed_paths(run.model, run.data.test_paths, run.cfg, dcfg, run.info, True)
+        # adapted=False is the frozen backbone unless every backbone weight was trained (trainable=full).
         frozen = embed_paths(run.model, run.data.test_paths, run.cfg, dcfg, run.info, False) \
-            if run.cfg.train.eval_frozen else None
+            if run.cfg.train.eval_frozen and run.cfg.train.trainable != "full" else None
         if not run.info.main:
             return
         from dva.metrics import retrieval_metrics

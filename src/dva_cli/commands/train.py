@@ -24,7 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from dva.config import presets
 
     p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.epilog = ("presets (--preset NAME; tuned on cub100 validation classes, see the file's comments):\n"
+    p.epilog = ("presets (--preset NAME, src/dva/configs/NAME.yaml; settings chosen on cub100 validation classes "
+                "unless the line says otherwise; cub100 figures: docs/BENCHMARKS.md):\n"
                 + "\n".join(f"  {name:<12} {line}" for name, line in presets().items()))
     src = p.add_mutually_exclusive_group()
     src.add_argument("--config", help="YAML config (a file, or a packaged name: demo, cub200_vitb16, or a preset); "
