@@ -1,7 +1,8 @@
 """The four domains of the multi-domain benchmark: image lists, short training runs, galleries.
 
-Each domain is an open-set split of a real dataset under ``/work``'s shared data folder
-(``$DVA_DATA`` or ``../shared/data`` next to the checkout), read in place (never copied):
+Each domain is an open-set split of a real dataset of the project's shared data folder
+(``$DVA_<NAME>``, e.g. ``DVA_CARS196``, or ``../shared/data/<name>`` next to the checkout),
+read in place (never copied):
 a small training list (the first classes of the training half), a gallery (classes of the
 unseen half) and held-out photos of the gallery classes that are not in the gallery (the
 routing queries). Every step skips what exists already, so an interrupted run resumes.
@@ -32,9 +33,14 @@ DOMAINS = {
 }
 
 
-def data_root() -> Path:
-    """The shared data folder: ``$DVA_DATA``, else ``../shared/data`` beside the checkout."""
-    return Path(os.environ.get("DVA_DATA") or C.REPO.parent / "shared" / "data")
+def dataset_root(folder: str) -> Path:
+    """Where dataset ``folder`` is (``dva.data.locate``'s rule: ``$DVA_<NAME>``, then ``../shared/data``)."""
+    from dva.data.locate import shared_candidates
+
+    for c in shared_candidates(f"data/{folder}", f"DVA_{folder.upper()}"):
+        if c.is_dir():
+            return c
+    raise FileNotFoundError(f"{folder} not found: set DVA_{folder.upper()} or place it at ../shared/data/{folder}")
 
 
 @dataclass
@@ -99,7 +105,7 @@ def write_lists(name: str, files: DomainFiles, sizes: Sizes, seed: int = 0) -> d
     from dva.data import load_split
 
     reader, folder = DOMAINS[name]
-    split = load_split(reader, str(data_root() / folder), "open")
+    split = load_split(reader, str(dataset_root(folder)), "open")
     rng = random.Random(f"{seed}-{name}")
     train, test = _by_class(split.train), _by_class(split.test)
     train_ids = list(train)[: sizes.train_classes]
@@ -117,7 +123,8 @@ def write_lists(name: str, files: DomainFiles, sizes: Sizes, seed: int = 0) -> d
         paths = rng.sample(test[c], len(test[c]))
         label = split.class_names.get(c, str(c))
         heldout += [(p, label) for p in paths[: sizes.heldout_per_class]]
-        gallery += [(p, label) for p in paths[sizes.heldout_per_class: sizes.heldout_per_class + sizes.gallery_per_class]]
+        lo = sizes.heldout_per_class
+        gallery += [(p, label) for p in paths[lo: lo + sizes.gallery_per_class]]
     _write_csv(files.train_csv, rows)
     _write_csv(files.gallery_csv, gallery)
     _write_csv(files.heldout_csv, heldout)

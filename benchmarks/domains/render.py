@@ -84,7 +84,8 @@ def _shared(r: dict) -> str:
     tput = {(t["shared_prefix"], t["target"]): t["images_per_s"] for t in ip["throughput"]}
     return (f"**Shared frozen prefix vs the whole network per domain**, in one process, the same models "
             f"(median of {r['repeats']} single-image queries, model and search, decoding excluded; "
-            f"{ip['torch_threads']} torch thread{'s' if ip['torch_threads'] > 1 else ''}; the settings interleaved query by query, so that each sees "
+            f"{ip['torch_threads']} torch thread{'s' if ip['torch_threads'] > 1 else ''}; the settings "
+            "interleaved query by query, so that each sees "
             f"the same load). First adapted stage of each domain (of {ip['stages']}): {splits}.\n\n{table}\n\n"
             f"A query to all 4 domains: {shared:.1f} ms with the shared prefix ({shared / one:.2f}x one domain), "
             f"{whole:.1f} ms with a whole network per domain ({whole / one:.2f}x).\n\n"

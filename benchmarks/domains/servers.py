@@ -124,6 +124,7 @@ def measure_all(settings: dict[str, tuple[list[str], dict[str, str]]], queries: 
                     status, t, _ = post(s.port, path, body, name)
                     lat.setdefault((k, kind), []).append(t)
                     bad[(k, kind)] = bad.get((k, kind), 0) + (status != 200)
-        return {k: {"start_s": round(s.start_s, 1), "rss_idle_mb": round(idle[k], 1), "rss_after_mb": round(s.rss_mb(), 1),
+        return {k: {"start_s": round(s.start_s, 1), "rss_idle_mb": round(idle[k], 1),
+                    "rss_after_mb": round(s.rss_mb(), 1),
                     "latency": {kind: _summary(lat[(k, kind)], bad[(k, kind)]) for kind in settings[k][1]}}
                 for k, s in servers.items()}

@@ -152,7 +152,7 @@ def _check_same_backbone(infos: dict[str, tuple[str | None, dict]]) -> dict:
                "domain": name, "checkpoint": ckpt}
         if first is None:
             first = key
-        elif (key["name"], key["img_size"], key["fingerprint"]) != (first["name"], first["img_size"], first["fingerprint"]):
+        elif any(key[f] != first[f] for f in ("name", "img_size", "fingerprint")):
             def say(k: dict) -> str:
                 return (f"{k['domain']!r} ({k['checkpoint']}) was trained on {k['name']} (frozen weights "
                         f"fingerprint {k['fingerprint']}) at {k['img_size']} px")
@@ -404,7 +404,8 @@ class DomainSet:
             return [DomainAnswer(target, hits) for hits in per[target]]
         return [DomainAnswer(ALL, _merge({n: per[n][i] for n in names}, k)) for i in range(len(x))]
 
-    def search_images(self, images: Sequence[Image.Image], k: int = 10, domain: str | None = None) -> list[DomainAnswer]:
+    def search_images(self, images: Sequence[Image.Image], k: int = 10,
+                      domain: str | None = None) -> list[DomainAnswer]:
         """:meth:`search_tensor` of PIL images (decoded once, whatever the number of domains)."""
         self.resolve(domain)  # an unknown domain fails before any pixel work
         return self.search_tensor(self.images_to_tensor(images), k, domain) if images else []
@@ -509,7 +510,8 @@ class DomainSet:
             ids = _sample_ids(d.index.labels, sample)
             d.prototypes = class_prototypes(index_vectors(d.index, ids), [d.index.labels[i] for i in ids])
 
-    def _frozen_vectors(self, d: Domain, ids: list[int], use_cache: bool, batch_size: int) -> tuple[np.ndarray, list[int]]:
+    def _frozen_vectors(self, d: Domain, ids: list[int], use_cache: bool,
+                        batch_size: int) -> tuple[np.ndarray, list[int]]:
         """Frozen embeddings of the gallery images ``ids`` of ``d`` (the readable ones), cached by content."""
         from dva.data import load_rgb
         from dva.runtime.cache import cache_dir
