@@ -151,7 +151,8 @@ def train(files: DomainFiles, max_steps: int) -> float | None:
         return None
     return _dva("train", "--config", "demo", "--data.dataset", "csv", "--data.root", str(files.train_csv),
                 "--train.max_steps", str(max_steps), "--train.epochs", "100", "--train.eval_every", "0",
-                "--train.eval_frozen", "false", "--output_dir", str(files.folder / "train"), "--no-progress",
+                "--data.val_classes", "0", "--train.eval_frozen", "false",
+                "--output_dir", str(files.folder / "train"), "--no-progress",
                 log=files.folder / "train.log")
 
 

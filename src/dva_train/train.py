@@ -81,6 +81,9 @@ def train(cfg: DVAConfig, resume: bool = False, progress: bool = True, allow_con
     """
     cfg.train.apply_trainable_defaults()  # a train.trainable set after the config was read
     validate(cfg, "train config")
+    if cfg.ica.alpha != 1.0:  # a query-time dial (docs/METHOD.md, Between frozen and trained), not a training setting
+        raise ValueError(f"ica.alpha={cfg.ica.alpha:g} scales trained adapters at load time (dva eval/embed/export "
+                         "--ica-scale, dva interpolate); training runs at ica.alpha=1")
     check_run_folder(cfg.output_dir, resume, overwrite)  # before any process group, file or model
     info = init_distributed(cfg.train.device)
     threads = torch.get_num_threads()  # train.threads is this run's: the caller's setting comes back

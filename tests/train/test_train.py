@@ -172,3 +172,13 @@ def test_self_boxes_on_the_view_share_the_frozen_pass(synthetic_root, tmp_path, 
     assert read("one") == read("two") and one["boxes"] == two["boxes"] > 0
     for k, v in one["metrics"].items():
         assert v == pytest.approx(two["metrics"][k], abs=1e-9), k
+
+
+def test_training_refuses_a_load_time_adapter_scale(tmp_path):
+    from dva.config import load_config
+    from dva_train.train import train
+
+    cfg = load_config(None, ["--ica.alpha", "0.5", "--output_dir", str(tmp_path / "run")])
+    with pytest.raises(ValueError, match=r"ica.alpha=0.5 scales trained adapters at load time"):
+        train(cfg, progress=False)
+    assert not (tmp_path / "run").exists()  # refused before anything is written

@@ -6,6 +6,8 @@
 * :mod:`dva.retrieval.index`: FAISS index carrying the model fingerprint, rebuilt in place
   atomically for its readers (``dva index``);
 * :mod:`dva.retrieval.search`: query images against an index (``dva search``);
+* :mod:`dva.retrieval.domains`: several domains (adapter sets) on one frozen backbone, the
+  frozen prefix shared, queries routed (``dva serve/search --domain``);
 * :mod:`dva.retrieval.serve`: the FastAPI search service and its web page (``dva serve``);
 * :mod:`dva.retrieval.pipeline`: gallery -> index -> search -> report in one call;
 * :mod:`dva.retrieval.report`: the static HTML report (``dva report``).
