@@ -383,9 +383,21 @@ def demo_quantities(demo: dict[str, Any]) -> dict[str, Q.Value]:
         f"The 4-minute target is {'met' if demo['wall_seconds'] < 240 else 'not met'}.")
     st = demo["settings"]
     q.update({"demo.img_size": st["img_size"], "demo.ica_rank": st["ica_rank"], "demo.beta": st["beta"],
-              "demo.epochs": st["epochs"], "demo.command": demo["command"]})
-    for i, ev in enumerate(demo.get("evals") or [], 1):
-        q[f"demo.epoch{i}.r1"], q[f"demo.epoch{i}.map"] = 100 * ev["recall@1"], 100 * ev["map@r"]
+              "demo.command": demo["command"], "demo.eval_split": demo["eval_split"]})
+    # The validation hold-out the run made: the trainer's own rule on cub100's 50 open-set training classes.
+    from dva_train.budget import held_out_classes
+
+    n_val = held_out_classes(int(st.get("val_classes", 0)), 50)[0]
+    q.update({"demo.train_images": demo.get("train_images") or 0, "demo.eval_images": demo.get("eval_images") or 0})
+    q.update({"demo.val_classes": n_val, "demo.train_classes": 50 - n_val, "demo.last_train_class": 49 - n_val,
+              "demo.first_val_class": 50 - n_val})
+    evals = demo.get("evals") or []
+    for i, ev in enumerate(evals, 1):
+        q[f"demo.eval{i}.r1"], q[f"demo.eval{i}.map"] = 100 * ev["recall@1"], 100 * ev["map@r"]
+        q[f"demo.eval{i}.step"] = ev["step"]
+    if evals:
+        q["demo.evals"] = len(evals)
+        q["demo.best_val_map"] = max(100 * ev["map@r"] for ev in evals)
     return q
 
 

@@ -56,13 +56,21 @@ def run_info_end(start: dict[str, Any]) -> dict[str, Any]:
     return {**start, "loadavg_end": list(os.getloadavg()), "cpu_seconds": cpu}
 
 
+def _log_rows(log: Path) -> list[dict[str, Any]]:
+    return [json.loads(ln) for ln in log.read_text().splitlines() if ln.strip()] if log.is_file() else []
+
+
 def _epoch_evals(log: Path) -> list[dict[str, Any]]:
-    """The adapted model's evaluations of the run, one per ``eval`` record of ``log.jsonl`` (frozen left out)."""
-    if not log.is_file():
-        return []
-    recs = [json.loads(ln) for ln in log.read_text().splitlines() if ln.strip()]
-    keys = ("epoch", "step", "recall@1", "recall@2", "recall@4", "recall@8", "map@r")
-    return [{k: r.get(k) for k in keys} for r in recs if r.get("kind") == "eval" and not r.get("frozen")]
+    """The adapted model's periodic evaluations of the run (frozen rows and the final test score left out)."""
+    keys = ("split", "epoch", "step", "recall@1", "recall@2", "recall@4", "recall@8", "map@r")
+    return [{k: r.get(k) for k in keys} for r in _log_rows(log)
+            if r.get("kind") == "eval" and not r.get("frozen") and r.get("split") != "test"]
+
+
+def _split_sizes(log: Path) -> dict[str, Any]:
+    """Training and periodic-evaluation image counts, from the run's ``setup`` record."""
+    setup = next((r for r in _log_rows(log) if r.get("kind") == "setup"), {})
+    return {"train_images": setup.get("train_images"), "eval_images": setup.get("eval_images")}
 
 
 def demo_command(out: str, data: str | None, overrides: list[str] | None, progress: bool, synthetic: bool,
@@ -103,6 +111,7 @@ def results_record(result: dict[str, Any], summary: dict[str, Any], cfg: Any, ou
                      "ica_blocks": cfg.ica.blocks, "box_source": cfg.opa.box_source, "beta": cfg.loss.beta,
                      "epochs": cfg.train.epochs, "steps": summary["steps"], "val_classes": cfg.data.val_classes},
         "eval_split": summary["eval_split"], "steps": summary["steps"], "boxes": summary["boxes"],
+        **_split_sizes(out / "log.jsonl"),
         "table": result["table"], "params": result["params"], "evals": _epoch_evals(out / "log.jsonl"),
         "prep_seconds": result["prep_seconds"], "train_seconds": result["train_seconds"],
         "wall_seconds": result["wall_seconds"],

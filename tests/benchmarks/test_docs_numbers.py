@@ -195,10 +195,12 @@ def test_demo_results_record_keeps_metrics_and_provenance_without_machine_paths(
     from dva_train.demo import results_record
 
     (tmp_path / "log.jsonl").write_text("\n".join(json.dumps(r) for r in [
-        {"kind": "eval", "frozen": True, "epoch": 0, "step": 0, "recall@1": 0.7, "map@r": 0.2},
-        {"kind": "eval", "epoch": 1, "step": 92, "recall@1": 0.8, "map@r": 0.3},
+        {"kind": "setup", "train_images": 2349, "eval_images": 600},
+        {"kind": "eval", "split": "val", "frozen": True, "epoch": 0, "step": 0, "recall@1": 0.7, "map@r": 0.2},
+        {"kind": "eval", "split": "val", "epoch": 1, "step": 92, "recall@1": 0.8, "map@r": 0.3},
+        {"kind": "eval", "split": "test", "step": 92, "recall@1": 0.6, "map@r": 0.25},
         {"kind": "train", "step": 93, "loss": 1.0}]) + "\n")
-    cfg = NS(data=NS(dataset="cub100", protocol="open", root=str(tmp_path)),
+    cfg = NS(data=NS(dataset="cub100", protocol="open", root=str(tmp_path), val_classes=-1),
              backbone=NS(name="mobilenetv2_100", img_size=224), ica=NS(rank=4, target="pw+pwl", blocks="-2:"),
              opa=NS(box_source="self"), loss=NS(beta=1.0), train=NS(epochs=2))
     result = {"table": {"frozen backbone": {"recall@1": 0.7}, "DVA": {"recall@1": 0.8}},
@@ -208,7 +210,8 @@ def test_demo_results_record_keeps_metrics_and_provenance_without_machine_paths(
     info = {"git_commit": "abc", "git_dirty": False, "loadavg_start": 0.5, "loadavg_end": [1.5, 1.0, 0.8],
             "cpu_seconds": 3.0}
     rec = results_record(result, summary, cfg, tmp_path, info, "dva demo")
-    assert rec["evals"] == [{"epoch": 1, "step": 92, "recall@1": 0.8, "recall@2": None, "recall@4": None,
+    assert rec["train_images"] == 2349 and rec["eval_images"] == 600  # the test score is not a periodic eval
+    assert rec["evals"] == [{"split": "val", "epoch": 1, "step": 92, "recall@1": 0.8, "recall@2": None, "recall@4": None,
                              "recall@8": None, "map@r": 0.3}]
     assert rec["steps"] == 184 and rec["boxes"] == 7 and rec["machine"]["loadavg_1m"] == [0.5, 1.5]
     assert rec["git_commit"] == "abc" and rec["machine"]["loadavg_end_1_5_15"] == [1.5, 1.0, 0.8]
