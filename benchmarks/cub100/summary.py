@@ -723,22 +723,12 @@ def write(inp: Inputs | None = None, plot_path: Path | None = None) -> list[str]
         for t in (t for t in targets() if t.doc == doc and (inp.demo is not None or not t.needs_demo)):
             text = put(text, t, t.render(inp, q))
             done.append(f"{C.repo_relative(doc)} [{t.name}]")
-        _write_text(doc, text)
+        C.write_text(doc, text)
     if plot_path is not None:
         plot(inp.results, plot_path)
     return done
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Atomically: a temporary file beside ``path``, then a rename."""
-    import os
-
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------- per-run commits

@@ -50,7 +50,7 @@ from torch import nn
 
 from dva import backbone as bb
 from dva.retrieval.index import GalleryIndex
-from dva.retrieval.search import Hit, QueryResult, hits_from_arrays
+from dva.retrieval.search import Hit, QueryResult, hits_from_arrays, load_query_images
 
 if TYPE_CHECKING:
     from dva.model import DVAModel
@@ -418,19 +418,11 @@ class DomainSet:
             UnknownDomainError: ``domain`` is not one of the set's, nor ``all``.
             ValueError: a query image cannot be read (the message names the file).
         """
-        from dva.retrieval.store.images import load_image_strict
-
         self.resolve(domain)
         out: list[QueryResult] = []
         for lo in range(0, len(paths), batch_size):
             chunk = [str(p) for p in paths[lo:lo + batch_size]]
-            images = []
-            for p in chunk:
-                try:
-                    images.append(load_image_strict(p))
-                except Exception as exc:  # as search_paths: the message names the file
-                    raise ValueError(f"query image {exc}") from None
-            for path, ans in zip(chunk, self.search_images(images, k, domain)):
+            for path, ans in zip(chunk, self.search_images(load_query_images(chunk), k, domain)):
                 extra = {"domain": ans.domain, **({"route": ans.route.to_dict()} if ans.route else {})}
                 out.append(QueryResult(path, list(ans.hits), None, extra))
         return out

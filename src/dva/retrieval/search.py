@@ -91,16 +91,21 @@ def search_paths(
     results: list[QueryResult] = []
     for lo in range(0, len(paths), batch_size):
         chunk = [str(p) for p in paths[lo:lo + batch_size]]
-        images = []
-        for p in chunk:
-            try:
-                images.append(load_image_strict(p))
-            except Exception as exc:
-                raise ValueError(f"query image {exc}") from None
-        for j, hits in enumerate(search_images(index, embedder, images, k)):
+        for j, hits in enumerate(search_images(index, embedder, load_query_images(chunk), k)):
             lab = labels[lo + j] if labels is not None else None
             results.append(QueryResult(chunk[j], hits, lab))
     return results
+
+
+def load_query_images(paths: Sequence[str]) -> list[Image.Image]:
+    """Decode query files strictly; an unreadable one is a ValueError that names the file."""
+    images = []
+    for p in paths:
+        try:
+            images.append(load_image_strict(p))
+        except Exception as exc:  # noqa: BLE001 - load_image_strict's message names the file and the cause
+            raise ValueError(f"query image {exc}") from None
+    return images
 
 
 def resolve_query_labels(index: GalleryIndex, paths: Sequence[str | Path]) -> list[Label]:
