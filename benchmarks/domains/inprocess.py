@@ -90,3 +90,26 @@ def routing(ds, order: list[str], held: dict[str, list[str]], sample: int) -> li
                      "prototypes_s": round(build_s, 1),
                      "prototypes": {n: int(s.domains[n].prototypes.shape[0]) for n in order}})
     return rows
+
+
+def runtimes(sets: dict, order: list[str], xs: list, repeats: int) -> dict:
+    """The same N domains on each runtime (shared prefix): median ms per single-image query, interleaved
+    query by query as :func:`latency`, and the lowest cosine between the runtimes' embeddings."""
+    import torch
+
+    times: dict[tuple, list[float]] = {}
+    for i in range(repeats + 1):  # the first round warms up
+        for rt, s in sets.items():
+            for col, target in _targets(order).items():
+                t0 = time.perf_counter()
+                s.search_tensor(xs[i % len(xs)], 10, target)
+                if i:
+                    times.setdefault((rt, col), []).append(time.perf_counter() - t0)
+    rows = [{"runtime": rt, **{f"{col}_ms": round(1000 * statistics.median(times[(rt, col)]), 2)
+                               for col in _targets(order)}} for rt in sets]
+    x = torch.cat(xs)
+    embs = {rt: s.embed(x) for rt, s in sets.items()}
+    ref, *others = list(embs)
+    cos = {f"{rt}_vs_{ref}": {n: round(float((embs[rt][n] * embs[ref][n]).sum(1).min()), 7) for n in order}
+           for rt in others}
+    return {"latency": rows, "min_cosine": cos, "images": len(x)}

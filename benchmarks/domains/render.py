@@ -18,7 +18,8 @@ def _setup(r: dict) -> str:
             f"One frozen bundled MobileNetV2 (224 px) with the adapters of each domain: {names}. Each checkpoint "
             f"is the demo config trained for {r['max_steps']} steps on {s['train_classes']} training classes "
             f"(at most {s['train_per_class']} photos each): the benchmark measures serving, not accuracy. "
-            "Every server runs torch (`--runtime torch`), the only runtime of the multi-domain server.\n")
+            "Every server and the in-process rows run torch (`--runtime torch`); onnxruntime is compared "
+            "separately below where measured.\n")
 
 
 def _memory(r: dict) -> str:
@@ -112,10 +113,28 @@ def _routing(r: dict) -> str:
             "chosen domain's suffix, where the adapted router runs every domain's suffix.\n")
 
 
+def _runtimes(r: dict) -> str:
+    rt = r["in_process"]["runtimes"]
+    rows = [(x["runtime"], f"{x['one_ms']:.1f}", f"{x['all_ms']:.1f}", f"{x['routed_ms']:.1f}") for x in rt["latency"]]
+    table = C.md_table(("runtime", "one domain ms", "all 4 ms", "routed ms"), rows, "lrrr")
+    by = {x["runtime"]: x for x in rt["latency"]}
+    cos = min(v for per in rt["min_cosine"].values() for v in per.values())
+    ld = rt["load_s"]
+    return (f"**torch vs onnxruntime**, the 4 domains in one process (`--runtimes-only`, {rt['date']}, commit "
+            f"{str(rt.get('git_commit'))[:7]}; load average {rt['load_before']:.1f} before, {rt['load_after']:.1f} "
+            f"after; median of {r['repeats']} single-image queries, model and search, the runtimes interleaved; "
+            f"{rt['threads']} thread{'s' if rt['threads'] > 1 else ''} each). onnxruntime runs one prefix graph up "
+            "to the earliest first adapter and one suffix graph per domain:\n\n"
+            f"{table}\n\nA query to all 4 domains: {by['onnx']['all_ms'] / by['torch']['all_ms']:.2f}x torch's "
+            f"time on onnxruntime. Lowest cosine between the runtimes' embeddings of {rt['images']} held-out "
+            f"photos: {cos:.7f}. Loading on onnxruntime took {ld['onnx_first']:.1f} s with "
+            f"{rt['graphs_exported_first']} graphs exported, {ld['onnx_again']:.1f} s reusing them.\n")
+
+
 def markdown(r: dict) -> str:
     """The whole section body from one result file."""
     parts = [_setup(r)]
     if "servers" in r:
         parts += [_memory(r), _http(r)]
-    parts += [_shared(r), _routing(r)]
+    parts += [_shared(r), *([_runtimes(r)] if "runtimes" in r["in_process"] else []), _routing(r)]
     return "\n".join(parts)

@@ -9,12 +9,14 @@ subset of the training classes, and a gallery of unseen classes. For N = 1, 2, 4
 * per-query latency over HTTP (p50 / p95) of a query to one domain, to ``all``, and routed;
 * in process: the shared frozen prefix against each domain's whole network (same models, one
   run), per single-image query, and images/s of batch search;
-* routing accuracy of the ``frozen`` and ``adapted`` routers on held-out photos of the 4 domains.
+* routing accuracy of the ``frozen`` and ``adapted`` routers on held-out photos of the 4 domains;
+* ``--runtimes-only``: the 4 domains in process on torch and on onnxruntime (added to the result file).
 
 Usage::
 
     python -m benchmarks.domains.run                 # trains what is missing, then measures
     python -m benchmarks.domains.run --render        # only rewrite the doc section from the JSON
+    python -m benchmarks.domains.run --runtimes-only # add torch vs onnxruntime to the JSON and the doc
 
 Writes ``benchmarks/results/domains.json`` and, unless ``--no-doc``, the section "## Domains" of
 docs/BENCHMARKS.md (rendered from the JSON by :mod:`benchmarks.domains.render`). The checkpoints,
@@ -101,6 +103,40 @@ def measure_in_process(files: dict[str, DomainFiles], held: dict[str, list[str]]
     return out
 
 
+def measure_runtimes(files: dict[str, DomainFiles], held: dict[str, list[str]], repeats: int,
+                     sample: int, threads: int) -> dict:
+    """The 4 domains on torch and on onnxruntime (prefix graph + one suffix graph per domain), one process.
+
+    The onnx load is timed twice: the first exports whatever graphs the cache lacks, the second
+    reuses them. ``threads``: torch threads and onnxruntime threads alike.
+    """
+    import torch
+    from PIL import Image
+
+    from dva.retrieval.domains import DomainSpec, load_domains
+    from dva.runtime.cache import cache_dir
+
+    torch.set_num_threads(threads)
+    specs = [DomainSpec(n, str(files[n].checkpoint), str(files[n].index)) for n in ORDER]
+    graphs = set((cache_dir() / "onnx").glob("*.onnx"))
+    t0 = time.perf_counter()
+    load_domains(specs, router="frozen", route_sample=sample, runtime="onnx").shared.close()
+    first_s = time.perf_counter() - t0
+    exported = len(set((cache_dir() / "onnx").glob("*.onnx")) - graphs)
+    t0 = time.perf_counter()
+    on_onnx = load_domains(specs, router="frozen", route_sample=sample, runtime="onnx")
+    again_s = time.perf_counter() - t0
+    on_torch = load_domains(specs, router="frozen", route_sample=sample, runtime="torch")
+    xs = [on_torch.images_to_tensor([Image.open(p)]) for n in ORDER for p in held[n][:6]]
+    out = {"threads": threads, "load_s": {"onnx_first": round(first_s, 1), "onnx_again": round(again_s, 1)},
+           "graphs_exported_first": exported, "load_before": round(os.getloadavg()[0], 2),
+           **inprocess.runtimes({"torch": on_torch, "onnx": on_onnx}, ORDER, xs, repeats),
+           "load_after": round(os.getloadavg()[0], 2), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+           "git_commit": C.git_commit()}
+    print(f"[domains] runtimes: {out}", flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.domains.run", description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", default=str(C.REPO / "runs" / "domains_bench"),
@@ -113,12 +149,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-servers", action="store_true", help="skip the HTTP servers (memory, latency)")
     ap.add_argument("--no-doc", action="store_true", help="do not update docs/BENCHMARKS.md")
     ap.add_argument("--render", action="store_true", help="only rewrite the doc section from --out")
+    ap.add_argument("--runtimes-only", action="store_true",
+                    help="only measure torch against onnxruntime in process and add it to --out (which must exist)")
     args = ap.parse_args(argv)
     if args.render:
         C.update_doc(C.DOC, render.SECTION, render.markdown(json.loads(Path(args.out).read_text())))
         return 0
     work = Path(args.work)
     os.environ.setdefault("DVA_CACHE", str(work / "cache"))  # the servers' and this run's frozen prototypes
+    if args.runtimes_only:
+        return _runtimes_only(args, work)
     t0, load = time.perf_counter(), os.getloadavg()[0]
     sizes = Sizes()
     facts = prepare(work, sizes, args.max_steps)
@@ -136,6 +176,24 @@ def main(argv: list[str] | None = None) -> int:
     result = C.write_result(args.out, result, __file__, sys.argv[1:] if argv is None else argv,
                             ("torch", "timm", "faiss"))
     print(render.markdown(result))
+    if not args.no_doc:
+        C.update_doc(C.DOC, render.SECTION, render.markdown(result))
+    return 0
+
+
+def _runtimes_only(args: argparse.Namespace, work: Path) -> int:
+    """Add ``in_process.runtimes`` to an existing result file (the prepared domains reused) and re-render."""
+    out = Path(args.out)
+    if not out.is_file():
+        raise SystemExit(f"{out}: no result file to add to; run `python -m benchmarks.domains.run` first")
+    result = json.loads(out.read_text())
+    files = {n: DomainFiles(n, work / n) for n in ORDER}
+    missing = [str(p) for f in files.values() for p in (f.checkpoint, f.index) if not Path(p).exists()]
+    if missing:
+        raise SystemExit(f"missing {missing}: run `python -m benchmarks.domains.run` (it prepares them) first")
+    held = {n: _heldout(files[n]) for n in ORDER}
+    result["in_process"]["runtimes"] = measure_runtimes(files, held, args.repeats, args.route_sample, args.threads)
+    C.write_json(out, result)
     if not args.no_doc:
         C.update_doc(C.DOC, render.SECTION, render.markdown(result))
     return 0

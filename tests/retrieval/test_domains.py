@@ -359,3 +359,123 @@ def test_a_full_fine_tune_keeps_its_own_backbone(world, tmp_path):
     full_stem = ds.shared.models["full"].encoder.conv_stem.weight
     assert full_stem.data_ptr() != ds.shared.base.conv_stem.weight.data_ptr()
     assert not torch.equal(full_stem, ds.shared.base.conv_stem.weight)  # its own trained weights
+
+
+# ----------------------------------------------------------------------------- onnxruntime
+needs_onnx = pytest.mark.skipif(not __import__("dva.runtime.sessions").runtime.sessions.onnx_available(),
+                                reason="onnx and onnxruntime not installed")
+
+
+def _graphs(cache: Path) -> dict[str, int]:
+    """The exported graphs of the multi-domain path in ``cache``, with their mtimes."""
+    return {p.name: p.stat().st_mtime_ns for p in (cache / "onnx").glob("*.onnx")}
+
+
+@pytest.fixture(scope="module")
+def onnx_world(world, tmp_path_factory):
+    """A third domain whose adapters start at the same stage as 'shapes' (other weights), and a cache."""
+    root = world["root"]
+    ck = _checkpoint(root / "shapes2.safetensors", world["weights"], "-2:", 3)
+    items = [GalleryItem(str(p), p.parent.name) for p in world["held"]["shapes"]]
+    spec = DomainSpec("shapes2", str(ck), str(_index(ck, items, root / "c")))
+    return {"specs": [*world["specs"], spec], "ckpts": (*world["ckpts"], ck),
+            "cache": tmp_path_factory.mktemp("onnx-cache")}
+
+
+@pytest.fixture(scope="module")
+def onnx_served(onnx_world):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DVA_CACHE", str(onnx_world["cache"]))
+        yield load_domains(onnx_world["specs"], router="frozen", runtime="onnx")
+
+
+@needs_onnx
+def test_onnx_domains_equal_the_one_domain_path(world, onnx_world, onnx_served):
+    ds = onnx_served
+    splits = {n: ds.shared.models[n].split for n in ds.names}
+    assert splits["shapes"] == splits["shapes2"] != splits["stripes"]  # same and different starts
+    assert ds.shared.runtime == "onnx" and ds.info()["runtime"] == "onnx"
+    assert all(d["runtime"] == "onnx" for d in ds.info()["domains"])
+    x = _x(ds, world["held"]["shapes"] + world["held"]["stripes"])
+    shared = ds.embed(x)
+    for name, ckpt in zip(ds.names, onnx_world["ckpts"]):
+        one = load_embedder(checkpoint=str(ckpt), runtime="torch").embed_tensor(x).numpy()
+        cos = (shared[name] * one).sum(1)
+        assert cos.min() >= 0.99999, (name, cos.min())
+        assert not np.array_equal(shared[name], one)  # really another runtime, not torch again
+    unshared = type(ds)(list(ds.domains.values()), ds.shared, share_prefix=False).embed(x)
+    for name in ds.names:
+        assert np.allclose(unshared[name], shared[name], atol=1e-5)
+    # one prefix graph, one suffix graph per domain, and the frozen router's suffix graph
+    names = sorted(_graphs(onnx_world["cache"]))
+    assert sum(n.startswith("frozen-prefix-") for n in names) == 1
+    assert sum(n.startswith("suffix-") for n in names) == 4, names
+
+
+@needs_onnx
+def test_onnx_frozen_router_equals_torch(world, onnx_served, served):
+    from dva.retrieval.domains import SharedBackbone
+
+    x = _x(onnx_served, world["held"]["stripes"])
+    sh = onnx_served.shared
+    got = sh.frozen(sh.prefixes(x, sh.stops(onnx_served.names, frozen=True))).numpy()
+    want = served.shared.full_frozen(x).numpy()  # torch, the whole frozen network
+    assert (got * want).sum(1).min() >= 0.99999
+    # the same domains and prototypes on the torch shared backbone route every query the same way
+    on_torch = DomainSet(list(onnx_served.domains.values()), SharedBackbone(sh.base, sh.models, sh.device))
+    (routes, vecs), (want_routes, want_vecs) = onnx_served.route(x), on_torch.route(x)
+    assert [r.domain for r in routes] == [r.domain for r in want_routes]
+    for r, w in zip(routes, want_routes):
+        assert r.scores == pytest.approx(w.scores, abs=1e-5)
+    assert min(float(v @ w) for v, w in zip(vecs, want_vecs)) >= 0.99999
+
+
+@needs_onnx
+def test_onnx_graphs_are_exported_once_and_reused(onnx_world, onnx_served, monkeypatch):
+    import dva.runtime.frozen as frozen_mod
+    import dva.runtime.onnx_export as export_mod
+
+    before = _graphs(onnx_world["cache"])
+    calls = []
+    real = export_mod.export_suffix
+    monkeypatch.setattr(export_mod, "export_suffix", lambda *a, **kw: calls.append(a) or real(*a, **kw))
+    monkeypatch.setattr(frozen_mod, "atomic_write_bytes", lambda *a: calls.append(a))  # the prefix graph
+    monkeypatch.setenv("DVA_CACHE", str(onnx_world["cache"]))
+    again = load_domains(onnx_world["specs"], router="frozen", runtime="onnx")
+    again.route(_x(again, [again["shapes"].index.paths[0]]))  # the frozen router's graph is used too
+    assert calls == [] and _graphs(onnx_world["cache"]) == before
+
+
+@needs_onnx
+def test_onnx_a_changed_checkpoint_re_exports_its_suffix_only(world, onnx_world, onnx_served, tmp_path, monkeypatch):
+    import dva.runtime.onnx_export as export_mod
+
+    monkeypatch.setenv("DVA_CACHE", str(onnx_world["cache"]))
+    a, b = world["specs"]
+    ck = _checkpoint(tmp_path / "shapes.safetensors", world["weights"], "-2:", 11)  # 'shapes' retrained
+    items = [GalleryItem(p, lab) for p, lab in zip(onnx_served["shapes"].index.paths,
+                                                   onnx_served["shapes"].index.labels)]
+    spec = DomainSpec("shapes", str(ck), str(_index(ck, items, tmp_path)))
+    before = _graphs(onnx_world["cache"])
+    calls = []
+    real = export_mod.export_suffix
+    monkeypatch.setattr(export_mod, "export_suffix", lambda *a, **kw: calls.append(a) or real(*a, **kw))
+    ds = load_domains([spec, b], router="adapted", runtime="onnx")
+    after = _graphs(onnx_world["cache"])
+    assert len(calls) == 1 and calls[0][0].fingerprint == ds["shapes"].embedder.fingerprint
+    assert len(set(after) - set(before)) == 1 and all(after[n] == t for n, t in before.items())
+    x = _x(ds, world["held"]["shapes"])
+    one = load_embedder(checkpoint=str(ck), runtime="torch").embed_tensor(x).numpy()
+    assert (ds.embed(x, ["shapes"])["shapes"] * one).sum(1).min() >= 0.99999
+
+
+def test_auto_runtime_falls_back_to_torch_without_onnxruntime(world, monkeypatch, tmp_path):
+    from dva.runtime import sessions
+
+    monkeypatch.setenv("DVA_CACHE", str(tmp_path))
+    monkeypatch.setattr(sessions, "onnx_available", lambda: False)
+    ds = load_domains(world["specs"], router="adapted", runtime="auto")
+    assert ds.shared.runtime == "torch" and ds.info()["runtime"] == "torch"
+    assert not (tmp_path / "onnx").exists()  # nothing exported
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        load_domains(world["specs"], runtime="tensorrt")

@@ -11,8 +11,11 @@ the same split the trainer caches, docs/METHOD.md, Training) is a fixed function
 suffix from it. Domains whose adapters start at different stages share the common part: the
 prefix up to the earliest first-adapted stage runs once, and so does each frozen stage after it
 (the prefix is carried from one domain's split to the next). The results equal the one-domain
-path (tests/retrieval/test_domains.py). The multi-domain path runs on torch; a single domain
-keeps whatever runtime its embedder has (onnxruntime included).
+path (tests/retrieval/test_domains.py). On onnxruntime (``runtime="onnx"``, or ``auto`` on a CPU
+with onnxruntime installed) :class:`OnnxSharedBackbone` runs one prefix graph up to the earliest
+first-adapted stage and one suffix graph per domain (its docstring gives the scheme); the
+embeddings equal torch's to cosine >= 0.99999. A single domain of the classic form keeps
+whatever runtime its embedder has.
 
 **Routing.** A query without a domain goes where it most likely belongs (:class:`Route`):
 
@@ -187,6 +190,8 @@ class SharedBackbone:
     frozen network alone (for the router).
     """
 
+    runtime = "torch"
+
     def __init__(self, base: nn.Module, models: dict[str, DVAModel], device: torch.device) -> None:
         self.base, self.models, self.device = base.eval(), models, device
         self.n_stages = len(bb.stages(base))
@@ -247,6 +252,89 @@ class SharedBackbone:
         return self.frozen(self.prefixes(x, [0]))
 
 
+class OnnxSharedBackbone(SharedBackbone):
+    """:class:`SharedBackbone` run by onnxruntime: one prefix graph and one suffix graph per domain.
+
+    The scheme, chosen for simplicity: ONE prefix graph, the frozen stages below the earliest
+    first-adapted stage ``start`` of all the domains (the trainer's frozen-prefix graph,
+    :func:`dva.runtime.frozen.export_frozen`), and per domain one suffix graph from that
+    activation to its L2-normalised embedding, adapters merged or folded as for a whole-embedder
+    export (:func:`dva.runtime.onnx_export.export_suffix`). A domain whose adapters start later
+    runs its frozen stages between ``start`` and its own split inside its suffix graph: they are
+    not shared between domains as the torch chain shares them (a little more compute; fewer,
+    simpler graphs). The frozen router gets a suffix graph of the frozen network from ``start``.
+    A full fine-tune shares nothing and runs its whole-embedder export. Each graph is exported
+    once into ``$DVA_CACHE/onnx/`` (keyed by fingerprint, start and config digest) and reused.
+    The torch models stay loaded: they define the graphs and answer :meth:`full` comparisons.
+    """
+
+    runtime = "onnx"
+
+    def __init__(self, base: nn.Module, models: dict[str, DVAModel], device: torch.device,
+                 frozen_model: DVAModel, threads: int | None = None) -> None:
+        from dva.runtime.frozen import export_frozen
+        from dva.runtime.load import onnx_embedder_for
+        from dva.runtime.onnx_embedder import SplitSessions
+        from dva.runtime.torch_embedder import Embedder
+
+        super().__init__(base, models, device)
+        shared = [m for n, m in models.items() if n not in self.alone]
+        ref = min(shared, key=lambda m: m.split, default=frozen_model)  # its prefix ends at the earliest split
+        self.start, size, dev = ref.split, int(ref.cfg.backbone.img_size), str(device)
+        self._open = lambda path: SplitSessions(path, threads, dev)
+        self._prefix = self._open(export_frozen(ref, "prefix", size))
+        self._suffix = {n: self._open(_suffix_graph(Embedder(m, device), self.start))
+                        for n, m in models.items() if n not in self.alone}
+        self._alone = {n: onnx_embedder_for(Embedder(models[n], device)) for n in self.alone}
+        self._frozen_model, self._frozen = frozen_model, None  # the frozen router's graph, made on first use
+
+    def stops(self, names: Sequence[str], frozen: bool = False) -> list[int]:
+        """Always the one shared start (later splits continue inside their own suffix graphs)."""
+        return [self.start]
+
+    def prefixes(self, x: torch.Tensor, stops: Sequence[int]) -> dict[int, torch.Tensor]:
+        """``{start: the prefix graph's output}`` (float32, CPU), whatever ``stops`` asks for."""
+        return {self.start: torch.from_numpy(self._prefix.run(_np(x)))}
+
+    def suffix(self, name: str, hs: dict[int, torch.Tensor], rows: torch.Tensor | None = None) -> torch.Tensor:
+        h = hs[self.start] if rows is None else hs[self.start][rows]
+        return torch.from_numpy(self._suffix[name].run(_np(h)))
+
+    def frozen(self, hs: dict[int, torch.Tensor]) -> torch.Tensor:
+        from dva.runtime.torch_embedder import Embedder
+
+        if self._frozen is None:
+            emb = Embedder(self._frozen_model, self.device)
+            self._frozen = self._open(_suffix_graph(emb, self.start, adapted=False))
+        return torch.from_numpy(self._frozen.run(_np(hs[self.start])))
+
+    def full(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """Domain ``name`` alone: its prefix and suffix graphs (or its whole graph), nothing shared."""
+        if name in self.alone:
+            return self._alone[name].embed_tensor(x)
+        return self.suffix(name, self.prefixes(x, [self.start]))
+
+    def close(self) -> None:
+        """Free the onnxruntime sessions and their threads (made again on the next run)."""
+        for s in (self._prefix, *self._suffix.values(), *([self._frozen] if self._frozen else [])):
+            s.close()
+
+
+def _np(x: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
+
+
+def _suffix_graph(embedder: Any, start: int, adapted: bool = True) -> Path:
+    """The cached suffix graph of ``embedder`` from stage ``start`` (exported on first use)."""
+    from dva.runtime.cache import suffix_cache_path
+    from dva.runtime.onnx_export import config_digest, export_suffix
+
+    path = suffix_cache_path(embedder.fingerprint, start, config_digest(embedder), adapted)
+    if not path.is_file():
+        export_suffix(embedder, start, path, adapted=adapted)
+    return path
+
+
 # ----------------------------------------------------------------------------- domains
 @dataclass
 class Domain:
@@ -257,6 +345,7 @@ class Domain:
     embedder: EmbedderLike
     checkpoint: str | None = None
     prototypes: np.ndarray | None = None  # (P, D) L2-normalised, in the router's space
+    runtime: str | None = None  # what runs its queries when not its embedder's (the shared onnx graphs)
 
     def info(self) -> dict:
         model = getattr(self.embedder, "model", None)
@@ -265,7 +354,7 @@ class Domain:
                 "checkpoint": os.path.basename(self.checkpoint) if self.checkpoint else None,
                 "first_adapted_stage": getattr(model, "split", None),
                 "has_labels": any(lab is not None for lab in self.index.labels),
-                "runtime": getattr(self.embedder, "runtime", "torch")}
+                "runtime": self.runtime or getattr(self.embedder, "runtime", "torch")}
 
 
 @dataclass
@@ -362,7 +451,8 @@ class DomainSet:
         """What ``/api/info`` says about the domains and how they are served."""
         out: dict[str, Any] = {"domains": [d.info() for d in self.domains.values()],
                                "router": self.router if len(self) > 1 else None,
-                               "shared_prefix": self.share_prefix}
+                               "shared_prefix": self.share_prefix,
+                               "runtime": getattr(self.shared, "runtime", None)}
         if self.shared is not None:
             model = next(iter(self.shared.models.values()))
             out["backbone"] = {"name": model.cfg.backbone.name, "fingerprint": model.fingerprint,
@@ -618,8 +708,8 @@ def _base_backbone(key: dict, backbone: str | None, weights: str | None, img_siz
 
 def load_domains(specs: Sequence[DomainSpec], *, backbone: str | None = None, weights: str | None = None,
                  img_size: int | None = None, device: str = "cpu", router: str = "frozen",
-                 route_sample: int = 256, share_prefix: bool = True) -> DomainSet:
-    """Load every domain on ONE frozen backbone (torch) and prepare the router.
+                 route_sample: int = 256, share_prefix: bool = True, runtime: str = "torch") -> DomainSet:
+    """Load every domain on ONE frozen backbone and prepare the router.
 
     Args:
         specs: the domains (:func:`parse_domain`, :func:`read_domains_file`).
@@ -630,6 +720,10 @@ def load_domains(specs: Sequence[DomainSpec], *, backbone: str | None = None, we
         router: ``frozen`` or ``adapted`` (module docstring).
         route_sample: gallery images (frozen) or vectors (adapted) per domain behind its prototypes.
         share_prefix: False runs each domain's whole network (for comparisons).
+        runtime: ``torch`` (:class:`SharedBackbone`), ``onnx`` (:class:`OnnxSharedBackbone`: a
+            prefix graph and per-domain suffix graphs, exported once into the cache) or ``auto``
+            (onnx on the CPU when onnx and onnxruntime are installed, else torch, as
+            :func:`dva.runtime.load.load_embedder`).
 
     Raises:
         BackboneMismatchError: two checkpoints were trained on different frozen weights or sizes.
@@ -637,9 +731,12 @@ def load_domains(specs: Sequence[DomainSpec], *, backbone: str | None = None, we
     """
     from dva.checkpoint import read_checkpoint
     from dva.retrieval.index import FingerprintMismatchError
+    from dva.runtime import RUNTIMES, sessions
     from dva.runtime.torch_embedder import Embedder
     from dva.utils import resolve_device
 
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
     if not specs:
         raise ValueError("no domain given: pass --domain NAME=CHECKPOINT:INDEX (repeatable) or --domains FILE")
     names = [s.name for s in specs]
@@ -662,6 +759,14 @@ def load_domains(specs: Sequence[DomainSpec], *, backbone: str | None = None, we
         except FingerprintMismatchError as exc:
             raise FingerprintMismatchError(f"domain {s.name!r}: {exc}") from None
         domains.append(Domain(s.name, indexes[s.name], emb, s.checkpoint))
-    out = DomainSet(domains, SharedBackbone(base, models, dev), router, share_prefix)
+    # Through the module attribute: tests can stand in a missing onnxruntime.
+    use_onnx = runtime == "onnx" or (runtime == "auto" and dev.type == "cpu" and sessions.onnx_available())
+    if use_onnx:
+        shared: SharedBackbone = OnnxSharedBackbone(base, models, dev, _domain_model(base, fp, None, None, frozen_cfg))
+        for d in domains:
+            d.runtime = "onnx"
+    else:
+        shared = SharedBackbone(base, models, dev)
+    out = DomainSet(domains, shared, router, share_prefix)
     out.build_prototypes(route_sample)
     return out

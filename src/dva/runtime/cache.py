@@ -5,7 +5,9 @@ Everything lives under :func:`cache_dir` (``$DVA_CACHE``, default ``~/.cache/dva
 * converted bundled weights (:func:`dva.bundled.cached_conversion`), at the top;
 * ``onnx/<fingerprint>.onnx``: embedders exported for ``--runtime onnx`` (:func:`onnx_cache_path`);
 * ``onnx/frozen-<job>-<key>.onnx``: the frozen jobs of training preparation
-  (:func:`frozen_cache_path`, run by :mod:`dva.runtime.frozen`).
+  (:func:`frozen_cache_path`, run by :mod:`dva.runtime.frozen`);
+* ``onnx/suffix-<key>.onnx``: one domain's graph from a shared frozen prefix to its embedding
+  (:func:`suffix_cache_path`, run by :mod:`dva.retrieval.domains`).
 
 Torch is imported only inside :func:`frozen_cache_path` (its caller already holds a model), so
 :mod:`dva.bundled` and the command line can import this module cheaply.
@@ -56,3 +58,16 @@ def frozen_cache_path(model: DVAModel, job: str, size: int) -> Path:
         key["weights"] = h.hexdigest()
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
     return cache_dir() / "onnx" / f"frozen-{job}-{digest}.onnx"
+
+
+def suffix_cache_path(fingerprint: str, start: int, digest: str, adapted: bool = True) -> Path:
+    """``$DVA_CACHE/onnx/suffix-<key>.onnx``: a domain's suffix graph (:func:`dva.runtime.onnx_export.export_suffix`).
+
+    The key holds the embedder's fingerprint (frozen weights + adapters + input size), the stage
+    the graph starts at, its config digest (:func:`dva.runtime.onnx_export.config_digest`:
+    adapter settings, scales, transform, export format) and whether the adapters run, so a
+    changed checkpoint or setting gets a new file and an unchanged one reuses its export.
+    """
+    key = {"fingerprint": fingerprint, "start": int(start), "digest": digest, "adapted": bool(adapted)}
+    h = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+    return cache_dir() / "onnx" / f"suffix-{h}.onnx"

@@ -42,6 +42,7 @@ from dva.ica import ConvAdapter, ica_modules, ica_scale, merge_ica
 from dva.utils import atomic_write_bytes
 
 if TYPE_CHECKING:
+    from dva.model import DVAModel
     from dva.runtime.torch_embedder import Embedder
 
 FORMAT = "dva-onnx/1"
@@ -208,6 +209,30 @@ def fold_adapter_norms(model: nn.Module, pad_to: int = 16) -> int:
     return count
 
 
+def runtime_copy(model: DVAModel, size: int, *, merge: bool = True, fold: bool = True) -> tuple[DVAModel, int]:
+    """A CPU copy of ``model`` rewritten for the runtime, and how many adapters were merged.
+
+    Identity-activation adapters are merged into the frozen weights (:func:`dva.ica.merge_ica`);
+    the others of a CNN are folded (:func:`fold_adapter_norms`) when the folded copy embeds a
+    probe batch of ``size`` px like the original (float32, max abs difference < 1e-4).
+    ``model`` itself is not modified.
+    """
+    model = copy.deepcopy(model).cpu().eval()
+    acts = _adapter_acts(model.encoder)
+    merged = merge_ica(model.encoder) if merge and acts and all(a == "identity" for a in acts) else 0
+    model = model.to(memory_format=torch.contiguous_format)
+    if fold and acts and not merged:
+        # The rewrite is exact in algebra; check it in float32 before trusting it (an
+        # architecture whose norm is not right after the conv would be skipped, not folded).
+        probe = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            want = model.embed(probe)
+            folded = copy.deepcopy(model)
+            if fold_adapter_norms(folded.encoder) and float((folded.embed(probe) - want).abs().max()) < 1e-4:
+                model = folded
+    return model, merged
+
+
 def export_onnx(embedder: Embedder, out: str | Path, *, merge: bool = True, fold: bool = True) -> dict[str, str]:
     """Write ``embedder`` (backbone + adapters + normalisation) to ``out`` as ONNX, atomically.
 
@@ -222,20 +247,8 @@ def export_onnx(embedder: Embedder, out: str | Path, *, merge: bool = True, fold
     """
     import onnx
 
-    model = copy.deepcopy(embedder.model).cpu().eval()
-    acts = _adapter_acts(model.encoder)
-    merged = merge_ica(model.encoder) if merge and acts and all(a == "identity" for a in acts) else 0
-    model = model.to(memory_format=torch.contiguous_format)
     size = int(embedder.img_size)
-    if fold and acts and not merged:
-        # The rewrite is exact in algebra; check it in float32 before trusting it (an
-        # architecture whose norm is not right after the conv would be skipped, not folded).
-        probe = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
-        with torch.no_grad():
-            want = model.embed(probe)
-            folded = copy.deepcopy(model)
-            if fold_adapter_norms(folded.encoder) and float((folded.embed(probe) - want).abs().max()) < 1e-4:
-                model = folded
+    model, merged = runtime_copy(embedder.model, size, merge=merge, fold=fold)
     x = torch.zeros(2, 3, size, size)
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
@@ -245,6 +258,63 @@ def export_onnx(embedder: Embedder, out: str | Path, *, merge: bool = True, fold
                           dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}})
     proto = onnx.load_from_string(buf.getvalue())
     meta = export_metadata(embedder, merged)
+    del proto.metadata_props[:]
+    for k, v in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = k, v
+    atomic_write_bytes(out, proto.SerializeToString())
+    return meta
+
+
+# --------------------------------------------------------------------------- several domains
+SUFFIX_FORMAT = "dva-onnx-suffix/1"
+PREFIX_INPUT = "prefix"
+
+
+class _SuffixGraph(nn.Module):
+    """What is traced for one domain: its network from the activation entering stage ``start``."""
+
+    def __init__(self, model: DVAModel, start: int, adapted: bool) -> None:
+        super().__init__()
+        # A private copy (runtime_copy): moving its split down to ``start`` only makes it run the
+        # frozen stages between ``start`` and its first adapter too, which carry no adapter.
+        model.split = start
+        self.model, self.adapted = model, adapted
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.model.embed_from_prefix(h, normalize=True, adapted=self.adapted)
+
+
+def export_suffix(embedder: Embedder, start: int, out: str | Path, *, adapted: bool = True) -> dict[str, str]:
+    """Write one domain's suffix graph to ``out``, atomically: the activation entering stage ``start``
+    (``dva.backbone.forward_prefix(..., start)``) -> L2-normalised ``(B, dim)`` embeddings.
+
+    Adapters are merged or folded as :func:`export_onnx` does for whole embedders.
+    ``adapted=False``: the frozen network (adapters and head bypassed; a model without adapters).
+
+    Raises:
+        ValueError: ``start`` is above the first adapted stage (the graph would skip adapters).
+    """
+    import onnx
+
+    from dva import backbone as bb
+
+    if start > embedder.model.split:
+        raise ValueError(f"a suffix graph from stage {start} would skip the adapters of stages "
+                         f"{embedder.model.split}-{start - 1}: start at or below the first adapted stage")
+    size = int(embedder.img_size)
+    model, merged = runtime_copy(embedder.model, size)
+    with torch.no_grad():
+        h = bb.forward_prefix(model.encoder, torch.zeros(2, 3, size, size), start).contiguous()
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
+        torch.onnx.export(_SuffixGraph(model, start, adapted).eval(), (h,), buf, dynamo=False,
+                          opset_version=OPSET, input_names=[PREFIX_INPUT], output_names=[OUTPUT],
+                          dynamic_axes={PREFIX_INPUT: {0: "batch"}, OUTPUT: {0: "batch"}})
+    proto = onnx.load_from_string(buf.getvalue())
+    meta = {**export_metadata(embedder, merged), "dva.format": SUFFIX_FORMAT, "dva.start": str(int(start)),
+            "dva.adapted": str(bool(adapted))}
     del proto.metadata_props[:]
     for k, v in meta.items():
         entry = proto.metadata_props.add()

@@ -67,16 +67,12 @@ def domain_specs(args: argparse.Namespace) -> list[DomainSpec]:
 
 
 def load_domain_set(args: argparse.Namespace, specs: list[DomainSpec]) -> DomainSet:
-    """Every domain on one frozen backbone (torch: the multi-domain path has no onnxruntime graphs)."""
-    import sys
-
+    """Every domain on one frozen backbone, on ``--runtime`` (onnx: a prefix graph + one suffix graph per domain)."""
     from dva.retrieval.domains import load_domains
 
-    if getattr(args, "runtime", "auto") == "onnx":
-        print("note: several domains run on torch (one frozen backbone shared by their adapters); "
-              "--runtime onnx applies to a single --index", file=sys.stderr)
     ds = load_domains(specs, backbone=args.backbone, weights=args.weights, img_size=args.img_size,
-                      device=args.device, router=args.router, route_sample=args.route_sample)
+                      device=args.device, router=args.router, route_sample=args.route_sample,
+                      runtime=getattr(args, "runtime", "auto"))
     if getattr(args, "nprobe", None):
         for d in ds.domains.values():
             d.index.set_nprobe(args.nprobe)

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         ds = load_domain_set(args, specs)
         print(f"serving {len(ds)} domains on one frozen backbone ("
               + ", ".join(f"{n}: {len(d.index)} images" for n, d in ds.domains.items())
-              + f"; router {ds.router}) on http://{args.host}:{args.port}/{where}")
+              + f"; router {ds.router}; runtime {ds.info()['runtime']}) on http://{args.host}:{args.port}/{where}")
         serve(host=args.host, port=args.port, domains=ds, **limits)
         return 0
     index = GalleryIndex.load(args.index)
