@@ -90,8 +90,9 @@ def _prompt(cfg: DVAConfig) -> list[str]:
 def yolox_setting(cfg: DVAConfig) -> dict:
     from dva.opa.detectors import yolox
 
+    classes = yolox.class_ids(_prompt(cfg))  # a missing prompt is the user's first error, before the file
     path = yolox.find_model(cfg.opa.detector_path or None)
-    return {"model": file_sha256(path), "classes": yolox.class_ids(_prompt(cfg)),
+    return {"model": file_sha256(path), "classes": classes,
             "input": yolox.INPUT, "nms_iou": yolox.NMS_IOU, "candidate_score": yolox.CANDIDATE_SCORE}
 
 
