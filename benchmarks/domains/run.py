@@ -131,7 +131,7 @@ def measure_runtimes(files: dict[str, DomainFiles], held: dict[str, list[str]], 
     out = {"threads": threads, "load_s": {"onnx_first": round(first_s, 1), "onnx_again": round(again_s, 1)},
            "graphs_exported_first": exported, "load_before": round(os.getloadavg()[0], 2),
            **inprocess.runtimes({"torch": on_torch, "onnx": on_onnx}, ORDER, xs, repeats),
-           "load_after": round(os.getloadavg()[0], 2), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+           "load_after": round(os.getloadavg()[0], 2), "date": C.now_utc(),
            "git_commit": C.git_commit()}
     print(f"[domains] runtimes: {out}", flush=True)
     return out

@@ -28,6 +28,7 @@ from dva.retrieval.domains import (
     read_domains_file,
     single_domain,
 )
+from dva.runtime import sessions
 from dva.runtime.load import load_embedder
 
 NAME, SIZE = "mobilenetv2_100", 64
@@ -328,17 +329,24 @@ def test_serve_command_with_domains(world, monkeypatch, tmp_path, capsys):
     a, b = world["specs"]
     f.write_text(f"domains:\n  {a.name}: {{checkpoint: {a.checkpoint}, index: {a.index}}}\n"
                  f"  {b.name}: {{checkpoint: {b.checkpoint}, index: {b.index}}}\n")
-    assert main(["serve", "--domains", str(f), "--router", "adapted", "--k", "5"]) == 0
+    assert main(["serve", "--domains", str(f), "--router", "adapted", "--k", "5", "--runtime", "torch"]) == 0
     assert seen["domains"].names == ["shapes", "stripes"] and seen["domains"].router == "adapted"
     assert seen["default_k"] == 5 and "serving 2 domains on one frozen backbone" in capsys.readouterr().out
+    assert seen["domains"].info()["runtime"] == "torch"  # --runtime reaches the domain set
+    if sessions.onnx_available():  # the default, auto: onnxruntime on the CPU
+        assert main(["serve", "--domains", str(f), "--router", "adapted"]) == 0
+        assert seen["domains"].info()["runtime"] == "onnx" and "runtime onnx" in capsys.readouterr().out
     assert main(["serve", "--checkpoint", a.checkpoint, *_domain_args(world)]) == 2
     assert "--checkpoint goes with --index" in capsys.readouterr().err
     assert main(["serve"]) == 2
     assert "give --index" in capsys.readouterr().err
 
 
-def test_a_full_fine_tune_keeps_its_own_backbone(world, tmp_path):
+@pytest.mark.parametrize("runtime", ["torch", pytest.param("onnx", marks=pytest.mark.skipif(
+    not sessions.onnx_available(), reason="onnx and onnxruntime not installed"))])
+def test_a_full_fine_tune_keeps_its_own_backbone(world, tmp_path, monkeypatch, runtime):
     """A domain whose whole backbone was trained shares nothing, and still gives its own embeddings."""
+    monkeypatch.setenv("DVA_CACHE", str(tmp_path / "cache"))
     cfg = DVAConfig()
     cfg.backbone.name, cfg.backbone.weights, cfg.backbone.img_size = NAME, str(world["weights"]), SIZE
     cfg.train.trainable = "full"
@@ -352,7 +360,8 @@ def test_a_full_fine_tune_keeps_its_own_backbone(world, tmp_path):
     one = load_embedder(checkpoint=str(ckpt), runtime="torch")
     items = [GalleryItem(str(p), 0) for p in world["held"]["shapes"]]
     spec = DomainSpec("full", str(ckpt), str(_index(ckpt, items, tmp_path)))
-    ds = load_domains([world["specs"][0], spec], router="adapted")
+    ds = load_domains([world["specs"][0], spec], router="adapted", runtime=runtime)
+    assert ds.info()["runtime"] == runtime
     x = _x(ds, world["held"]["stripes"])
     cos = (ds.embed(x)["full"] * one.embed_tensor(x).numpy()).sum(1)
     assert cos.min() >= 0.99999 and ds.shared.alone == {"full"}
@@ -362,8 +371,7 @@ def test_a_full_fine_tune_keeps_its_own_backbone(world, tmp_path):
 
 
 # ----------------------------------------------------------------------------- onnxruntime
-needs_onnx = pytest.mark.skipif(not __import__("dva.runtime.sessions").runtime.sessions.onnx_available(),
-                                reason="onnx and onnxruntime not installed")
+needs_onnx = pytest.mark.skipif(not sessions.onnx_available(), reason="onnx and onnxruntime not installed")
 
 
 def _graphs(cache: Path) -> dict[str, int]:
@@ -470,8 +478,6 @@ def test_onnx_a_changed_checkpoint_re_exports_its_suffix_only(world, onnx_world,
 
 
 def test_auto_runtime_falls_back_to_torch_without_onnxruntime(world, monkeypatch, tmp_path):
-    from dva.runtime import sessions
-
     monkeypatch.setenv("DVA_CACHE", str(tmp_path))
     monkeypatch.setattr(sessions, "onnx_available", lambda: False)
     ds = load_domains(world["specs"], router="adapted", runtime="auto")

@@ -265,7 +265,10 @@ class OnnxSharedBackbone(SharedBackbone):
     simpler graphs). The frozen router gets a suffix graph of the frozen network from ``start``.
     A full fine-tune shares nothing and runs its whole-embedder export. Each graph is exported
     once into ``$DVA_CACHE/onnx/`` (keyed by fingerprint, start and config digest) and reused.
-    The torch models stay loaded: they define the graphs and answer :meth:`full` comparisons.
+    Memory: each suffix graph holds its own copy of the frozen weights after ``start`` (adapters
+    merged or folded into them: they are no longer the shared tensors), e.g. 7 MB per domain of
+    a MobileNetV2 adapted in its last 2 stages; the torch models stay loaded too (they define
+    the graphs and give the domains' fingerprints and transform). ``runtime="torch"`` keeps one copy.
     """
 
     runtime = "onnx"
