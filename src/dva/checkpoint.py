@@ -61,7 +61,8 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
                          "`dva train` (or was edited): train again or restore the original file")
     try:
         info = {
-            "config": DVAConfig.from_dict(json.loads(meta["config"]), source=str(p)),
+            # limits=False: the bounds of new runs must not lock out a model trained before them.
+            "config": DVAConfig.from_dict(json.loads(meta["config"]), source=str(p), limits=False),
             "fingerprint": meta["fingerprint"],
             "num_classes": int(meta["num_classes"]),
             "extra": json.loads(meta.get("extra", "{}")),
@@ -148,8 +149,9 @@ def check_alpha(alpha: float, extrapolate: bool = False, what: str = "alpha") ->
         raise ValueError(f"{what} must be a finite number, got {alpha!r}")
     if not extrapolate and not 0.0 <= a <= 1.0:
         raise ValueError(f"{what}={a} is outside [0, 1] (0 = the frozen backbone, 1 = the trained model); "
-                         "to extrapolate past them write a checkpoint with "
-                         "`dva interpolate --checkpoint CKPT --alpha A --extrapolate --out OUT`")
+                         + ("pass --extrapolate to go past them" if what == "--alpha" else
+                            "to extrapolate past them write a checkpoint with "
+                            "`dva interpolate --checkpoint CKPT --alpha A --extrapolate --out OUT`"))
     return a
 
 

@@ -229,8 +229,9 @@ class DVAConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], source: str = "<dict>") -> "DVAConfig":
-        return validate(_from_dict(cls, d, source), source)
+    def from_dict(cls, d: dict[str, Any], source: str = "<dict>", limits: bool = True) -> "DVAConfig":
+        """A config from a nested dict (``limits=False``: see :func:`validate`)."""
+        return validate(_from_dict(cls, d, source), source, limits)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -310,11 +311,15 @@ MAX_BATCH = 4096  # train.classes_per_batch x train.images_per_class (each image
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
-def validate(cfg: "DVAConfig", source: str = "<config>") -> "DVAConfig":
+def validate(cfg: "DVAConfig", source: str = "<config>", limits: bool = True) -> "DVAConfig":
     """Check every value of ``cfg``; raise one ``ValueError`` naming ``source``, the key, the value and the fix.
 
     Choices (from the registries that implement them), ranges and upper bounds, the text forms of
     ``ica.target``, ``ica.blocks`` and ``train.device``, and the combinations no run can use.
+    ``limits=False`` (a checkpoint's recorded config, read to embed with it; a model being built)
+    skips the upper bounds of the ``train.*`` and ``data.*`` values and the training-only
+    combinations: they guard new runs, and must not lock out a model trained before a bound existed.
+    The bounds that guard the model's size (``ica.rank``, ``backbone.img_size``...) always apply.
     Returns ``cfg``.
     """
     def get(key: str) -> Any:
@@ -327,6 +332,8 @@ def validate(cfg: "DVAConfig", source: str = "<config>") -> "DVAConfig":
             raise ValueError(f"{source}: {key}={get(key)!r} is not one of {', '.join(allowed)}")
     for key, (lo, lo_ok, hi, why) in RANGES.items():
         v = get(key)
+        if hi is not None and not limits and key.startswith(("train.", "data.")):
+            hi = None
         if not math.isfinite(v) or v < lo or (v == lo and not lo_ok) or (hi is not None and v > hi):
             want = (f">= {lo}" if lo_ok else f"> {lo}") + (f" and <= {hi}" if hi is not None else "")
             raise ValueError(f"{source}: {key}={v!r} must be {want}" + (f" ({why})" if why else ""))
@@ -338,7 +345,8 @@ def validate(cfg: "DVAConfig", source: str = "<config>") -> "DVAConfig":
         raise ValueError(f"{source}: {exc}") from None
     if not _DEVICE.fullmatch(cfg.train.device):
         raise ValueError(f"{source}: train.device={cfg.train.device!r} is not auto, cpu, cuda, cuda:N or mps")
-    _check_combinations(cfg, source)
+    if limits:
+        _check_combinations(cfg, source)
     return cfg
 
 

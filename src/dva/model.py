@@ -139,7 +139,7 @@ def build_model(cfg: DVAConfig, num_classes: int = 0) -> DVAModel:
     """
     # A config made in code (DVAConfig(), then fields set) has not been through load_config: its
     # values are checked here, once, before the backbone is built (dva.config.validate).
-    validate(cfg, "model config")
+    validate(cfg, "model config", limits=False)  # the run's own limits: load_config / train()
     encoder = bb.create_backbone(cfg.backbone.name, cfg.backbone.weights, cfg.backbone.img_size)
     fp = bb.fingerprint(encoder, cfg.backbone.name)
     return DVAModel(encoder, cfg, num_classes, fp)

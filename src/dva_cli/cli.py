@@ -58,7 +58,12 @@ def is_user_error(exc: BaseException) -> bool:
     """Whether ``exc`` is reported as one line: a bad value or file (ValueError, OSError: missing,
     existing, unwritable, disk full), MemoryError, or an exception class of the project's own."""
     own = type(exc).__module__.split(".")[0] in PACKAGES
-    return isinstance(exc, (ValueError, OSError, MemoryError)) or own
+    return isinstance(exc, (ValueError, OSError, MemoryError)) or own or _out_of_memory(exc)
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """torch's OutOfMemoryError (a RuntimeError; CUDA or another accelerator ran out)."""
+    return type(exc).__name__ == "OutOfMemoryError"
 
 
 def error_line(command: str, exc: BaseException) -> str:
@@ -66,7 +71,7 @@ def error_line(command: str, exc: BaseException) -> str:
     text = str(exc).strip()
     if not isinstance(exc, ValueError):  # another library's text may run over many lines
         text = text.splitlines()[0] if text else ""
-    if isinstance(exc, MemoryError):
+    if isinstance(exc, MemoryError) or _out_of_memory(exc):
         what = f"out of memory ({text or 'MemoryError'}): lower the batch size, image size or number of workers"
     elif isinstance(exc, ValueError) or (isinstance(exc, FileNotFoundError) and text):
         what = text  # the project's messages name the file or key and the fix

@@ -120,13 +120,15 @@ def results_record(result: dict[str, Any], summary: dict[str, Any], cfg: Any, ou
 
 def run_demo(out: str = "runs/demo", data: str | None = None, overrides: list[str] | None = None,
              progress: bool = True, synthetic: bool = False, results: str | None = None,
-             command: str | None = None) -> dict:
+             command: str | None = None, overwrite: bool = False) -> dict:
     """Train + evaluate + index + search + report; returns the summary written to ``OUT/demo.json``.
 
     Args:
         results: also write the run's metrics, timings and provenance to this JSON file (e.g.
             ``benchmarks/results/demo.json``: the docs render the demo's numbers from it).
         command: the command line recorded in ``results`` (default: the ``dva demo`` flags of this call).
+        overwrite: train afresh in ``out`` (default: resume the demo's own run there, or reuse it when
+            finished; a run made with other settings is refused, naming this option).
     """
     from dva_train.train import train
 
@@ -148,7 +150,13 @@ def run_demo(out: str = "runs/demo", data: str | None = None, overrides: list[st
         why = "--synthetic" if synthetic else "cub100 not found (set DVA_CUB100)"
         print(f"demo: {why}; using a generated dataset in {root}")
     cfg = load_config("demo", ov + list(overrides or []))
-    summary = train(cfg, resume=True, progress=progress)
+    try:
+        summary = train(cfg, resume=not overwrite, progress=progress, overwrite=overwrite)
+    except ValueError as exc:  # a run of other settings (an older demo, other overrides) is in `out`
+        if overwrite or "resume-with-changes" not in str(exc):
+            raise
+        raise ValueError(f"{exc}\n`dva demo`: pass --overwrite to train the demo again in {out}, "
+                         "or --out for another folder") from None
     # A run that validated on held-out training classes reports the test split, scored once for
     # the model validation chose; otherwise the evaluation split is the test split.
     held = bool(summary.get("test_metrics"))

@@ -172,6 +172,9 @@ def check_run_folder(out: str | Path, resume: bool, overwrite: bool) -> None:
         raise ValueError("--resume continues the run in output_dir, --overwrite starts it again from scratch: "
                          "pass one of them")
     found = [f for f in RESULT_FILES if (out / f).exists()]
+    if resume and found and not (out / STATE_FILE).exists():  # resuming would start afresh over them
+        raise ValueError(f"{out} holds results ({', '.join(found)}) but no {STATE_FILE} to resume from: pass "
+                         "--overwrite to train again from scratch, or choose another --output_dir")
     if not found or resume or overwrite:
         return
     ways = ("choose another --output_dir, or pass --overwrite to train again from scratch "
@@ -183,7 +186,7 @@ def check_run_folder(out: str | Path, resume: bool, overwrite: bool) -> None:
         except (OSError, ValueError, AttributeError):
             state = "finished"
         raise ValueError(f"{out} holds a finished run ({state}; {', '.join(found)}): pass --resume to continue "
-                         "it (--resume-with-changes with more --train.epochs or --train.max_steps trains it "
+                         "it (--resume-with-changes with a larger --train.steps or --train.epochs trains it "
                          f"further), {ways}")
     step = _checkpoint_step(out / LAST_FILE)
     at = f" (last checkpoint at step {step})" if step is not None else ""

@@ -522,7 +522,9 @@ class _Trainer:
             return
         barrier(run.info)  # best.safetensors is written by rank 0
         best = run.out / BEST_FILE
-        if self.pos.best_step >= 0 and best.is_file():
+        # Rank 0 alone tracks the best step: it decides, so that every rank embeds its share of the
+        # test split with the same model.
+        if any_rank(run.info, run.info.main and self.pos.best_step >= 0 and best.is_file()):
             load_into(run.model, best)
         dcfg = run.model.data_cfg
         trained = embed_paths(run.model, run.data.test_paths, run.cfg, dcfg, run.info, True)

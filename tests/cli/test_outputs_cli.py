@@ -97,3 +97,12 @@ def test_folder_outputs_refuse_a_file_before_any_work(tmp_path, capsys, command)
     err = capsys.readouterr().err
     assert f"--out {out} is a file, but this command writes a folder there" in err
     assert "Traceback" not in err and out.read_text() == "keep me"
+
+
+def test_eval_save_embeddings_checks_the_npz_name_that_numpy_writes(tmp_path, capsys):
+    npz = _existing(tmp_path / "emb.npz")
+    args = ["eval", "--checkpoint", str(tmp_path / "missing.safetensors"), "--dataset", "folder",
+            "--root", str(tmp_path / "nowhere"), "--save-embeddings", str(tmp_path / "emb")]
+    assert main(args) == 2
+    assert f"--save-embeddings {npz} exists: pass --overwrite" in capsys.readouterr().err
+    assert npz.read_text() == "keep me"

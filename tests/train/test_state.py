@@ -202,6 +202,16 @@ def test_training_into_a_finished_run_is_refused_and_leaves_it_as_it_was(runs, s
     assert _bytes(out) == before  # not one byte written, the log included
 
 
+def test_resume_without_a_state_file_refuses_to_start_afresh_over_results(runs, synthetic_root, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(runs / "straight", out)
+    (out / S.STATE_FILE).unlink()  # what the "delete it to start again" messages suggest
+    before = _bytes(out)
+    with pytest.raises(ValueError, match=r"but no train_state.pt to resume from: pass --overwrite"):
+        T.train(_cfg(synthetic_root, out), resume=True, progress=False)
+    assert _bytes(out) == before
+
+
 def test_an_unfinished_run_is_refused_too_and_resume_still_continues_it(runs, synthetic_root, tmp_path):
     out = _copy_crashed(runs, tmp_path)
     before = _bytes(out)

@@ -439,7 +439,10 @@ class DomainSet:
         return len(self.domains)
 
     def __getitem__(self, name: str) -> Domain:
-        return self.domains[self.resolve(name)]
+        key = self.resolve(name)
+        if key not in self.domains:  # None (route) or "all": not one domain
+            raise UnknownDomainError(f"{name!r} names no single domain; known: {', '.join(self.domains)}")
+        return self.domains[key]
 
     def resolve(self, domain: str | None) -> str | None:
         """``domain`` checked: a known name, ``all``, or None/"" (route); else :class:`UnknownDomainError`."""
@@ -468,7 +471,9 @@ class DomainSet:
         names = list(names if names is not None else self.names)
         if not self.share_prefix:
             return {n: self._full(n, x) for n in names}
-        hs = self.shared.prefixes(x, self.shared.stops(names))
+        # Full fine-tunes ("alone") run their own whole network: no shared prefix for them alone.
+        shared = [n for n in names if n not in self.shared.alone]
+        hs = self.shared.prefixes(x, self.shared.stops(shared)) if shared else {}
         return {n: self.shared.embed(n, hs, x).numpy() for n in names}
 
     def _full(self, name: str, x: torch.Tensor) -> np.ndarray:

@@ -12,6 +12,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None, help="cub100 folder (default: $DVA_CUB100 or ../shared/data/cub100)")
     p.add_argument("--synthetic", action="store_true", help="use a generated dataset even if cub100 is present")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--overwrite", action="store_true",
+                   help="train the demo again in --out (default: reuse or resume the run found there)")
     p.add_argument("--results", default=None,
                    help="also write the run's metrics, timings and provenance to this JSON file "
                         "(the benchmark reference: benchmarks/results/demo.json)")
@@ -23,5 +25,5 @@ def run(args: argparse.Namespace) -> int:
     from dva_train.demo import run_demo
 
     run_demo(args.out, args.data, args.overrides, progress=not args.no_progress, synthetic=args.synthetic,
-             results=args.results)
+             results=args.results, overwrite=args.overwrite)
     return 0

@@ -52,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     refuse_existing(args.out, args.overwrite)  # before the split is read and the images embedded
+    if args.save_embeddings and not str(args.save_embeddings).endswith(".npz"):
+        args.save_embeddings = f"{args.save_embeddings}.npz"  # what np.savez writes: check that name
     refuse_existing(args.save_embeddings, args.overwrite, "--save-embeddings")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # kept in split.warnings and reported below

@@ -23,8 +23,6 @@ from dva.opa.detectors.common import Detection
 from dva.opa.geometry import clip_box
 
 KINDS = ("groundingdino", "owlv2")
-DEFAULT_MODELS = {"groundingdino": "IDEA-Research/grounding-dino-tiny",
-                  "owlv2": "google/owlv2-base-patch16-ensemble"}
 TEXT_THRESHOLD = 0.25  # GroundingDINO: tokens above it name the box's phrase (the library default)
 
 

@@ -185,8 +185,9 @@ def writing(d: Path) -> Iterator[None]:
     d.mkdir(parents=True, exist_ok=True)
     fd = _lock(d)
     try:
-        # Under the lock no other build is writing here: every temporary is a dead one's.
-        for stale in d.glob(".index*.tmp"):
+        # Under the lock no other build is writing here: every temporary is a dead one's. Without
+        # a lock (no fcntl) another build may be writing one: leave them.
+        for stale in d.glob(".index*.tmp") if fd is not None else ():
             stale.unlink(missing_ok=True)
         yield
     finally:
@@ -227,5 +228,8 @@ def commit(d: Path, record: dict) -> dict:
     keep = {record["faiss_file"], record["items_file"]} | {f for r in retired for f in r["files"]}
     for f in d.iterdir():
         if f.name.startswith("index-") and f.name.endswith((_FAISS, _ITEMS)) and f.name not in keep:
-            f.unlink(missing_ok=True)
+            try:  # the commit is done: a file a reader still holds open (Windows) goes on the next commit
+                f.unlink(missing_ok=True)
+            except OSError:
+                pass
     return record
