@@ -63,6 +63,8 @@ class Position:
     run_id: str = ""  # the ``run`` of the log rows (dva_train.runlog); kept by a resume
     # The step-0 evaluation of the frozen backbone (metrics and "mean_cos"), for the collapse guard.
     frozen: dict[str, float] = field(default_factory=dict)
+    stale: int = 0  # evaluations in a row without a better validation MAP@R (early stopping)
+    early_stop: str = ""  # why the run stopped early, if it did (kept by a resume: it stays stopped)
 
 
 @dataclass
@@ -83,6 +85,7 @@ class TrainState:
             "format": FORMAT, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "step": p.step, "epoch": p.epoch, "batch_in_epoch": p.batch_in_epoch, "best": p.best,
             "best_step": p.best_step, "run_id": p.run_id, "frozen": dict(p.frozen),
+            "stale": p.stale, "early_stop": p.early_stop,
             "scaler": self.scaler.state_dict(), "trainable": trainable_state(self.model),
             "fingerprint": self.model.fingerprint, "config": cfg.to_dict(),
         })
@@ -110,7 +113,8 @@ class TrainState:
             self.scaler.load_state_dict(saved["scaler"])
         self.pos = Position(int(saved["step"]), int(saved["epoch"]), int(saved["batch_in_epoch"]),
                             float(saved.get("best", -1.0)), int(saved.get("best_step", -1)),
-                            str(saved.get("run_id", "")) or self.pos.run_id, dict(saved.get("frozen") or {}))
+                            str(saved.get("run_id", "")) or self.pos.run_id, dict(saved.get("frozen") or {}),
+                            int(saved.get("stale", 0)), str(saved.get("early_stop", "")))
         return notes
 
 

@@ -288,8 +288,6 @@ class _Trainer:
         self.stopped: Finding | None = None
         self.findings: list[dict] = []
         self.train_s, self.n_img = 0.0, 0
-        self.stale = 0  # evaluations in a row without a better validation MAP@R (early stopping)
-        self.early_stop: str = ""  # why the run stopped early, if it did
         self.test: dict[str, dict | None] = {}  # val runs: the test split, scored once at the end
 
     @property
@@ -359,7 +357,8 @@ class _Trainer:
         """Epochs from the current position until ``total`` steps, an early stop (validation only), or a stop."""
         tc, pos = self.run.cfg.train, self.pos
         try:
-            for epoch in range(pos.epoch, self.budget.epochs):
+            # A run that stopped early stays stopped: --resume of it trains nothing more.
+            for epoch in range(pos.epoch, self.budget.epochs if not pos.early_stop else pos.epoch):
                 if pos.step >= self.total:
                     break
                 self._epoch(epoch, pos.batch_in_epoch)
@@ -370,7 +369,7 @@ class _Trainer:
                 if periodic or last_epoch:
                     self._evaluate_epoch(epoch + 1)
                 self._save(self.metrics)
-                if self.early_stop:
+                if self.pos.early_stop:
                     break
         except _Stop as stop:
             self.stopped = stop.finding  # saved by finish(), with the metrics of this step
@@ -468,17 +467,18 @@ class _Trainer:
                           mean_cos=self.eval_cos)
             if run.data.select and self.metrics["map@r"] > self.pos.best:
                 self.state.save_best(run.out, self.metrics, epoch, run.data.eval_name)
-                self.stale = 0
+                self.pos.stale = 0
             else:
-                self.stale += 1
+                self.pos.stale += 1
             finding = self.guard.check_eval(self.pos.step, self.metrics, self.frozen)
         self._check(finding)
         # Early stopping, decided on rank 0's count and shared (every rank leaves the loop together).
         patience = self._patience()
-        if patience and any_rank(run.info, self.stale >= patience) and self.pos.step < self.total:
-            self.early_stop = (f"early stop at step {self.pos.step} of {self.total}: {patience} evaluations without "
-                               f"a better validation MAP@R (best: step {self.pos.best_step}; train.patience=0 turns it off)")
-            run.log.alert(self.early_stop, kind="early_stop", step=self.pos.step)
+        pos = self.pos
+        if patience and any_rank(run.info, pos.stale >= patience) and pos.step < self.total:
+            pos.early_stop = (f"early stop at step {pos.step} of {self.total}: {patience} evaluations without "
+                              f"a better validation MAP@R (best: step {pos.best_step}; train.patience=0 turns it off)")
+            run.log.alert(pos.early_stop, kind="early_stop", step=pos.step)
 
     def _save(self, metrics: dict | None = None) -> None:
         if self.run.info.main:
@@ -506,7 +506,7 @@ class _Trainer:
                    "test_metrics": self.test.get("trained"), "test_frozen_metrics": self.test.get("frozen"),
                    "test_model": self.test.get("model"), "budget": {"steps": self.total, "rule": self.budget.rule},
                    "batch": {"classes_per_batch": run.data.batch.classes, "images_per_class": run.data.batch.images},
-                   "early_stop": self.early_stop or None,
+                   "early_stop": self.pos.early_stop or None,
                    "worse_than_frozen": (not self.metrics["map@r"] >= self.frozen["map@r"]  # nan: worse
                                          if self.metrics and self.frozen else None)}
         if run.info.main:

@@ -132,6 +132,11 @@ def test_early_stopping_acts_on_the_validation_split_only(many_classes, tmp_path
     s = json.loads((out / "summary.json").read_text())
     assert s["early_stop"] and s["early_stop"].startswith("early stop at step")
     assert s["steps"] < 6 * (60 // 8)  # 10 classes x 6 images in batches of 8: 7 per epoch
+    last = (out / "last.safetensors").read_bytes()
+    assert main([*_args(many_classes, out, *frozen_like), "--resume"]) == 0  # it stays stopped
+    again = json.loads((out / "summary.json").read_text())
+    assert again["steps"] == s["steps"] and again["early_stop"] == s["early_stop"]
+    assert (out / "last.safetensors").read_bytes() == last
     out = tmp_path / "test"  # the same run evaluating on the test split never stops early
     assert main(_args(many_classes, out, *frozen_like, "--data.val_classes", "0")) == 0
     s = json.loads((out / "summary.json").read_text())
