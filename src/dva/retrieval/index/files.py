@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from dva.retrieval.store.gallery import pairs_digest
 from dva.utils import atomic_write_bytes, atomic_write_json, atomic_writer, read_json
 
 FORMAT = "dva-index/2"
@@ -78,11 +79,7 @@ def _checksum(record: dict) -> str:
 
 def items_digest(paths: Sequence[str], labels: Sequence[Any]) -> str:
     """SHA-256 of the ordered ``(path, label)`` pairs: what identifies an index's gallery."""
-    h = hashlib.sha256()
-    for p, lab in zip(paths, labels):
-        h.update(json.dumps([p, lab]).encode())
-        h.update(b"\n")
-    return h.hexdigest()
+    return pairs_digest(paths, labels)
 
 
 # --------------------------------------------------------------------------- reading

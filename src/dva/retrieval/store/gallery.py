@@ -8,10 +8,14 @@ file that names one image twice is refused, naming both lines.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from dva.data import IMAGE_EXTENSIONS
 from dva.data._files import ImageRegistry, walk_images
@@ -114,3 +118,13 @@ def _real_path(list_path: Path, lineno: int, entry: str) -> str:
         return str(p.resolve(strict=False))
     except (RuntimeError, OSError) as exc:  # Python raises RuntimeError on a symlink loop
         raise ValueError(f"{list_path}:{lineno}: {p}: {exc}") from None
+
+
+def pairs_digest(paths: Sequence[str], labels: Sequence[Any]) -> str:
+    """SHA-256 of the ordered ``(path, label)`` pairs: what identifies a gallery (an embedding run's
+    inputs, an index's items)."""
+    h = hashlib.sha256()
+    for p, lab in zip(paths, labels):
+        h.update(json.dumps([p, lab]).encode())
+        h.update(b"\n")
+    return h.hexdigest()

@@ -7,7 +7,6 @@ other settings are refused unless asked to start over.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from dva.retrieval.store.embeddings import FORMAT, read_jsonl, shard_paths, write_jsonl
-from dva.retrieval.store.gallery import GalleryItem
+from dva.retrieval.store.gallery import GalleryItem, pairs_digest
 from dva.retrieval.store.world import World
 from dva.utils import atomic_write_json, read_json
 
@@ -42,11 +41,7 @@ class EmbedSummary:
 
 def inputs_digest(items: Sequence[GalleryItem]) -> str:
     """SHA-256 of the ordered ``(path, label)`` list: what identifies a run's inputs."""
-    h = hashlib.sha256()
-    for it in items:
-        h.update(json.dumps([it.path, it.label]).encode())
-        h.update(b"\n")
-    return h.hexdigest()
+    return pairs_digest([it.path for it in items], [it.label for it in items])
 
 
 def plan(embedder: EmbedderLike, items: Sequence[GalleryItem], shard_size: int, dtype: str) -> dict:
