@@ -12,3 +12,26 @@ def perturb_trainable(model: torch.nn.Module, seed: int = 0, scale: float = 0.05
             if p.requires_grad:
                 p.add_(torch.randn(p.shape, generator=g) * scale)
     return model
+
+
+def seeded_mnv2_weights(path):
+    """Write a seeded random MobileNetV2-0.5 as a local weights file (the same frozen model in every build)."""
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    model = timm.create_model("mobilenetv2_050", num_classes=0)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path
+
+
+def small_images(folder, n: int = 3) -> list[str]:
+    """``n`` small PNGs of different sizes and colours in ``folder``; their paths."""
+    from PIL import Image
+
+    paths = []
+    for i in range(n):
+        p = folder / f"im{i}.png"
+        Image.new("RGB", (40 + 10 * i, 30), (i * 50, 0, 0)).save(p)
+        paths.append(str(p))
+    return paths

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _helpers import perturb_trainable
+from _helpers import perturb_trainable, seeded_mnv2_weights
 
 from dva import DVAConfig, build_model
 from dva.checkpoint import interpolate, load_checkpoint, read_checkpoint, save_checkpoint
@@ -18,14 +18,7 @@ from dva.runtime.torch_embedder import Embedder
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
     """A seeded random MobileNetV2-0.5 as a local weights file (the same frozen model in every build)."""
-    import timm
-    from safetensors.torch import save_file
-
-    path = tmp_path_factory.mktemp("w") / "mnv2_050.safetensors"
-    torch.manual_seed(0)
-    model = timm.create_model("mobilenetv2_050", num_classes=0)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
-    return path
+    return seeded_mnv2_weights(tmp_path_factory.mktemp("w") / "mnv2_050.safetensors")
 
 
 def _cfg(weights: Path, trainable: str) -> DVAConfig:

@@ -4,7 +4,7 @@ import sys
 import types
 
 import pytest
-from PIL import Image
+from _helpers import small_images
 
 from dva.config import DVAConfig
 from dva.opa.detector_boxes import detector_from_spec, each_image
@@ -14,12 +14,7 @@ from dva.opa.sources import compute_boxes
 
 
 def _images(tmp_path, n=3):
-    paths = []
-    for i in range(n):
-        p = tmp_path / f"im{i}.png"
-        Image.new("RGB", (40 + 10 * i, 30), (i * 50, 0, 0)).save(p)
-        paths.append(str(p))
-    return paths
+    return small_images(tmp_path, n)
 
 
 def test_detector_from_spec(monkeypatch):

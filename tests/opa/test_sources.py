@@ -4,7 +4,7 @@ import sys
 import types
 
 import pytest
-from PIL import Image
+from _helpers import small_images
 
 from dva.config import DVAConfig
 from dva.opa.cache import write_boxes_cache
@@ -14,12 +14,7 @@ from dva.opa.sources import SOURCES, _registry, cache_key, compute_boxes, min_sc
 
 
 def _images(tmp_path, n=3):
-    paths = []
-    for i in range(n):
-        p = tmp_path / f"im{i}.png"
-        Image.new("RGB", (40 + 10 * i, 30), (i * 50, 0, 0)).save(p)
-        paths.append(str(p))
-    return paths
+    return small_images(tmp_path, n)
 
 
 def test_min_score_per_source():
