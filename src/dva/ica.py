@@ -240,9 +240,13 @@ def ica_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [p for m in ica_modules(model) for n, p in m.named_parameters() if n.startswith("ica_")]
 
 
+def branches_of(module: nn.Module) -> list[Bottleneck]:
+    """The bottleneck branches of one adapted layer (Q and K of a ViT block; one of a conv)."""
+    return list(module.ica_branches.values()) if isinstance(module, QKVAdapter) else [module.ica_branch]
+
+
 def _bottlenecks(model: nn.Module) -> list[Bottleneck]:
-    return [b for m in ica_modules(model)
-            for b in (m.ica_branches.values() if isinstance(m, QKVAdapter) else [m.ica_branch])]
+    return [b for m in ica_modules(model) for b in branches_of(m)]
 
 
 def set_ica_scale(model: nn.Module, alpha: float) -> int:
@@ -293,8 +297,7 @@ def merge_ica(model: nn.Module) -> int:
     count = 0
     for name, m in list(model.named_modules()):
         if isinstance(m, (QKVAdapter, ConvAdapter)):
-            branches = m.ica_branches.values() if isinstance(m, QKVAdapter) else [m.ica_branch]
-            if any(b.act_name != "identity" for b in branches):
+            if any(b.act_name != "identity" for b in branches_of(m)):
                 raise ValueError(f"{name}: only ica.act=identity adapters can be merged (a non-linear branch cannot)")
             parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
             new = m.merged()

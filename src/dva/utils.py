@@ -80,11 +80,8 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 
 @lru_cache(maxsize=32)
 def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def file_sha256(path: str | os.PathLike) -> str:

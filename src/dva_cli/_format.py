@@ -1,5 +1,18 @@
-"""Parsing and printing shared by the metric commands (``metrics``, ``eval``)."""
+"""Parsing and printing shared by the commands (``--k`` lists, whole-number options, metric tables)."""
 from __future__ import annotations
+
+import argparse
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (``--k 0`` is a usage error, not an empty answer)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def parse_ks(text: str) -> list[int]:

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from dva.ica import ConvAdapter, ica_modules, ica_scale, merge_ica
+from dva.ica import ConvAdapter, branches_of, ica_modules, ica_scale, merge_ica
 from dva.utils import atomic_write_bytes
 
 if TYPE_CHECKING:
@@ -119,19 +119,14 @@ class _EmbedGraph(nn.Module):
 
 
 def _adapter_acts(model: nn.Module) -> list[str]:
-    acts = []
-    for m in ica_modules(model):
-        branches = m.ica_branches.values() if hasattr(m, "ica_branches") else [m.ica_branch]
-        acts += [b.act_name for b in branches]
-    return acts
+    return [b.act_name for m in ica_modules(model) for b in branches_of(m)]
 
 
 def config_digest(embedder: Embedder) -> str:
     """Hash of what shapes the exported graph beyond the fingerprint (see the module docstring)."""
     cfg = embedder.model.cfg
     # alpha * s per branch: the embedding-time --ica-scale shapes the graph (a constant in it).
-    scales = [float(b.effective_scale()) for m in ica_modules(embedder.model)
-              for b in (m.ica_branches.values() if hasattr(m, "ica_branches") else [m.ica_branch])]
+    scales = [float(b.effective_scale()) for m in ica_modules(embedder.model) for b in branches_of(m)]
     blob = {"format": FORMAT, "opset": OPSET, "rewrite": REWRITE, "fingerprint": embedder.fingerprint,
             "ica": cfg.ica.__dict__ if cfg.ica.enabled else None, "scales": scales,
             "trainable": cfg.train.trainable, "transform": transform_spec(embedder.transform)}
@@ -245,7 +240,7 @@ def export_onnx(embedder: Embedder, out: str | Path, *, merge: bool = True, fold
     Returns:
         The metadata written (see the module docstring).
     """
-    import onnx
+    import onnx  # noqa: F401 - a missing onnx package fails here, before the export's work
 
     size = int(embedder.img_size)
     model, merged = runtime_copy(embedder.model, size, merge=merge, fold=fold)
@@ -256,8 +251,14 @@ def export_onnx(embedder: Embedder, out: str | Path, *, merge: bool = True, fold
         torch.onnx.export(_EmbedGraph(model).eval(), (x,), buf, dynamo=False, opset_version=OPSET,
                           input_names=[INPUT], output_names=[OUTPUT],
                           dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}})
-    proto = onnx.load_from_string(buf.getvalue())
-    meta = export_metadata(embedder, merged)
+    return _write_with_metadata(buf.getvalue(), export_metadata(embedder, merged), out)
+
+
+def _write_with_metadata(graph: bytes, meta: dict[str, str], out: str | Path) -> dict[str, str]:
+    """Replace the graph's metadata by ``meta`` and write it to ``out`` atomically; returns ``meta``."""
+    import onnx
+
+    proto = onnx.load_from_string(graph)
     del proto.metadata_props[:]
     for k, v in meta.items():
         entry = proto.metadata_props.add()
@@ -295,7 +296,7 @@ def export_suffix(embedder: Embedder, start: int, out: str | Path, *, adapted: b
     Raises:
         ValueError: ``start`` is above the first adapted stage (the graph would skip adapters).
     """
-    import onnx
+    import onnx  # noqa: F401 - a missing onnx package fails here, before the export's work
 
     from dva import backbone as bb
 
@@ -312,12 +313,6 @@ def export_suffix(embedder: Embedder, start: int, out: str | Path, *, adapted: b
         torch.onnx.export(_SuffixGraph(model, start, adapted).eval(), (h,), buf, dynamo=False,
                           opset_version=OPSET, input_names=[PREFIX_INPUT], output_names=[OUTPUT],
                           dynamic_axes={PREFIX_INPUT: {0: "batch"}, OUTPUT: {0: "batch"}})
-    proto = onnx.load_from_string(buf.getvalue())
     meta = {**export_metadata(embedder, merged), "dva.format": SUFFIX_FORMAT, "dva.start": str(int(start)),
             "dva.adapted": str(bool(adapted))}
-    del proto.metadata_props[:]
-    for k, v in meta.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = k, v
-    atomic_write_bytes(out, proto.SerializeToString())
-    return meta
+    return _write_with_metadata(buf.getvalue(), meta, out)

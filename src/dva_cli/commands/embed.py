@@ -9,7 +9,7 @@ import argparse
 import os
 
 from dva_cli import _model  # module attribute lookup: stays patchable in tests
-from dva_cli.commands.search import positive_int
+from dva_cli._format import positive_int
 
 NAME = "embed"
 HELP = "Embed a folder or list of images into an embeddings directory (resumable)."

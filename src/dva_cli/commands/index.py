@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from dva_cli.commands.search import positive_int
+from dva_cli._format import positive_int
 
 NAME = "index"
 HELP = "Build a FAISS index (exact flat or IVF-PQ) from `dva embed` output."

@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from dva_cli import _model  # module attribute lookup: stays patchable in tests
-from dva_cli.commands.search import positive_int
+from dva_cli._format import positive_int
 
 NAME = "report"
 HELP = "Write a static HTML report: top-k per query, frozen vs DVA activation maps, curves."

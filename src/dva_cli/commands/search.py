@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dva_cli import _model  # module attribute lookup: stays patchable in tests
+from dva_cli._format import positive_int
 
 if TYPE_CHECKING:
     from dva.retrieval.domains import DomainSet, DomainSpec
@@ -14,17 +15,6 @@ if TYPE_CHECKING:
 NAME = "search"
 HELP = "Search an index with query images; print the top-k gallery images."
 LABEL_WIDTH = 24  # the label column's widest; longer labels are cut so the path column stays aligned
-
-
-def positive_int(text: str) -> int:
-    """An argparse type: an integer >= 1 (``--k 0`` is a usage error, not an empty answer)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 # dva.retrieval.domains.ROUTERS, spelled out here: building the parser must not import torch and faiss.

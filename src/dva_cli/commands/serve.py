@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 
 from dva_cli import _model  # module attribute lookup: stays patchable in tests
-from dva_cli.commands.search import add_domain_arguments, domain_specs, load_domain_set, positive_int
+from dva_cli._format import positive_int
+from dva_cli.commands.search import add_domain_arguments, domain_specs, load_domain_set
 
 NAME = "serve"
 HELP = "Serve an index over HTTP: a search page at / and a JSON API (POST /search)."
