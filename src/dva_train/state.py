@@ -65,6 +65,10 @@ class Position:
     frozen: dict[str, float] = field(default_factory=dict)
     stale: int = 0  # evaluations in a row without a better validation MAP@R (early stopping)
     early_stop: str = ""  # why the run stopped early, if it did (kept by a resume: it stays stopped)
+    # Training time and images so far, over every session of the run: a resumed (or already finished)
+    # run reports the whole run's figures, not those of its last session.
+    train_seconds: float = 0.0
+    images: int = 0
 
 
 @dataclass
@@ -85,7 +89,7 @@ class TrainState:
             "format": FORMAT, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "step": p.step, "epoch": p.epoch, "batch_in_epoch": p.batch_in_epoch, "best": p.best,
             "best_step": p.best_step, "run_id": p.run_id, "frozen": dict(p.frozen),
-            "stale": p.stale, "early_stop": p.early_stop,
+            "stale": p.stale, "early_stop": p.early_stop, "train_seconds": p.train_seconds, "images": p.images,
             "scaler": self.scaler.state_dict(), "trainable": trainable_state(self.model),
             "fingerprint": self.model.fingerprint, "config": cfg.to_dict(),
         })
@@ -114,7 +118,8 @@ class TrainState:
         self.pos = Position(int(saved["step"]), int(saved["epoch"]), int(saved["batch_in_epoch"]),
                             float(saved.get("best", -1.0)), int(saved.get("best_step", -1)),
                             str(saved.get("run_id", "")) or self.pos.run_id, dict(saved.get("frozen") or {}),
-                            int(saved.get("stale", 0)), str(saved.get("early_stop", "")))
+                            int(saved.get("stale", 0)), str(saved.get("early_stop", "")),
+                            float(saved.get("train_seconds", 0.0)), int(saved.get("images", 0)))
         return notes
 
 

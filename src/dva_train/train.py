@@ -287,7 +287,6 @@ class _Trainer:
         self.eval_cos: float | None = None  # mean pairwise cosine of the last evaluation's embeddings
         self.stopped: Finding | None = None
         self.findings: list[dict] = []
-        self.train_s, self.n_img = 0.0, 0
         self.test: dict[str, dict | None] = {}  # val runs: the test split, scored once at the end
 
     @property
@@ -392,8 +391,8 @@ class _Trainer:
             batch = next(steps)  # after the budget check: an unused batch would still draw random numbers
             losses, gnorm = self._step(batch)
             pos.step, pos.epoch, pos.batch_in_epoch = pos.step + 1, epoch, bi + 1
-            self.train_s += time.time() - ts
-            self.n_img += len(batch.labels) * run.info.world
+            pos.train_seconds += time.time() - ts
+            pos.images += len(batch.labels) * run.info.world
             for k, v in losses.items():
                 agg[k] = agg.get(k, 0.0) + float(v.detach())
             n_agg += 1
@@ -454,7 +453,7 @@ class _Trainer:
         self.run.log.write(kind="train", epoch=epoch + 1, step=self.pos.step,
                            **{("loss" if k == "loss" else f"loss_{k}"): v for k, v in mean.items()},
                            grad_norm=float(gnorm), lr=self.state.optimizer.param_groups[0]["lr"],
-                           seconds=round(time.time() - t_ep, 3), img_per_s=self.n_img / max(self.train_s, 1e-9),
+                           seconds=round(time.time() - t_ep, 3), img_per_s=self.pos.images / max(self.pos.train_seconds, 1e-9),
                            batch_cos=batch_cos)
 
     def _evaluate_epoch(self, epoch: int) -> None:
@@ -499,8 +498,8 @@ class _Trainer:
         summary = {"status": "stopped" if self.stopped else "completed",
                    "collapse": self.stopped.to_dict() if self.stopped else None, "findings": self.findings,
                    "metrics": self.metrics, "frozen_metrics": self.frozen, "params": self.params,
-                   "train_seconds": self.train_s, "prep_seconds": prep_s,
-                   "train_img_per_s": self.n_img / max(self.train_s, 1e-9), "steps": self.pos.step,
+                   "train_seconds": self.pos.train_seconds, "prep_seconds": prep_s,
+                   "train_img_per_s": self.pos.images / max(self.pos.train_seconds, 1e-9), "steps": self.pos.step,
                    "prefix_cache": self.source.from_prefix, "boxes": n_box, "checkpoint": str(run.out / LAST_FILE),
                    "checkpoints": self._checkpoints(), "eval_split": run.data.eval_name,
                    "test_metrics": self.test.get("trained"), "test_frozen_metrics": self.test.get("frozen"),

@@ -295,3 +295,24 @@ def test_a_damaged_state_file_is_called_damaged(tmp_path):
     torch.save([1, 2], tmp_path / "train_state.pt")  # loads, but is no state
     with pytest.raises(ValueError, match="not a training state written by dva train \\(it holds a list"):
         S.read_state(tmp_path)
+
+
+def test_resuming_a_finished_run_keeps_the_whole_runs_training_time_and_images(runs, synthetic_root, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(runs / "straight", out)
+    before = json.loads((out / "summary.json").read_text())
+    st = torch.load(out / "train_state.pt", weights_only=True)
+    assert before["train_seconds"] > 0 and st["train_seconds"] == pytest.approx(before["train_seconds"])
+    assert st["images"] == 6 * 4 * 2  # six steps of 4 classes x 2 images
+    after = T.train(_cfg(synthetic_root, out), resume=True, progress=False)  # nothing left to train
+    assert after["steps"] == 6 and after["train_seconds"] == pytest.approx(before["train_seconds"])
+    assert after["train_img_per_s"] == pytest.approx(before["train_img_per_s"])
+
+
+def test_a_resumed_run_adds_its_sessions_training_time(runs, synthetic_root, tmp_path):
+    out = _copy_crashed(runs, tmp_path)
+    first = torch.load(out / "train_state.pt", weights_only=True)
+    assert first["images"] == 3 * 8 and first["train_seconds"] > 0  # the state of step 3
+    s = T.train(_cfg(synthetic_root, out), resume=True, progress=False)
+    assert s["train_seconds"] > first["train_seconds"]
+    assert s["train_img_per_s"] == pytest.approx(6 * 8 / s["train_seconds"])
