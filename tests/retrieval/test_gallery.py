@@ -66,7 +66,17 @@ def _list(tmp_path: Path, text: str, encoding="utf-8") -> Path:
     ("a/0.png,x\n./a/0.png,x\n", "utf-8", "list.csv:2"),
     ('a/0.png,x\n"a/1.png,y\na/2.png,z\n', "utf-8", "list.csv:2: unterminated quote"),
     ("a/0.png,caf\u00e9\n", "latin-1", "list.csv: not UTF-8"),
-    ("a/0.png,x,extra\n", "utf-8", "list.csv:1: expected 'path' or 'path,label'"),
+    ("a/0.png,x,extra\n", "utf-8", "list.csv:1: expected 'path' or 'path,label', got 3 fields; to keep "
+     "more columns, give the list a header line"),
+    ("path,label,source\na/0.png,x,s,t\n", "utf-8", "list.csv:2: 4 fields, but the header names 3"),
+    ("path,label,1st\na/0.png\n", "utf-8", "list.csv:1: column 3 '1st': a column name is letters"),
+    ("path,label,so-urce\na/0.png\n", "utf-8", "list.csv:1: column 3 'so-urce'"),
+    ("path,label,source,ID\na/0.png\n", "utf-8", "list.csv:1: column 4 'ID': the name is reserved"),
+    ("path,label,vector\na/0.png\n", "utf-8", "column 3 'vector': the name is reserved"),
+    ("path,label,Label\na/0.png\n", "utf-8", "column 3 'Label': the name is reserved"),
+    ("path,label,and\na/0.png\n", "utf-8", "column 3 'and': the name is reserved"),
+    ("\n# c\npath,label,date,Date\na/0.png\n", "utf-8", "list.csv:3: column 4 'Date': named already as "
+     "column 3"),
 ])
 def test_bad_list_files_name_the_file_and_line(tmp_path, text, encoding, fragment):
     with pytest.raises(ValueError) as err:
@@ -85,3 +95,20 @@ def test_good_list_with_header_bom_and_labels(tmp_path):
     lst = _list(tmp_path, "\ufeffpath,label\na/0.png,x\n# a comment\na/1.png,\n")
     items = list_images(lst)
     assert [(Path(i.path).name, i.label) for i in items] == [("0.png", "x"), ("1.png", None)]
+
+
+def test_header_names_extra_columns_kept_per_item_in_order(tmp_path):
+    lst = _list(tmp_path, "path,label,source,date\na/0.png,x,trap3,2024-05-01\na/1.png,,,2024-06-02\n"
+                          "a/2.png,y\n")
+    items = list_images(lst)
+    assert [(Path(i.path).name, i.label, i.extra) for i in items] == [
+        ("0.png", "x", {"source": "trap3", "date": "2024-05-01"}),
+        ("1.png", None, {"source": None, "date": "2024-06-02"}),   # empty cell -> None
+        ("2.png", "y", {"source": None, "date": None}),           # missing cells -> None
+    ]
+    assert list(items[0].extra) == ["source", "date"]  # CSV order
+
+
+def test_lists_without_extra_columns_have_empty_extra(tmp_path):
+    for text in ("a/0.png,x\n", "path,label\na/0.png,x\n", "path\na/0.png\n"):
+        assert [i.extra for i in list_images(_list(tmp_path, text))] == [{}]

@@ -118,4 +118,4 @@ def test_old_format_index_is_still_read(tmp_path):
     assert old.paths == es.paths and old.labels == es.labels and old.meta["format"] == "dva-index/1"
     np.testing.assert_array_equal(old.search(es.vectors[:3], 1)[1][:, 0], [0, 1, 2])
     build_index(es, d, kind="flat")  # the same gallery: rebuilt in place, in the new format
-    assert GalleryIndex.load(d).meta["format"] == "dva-index/2"
+    assert GalleryIndex.load(d).meta["format"] == "dva-index/3"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -161,7 +162,7 @@ def test_a_build_that_fails_mid_write_leaves_the_previous_index(tmp_path, monkey
     want = _answers(build_index(es, d), es)
     before = sorted(p.name for p in d.iterdir())
 
-    def broken(path: Path, paths, labels) -> str:
+    def broken(path: Path, *args, **kwargs) -> str:
         raise OSError("disk full")
 
     monkeypatch.setattr(files, "write_items", broken)  # the FAISS file is written, then this fails
@@ -225,10 +226,12 @@ def test_a_damaged_file_is_refused_naming_it(tmp_path, target):
         data = bytearray(path.read_bytes())
         data[-5] ^= 0x10
         path.write_bytes(bytes(data))
-    elif target == "items_file":  # two paths swapped: still valid JSON
-        items = json.loads(path.read_text())
-        items["paths"][0], items["paths"][1] = items["paths"][1], items["paths"][0]
-        path.write_text(json.dumps(items))
+    elif target == "items_file":  # two paths swapped: still a valid table
+        con = sqlite3.connect(path)
+        con.execute("UPDATE items SET path = CASE id WHEN 0 THEN ? ELSE ? END WHERE id IN (0, 1)",
+                    ["/v0/1.jpg", "/v0/0.jpg"])
+        con.commit()
+        con.close()
     else:  # another count: still valid JSON
         meta = json.loads(path.read_text())
         meta["count"] = 39

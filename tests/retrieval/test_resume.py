@@ -95,6 +95,46 @@ def test_resume_refuses_other_model_or_inputs(embedder, make_embedder, gallery, 
     assert s.shards_embedded == 3 and load_embeddings(out).fingerprint == other.fingerprint
 
 
+def test_a_list_whose_extra_columns_changed_is_another_input(embedder, gallery, tmp_path):
+    paths, _ = gallery
+    base = [GalleryItem(str(p), "x", {"source": "a"}) for p in paths]
+    out = tmp_path / "out"
+    embed_gallery(embedder, base, out, shard_size=8, progress=False)
+    assert json.loads((out / "meta.json").read_text())["columns"] == ["source"]
+    assert embed_gallery(embedder, base, out, shard_size=8, progress=False).shards_embedded == 0  # same: resumes
+    renamed = [GalleryItem(it.path, it.label, {"site": "a"}) for it in base]
+    revalued = [GalleryItem(it.path, it.label, {"source": "b" if k == 5 else "a"}) for k, it in enumerate(base)]
+    plain = [GalleryItem(it.path, it.label) for it in base]
+    with pytest.raises(ValueError, match=r"columns: \['source'\] -> \['site'\]"):
+        embed_gallery(embedder, renamed, out, shard_size=8, progress=False)
+    with pytest.raises(ValueError, match="extras_sha256"):
+        embed_gallery(embedder, revalued, out, shard_size=8, progress=False)
+    with pytest.raises(ValueError, match=r"columns: \['source'\] -> None"):  # dropped columns count too
+        embed_gallery(embedder, plain, out, shard_size=8, progress=False)
+    s = embed_gallery(embedder, revalued, out, shard_size=8, progress=False, overwrite=True)
+    assert s.shards_embedded == 3 and load_embeddings(out).extras[5] == {"source": "b"}
+
+
+def test_inputs_with_bad_or_uneven_extra_columns_are_refused(embedder, gallery, tmp_path):
+    paths, _ = gallery
+    with pytest.raises(ValueError, match="column 1 'label': the name is reserved"):
+        embed_gallery(embedder, [GalleryItem(str(p), None, {"label": "x"}) for p in paths], tmp_path / "a",
+                      progress=False)
+    uneven = [GalleryItem(str(p), None, {"source": "a"} if i else {}) for i, p in enumerate(paths)]
+    with pytest.raises(ValueError, match=r"input 1 .* has extra columns \['source'\], input 0 has \[\]"):
+        embed_gallery(embedder, uneven, tmp_path / "b", progress=False)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # refused before writing
+
+
+def test_plain_run_refuses_to_become_one_with_columns(embedder, gallery, tmp_path):
+    paths, _ = gallery
+    out = tmp_path / "out"
+    embed_gallery(embedder, [GalleryItem(str(p)) for p in paths], out, shard_size=8, progress=False)
+    with pytest.raises(ValueError, match=r"columns: None -> \['source'\]"):
+        embed_gallery(embedder, [GalleryItem(str(p), None, {"source": "a"}) for p in paths], out,
+                      shard_size=8, progress=False)
+
+
 _CHILD = r"""
 import sys, time
 sys.path[:0] = [{src!r}, {tests!r}]

@@ -83,3 +83,90 @@ def test_cli_table_aligns_with_real_labels(index_dir, gallery, capsys):
     lines = capsys.readouterr().out.splitlines()
     column = lines[1].index("gallery image")
     assert len(lines) == 5 and all(r.index(str(paths[0].parent.parent)) == column for r in lines[2:])
+
+
+# ----------------------------------------------------------------------------- a living gallery (issue 27)
+@pytest.fixture
+def live_dirs(embedder, gallery, tmp_path, monkeypatch):
+    """An index of the first 18 images (extra columns source, day) and the embeddings of the other 6."""
+    paths, labels = gallery
+    items = [GalleryItem(str(p), lab, {"source": f"trap{i % 2}", "day": None if i % 3 else "mon"})
+             for i, (p, lab) in enumerate(zip(paths, labels))]
+    embed_gallery(embedder, items[:18], tmp_path / "emb", progress=False)
+    embed_gallery(embedder, items[18:], tmp_path / "more", progress=False)
+    build_index(tmp_path / "emb", tmp_path / "idx")
+    monkeypatch.setattr(_model, "embedder_from_args", lambda args: embedder)
+    return tmp_path / "idx", tmp_path / "more"
+
+
+def test_cli_add_remove_and_a_filtered_search(live_dirs, gallery, tmp_path, capsys):
+    paths, labels = gallery
+    idx, more = live_dirs
+    assert main(["index", "--add", str(more), "--out", str(idx)]) == 0
+    out = capsys.readouterr().out
+    assert f"added 6 images from {more} (ids 18..23)" in out and "now holds 24" in out
+    assert main(["index", "--add", str(more), "--out", str(idx)]) == 2  # the same images again
+    assert "already holds 6 of these images" in capsys.readouterr().err
+    ids_file = tmp_path / "gone.txt"
+    ids_file.write_text("# ids to drop\n1\n\n20\n")
+    assert main(["index", "--remove", str(ids_file), "--out", str(idx)]) == 0
+    assert "removed 2 items" in capsys.readouterr().out
+    assert main(["index", "--remove", "2,3,99", "--out", str(idx)]) == 0
+    out = capsys.readouterr().out
+    assert "removed 2 items" in out and "1 of the ids given were not in it" in out and "now holds 20" in out
+    assert main(["search", "--index", str(idx), "--k", "30", "--json", str(paths[0]),
+                 "--where", "source = 'trap0' and label != 2"]) == 0
+    hits = json.loads(capsys.readouterr().out)[0]["hits"]
+    want = {i for i in range(24) if i % 2 == 0 and labels[i] != 2} - {1, 2, 3, 20}
+    assert {h["id"] for h in hits} == want and len(hits) == len(want)
+    assert all(h["source"] == "trap0" and h["day"] == (None if h["id"] % 3 else "mon") for h in hits)
+    assert hits[0]["path"] == str(paths[0].resolve()) and hits[0]["id"] == 0
+
+
+def test_cli_index_and_search_argument_errors(live_dirs, gallery, make_embedder, tmp_path, capsys):
+    paths, _ = gallery
+    idx, more = live_dirs
+    embed_gallery(make_embedder(seed=1), [GalleryItem(str(p)) for p in paths[18:]], tmp_path / "other",
+                  progress=False)
+    assert main(["index", "--add", str(tmp_path / "other"), "--out", str(idx)]) == 2
+    err = capsys.readouterr().err
+    assert "model fingerprint" in err and str(tmp_path / "other") in err and "Traceback" not in err
+    assert main(["index", "--remove", "1,x", "--out", str(idx)]) == 2
+    assert "neither comma-separated ids" in capsys.readouterr().err
+    assert main(["index", "--add", str(more)]) == 2
+    assert "give --out INDEX" in capsys.readouterr().err
+    assert main(["index", "--add", str(more), "--store", "milvus", "--out", str(idx)]) == 2
+    assert "--store milvus needs --uri" in capsys.readouterr().err
+    assert main(["index", "--add", str(more), "--out", str(idx), "--uri", "x.db"]) == 2
+    assert "--uri is for --store milvus" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["index", "--add", str(more), "--remove", "1", "--out", str(idx)])
+    assert "not allowed with" in capsys.readouterr().err
+    assert main(["search", "--index", str(idx), str(paths[0]), "--where", "colour = 'red'"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown column 'colour'" in err and "id, path, label, source, day" in err and "Traceback" not in err
+    assert main(["search", "--index", str(idx), str(paths[0]), "--where", "source = 'nowhere'", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["hits"] == []
+
+
+def test_cli_milvus_store_build_add_remove_and_filtered_search(embedder, gallery, tmp_path, monkeypatch, capsys):
+    """The same commands with ``--store milvus --uri FILE.db`` (Milvus Lite, embedded)."""
+    pytest.importorskip("pymilvus")
+    pytest.importorskip("milvus_lite")
+    paths, labels = gallery
+    items = [GalleryItem(str(p), lab, {"source": f"trap{i % 2}"}) for i, (p, lab) in enumerate(zip(paths, labels))]
+    embed_gallery(embedder, items[:18], tmp_path / "emb", progress=False)
+    embed_gallery(embedder, items[18:], tmp_path / "more", progress=False)
+    monkeypatch.setattr(_model, "embedder_from_args", lambda args: embedder)
+    uri = str(tmp_path / "gallery.db")
+    store = ["--store", "milvus", "--uri", uri]
+    assert main(["index", "--embeddings", str(tmp_path / "emb"), *store]) == 0
+    assert "indexed 18 vectors" in capsys.readouterr().out
+    assert main(["index", "--add", str(tmp_path / "more"), *store]) == 0
+    assert "added 6 images" in capsys.readouterr().out
+    assert main(["index", "--remove", "0,2", *store]) == 0
+    assert "removed 2 items" in capsys.readouterr().out
+    assert main(["search", *store, "--k", "30", "--json", str(paths[4]), "--where", "source = 'trap0'"]) == 0
+    hits = json.loads(capsys.readouterr().out)[0]["hits"]
+    assert {h["id"] for h in hits} == set(range(4, 24, 2)) and all(h["source"] == "trap0" for h in hits)
+    assert hits[0]["path"] == str(paths[4].resolve())

@@ -53,7 +53,7 @@ from torch import nn
 
 from dva import backbone as bb
 from dva.retrieval.index import GalleryIndex
-from dva.retrieval.search import Hit, QueryResult, hits_from_arrays, load_query_images
+from dva.retrieval.search import Hit, QueryResult, has_labels, hits_from_arrays, load_query_images
 
 if TYPE_CHECKING:
     from dva.model import DVAModel
@@ -356,7 +356,7 @@ class Domain:
                 "kind": self.index.meta["kind"], "fingerprint": self.index.fingerprint,
                 "checkpoint": os.path.basename(self.checkpoint) if self.checkpoint else None,
                 "first_adapted_stage": getattr(model, "split", None),
-                "has_labels": any(lab is not None for lab in self.index.labels),
+                "has_labels": has_labels(self.index),
                 "runtime": self.runtime or getattr(self.embedder, "runtime", "torch")}
 
 
@@ -589,16 +589,16 @@ class DomainSet:
         if self.router == "frozen":
             try:
                 for d in self.domains.values():
-                    ids = _sample_ids(d.index.labels, sample)
+                    ids, labels = _sample_ids(d.index, sample)
                     vecs, ids = self._frozen_vectors(d, ids, use_cache, batch_size)
-                    d.prototypes = class_prototypes(vecs, [d.index.labels[i] for i in ids])
+                    d.prototypes = class_prototypes(vecs, [labels[i] for i in ids])
                 return
             except _NoImages as exc:
                 warnings.warn(f"{exc}; routing with the adapted router instead", stacklevel=2)
                 self.router = "adapted"
         for d in self.domains.values():
-            ids = _sample_ids(d.index.labels, sample)
-            d.prototypes = class_prototypes(index_vectors(d.index, ids), [d.index.labels[i] for i in ids])
+            ids, labels = _sample_ids(d.index, sample)
+            d.prototypes = class_prototypes(index_vectors(d.index, ids), [labels[i] for i in ids])
 
     def _frozen_vectors(self, d: Domain, ids: list[int], use_cache: bool,
                         batch_size: int) -> tuple[np.ndarray, list[int]]:
@@ -643,14 +643,16 @@ class _NoImages(RuntimeError):
     """A gallery with no readable sampled image (the frozen router cannot describe it)."""
 
 
-def _sample_ids(labels: Sequence[Any], sample: int, seed: int = 0) -> list[int]:
-    """Up to ``sample`` gallery ids spread evenly over the labels (all of them when fewer), sorted."""
-    n = len(labels)
-    if n <= sample:
-        return list(range(n))
+def _sample_ids(index: GalleryIndex, sample: int, seed: int = 0) -> tuple[list[int], dict[int, Any]]:
+    """Up to ``sample`` gallery ids spread evenly over the labels (all of them when fewer), sorted,
+    and ``{id: label}`` of those ids (ids are the index's stable ones: gaps where items were removed)."""
+    all_ids = [int(i) for i in index.ids()]
+    labels = dict(zip(all_ids, index.labels))  # both in id order; the labels column is read in batches
+    if len(all_ids) <= sample:
+        return all_ids, labels
     by: dict[Any, list[int]] = {}
-    for i, lab in enumerate(labels):
-        by.setdefault(lab, []).append(i)
+    for i in all_ids:
+        by.setdefault(labels[i], []).append(i)
     rng = np.random.default_rng(seed)
     pools = [list(rng.permutation(v)) for v in by.values()]
     out: list[int] = []
@@ -658,7 +660,8 @@ def _sample_ids(labels: Sequence[Any], sample: int, seed: int = 0) -> list[int]:
         for p in pools:
             if p and len(out) < sample:
                 out.append(int(p.pop()))
-    return sorted(out)
+    out.sort()
+    return out, {i: labels[i] for i in out}
 
 
 def class_prototypes(vectors: np.ndarray, labels: Sequence[Any]) -> np.ndarray:
@@ -675,18 +678,11 @@ def class_prototypes(vectors: np.ndarray, labels: Sequence[Any]) -> np.ndarray:
 
 def index_vectors(index: GalleryIndex, ids: Sequence[int]) -> np.ndarray:
     """The stored vectors ``ids`` of an index (flat exactly; IVF-PQ from its re-ranking copies or codes)."""
-    fi = index.index
     try:
-        return np.stack([fi.reconstruct(int(i)) for i in ids]).astype(np.float32)
-    except RuntimeError:
-        import faiss
-
-        try:  # an IVF index reconstructs once it keeps a map from id to list
-            faiss.extract_index_ivf(fi).make_direct_map()
-            return np.stack([fi.reconstruct(int(i)) for i in ids]).astype(np.float32)
-        except RuntimeError as exc:
-            raise ValueError(f"index {index.path}: its vectors cannot be read back ({str(exc).splitlines()[0]}); "
-                             "route with the frozen router instead") from None
+        return np.asarray(index.vectors(ids), np.float32)
+    except RuntimeError as exc:
+        raise ValueError(f"index {index.path}: its vectors cannot be read back ({str(exc).splitlines()[0]}); "
+                         "route with the frozen router instead") from None
 
 
 # ----------------------------------------------------------------------------- loading

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from dva_cli import _model  # module attribute lookup: stays patchable in tests
 from dva_cli._format import positive_int
+from dva_cli.commands.index import add_store_arguments, location
 
 if TYPE_CHECKING:
     from dva.retrieval.domains import DomainSet, DomainSpec
@@ -77,7 +78,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--query-list", help="a list file of query images: one path per line, or CSV path[,label]")
     p.add_argument("--k", type=positive_int, default=10, help="hits per query (default 10)")
     p.add_argument("--nprobe", type=positive_int, default=None, help="IVF lists visited (IVF-PQ only)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--where", metavar="EXPR",
+                   help="only hits whose metadata match, applied inside the search, e.g. \"label = 'Mallard' and "
+                        "source in ('trap3', 'trap4')\" (columns: id, path, label and the list CSV's extra ones; "
+                        "strings in single quotes, numbers bare; and/or/not, = != < <= > >=, in (...), is [not] null)")
+    p.add_argument("--json", action="store_true",
+                   help="print JSON instead of a table (each hit with its extra metadata columns)")
+    add_store_arguments(p)
     add_domain_arguments(p)
     p.add_argument("--search-in", metavar="NAME|all", default=None,
                    help="with --domain: search this domain, or all (merged, each hit tagged); default: route "
@@ -109,23 +116,57 @@ def query_paths(queries: list[str], query_list: str | None) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dva.retrieval.index import GalleryIndex
     from dva.retrieval.search import search_paths
 
     queries = query_paths(args.queries, args.query_list)
+    if args.store == "milvus":
+        return _run_milvus(args, queries)
     specs = domain_specs(args)
     if args.search_in and not specs:
         raise ValueError("--search-in chooses among --domain/--domains; with --index there is one gallery")
     if specs:
+        if args.where:
+            raise ValueError("--where filters one gallery (--index, or --store milvus --uri); it does not go "
+                             "with --domain/--domains")
         ds = load_domain_set(args, specs)
         ds.resolve(args.search_in)  # an unknown name fails before any image is read
         return _print(ds.search_paths(queries, k=args.k, domain=args.search_in), args.json)
-    index = GalleryIndex.load(args.index)
+    from dva.retrieval.galleries import open_gallery
+
+    index = open_gallery("faiss", location(args, "--index"))
+    _check_where(index, args.where)
     embedder = _model.embedder_from_args(args)
     index.check_fingerprint(embedder.fingerprint)  # before any image work
     if args.nprobe:
         index.set_nprobe(args.nprobe)
-    return _print(search_paths(index, embedder, queries, k=args.k), args.json)
+    return _print(search_paths(index, embedder, queries, k=args.k, where=args.where), args.json)
+
+
+def _run_milvus(args: argparse.Namespace, queries: list[str]) -> int:
+    """``dva search --store milvus --uri URI``: one Milvus gallery, the collection of the query model."""
+    from dva.retrieval.galleries import open_gallery
+    from dva.retrieval.search import search_paths
+
+    if args.domain or args.domains or args.search_in:
+        raise ValueError("--domain/--domains/--search-in name FAISS index directories; with --store milvus "
+                         "search one gallery, --uri")
+    if args.nprobe:
+        raise ValueError("--nprobe sets FAISS IVF-PQ lists; a Milvus gallery is searched with its own (HNSW) index")
+    where = location(args, "--index")
+    embedder = _model.embedder_from_args(args)
+    gallery = open_gallery("milvus", where, fingerprint=embedder.fingerprint)
+    gallery.check_fingerprint(embedder.fingerprint)
+    _check_where(gallery, args.where)
+    return _print(search_paths(gallery, embedder, queries, k=args.k, where=args.where), args.json)
+
+
+def _check_where(gallery: object, where: str | None) -> None:
+    """Parse ``--where`` against the gallery's columns before any model or image work (a clear error)."""
+    if where is None:
+        return
+    from dva.retrieval import filters
+
+    filters.check_columns(filters.parse(where), gallery.columns, where)
 
 
 def _print(results: list, as_json: bool) -> int:

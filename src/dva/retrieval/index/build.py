@@ -18,6 +18,7 @@ import numpy as np
 
 from dva.retrieval.index import files
 from dva.retrieval.index.gallery_index import GalleryIndex, normalise
+from dva.retrieval.index.items import ItemTable, check_columns
 from dva.retrieval.index.params import KINDS, ivfpq_params
 from dva.retrieval.store.embeddings import EmbeddingSet, EmbeddingShards, open_embeddings
 
@@ -93,7 +94,7 @@ def build_index(
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     record = _write(d, index, es, source, overwrite, record)
-    return GalleryIndex(index, record, list(es.paths), list(es.labels), d)
+    return GalleryIndex(index, record, ItemTable.open(d / record["items_file"], record["columns"]), d)
 
 
 def _source(embeddings: str | Path | EmbeddingSet | EmbeddingShards) -> tuple[EmbeddingShards, dict]:
@@ -143,6 +144,11 @@ def check_out(d: Path, es: EmbeddingShards, source: dict, overwrite: bool) -> No
         old = files.read_pointer(d)
     except ValueError as exc:
         raise ValueError(f"{d}: holds an index that cannot be read ({exc}); {fix}") from None
+    if old.get("last_change"):  # items were added or removed since the build: a rebuild would undo that
+        raise ValueError(f"{d}: items were added to or removed from this index since it was built ({old['count']} "
+                         f"items now, last change: {old['last_change']['op']}); rebuilding it from embeddings would "
+                         f"drop those changes; add new images with `dva index --add EMB_DIR --out {d}`, or pass "
+                         "--overwrite to rebuild it anyway")
     if not _same_gallery(old, es, source):
         was = (old.get("source") or {}).get("embeddings") or "vectors given in memory"
         now = source["embeddings"] or "vectors given in memory"
@@ -167,9 +173,20 @@ def _filled(es: EmbeddingShards, kind: str, params: dict, train_size: int | None
     """The FAISS index of ``kind`` with every vector of ``es`` added, one shard at a time."""
     import faiss
 
-    index = faiss.IndexFlatIP(es.dim) if kind == "flat" else _trained_ivfpq(es, params, train_size, seed)
+    if kind == "flat":  # an id map: ids stay stable when items are removed (dva.retrieval.index.live)
+        flat = faiss.IndexFlatIP(es.dim)
+        index = faiss.IndexIDMap2(flat)
+        index.own_fields = True
+        flat.this.disown()
+    else:  # IVF lists keep ids natively; an IndexRefine's store row is its id
+        index = _trained_ivfpq(es, params, train_size, seed)
+    start = 0
     for chunk in es.chunks():  # one shard at a time: the gallery never needs to fit in memory
-        index.add(normalise(chunk))
+        if kind == "flat":
+            index.add_with_ids(normalise(chunk), np.arange(start, start + len(chunk), dtype=np.int64))
+        else:
+            index.add(normalise(chunk))  # ids = rows: ntotal.. (and the store's rows)
+        start += len(chunk)
     return index
 
 
@@ -207,9 +224,12 @@ def _write(d: Path, index: Any, es: EmbeddingShards, source: dict, overwrite: bo
         faiss_name, items_name = files.build_files(build)
         try:
             faiss_sha = files.write_faiss(index, d / faiss_name)
-            items_sha = files.write_items(d / items_name, es.paths, es.labels)
+            columns = check_columns(getattr(es, "columns", ()) or (), "the embeddings' extra columns")
+            items_sha = files.write_items(d / items_name, range(len(es)), es.paths, es.labels,
+                                          getattr(es, "extras", None), columns)
         except BaseException:
             (d / faiss_name).unlink(missing_ok=True)  # never committed: nobody reads them
             raise
         return files.commit(d, {**record, "build": build, "faiss_file": faiss_name, "faiss_sha256": faiss_sha,
-                                "items_file": items_name, "items_sha256": items_sha})
+                                "items_file": items_name, "items_sha256": items_sha, "next_id": len(es),
+                                "columns": list(columns)})

@@ -4,8 +4,14 @@ Layout of an index directory ``INDEX``::
 
     INDEX/index.json                 the pointer: the index's description, the names and SHA-256
                                      of the current build's two files, its own checksum
-    INDEX/index-<build>.faiss        the FAISS index of one build
-    INDEX/index-<build>.items.json   its gallery path and label per FAISS id
+    INDEX/index-<build>.faiss        the FAISS index of one build (vectors under their stable ids)
+    INDEX/index-<build>.items.sqlite its items table: id, path, label, extra columns
+                                     (:mod:`dva.retrieval.index.items`)
+
+Format ``dva-index/3`` (this one) gives every item a stable int64 id, never reused: the pointer
+records ``next_id`` (the id the next added item gets) and the extra ``columns``. Formats 1 and 2
+(ids = rows; paths and labels in JSON, ``index-<build>.items.json`` for 2) are still read, and an
+add or remove writes their next build in format 3.
 
 A build's files are written under fresh names (never modified afterwards), then ``index.json``
 is atomically replaced: that rename is the commit. A reader reads the pointer, then opens the
@@ -26,22 +32,26 @@ import json
 import os
 import secrets
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from dva.retrieval.index.items import ItemTable, check_columns, write_table
 from dva.retrieval.store.gallery import pairs_digest
-from dva.utils import atomic_write_bytes, atomic_write_json, atomic_writer, read_json
+from dva.utils import atomic_write_json, atomic_writer, read_json
 
-FORMAT = "dva-index/2"
+FORMAT = "dva-index/3"
+FORMAT_2 = "dva-index/2"  # items in JSON, ids = rows: still read
 OLD_FORMAT = "dva-index/1"  # one index.json with the paths inside, no checksums: still read
 POINTER = "index.json"
 RETIRED_GRACE_S = 60.0  # a retired build's files outlive its retirement by at least this long
-_FAISS, _ITEMS = ".faiss", ".items.json"
+_FAISS, _ITEMS, _ITEMS_2 = ".faiss", ".items.sqlite", ".items.json"
+_BUILD_SUFFIXES = (_FAISS, _ITEMS, _ITEMS_2)
 _DESCRIBED = {"kind": str, "fingerprint": str, "dim": int, "count": int, "params": dict, "faiss_file": str}
 _REQUIRED = {**_DESCRIBED, "build": str, "faiss_sha256": str, "items_file": str, "items_sha256": str,
              "retired": list}
+_REQUIRED_3 = {**_REQUIRED, "next_id": int, "columns": list}
 REBUILD_HINT = "rebuild it with `dva index --embeddings DIR --out INDEX --overwrite`"
 
 
@@ -68,7 +78,7 @@ def build_files(build: str) -> tuple[str, str]:
 def is_index_file(name: str) -> bool:
     """Whether ``name`` is a file an index build writes (pointer, build files, temporaries)."""
     return (name == POINTER or name.startswith(".index")
-            or (name.startswith("index-") and name.endswith((_FAISS, _ITEMS))))
+            or (name.startswith("index-") and name.endswith(_BUILD_SUFFIXES)))
 
 
 def _checksum(record: dict) -> str:
@@ -96,14 +106,14 @@ def read_pointer(d: Path) -> dict:
                                 "`dva index --embeddings DIR --out INDEX`")
     rec = read_json(path, "index description")
     fmt = rec.get("format") if isinstance(rec, dict) else type(rec).__name__
-    if fmt not in (FORMAT, OLD_FORMAT):
+    if fmt not in (FORMAT, FORMAT_2, OLD_FORMAT):
         raise ValueError(f"{path}: unknown format {fmt!r} (want {FORMAT}); {REBUILD_HINT}")
     if fmt == OLD_FORMAT:  # no checksum to check: only the shape of the record
         bad = [k for k, t in {**_DESCRIBED, "paths": list}.items() if not isinstance(rec.get(k), t)]
         if bad:
             raise ValueError(f"{path}: damaged (missing {', '.join(bad)}); {REBUILD_HINT}")
         return rec
-    bad = [k for k, t in _REQUIRED.items() if not isinstance(rec.get(k), t)]
+    bad = [k for k, t in (_REQUIRED_3 if fmt == FORMAT else _REQUIRED).items() if not isinstance(rec.get(k), t)]
     if bad or rec.get("checksum") != _checksum(rec):
         raise ValueError(f"{path}: damaged ({'missing ' + ', '.join(bad) if bad else 'checksum mismatch'}); "
                          f"{REBUILD_HINT}")
@@ -130,7 +140,7 @@ def _verify(fh: Any, path: Path, expected: str | None) -> None:
 
 
 def read_items(d: Path, pointer: dict) -> tuple[list, list]:
-    """The gallery paths and labels per FAISS id of the pointer's build."""
+    """The gallery paths and labels per FAISS id of a format 1 or 2 build (JSON)."""
     if pointer["format"] == OLD_FORMAT:
         return list(pointer["paths"]), list(pointer.get("labels") or [None] * len(pointer["paths"]))
     path = d / pointer["items_file"]
@@ -139,6 +149,20 @@ def read_items(d: Path, pointer: dict) -> tuple[list, list]:
         data = fh.read()
     items = json.loads(data)  # checked bytes: this is what build_index wrote
     return list(items["paths"]), list(items["labels"])
+
+
+def open_items(d: Path, pointer: dict) -> ItemTable:
+    """The items table of the pointer's build: the checked SQLite file (format 3), opened for
+    lazy reads, or the JSON items of formats 1 and 2 in an in-memory table (ids = rows)."""
+    if pointer["format"] != FORMAT:
+        return ItemTable.in_memory(*read_items(d, pointer))
+    path = d / pointer["items_file"]
+    with _open_named(d, pointer, "items_file") as fh:
+        _verify(fh, path, pointer["items_sha256"])
+        try:  # opened while the checked handle is held; the table's own descriptor outlives a retirement
+            return ItemTable.open(path, check_columns(pointer["columns"], str(d / POINTER)))
+        except FileNotFoundError:
+            raise BuildVanished(f"{path}: missing (named by {d / POINTER}); {REBUILD_HINT}") from None
 
 
 def read_faiss(d: Path, pointer: dict) -> Any:
@@ -169,11 +193,26 @@ def write_faiss(index: Any, path: Path) -> str:
     return h.hexdigest()
 
 
-def write_items(path: Path, paths: Sequence[str], labels: Sequence[Any]) -> str:
-    """Write the paths and labels per id to ``path`` atomically; returns the file's SHA-256."""
-    data = json.dumps({"paths": list(paths), "labels": list(labels)}).encode("utf-8")
-    atomic_write_bytes(path, data)
-    return hashlib.sha256(data).hexdigest()
+def write_items(path: Path, ids: Sequence[int], paths: Sequence[str], labels: Sequence[Any],
+                extras: Sequence[Mapping[str, Any]] | None = None, columns: Sequence[str] = (),
+                base: Path | ItemTable | None = None, base_columns: Sequence[str] = (),
+                delete: Sequence[int] = ()) -> str:
+    """Write a build's items table to ``path`` atomically; returns the file's SHA-256.
+
+    ``base``: the previous build's table (file or in-memory), copied first; the rows given
+    are appended to it and the rows of ids ``delete`` deleted
+    (see :func:`dva.retrieval.index.items.write_table`).
+    """
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"  # a killed writer's leftover: .index*.tmp
+    try:
+        write_table(tmp, ids, paths, labels, extras, columns, base=base, base_columns=base_columns, delete=delete)
+        with open(tmp, "rb") as fh:
+            digest = hashlib.file_digest(fh, "sha256").hexdigest()
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return digest
 
 
 @contextmanager
@@ -224,7 +263,7 @@ def commit(d: Path, record: dict) -> dict:
     atomic_write_json(d / POINTER, record)  # the commit
     keep = {record["faiss_file"], record["items_file"]} | {f for r in retired for f in r["files"]}
     for f in d.iterdir():
-        if f.name.startswith("index-") and f.name.endswith((_FAISS, _ITEMS)) and f.name not in keep:
+        if f.name.startswith("index-") and f.name.endswith(_BUILD_SUFFIXES) and f.name not in keep:
             try:  # the commit is done: a file a reader still holds open (Windows) goes on the next commit
                 f.unlink(missing_ok=True)
             except OSError:

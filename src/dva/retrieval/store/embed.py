@@ -191,7 +191,11 @@ class _ShardWriter:
         if vec is None:
             self.skipped.append({"input": idx, "path": self.items[idx].path, "reason": reason})
             return
-        self.rows.append({"input": idx, "path": self.items[idx].path, "label": self.items[idx].label})
+        item = self.items[idx]
+        row = {"input": idx, "path": item.path, "label": item.label}
+        if item.extra:
+            row["extra"] = dict(item.extra)
+        self.rows.append(row)
         self.vecs.append(vec)
 
     def write(self) -> int:

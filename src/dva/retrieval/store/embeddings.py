@@ -3,18 +3,21 @@
 Layout of an embeddings directory ``OUT`` (written by :mod:`dva.retrieval.store.embed`)::
 
     OUT/meta.json         fingerprint, dim, dtype, normalisation, counts, status
-    OUT/inputs.jsonl      the planned inputs, one {"path", "label"} per line
-    OUT/shards/NNNNN.json rows (input index, path, label) and skipped inputs of shard NNNNN
+    OUT/inputs.jsonl      the planned inputs, one {"path", "label", **extra} per line
+    OUT/shards/NNNNN.json rows (input index, path, label, extra) and skipped inputs of shard NNNNN
     OUT/shards/NNNNN.npy  the embeddings of those rows (written last: it marks the shard done)
-    OUT/items.jsonl       final rows {"id", "path", "label"}; id = row in the concatenated shards
+    OUT/items.jsonl       final rows {"id", "path", "label", **extra}; id = row in the concatenated shards
     OUT/skipped.jsonl     unreadable inputs {"path", "reason"}
+
+``extra`` holds the list CSV's metadata columns (:mod:`dva.retrieval.store.gallery`), named in
+order by ``meta.json``'s ``columns`` (absent in directories written before them: no columns).
 """
 from __future__ import annotations
 
 import io
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -61,11 +64,14 @@ class EmbeddingSet(DescribedVectors):
     paths: list[str]
     labels: list[Label]
     meta: dict
+    extras: list[dict] = field(default_factory=list)  # per row {column: str | None}; [] = none
+    columns: tuple[str, ...] = ()  # the extra column names, CSV order
 
     def __post_init__(self) -> None:
         if self.vectors.ndim != 2 or not len(self.paths) == len(self.labels) == len(self.vectors):
             raise ValueError(f"EmbeddingSet: vectors of shape {self.vectors.shape} for {len(self.paths)} paths "
                              f"and {len(self.labels)} labels; give one path and label per row")
+        self.extras, self.columns = _check_extras("EmbeddingSet", self.extras, self.columns, len(self.paths))
         dim = int(self.vectors.shape[1])
         if int(self.meta.get("dim", dim)) != dim:
             raise ValueError(f"EmbeddingSet: meta says dim {self.meta['dim']}, the vectors have {dim}")
@@ -84,6 +90,11 @@ class EmbeddingShards(DescribedVectors):
     paths: list[str]
     labels: list[Label]
     meta: dict
+    extras: list[dict] = field(default_factory=list)  # per row {column: str | None}; [] = none
+    columns: tuple[str, ...] = ()  # the extra column names, CSV order
+
+    def __post_init__(self) -> None:
+        self.extras, self.columns = _check_extras("EmbeddingShards", self.extras, self.columns, len(self.paths))
 
     def chunks(self) -> Iterator[np.ndarray]:
         """The vectors as float32, one shard at a time, in id order."""
@@ -104,7 +115,22 @@ class EmbeddingShards(DescribedVectors):
     @classmethod
     def of(cls, es: EmbeddingSet) -> EmbeddingShards:
         """A loaded set as one shard (no copy)."""
-        return cls([es.vectors], list(es.paths), list(es.labels), dict(es.meta))
+        return cls([es.vectors], list(es.paths), list(es.labels), dict(es.meta), list(es.extras), es.columns)
+
+
+def _check_extras(who: str, extras: list[dict], columns: tuple[str, ...], n: int) -> tuple[list[dict], tuple]:
+    """``extras`` (one dict per row, of every column; empty dicts when not given) and ``columns``, checked."""
+    columns = tuple(columns)
+    if not extras:
+        extras = [{} for _ in range(n)] if not columns else [dict.fromkeys(columns) for _ in range(n)]
+    if len(extras) != n:
+        raise ValueError(f"{who}: {len(extras)} extras for {n} rows; give one dict per row")
+    stray = {k for e in extras for k in e} - set(columns)
+    if stray:
+        raise ValueError(f"{who}: extras name columns {sorted(stray)} not in columns {list(columns)}; "
+                         "list every extra column in `columns`")
+    # Every row names every column (a missing one is None), so readers need not guess.
+    return ([{c: e.get(c) for c in columns} for e in extras] if columns else list(extras)), columns
 
 
 def _load_shard(path: Path) -> np.ndarray:
@@ -148,7 +174,10 @@ def open_embeddings(embeddings_dir: str | Path) -> EmbeddingShards:
     if len(items) != n or n != meta["count"]:
         raise ValueError(f"{d}: items.jsonl ({len(items)}), shards ({n}) and "
                          f"meta.json ({meta['count']}) disagree; delete the directory and re-embed")
-    return EmbeddingShards(parts, [it["path"] for it in items], [it.get("label") for it in items], meta)
+    columns = tuple(meta.get("columns", ()))  # none in directories written before extra columns
+    extras = [{c: it.get(c) for c in columns} for it in items]
+    return EmbeddingShards(parts, [it["path"] for it in items], [it.get("label") for it in items], meta,
+                           extras, columns)
 
 
 def load_embeddings(embeddings_dir: str | Path) -> EmbeddingSet:
@@ -161,4 +190,4 @@ def load_embeddings(embeddings_dir: str | Path) -> EmbeddingSet:
     es = open_embeddings(embeddings_dir)
     vectors = (np.concatenate(es.shards).astype(np.float32, copy=False) if es.shards
                else np.zeros((0, es.dim), np.float32))
-    return EmbeddingSet(np.ascontiguousarray(vectors), es.paths, es.labels, es.meta)
+    return EmbeddingSet(np.ascontiguousarray(vectors), es.paths, es.labels, es.meta, es.extras, es.columns)

@@ -4,6 +4,12 @@ Both listings follow the project's one rule (:mod:`dva.data._files`): each real 
 file and a symlink to it are one image. A folder is walked by :func:`dva.data._files.walk_images`
 (symlinked folders followed once, directory loops cut, every skip said as a warning); a list
 file that names one image twice is refused, naming both lines.
+
+A list CSV with a header line may carry metadata columns after ``path,label``
+(``path,label,source,date``): each item's :attr:`GalleryItem.extra` maps every such column to
+its cell (a string; an empty or missing cell is None). The names must be usable in a ``where``
+filter and as a database column: ``[A-Za-z_][A-Za-z0-9_]*``, none of ``id``/``path``/``label``/
+``vector`` or the filter keywords, each once (letter case ignored: SQLite's column names ignore it).
 """
 from __future__ import annotations
 
@@ -13,23 +19,26 @@ import io
 import json
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dva.data import IMAGE_EXTENSIONS
 from dva.data._files import ImageRegistry, walk_images
+from dva.retrieval.filters import COLUMN_RE, KEYWORDS
 
 Label = str | int | None
 _HEADERS = ("path", "image", "file", "filename")
+RESERVED_COLUMNS = ("id", "path", "label", "vector")
 
 
 @dataclass(frozen=True)
 class GalleryItem:
-    """One input image: its path and optional class label."""
+    """One input image: its path, optional class label and extra metadata columns (CSV order)."""
 
     path: str
     label: Label = None
+    extra: dict[str, str | None] = field(default_factory=dict, hash=False)
 
 
 def list_images(source: str | Path, label_from_parent: bool = False) -> list[GalleryItem]:
@@ -37,8 +46,9 @@ def list_images(source: str | Path, label_from_parent: bool = False) -> list[Gal
 
     Args:
         source: a directory, a text file of paths (one per line) or a CSV ``path[,label]``
-            (an optional header line starting with ``path`` is skipped). Relative paths in a
-            list are relative to the list file's directory.
+            (an optional header line starting with ``path`` names the columns; with one, more
+            columns may follow the label: see the module docstring). Relative paths in a list
+            are relative to the list file's directory.
         label_from_parent: for a directory, use each image's parent folder name as its label.
 
     Returns:
@@ -64,12 +74,13 @@ def _list_folder(src: Path, label_from_parent: bool) -> list[GalleryItem]:
 
 
 def read_image_list(list_path: str | Path) -> list[GalleryItem]:
-    """Read a text/CSV list of ``path[,label]`` lines (see :func:`list_images`).
+    """Read a text/CSV list of ``path[,label[,extra...]]`` lines (see :func:`list_images`).
 
     Raises:
         ValueError: naming the file (and line) for text that is not UTF-8, an unterminated
-            quote, a line with more than two fields, a path that is a symlink loop, or the
-            same image listed twice.
+            quote, a line with more fields than the header names (more than two without a
+            header), a bad column name, a path that is a symlink loop, or the same image listed
+            twice.
     """
     list_path = Path(list_path)
     try:
@@ -78,18 +89,65 @@ def read_image_list(list_path: str | Path) -> list[GalleryItem]:
         raise ValueError(f"{list_path}: not UTF-8 text (byte {exc.start}); save the list as UTF-8") from None
     items: list[GalleryItem] = []
     registry = ImageRegistry()
+    extra_cols: tuple[str, ...] = ()
+    width, header = 2, False
     for lineno, row in _rows(list_path, text):
-        if not items and row[0].lower() in _HEADERS:
-            continue  # header
+        if not items and not header and row[0].lower() in _HEADERS:
+            extra_cols, width, header = extra_columns(list_path, lineno, row), max(2, len(row)), True
+            continue
+        if len(row) > width:
+            raise ValueError(_too_wide(list_path, lineno, len(row), width, extra_cols))
         real = _real_path(list_path, lineno, row[0])
         earlier = registry.add(real, where=str(lineno), real=real)
         if earlier is not None:
             raise ValueError(f"{list_path}:{lineno}: {row[0]} is already listed on line {earlier[0]}; "
                              "list each image once")
-        items.append(GalleryItem(real, row[1] if len(row) == 2 and row[1] != "" else None))
+        cells = row[1:] + [""] * (width - len(row))
+        items.append(GalleryItem(real, cells[0] or None, {c: v or None for c, v in zip(extra_cols, cells[1:])}))
     if not items:
         raise ValueError(f"{list_path}: the list holds no image paths")
     return items
+
+
+def _too_wide(list_path: Path, lineno: int, n: int, width: int, extra_cols: Sequence[str]) -> str:
+    if not extra_cols and width == 2:
+        return (f"{list_path}:{lineno}: expected 'path' or 'path,label', got {n} fields; to keep more "
+                "columns, give the list a header line naming them (path,label,source,...)")
+    return f"{list_path}:{lineno}: {n} fields, but the header names {width}; add the missing names to the header"
+
+
+def extra_columns(list_path: Path, lineno: int, header: Sequence[str]) -> tuple[str, ...]:
+    """The extra column names of a header line (after ``path,label``), checked by :func:`check_column_names`."""
+    return check_column_names(header[2:], f"{list_path}:{lineno}", first=3, fix="rename it in the header")
+
+
+def check_column_names(names: Sequence[str], where: str, *, first: int = 1,
+                       fix: str = "rename the column") -> tuple[str, ...]:
+    """``names`` as extra metadata columns, checked (see the module docstring).
+
+    Args:
+        names: the column names, in order.
+        where: what the error names first (a file and line).
+        first: the number of the first name's column, for the error.
+        fix: what the error tells the user to do.
+
+    Raises:
+        ValueError: naming ``where`` and the column for a name that is not an identifier, is
+            reserved or a filter keyword, or is given twice (letter case ignored).
+    """
+    names = tuple(names)
+    seen: dict[str, int] = {}
+    for k, name in enumerate(names, start=first):
+        at = f"{where}: column {k} {name!r}"
+        if not isinstance(name, str) or not COLUMN_RE.match(name):
+            raise ValueError(f"{at}: a column name is letters, digits and '_', not starting with a digit; {fix}")
+        if name.lower() in RESERVED_COLUMNS + KEYWORDS:
+            raise ValueError(f"{at}: the name is reserved ({', '.join(RESERVED_COLUMNS + KEYWORDS)}); {fix}")
+        if name.lower() in seen:
+            raise ValueError(f"{at}: named already as column {seen[name.lower()]}; "
+                             "give each column its own name")
+        seen[name.lower()] = k
+    return names
 
 
 def _rows(list_path: Path, text: str) -> list[tuple[int, list[str]]]:
@@ -104,8 +162,6 @@ def _rows(list_path: Path, text: str) -> list[tuple[int, list[str]]]:
         row = [c.strip() for c in row]
         if not row or not row[0] or row[0].startswith("#"):
             continue
-        if len(row) > 2:
-            raise ValueError(f"{list_path}:{lineno}: expected 'path' or 'path,label', got {len(row)} fields")
         out.append((lineno, row))
     return out
 

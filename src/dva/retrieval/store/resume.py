@@ -3,10 +3,14 @@
 Shard ``i`` always covers inputs ``[i * shard_size, (i + 1) * shard_size)``, so a killed run
 restarts at the first shard whose ``.npy`` is missing and never re-embeds a finished one. A run
 is resumed only with the same model, inputs, dtype and shard size (the *plan* in ``meta.json``);
-other settings are refused unless asked to start over.
+other settings are refused unless asked to start over. The inputs are the ``(path, label)``
+list and, when the list has extra metadata columns, their names and values: a list whose
+columns changed is another input (the plan names them only when there are some, so a run
+from before extra columns resumes as it did).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -18,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from dva.retrieval.store.embeddings import FORMAT, read_jsonl, shard_paths, write_jsonl
-from dva.retrieval.store.gallery import GalleryItem, pairs_digest
+from dva.retrieval.store.gallery import GalleryItem, check_column_names, pairs_digest
 from dva.retrieval.store.world import World
 from dva.utils import atomic_write_json, read_json
 
@@ -44,8 +48,33 @@ def inputs_digest(items: Sequence[GalleryItem]) -> str:
     return pairs_digest([it.path for it in items], [it.label for it in items])
 
 
+# Plan keys present only for lists with extra columns; compared whether present or not.
+OPTIONAL_PLAN_KEYS = ("columns", "extras_sha256")
+
+
+def extras_digest(items: Sequence[GalleryItem]) -> str:
+    """SHA-256 of every item's extra column values, in order."""
+    h = hashlib.sha256()
+    for it in items:
+        h.update(json.dumps(list(it.extra.items())).encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def item_row(it: GalleryItem) -> dict:
+    """An input's ``{"path", "label", **extra}`` row (``inputs.jsonl``)."""
+    return {"path": it.path, "label": it.label, **it.extra}
+
+
 def plan(embedder: EmbedderLike, items: Sequence[GalleryItem], shard_size: int, dtype: str) -> dict:
     """The settings a run is resumed with only when they are all equal."""
+    columns = list(items[0].extra) if items else []
+    odd = next((i for i, it in enumerate(items) if list(it.extra) != columns), None)
+    if odd is not None:
+        raise ValueError(f"input {odd} ({items[odd].path}) has extra columns {list(items[odd].extra)}, input 0 "
+                         f"has {columns}; give every input the same columns")
+    check_column_names(columns, "the inputs' extra metadata", fix="rename it")
+    extra = {"columns": columns, "extras_sha256": extras_digest(items)} if columns else {}
     return {
         "format": FORMAT,
         "fingerprint": str(embedder.fingerprint),
@@ -56,7 +85,13 @@ def plan(embedder: EmbedderLike, items: Sequence[GalleryItem], shard_size: int, 
         "num_inputs": len(items),
         "num_shards": math.ceil(len(items) / shard_size),
         "inputs_sha256": inputs_digest(items),
+        **extra,
     }
+
+
+def _plan_diff(old: dict, plan: dict) -> list[str]:
+    """The plan keys whose values differ between a run on disk and this one."""
+    return [k for k in (*plan, *(k for k in OPTIONAL_PLAN_KEYS if k not in plan)) if old.get(k) != plan.get(k)]
 
 
 def _clear(out: Path) -> None:
@@ -101,13 +136,13 @@ def _prepare(out: Path, plan: dict, items: Sequence[GalleryItem], embedder: Embe
     meta_path = out / "meta.json"
     if meta_path.exists() and overwrite:
         old = read_json(meta_path, "embeddings description")
-        if any(old.get(k) != plan[k] for k in plan):
+        if _plan_diff(old, plan):
             _clear(out)
     if meta_path.exists():
         old = read_json(meta_path, "embeddings description")
-        diff = [k for k in plan if old.get(k) != plan[k]]
+        diff = _plan_diff(old, plan)
         if diff:
-            details = ", ".join(f"{k}: {old.get(k)!r} -> {plan[k]!r}" for k in diff)
+            details = ", ".join(f"{k}: {old.get(k)!r} -> {plan.get(k)!r}" for k in diff)
             raise ValueError(
                 f"{out} already holds embeddings made with different settings ({details}); "
                 "use another --out directory, delete this one, or pass --overwrite"
@@ -120,7 +155,7 @@ def _prepare(out: Path, plan: dict, items: Sequence[GalleryItem], embedder: Embe
         meta = {**plan, "model": _model_info(embedder), "status": "running", "count": None,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
         out.mkdir(parents=True, exist_ok=True)
-        write_jsonl(out / "inputs.jsonl", ({"path": it.path, "label": it.label} for it in items))
+        write_jsonl(out / "inputs.jsonl", (item_row(it) for it in items))
         atomic_write_json(meta_path, meta)
     (out / "shards").mkdir(parents=True, exist_ok=True)
     for stale in (out / "shards").glob(".*.tmp"):  # left by a run killed mid-write
@@ -162,8 +197,8 @@ def finalize(out: Path, meta: dict, n_shards: int, n_embedded: int, seconds: flo
         info = read_json(shard_paths(out, i)[1], "shard description")
         rows += info["rows"]
         skipped += info["skipped"]
-    write_jsonl(out / "items.jsonl",
-                ({"id": k, "path": r["path"], "label": r["label"]} for k, r in enumerate(rows)))
+    write_jsonl(out / "items.jsonl",  # shards written before extra columns have no "extra"
+                ({"id": k, "path": r["path"], "label": r["label"], **r.get("extra", {})} for k, r in enumerate(rows)))
     write_jsonl(out / "skipped.jsonl",
                 ({"path": s["path"], "reason": s["reason"]} for s in skipped))
     meta = {**meta, "status": "complete", "count": len(rows), "skipped": len(skipped),

@@ -52,7 +52,7 @@ class World:
         plans: list = [None] * self.size
         dist.all_gather_object(plans, plan)
         for r, other in enumerate(plans):
-            diff = [k for k in plan if other.get(k) != plans[0].get(k)]
+            diff = [k for k in {**plans[0], **other} if other.get(k) != plans[0].get(k)]  # keys of either
             if diff:
                 details = ", ".join(f"{k}: {plans[0].get(k)!r} (rank 0) vs {other.get(k)!r}" for k in diff)
                 raise ValueError(f"rank {r} of {self.size} embeds with other settings than rank 0 ({details}); "
