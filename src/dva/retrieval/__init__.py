@@ -3,16 +3,22 @@
 * :mod:`dva.retrieval.meta`: what every collection of gallery vectors says about itself;
 * :mod:`dva.retrieval.store`: gallery listing, strict image decoding and resumable sharded
   embeddings (``dva embed``), one module per concept;
-* :mod:`dva.retrieval.index`: FAISS index carrying the model fingerprint, rebuilt in place
-  atomically for its readers (``dva index``);
-* :mod:`dva.retrieval.search`: query images against an index (``dva search``);
+* :mod:`dva.retrieval.backend`: what every gallery store answers (search with a filter, items
+  by stable id, add, remove): the protocol the search, serve and dedup code speak;
+* :mod:`dva.retrieval.filters`: the ``where`` grammar, its meaning, its SQL and Milvus translations;
+* :mod:`dva.retrieval.index`: the FAISS store: an index directory carrying the model fingerprint,
+  stable ids and a metadata table, rebuilt or changed atomically for its readers (``dva index``);
+* :mod:`dva.retrieval.milvus`: the Milvus store (Milvus Lite in one file, or a server by URI);
+* :mod:`dva.retrieval.galleries`: open or build a gallery in either store (``--store/--uri``);
+* :mod:`dva.retrieval.search`: query images against a gallery (``dva search``);
+* :mod:`dva.retrieval.dedup`: near-duplicate pairs and groups of a gallery (``dva dedup``);
 * :mod:`dva.retrieval.domains`: several domains (adapter sets) on one frozen backbone, the
   frozen prefix shared, queries routed (``dva serve/search --domain``);
 * :mod:`dva.retrieval.serve`: the FastAPI search service and its web page (``dva serve``);
 * :mod:`dva.retrieval.pipeline`: gallery -> index -> search -> report in one call;
 * :mod:`dva.retrieval.report`: the static HTML report (``dva report``).
 
-FastAPI is imported only by :mod:`dva.retrieval.serve`.
+FastAPI is imported only by :mod:`dva.retrieval.serve`; pymilvus only by :mod:`dva.retrieval.milvus`.
 """
 from dva.retrieval.index import FingerprintMismatchError, GalleryIndex, build_index
 from dva.retrieval.pipeline import index_search_report, summarize
