@@ -6,8 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from dva.retrieval.index.common import normalise
 from dva.retrieval.milvus import connect as mc
 from dva.retrieval.milvus.gallery import MilvusGallery
 from dva.retrieval.store.embeddings import EmbeddingSet, EmbeddingShards, open_embeddings
@@ -88,14 +87,9 @@ def build_milvus(embeddings: str | Path | EmbeddingSet | EmbeddingShards, uri: s
         for lo in range(0, len(chunk), _INSERT_ROWS):
             rows = [g._row(start + lo + j, v, es.paths[start + lo + j], es.labels[start + lo + j],
                            es.extras[start + lo + j])
-                    for j, v in enumerate(_unit(chunk[lo:lo + _INSERT_ROWS]))]
+                    for j, v in enumerate(normalise(chunk[lo:lo + _INSERT_ROWS]))]  # float16 rounding undone
             client.insert(name, rows)
         start += len(chunk)
     client.flush(name)  # unflushed rows are searched ~20x slower
     return g
 
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    """Rows L2-normalised (the embeddings are already; a float16 shard's rounding is undone)."""
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)

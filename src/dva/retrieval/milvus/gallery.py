@@ -12,17 +12,12 @@ import numpy as np
 from dva.retrieval import filters
 from dva.retrieval.backend import BASE_COLUMNS, Item
 from dva.retrieval.index import FingerprintMismatchError, UnknownId
+from dva.retrieval.index.common import normalise
 from dva.retrieval.milvus import connect as mc
 from dva.retrieval.store.gallery import Label
 
 _BATCH = 1000  # ids per get/query request (an expression of a thousand ids stays small)
 _PAD_SCORE = -np.finfo(np.float32).max  # what FAISS gives a missing neighbour
-
-
-def normalise(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm, as contiguous float32 (all-zero rows stay zero)."""
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def _chunks(seq: Sequence, size: int = _BATCH) -> Iterator[Sequence]:
