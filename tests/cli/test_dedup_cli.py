@@ -109,3 +109,43 @@ def test_milvus_store(planted, tmp_path):
     doc = json.loads(out.read_text())
     assert {(p["id_a"], p["id_b"]) for p in doc["pairs"]} == {(0, 7), (0, 9), (7, 9), (4, 5)}
     assert doc["groups"] == [[0, 7, 9], [4, 5]] and doc["approximate"] is False
+
+
+@pytest.mark.skipif(importlib.util.find_spec("milvus_lite") is None, reason="milvus-lite absent")
+def test_milvus_database_of_several_models(planted, tmp_path, capsys, monkeypatch):
+    from types import SimpleNamespace
+
+    from dva.retrieval.milvus import build_milvus
+    from dva_cli import _model
+
+    _, es = planted
+    db = tmp_path / "two.db"
+    build_milvus(es, str(db)).client.close()
+    y = np.random.default_rng(3).normal(size=(50, 32))
+    other = EmbeddingSet((y / np.linalg.norm(y, axis=1, keepdims=True)).astype(np.float32),
+                         [f"/h/{i}.jpg" for i in range(50)], [None] * 50, {"fingerprint": "other", "dtype": "float32"})
+    build_milvus(other, str(db)).client.close()  # a second model's collection in the same database
+    base = ["dedup", "--store", "milvus", "--uri", str(db), "--threshold", "0.95"]
+    assert main(base) == 2 and "several models" in capsys.readouterr().err
+    out = tmp_path / "m.json"
+    assert main([*base, "--fingerprint", "synthetic", "--out", str(out)]) == 0
+    assert "4 pairs with cosine >= 0.95 among 200 images" in capsys.readouterr().out
+    assert {(p["id_a"], p["id_b"]) for p in json.loads(out.read_text())["pairs"]} == {(0, 7), (0, 9), (7, 9), (4, 5)}
+    assert main([*base, "--fingerprint", "other"]) == 0
+    assert "0 pairs with cosine >= 0.95 among 50 images" in capsys.readouterr().out
+    seen = []
+    monkeypatch.setattr(_model, "embedder_from_args",
+                        lambda args: seen.append(args.checkpoint) or SimpleNamespace(fingerprint="other"))
+    assert main([*base, "--checkpoint", "run/last.safetensors"]) == 0  # the checkpoint's model's gallery
+    assert seen == ["run/last.safetensors"] and "among 50 images" in capsys.readouterr().out
+    assert main([*base, "--checkpoint", "run/last.safetensors", "--fingerprint", "other"]) == 2
+    assert "not both" in capsys.readouterr().err and len(seen) == 1
+    assert main([*base, "--fingerprint", "nope"]) == 2 and "no gallery of model nope" in capsys.readouterr().err
+
+
+def test_a_fingerprint_is_checked_against_an_index(planted, capsys):
+    idx, _ = planted
+    assert main(["dedup", "--index", str(idx), "--fingerprint", "synthetic"]) == 0
+    assert "4 pairs" in capsys.readouterr().out
+    assert main(["dedup", "--index", str(idx), "--fingerprint", "another"]) == 2
+    assert "fingerprint synthetic" in capsys.readouterr().err

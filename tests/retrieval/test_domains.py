@@ -318,6 +318,44 @@ def test_search_command_with_domains(world, capsys, monkeypatch, tmp_path):
     assert "not both" in capsys.readouterr().err
 
 
+def test_where_filters_every_domain_searched(served, world):
+    from dva.retrieval.filters import FilterError
+
+    x = _x(served, world["held"]["stripes"][:1])
+    ans = served.search_tensor(x, k=24, domain=ALL, where="label in ('c1', 'class_001')")[0]
+    assert sorted({(h.domain, h.label) for h in ans.hits}) == [("shapes", "class_001"), ("stripes", "c1")]
+    assert len(ans.hits) == 8 and [h.rank for h in ans.hits] == list(range(1, 9))  # 4 of each class, merged
+    assert [h.score for h in ans.hits] == sorted((h.score for h in ans.hits), reverse=True)
+    routed = served.search_tensor(x, k=24, where="label in ('c2', 'class_002')")[0]
+    want = {"stripes": "c2", "shapes": "class_002"}[routed.route.domain]
+    assert [(h.domain, h.label) for h in routed.hits] == [(routed.route.domain, want)] * 4
+    one = served.search_tensor(x, k=3, domain="stripes", where="label = 'c0'")[0]
+    assert [h.label for h in one.hits] == ["c0"] * 3 and one.hits[0].extra == {}
+    assert served.check_where("  ", "stripes") is None
+    with pytest.raises(FilterError, match="unknown column 'source'"):
+        served.check_where("source = 'trap1'", "stripes")
+    with pytest.raises(UnknownDomainError):
+        served.check_where("label = 'c0'", "cars")
+
+
+def test_search_command_with_domains_and_where(world, capsys, monkeypatch, tmp_path):
+    import json
+
+    from dva_cli.cli import main
+
+    monkeypatch.setenv("DVA_CACHE", str(tmp_path / "cache"))
+    q = str(world["held"]["stripes"][0])
+    args = ["search", *_domain_args(world), "--router", "adapted", "--k", "24", "--json"]
+    assert main([*args, "--search-in", "all", "--where", "label in ('c1', 'class_001')", q]) == 0
+    hits = json.loads(capsys.readouterr().out)[0]["hits"]
+    assert sorted({(h["domain"], h["label"]) for h in hits}) == [("shapes", "class_001"), ("stripes", "c1")]
+    assert len(hits) == 8
+    assert main([*args, "--search-in", "stripes", "--where", "label = 'c2'", q]) == 0
+    assert [h["label"] for h in json.loads(capsys.readouterr().out)[0]["hits"]] == ["c2"] * 4
+    assert main([*args, "--where", "source = 'trap1'", q]) == 2  # routed: every domain must have the column
+    assert "unknown column 'source'" in capsys.readouterr().err
+
+
 def test_serve_command_with_domains(world, monkeypatch, tmp_path, capsys):
     import dva.retrieval.serve as serve_mod
     from dva_cli.cli import main

@@ -170,3 +170,23 @@ def test_cli_milvus_store_build_add_remove_and_filtered_search(embedder, gallery
     hits = json.loads(capsys.readouterr().out)[0]["hits"]
     assert {h["id"] for h in hits} == set(range(4, 24, 2)) and all(h["source"] == "trap0" for h in hits)
     assert hits[0]["path"] == str(paths[4].resolve())
+
+
+@pytest.mark.parametrize("cols", [("1st",), ("ID",), ("and",), ("date", "Date")])
+def test_one_column_name_rule_for_lists_and_indexes(cols, tmp_path):
+    """The items table checks extra columns with the list CSV's own rule: the same refusals, the same words."""
+    from dva.retrieval.index.items import check_columns
+    from dva.retrieval.store import EmbeddingSet
+    from dva.retrieval.store.gallery import check_column_names
+
+    with pytest.raises(ValueError) as table:
+        check_columns(cols, "idx/index.json")
+    with pytest.raises(ValueError) as listed:
+        check_column_names(cols, "idx/index.json", fix="rename it in the list CSV's header")
+    assert str(table.value) == str(listed.value) and str(table.value).startswith("idx/index.json: column ")
+    x = np.eye(2, 4, dtype=np.float32)
+    es = EmbeddingSet(x, ["/g/a.png", "/g/b.png"], [None, None], {"fingerprint": "f"},
+                      extras=[dict.fromkeys(cols, "v")] * 2, columns=cols)
+    with pytest.raises(ValueError, match=f"column \\d {cols[-1]!r}: "):  # a filter keyword included: unfilterable
+        build_index(es, tmp_path / "idx")
+    assert not (tmp_path / "idx" / "index.json").exists()

@@ -148,13 +148,13 @@ def test_concurrent_decodes_are_bounded(embedder, gallery, tmp_path, monkeypatch
     import threading
     import time
 
-    import dva.retrieval.serve as S
+    import dva.retrieval.serve.service as S  # the module that decodes uploads
 
     paths, _ = gallery
     embed_gallery(embedder, [GalleryItem(str(p)) for p in paths], tmp_path / "emb", progress=False)
     build_index(tmp_path / "emb", tmp_path / "idx")
     inside, most, guard = [0], [0], threading.Lock()
-    real = S._decode_upload
+    real = S.decode_upload
 
     def slow_decode(data, max_pixels):
         with guard:
@@ -165,7 +165,7 @@ def test_concurrent_decodes_are_bounded(embedder, gallery, tmp_path, monkeypatch
             inside[0] -= 1
         return real(data, max_pixels)
 
-    monkeypatch.setattr(S, "_decode_upload", slow_decode)
+    monkeypatch.setattr(S, "decode_upload", slow_decode)
     client = TestClient(create_app(tmp_path / "idx", embedder, max_decodes=slots))
     body = _png_bytes(paths[0])
     codes = []

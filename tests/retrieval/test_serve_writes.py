@@ -388,3 +388,80 @@ def test_writes_name_their_domain_when_there_are_several(embedder, index_dir, tm
     assert client.delete("/items/24?domain=birds", headers=BEARER).status_code == 404
     assert client.delete("/items/24?domain=pets", headers=BEARER).status_code == 200
     assert client.get("/healthz").json() == {"status": "ok", "items": 48, "domains": ["birds", "pets"]}
+
+
+# ----------------------------------------------------------------------------- other writers, other stores
+def _one(embedder, path: Path, label: str, source: str) -> EmbeddingSet:
+    """An embeddings set of one image with a ``source`` column (what `dva embed` gives `dva index --add`)."""
+    return EmbeddingSet(embedder.embed_paths([path]).astype(np.float32), [str(path)], [label],
+                        {"fingerprint": embedder.fingerprint}, extras=[{"source": source}], columns=("source",))
+
+
+def test_a_commit_by_another_process_is_seen_by_the_next_request(embedder, index_dir, tmp_path, monkeypatch):
+    import dva.retrieval.serve.reload as reload_mod
+    from dva.retrieval.index import add_to_index, remove_from_index
+
+    monkeypatch.setattr(reload_mod, "CHECK_EVERY_S", 0.0)  # look before every request
+    loads = []
+    real_load = GalleryIndex.load.__func__
+    monkeypatch.setattr(GalleryIndex, "load", classmethod(lambda cls, p: loads.append(p) or real_load(cls, p)))
+    client = TestClient(create_app(index_dir, embedder, api_key=KEY, upload_dir=tmp_path / "up"))
+    own = client.post("/items", files={"file": ("o.png", _png(tmp_path, 141), "image/png")}, headers=BEARER)
+    assert own.status_code == 200 and own.json()["added"][0]["id"] == 24
+    data = _png(tmp_path, 140)
+    assert _search(client, data)["results"][0]["id"] != 25
+    assert len(loads) == 1  # create_app's own: the server's commit and the looks after it load nothing
+    (tmp_path / "new.png").write_bytes(data)
+    add_to_index(index_dir, _one(embedder, tmp_path / "new.png", "n", "trap9"))  # the server is not told
+    top = _search(client, data)["results"][0]
+    assert (top["id"], top["label"], top["extra"], top["score"]) == (25, "n", {"source": "trap9"}, 1.0)
+    assert client.get("/image/25").content == data and client.get("/api/info").json()["count"] == 26
+    assert len(loads) == 3  # add_to_index's, and one reload
+    remove_from_index(index_dir, [25])
+    assert 25 not in [h["id"] for h in _search(client, data, k=30)["results"]]
+    assert client.get("/image/25").status_code == 404 and client.get("/api/info").json()["count"] == 25
+
+
+def test_the_index_directory_is_looked_at_once_per_interval(embedder, index_dir, tmp_path, monkeypatch):
+    import dva.retrieval.serve.reload as reload_mod
+    from dva.retrieval.index import add_to_index
+
+    monkeypatch.setattr(reload_mod, "CHECK_EVERY_S", 3600.0)
+    client = TestClient(create_app(index_dir, embedder))
+    data = _png(tmp_path, 142)
+    _search(client, data)  # the first request looks
+    (tmp_path / "new.png").write_bytes(data)
+    add_to_index(index_dir, _one(embedder, tmp_path / "new.png", "n", "trap9"))
+    assert client.get("/api/info").json()["count"] == 24  # within the interval: the loaded build answers
+    assert len(GalleryIndex.load(index_dir)) == 25
+
+
+@pytest.mark.skipif(importlib.util.find_spec("milvus_lite") is None, reason="milvus-lite absent")
+def test_api_info_on_a_milvus_lite_gallery(embedder, gallery, tmp_path, monkeypatch):
+    from dva.retrieval.milvus import build_milvus
+
+    paths, _ = gallery
+    es = EmbeddingSet(embedder.embed_paths(paths).astype(np.float32), [str(p) for p in paths], [None] * 24,
+                      {"fingerprint": embedder.fingerprint}, extras=[{"source": f"trap{i % 2}"} for i in range(24)],
+                      columns=("source",))
+    g = build_milvus(es, str(tmp_path / "g.db"))
+    client = TestClient(create_app(g, embedder, api_key=KEY))
+    monkeypatch.setattr(g, "ids", lambda: pytest.fail("/api/info must not list the gallery"))
+    probes = []
+    real_search = g.search
+    monkeypatch.setattr(g, "search", lambda q, k, where=None: probes.append(where) or real_search(q, k, where))
+    r = client.get("/api/info")
+    assert r.status_code == 200, r.text
+    info = r.json()
+    assert (info["count"], info["kind"], info["has_labels"], info["fingerprint"]) == (24, None, False,
+                                                                                    embedder.fingerprint)
+    assert info["columns"] == ["id", "path", "label", "source"] and info["domains"][0]["kind"] is None
+    assert probes == ["label is not null"]
+    assert client.get("/api/info").json()["has_labels"] is False and len(probes) == 1  # cached
+    r = client.post("/items", files={"file": ("m.png", _png(tmp_path, 150), "image/png")}, data={"label": "m"},
+                    headers=BEARER)
+    assert r.status_code == 200, r.text
+    assert client.get("/api/info").json()["has_labels"] is True  # the write renewed it
+    assert client.delete("/items/24", headers=BEARER).status_code == 200
+    info = client.get("/api/info").json()
+    assert (info["has_labels"], info["count"]) == (False, 24)

@@ -40,7 +40,8 @@ import json
 import os
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,11 +53,13 @@ from PIL import Image
 from torch import nn
 
 from dva import backbone as bb
+from dva.retrieval import filters
 from dva.retrieval.index import GalleryIndex
-from dva.retrieval.search import Hit, QueryResult, has_labels, hits_from_arrays, load_query_images
+from dva.retrieval.search import Hit, QueryResult, hits_from_arrays, load_query_images
 
 if TYPE_CHECKING:
     from dva.model import DVAModel
+    from dva.retrieval.backend import Gallery
     from dva.runtime.protocol import EmbedderLike
 
 ALL = "all"  # the request value that searches every domain and merges the lists
@@ -341,23 +344,57 @@ def _suffix_graph(embedder: Any, start: int, adapted: bool = True) -> Path:
 # ----------------------------------------------------------------------------- domains
 @dataclass
 class Domain:
-    """One served domain: its index, the embedder that made it, and where it came from."""
+    """One served domain: its gallery (any store), the embedder that made it, and where it came from."""
 
     name: str
-    index: GalleryIndex
+    index: Gallery
     embedder: EmbedderLike
     checkpoint: str | None = None
     prototypes: np.ndarray | None = None  # (P, D) L2-normalised, in the router's space
     runtime: str | None = None  # what runs its queries when not its embedder's (the shared onnx graphs)
+    # ((count, build), whether any item has a label): asked once, kept until a write or another count
+    _labelled: tuple[tuple, bool] | None = field(default=None, init=False, repr=False, compare=False)
 
     def info(self) -> dict:
+        """What ``/api/info`` says about this domain; any store (``kind`` is None where it has none)."""
         model = getattr(self.embedder, "model", None)
-        return {"name": self.name, "count": len(self.index), "dim": self.index.dim,
-                "kind": self.index.meta["kind"], "fingerprint": self.index.fingerprint,
+        count = len(self.index)
+        return {"name": self.name, "count": count, "dim": self.index.dim,
+                "kind": self.index.meta.get("kind"), "fingerprint": self.index.fingerprint,
                 "checkpoint": os.path.basename(self.checkpoint) if self.checkpoint else None,
                 "first_adapted_stage": getattr(model, "split", None),
-                "has_labels": has_labels(self.index),
+                "has_labels": self.labelled(count),
                 "runtime": self.runtime or getattr(self.embedder, "runtime", "torch")}
+
+    def labelled(self, count: int | None = None) -> bool:
+        """Whether any item has a label (:func:`gallery_has_labels`), cached until :meth:`changed`.
+
+        The cache is also keyed by the item count and the build, so a change made by another
+        writer (a Milvus server's other clients) is seen once it changes either.
+        """
+        key = (len(self.index) if count is None else count, self.index.meta.get("build"))
+        if self._labelled is None or self._labelled[0] != key:
+            self._labelled = (key, gallery_has_labels(self.index))
+        return self._labelled[1]
+
+    def changed(self) -> None:
+        """Forget what was cached about the gallery's items (call after a write or a reload)."""
+        self._labelled = None
+
+
+def gallery_has_labels(gallery: Gallery) -> bool:
+    """Whether any item of any store has a label, without a scan.
+
+    A FAISS index asks its items table for one row; another store runs one filtered search with
+    k=1 (``label is not null``, applied inside the search), whatever the query vector.
+    """
+    ask = getattr(gallery, "has_labels", None)
+    if callable(ask):
+        return bool(ask())
+    probe = np.zeros((1, int(gallery.dim)), np.float32)
+    probe[0, 0] = 1.0
+    ids = gallery.search(probe, 1, "label is not null")[1]
+    return bool(ids.size and ids[0, 0] >= 0)
 
 
 @dataclass
@@ -488,47 +525,78 @@ class DomainSet:
         return torch.stack([self.transform(to_rgb(im)) for im in images])
 
     # ------------------------------------------------------------------ search
-    def search_tensor(self, x: torch.Tensor, k: int = 10, domain: str | None = None) -> list[DomainAnswer]:
-        """Top-``k`` hits of each normalised image row: in ``domain``, in ``all`` (merged), or routed (None)."""
+    def check_where(self, where: str | None, domain: str | None = None) -> str | None:
+        """``where`` parsed and its columns checked in every domain a query for ``domain`` may reach
+        (a name; ``all`` or None, routed: every domain); None for no filter or a blank one.
+
+        Raises:
+            FilterError: a malformed filter, or one naming a column such a domain lacks.
+            UnknownDomainError: ``domain`` is not one of the set's, nor ``all``.
+        """
+        target = self.resolve(domain)
+        if where is None or not where.strip():
+            return None
+        f = filters.parse(where)
+        for n in self.names if target in (None, ALL) else [target]:
+            filters.check_columns(f, self.domains[n].index.columns, where)
+        return where
+
+    def search_tensor(self, x: torch.Tensor, k: int = 10, domain: str | None = None,
+                      where: str | None = None) -> list[DomainAnswer]:
+        """Top-``k`` hits of each normalised image row: in ``domain``, in ``all`` (merged), or routed
+        (None); only among the items ``where`` keeps (:mod:`dva.retrieval.filters`), inside the search."""
         target = self.resolve(domain)
         if target is None and len(self) == 1:
             target = self.names[0]
         if target is None:
-            return self._routed(x, k)
+            return self._routed(x, k, where)
         names = self.names if target == ALL else [target]
-        embs = self.embed(x, names)
-        per = {n: self._hits(n, embs[n], k) for n in names}
+        return self.search_vectors(self.embed(x, names), k, target, where)
+
+    def search_vectors(self, vectors: Mapping[str, np.ndarray], k: int, target: str,
+                       where: str | None = None) -> list[DomainAnswer]:
+        """Top-``k`` hits of query vectors already embedded, ``{domain: (B, D)}``: one domain's
+        (``target`` its name), or every domain's merged by cosine (``target`` = ``all``).
+
+        The one search behind ``dva search --domain`` and the server; hits carry the items'
+        extra metadata columns (``Hit.extra``) and their domain.
+        """
+        per = {n: self._hits(n, np.atleast_2d(np.asarray(v, np.float32)), k, where) for n, v in vectors.items()}
         if target != ALL:
             return [DomainAnswer(target, hits) for hits in per[target]]
-        return [DomainAnswer(ALL, _merge({n: per[n][i] for n in names}, k)) for i in range(len(x))]
+        rows = len(next(iter(per.values()))) if per else 0
+        return [DomainAnswer(ALL, _merge({n: per[n][i] for n in per}, k)) for i in range(rows)]
 
-    def search_images(self, images: Sequence[Image.Image], k: int = 10,
-                      domain: str | None = None) -> list[DomainAnswer]:
+    def search_images(self, images: Sequence[Image.Image], k: int = 10, domain: str | None = None,
+                      where: str | None = None) -> list[DomainAnswer]:
         """:meth:`search_tensor` of PIL images (decoded once, whatever the number of domains)."""
         self.resolve(domain)  # an unknown domain fails before any pixel work
-        return self.search_tensor(self.images_to_tensor(images), k, domain) if images else []
+        return self.search_tensor(self.images_to_tensor(images), k, domain, where) if images else []
 
     def search_paths(self, paths: Sequence[str | Path], k: int = 10, domain: str | None = None,
-                     batch_size: int = 32) -> list[QueryResult]:
+                     batch_size: int = 32, where: str | None = None) -> list[QueryResult]:
         """Top-``k`` hits of each query image file (``dva search``); ``extra`` names the domain and route.
 
         Raises:
             UnknownDomainError: ``domain`` is not one of the set's, nor ``all``.
+            FilterError: a bad ``where`` (checked before any image is read: :meth:`check_where`).
             ValueError: a query image cannot be read (the message names the file).
         """
-        self.resolve(domain)
+        where = self.check_where(where, domain)
         out: list[QueryResult] = []
         for lo in range(0, len(paths), batch_size):
             chunk = [str(p) for p in paths[lo:lo + batch_size]]
-            for path, ans in zip(chunk, self.search_images(load_query_images(chunk), k, domain)):
+            for path, ans in zip(chunk, self.search_images(load_query_images(chunk), k, domain, where)):
                 extra = {"domain": ans.domain, **({"route": ans.route.to_dict()} if ans.route else {})}
                 out.append(QueryResult(path, list(ans.hits), None, extra))
         return out
 
-    def _hits(self, name: str, vectors: np.ndarray, k: int) -> list[list[DomainHit]]:
+    def _hits(self, name: str, vectors: np.ndarray, k: int, where: str | None = None) -> list[list[DomainHit]]:
         index = self.domains[name].index
-        scores, ids = index.search(vectors, k)
-        return [_tag(h, name) for h in hits_from_arrays(index, scores, ids)]
+        reading = getattr(index, "reading", None)  # a FAISS index: no add/remove between search and lookup
+        with reading() if reading is not None else nullcontext():
+            scores, ids = index.search(vectors, k) if where is None else index.search(vectors, k, where)
+            return [_tag(h, name) for h in hits_from_arrays(index, scores, ids)]
 
     # ------------------------------------------------------------------ routing
     def route(self, x: torch.Tensor) -> tuple[list[Route], list[np.ndarray]]:
@@ -568,12 +636,12 @@ class DomainSet:
             routes.append(Route(names[order[0]], margin, {n: float(v) for n, v in zip(names, row)}, self.router))
         return routes
 
-    def _routed(self, x: torch.Tensor, k: int) -> list[DomainAnswer]:
+    def _routed(self, x: torch.Tensor, k: int, where: str | None = None) -> list[DomainAnswer]:
         routes, vecs = self.route(x)
         answers: list[DomainAnswer | None] = [None] * len(routes)
         for n in {r.domain for r in routes}:
             rows = [i for i, r in enumerate(routes) if r.domain == n]
-            for i, hits in zip(rows, self._hits(n, np.stack([vecs[i] for i in rows]), k)):
+            for i, hits in zip(rows, self._hits(n, np.stack([vecs[i] for i in rows]), k, where)):
                 answers[i] = DomainAnswer(n, hits, routes[i])
         return answers  # type: ignore[return-value]
 
@@ -686,7 +754,7 @@ def index_vectors(index: GalleryIndex, ids: Sequence[int]) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- loading
-def single_domain(index: GalleryIndex, embedder: EmbedderLike, name: str = DEFAULT,
+def single_domain(index: Gallery, embedder: EmbedderLike, name: str = DEFAULT,
                   checkpoint: str | None = None) -> DomainSet:
     """The classic one-index, one-model server as a set of one domain (any runtime)."""
     index.check_fingerprint(embedder.fingerprint)

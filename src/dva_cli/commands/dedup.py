@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dva_cli import _model  # module attribute lookup: stays patchable in tests
 from dva_cli._output import add_overwrite_argument, refuse_existing
 
 if TYPE_CHECKING:
@@ -26,6 +27,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="where the gallery lives: faiss (--index, default) or milvus (--uri)")
     p.add_argument("--uri", help="milvus: a Milvus Lite file (gallery.db) or http(s)://HOST:PORT "
                                  "(token from the environment variable DVA_MILVUS_TOKEN)")
+    p.add_argument("--fingerprint", metavar="FP",
+                   help="the model whose gallery to read, by its fingerprint (as `dva index` printed it): a Milvus "
+                        "database holds one gallery per model; or name the model with --checkpoint/--backbone "
+                        "(loaded only to learn its fingerprint). With --index: checked against the index's")
     p.add_argument("--threshold", type=float, default=0.95,
                    help="cosine at or above which two images are duplicates (default 0.95; exact copies score 1)")
     p.add_argument("--out", help="write the result to this .csv or .json file (default: print a summary)")
@@ -33,6 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="report groups (duplicates joined by transitivity): CSV one row per member; "
                         "JSON adds a 'groups' list beside the pairs")
     add_overwrite_argument(p, "--out")
+    _model.add_model_arguments(p)
 
 
 def _location(args: argparse.Namespace) -> str:
@@ -45,6 +51,21 @@ def _location(args: argparse.Namespace) -> str:
         raise ValueError("the milvus store is reached by --uri (a gallery.db file or http(s)://HOST:PORT), "
                          "not --index")
     return args.uri
+
+
+def _fingerprint(args: argparse.Namespace) -> str | None:
+    """The model ``--fingerprint`` or the model options name (None: the gallery's only model).
+
+    Raises:
+        ValueError: both ``--fingerprint`` and a model given.
+    """
+    model = args.checkpoint or args.backbone
+    if args.fingerprint and model:
+        raise ValueError("give the model once: --fingerprint FP, or --checkpoint/--backbone (whose fingerprint "
+                         "is then computed), not both")
+    if args.fingerprint:
+        return str(args.fingerprint)
+    return _model.embedder_from_args(args).fingerprint if model else None
 
 
 def _check_out(out: str | None, overwrite: bool) -> None:
@@ -61,7 +82,10 @@ def run(args: argparse.Namespace) -> int:
 
     location = _location(args)
     _check_out(args.out, args.overwrite)  # before any work: a refusal costs a second
-    gallery = open_gallery(args.store, location)
+    fingerprint = _fingerprint(args)
+    gallery = open_gallery(args.store, location, fingerprint=fingerprint)
+    if fingerprint is not None:
+        gallery.check_fingerprint(fingerprint)  # faiss: one model per directory, and it must be this one
     found = find_duplicates(gallery, args.threshold)
     if found.note:
         print(f"note: {found.note}", file=sys.stderr)

@@ -81,7 +81,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--where", metavar="EXPR",
                    help="only hits whose metadata match, applied inside the search, e.g. \"label = 'Mallard' and "
                         "source in ('trap3', 'trap4')\" (columns: id, path, label and the list CSV's extra ones; "
-                        "strings in single quotes, numbers bare; and/or/not, = != < <= > >=, in (...), is [not] null)")
+                        "strings in single quotes, numbers bare; and/or/not, = != < <= > >=, in (...), is [not] null). "
+                        "With --domain: in each domain searched (every domain it may reach must have its columns)")
     p.add_argument("--json", action="store_true",
                    help="print JSON instead of a table (each hit with its extra metadata columns)")
     add_store_arguments(p)
@@ -125,12 +126,10 @@ def run(args: argparse.Namespace) -> int:
     if args.search_in and not specs:
         raise ValueError("--search-in chooses among --domain/--domains; with --index there is one gallery")
     if specs:
-        if args.where:
-            raise ValueError("--where filters one gallery (--index, or --store milvus --uri); it does not go "
-                             "with --domain/--domains")
         ds = load_domain_set(args, specs)
-        ds.resolve(args.search_in)  # an unknown name fails before any image is read
-        return _print(ds.search_paths(queries, k=args.k, domain=args.search_in), args.json)
+        # An unknown name, or a filter naming a column a domain it may reach lacks, fails before any image work.
+        ds.check_where(args.where, args.search_in)
+        return _print(ds.search_paths(queries, k=args.k, domain=args.search_in, where=args.where), args.json)
     from dva.retrieval.galleries import open_gallery
 
     index = open_gallery("faiss", location(args, "--index"))

@@ -20,7 +20,7 @@ from dva.retrieval.index import files
 from dva.retrieval.index.gallery_index import GalleryIndex, normalise
 from dva.retrieval.index.items import ItemTable, check_columns
 from dva.retrieval.index.params import KINDS, ivfpq_params
-from dva.retrieval.store.embeddings import EmbeddingSet, EmbeddingShards, open_embeddings
+from dva.retrieval.store.embeddings import EmbeddingSet, EmbeddingShards, open_source
 
 
 def build_index(
@@ -69,7 +69,7 @@ def build_index(
         ValueError: bad parameters, no vectors, or ``out`` holding another gallery's index (or
             other files) without ``overwrite``.
     """
-    es, source = _source(embeddings)
+    es, source = open_source(embeddings)
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     if len(es) == 0:
@@ -95,19 +95,6 @@ def build_index(
     }
     record = _write(d, index, es, source, overwrite, record)
     return GalleryIndex(index, record, ItemTable.open(d / record["items_file"], record["columns"]), d)
-
-
-def _source(embeddings: str | Path | EmbeddingSet | EmbeddingShards) -> tuple[EmbeddingShards, dict]:
-    """Vectors to index as shards (a directory memory-mapped, a loaded set as one shard) and their origin."""
-    folder = None
-    if isinstance(embeddings, EmbeddingShards):
-        es = embeddings
-    elif isinstance(embeddings, EmbeddingSet):
-        es = EmbeddingShards.of(embeddings)
-    else:
-        es = open_embeddings(embeddings)
-        folder = str(Path(embeddings).resolve())
-    return es, {"embeddings": folder, "items_sha256": files.items_digest(es.paths, es.labels)}
 
 
 def _same_gallery(old: dict, es: EmbeddingShards, source: dict) -> bool:

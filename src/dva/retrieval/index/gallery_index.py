@@ -24,7 +24,6 @@ a plain ``IndexFlatIP``; the first add or remove wraps that one in an id map).
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from dva.retrieval.backend import Item
 from dva.retrieval.index import files
 from dva.retrieval.index.common import FingerprintMismatchError, normalise
 from dva.retrieval.index.items import ItemTable, UnknownId
+from dva.retrieval.locks import ReadWriteLock
 from dva.retrieval.meta import DescribedVectors
 from dva.retrieval.store.gallery import Label
 
@@ -50,44 +50,6 @@ def _faiss() -> Any:
 # A filter keeping at most this many items of an IVF-PQ + refine index is answered by scoring
 # their stored re-ranking vectors exactly (GalleryIndex._scan), not through the IVF lists.
 EXACT_FILTER_MAX = 65536
-
-
-class ReadWriteLock:
-    """Many readers (searches) or one writer (an add/remove); readers are preferred.
-
-    Reader preference lets a reader nest (``reading()`` around a ``search``) without deadlock.
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._readers = 0
-        self._writing = False
-
-    @contextmanager
-    def shared(self) -> Iterator[None]:
-        with self._cond:
-            while self._writing:
-                self._cond.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                self._cond.notify_all()
-
-    @contextmanager
-    def exclusive(self) -> Iterator[None]:
-        with self._cond:
-            while self._writing or self._readers:
-                self._cond.wait()
-            self._writing = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._writing = False
-                self._cond.notify_all()
 
 
 class IdColumn(Sequence):

@@ -21,7 +21,6 @@ of the same shape (ids = rows), so the rest of the code knows one kind of table.
 from __future__ import annotations
 
 import os
-import re
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -30,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
+from dva.retrieval.store.gallery import check_column_names
+
 BASE = ("id", "path", "label")
-RESERVED = {"id", "path", "label", "vector"}
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _CHUNK = 900  # ids per IN (...) query: under SQLite's default 999 host-parameter limit
 
 
@@ -41,19 +40,14 @@ class UnknownId(KeyError, IndexError):
 
 
 def check_columns(columns: Iterable[str], where: str = "the extra columns") -> tuple[str, ...]:
-    """The extra column names, checked: the filter grammar's names, none reserved, no repeats.
+    """The extra column names, checked by the one rule of every store and list CSV
+    (:func:`dva.retrieval.store.gallery.check_column_names`: the filter grammar's names, none
+    reserved or a filter keyword, none repeated, letter case ignored).
 
     Raises:
-        ValueError: naming the bad column and ``where`` it came from.
+        ValueError: naming ``where`` and the bad column.
     """
-    out = tuple(columns)
-    for c in out:
-        if not isinstance(c, str) or not _NAME.match(c) or c.lower() in RESERVED:
-            raise ValueError(f"{where}: bad column name {c!r} (want letters, digits and _, not starting with a "
-                             f"digit, and none of {sorted(RESERVED)}); rename it in the list CSV's header")
-    if len({c.lower() for c in out}) != len(out):
-        raise ValueError(f"{where}: a column name is repeated in {list(out)}")
-    return out
+    return check_column_names(tuple(columns), where, fix="rename it in the list CSV's header")
 
 
 def _create(con: sqlite3.Connection, columns: Sequence[str]) -> None:

@@ -9,23 +9,10 @@ from typing import Any
 from dva.retrieval.index.common import normalise
 from dva.retrieval.milvus import connect as mc
 from dva.retrieval.milvus.gallery import MilvusGallery
-from dva.retrieval.store.embeddings import EmbeddingSet, EmbeddingShards, open_embeddings
-from dva.retrieval.store.gallery import check_column_names, pairs_digest
+from dva.retrieval.store.embeddings import EmbeddingSet, EmbeddingShards, open_source
+from dva.retrieval.store.gallery import check_column_names
 
 _INSERT_ROWS = 2000  # rows per insert request (768-d float32: ~6 MB, well under gRPC's 64 MB)
-
-
-def _source(embeddings: str | Path | EmbeddingSet | EmbeddingShards) -> tuple[EmbeddingShards, dict]:
-    """The vectors as shards (a directory memory-mapped, nothing loaded) and where they came from."""
-    folder = None
-    if isinstance(embeddings, EmbeddingShards):
-        es = embeddings
-    elif isinstance(embeddings, EmbeddingSet):
-        es = EmbeddingShards.of(embeddings)
-    else:
-        es = open_embeddings(embeddings)
-        folder = str(Path(embeddings).resolve())
-    return es, {"embeddings": folder, "items_sha256": pairs_digest(es.paths, es.labels)}
 
 
 def _check_replace(client: Any, name: str, uri: str, es: EmbeddingShards, source: dict, overwrite: bool) -> None:
@@ -64,7 +51,7 @@ def build_milvus(embeddings: str | Path | EmbeddingSet | EmbeddingShards, uri: s
         ValueError: no vectors, or another gallery's collection without ``overwrite``.
         ConnectionError: see :func:`dva.retrieval.milvus.connect.connect`.
     """
-    es, source = _source(embeddings)
+    es, source = open_source(embeddings)
     if len(es) == 0:
         raise ValueError("the embeddings hold no vectors (every image was skipped?)")
     check_column_names(es.columns, f"{source['embeddings'] or 'the embeddings'}: extra metadata", fix="rename it")

@@ -13,6 +13,7 @@ from dva.retrieval import filters
 from dva.retrieval.backend import BASE_COLUMNS, Item
 from dva.retrieval.index import FingerprintMismatchError, UnknownId
 from dva.retrieval.index.common import normalise
+from dva.retrieval.meta import DescribedVectors
 from dva.retrieval.milvus import connect as mc
 from dva.retrieval.store.gallery import Label
 
@@ -49,7 +50,7 @@ def _value(row: Mapping, col: str) -> Any:
 
 
 @dataclass
-class MilvusGallery:
+class MilvusGallery(DescribedVectors):
     """A gallery held in one Milvus collection (Milvus Lite file or server); see the package docstring.
 
     ``meta`` is the description kept in the collection's properties (fingerprint, dim,
@@ -92,16 +93,6 @@ class MilvusGallery:
         g = cls(client, name, {**json.loads(raw), "uri": str(uri)}, str(uri))
         g.meta["count"] = len(g)
         return g
-
-    @property
-    def fingerprint(self) -> str:
-        """The fingerprint of the model that embedded the vectors."""
-        return str(self.meta["fingerprint"])
-
-    @property
-    def dim(self) -> int:
-        """The dimension of the vectors."""
-        return int(self.meta["dim"])
 
     @property
     def extra_columns(self) -> tuple[str, ...]:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from dva.retrieval.meta import DescribedVectors
-from dva.retrieval.store.gallery import Label
+from dva.retrieval.store.gallery import Label, pairs_digest
 from dva.utils import atomic_write_bytes, atomic_write_text, read_json
 
 FORMAT = "dva-embeddings/1"
@@ -191,3 +191,21 @@ def load_embeddings(embeddings_dir: str | Path) -> EmbeddingSet:
     vectors = (np.concatenate(es.shards).astype(np.float32, copy=False) if es.shards
                else np.zeros((0, es.dim), np.float32))
     return EmbeddingSet(np.ascontiguousarray(vectors), es.paths, es.labels, es.meta, es.extras, es.columns)
+
+
+def open_source(embeddings: str | Path | EmbeddingSet | EmbeddingShards) -> tuple[EmbeddingShards, dict]:
+    """Vectors to put in a gallery store, as shards, and where they came from.
+
+    A directory is memory-mapped (nothing loaded), a loaded set becomes one shard. The origin
+    (``{"embeddings": the resolved folder or None, "items_sha256": digest of the (path, label)
+    pairs}``) is what a store records to recognise a rebuild of the same gallery.
+    """
+    folder = None
+    if isinstance(embeddings, EmbeddingShards):
+        es = embeddings
+    elif isinstance(embeddings, EmbeddingSet):
+        es = EmbeddingShards.of(embeddings)
+    else:
+        es = open_embeddings(embeddings)
+        folder = str(Path(embeddings).resolve())
+    return es, {"embeddings": folder, "items_sha256": pairs_digest(es.paths, es.labels)}
