@@ -95,7 +95,14 @@ def test_build_implements_the_protocol_and_finds_each_vector_first(built):
     "source = 'trap1'", "source is null", "not source = 'trap1'", "source = 'trap1' and label = 1",
     "date >= '2024-05-01' or id < 3", "id in (1, 2, 39)", "path = '/g/7.jpg'", "label < 1.5",
 ])
-def test_filtered_search_returns_exactly_the_matching_items(built, where):
+@pytest.mark.parametrize("path", ["scan", "hnsw"])
+def test_filtered_search_returns_exactly_the_matching_items(built, where, path, monkeypatch):
+    """Both ways a filtered search runs: the kept rows scored exactly (few kept), and HNSW with
+    Milvus's filter inside (``EXACT_FILTER_MAX`` 0 forces it)."""
+    import dva.retrieval.milvus.gallery as MG
+
+    if path == "hnsw":
+        monkeypatch.setattr(MG, "EXACT_FILTER_MAX", 0)
     g, es = built
     f = parse(where)
     want = {i for i in range(N)

@@ -34,7 +34,7 @@ import numpy as np
 
 from dva.retrieval.backend import Item
 from dva.retrieval.index import files
-from dva.retrieval.index.common import FingerprintMismatchError, normalise
+from dva.retrieval.index.common import FingerprintMismatchError, exact_top_k, normalise
 from dva.retrieval.index.items import ItemTable, UnknownId
 from dva.retrieval.locks import ReadWriteLock
 from dva.retrieval.meta import DescribedVectors
@@ -209,18 +209,7 @@ class GalleryIndex(DescribedVectors):
         """
         store = _faiss().downcast_index(self.index).refine_index
         vecs = store.reconstruct_batch(np.ascontiguousarray(kept, dtype=np.int64))
-        k_eff = min(k, len(kept))
-        scores = np.full((len(q), k), -np.finfo(np.float32).max, np.float32)
-        ids = np.full((len(q), k), -1, np.int64)
-        for lo in range(0, len(q), 256):  # 256 x EXACT_FILTER_MAX float32 scores at most
-            sim = q[lo:lo + 256] @ vecs.T
-            top = np.argpartition(-sim, k_eff - 1, axis=1)[:, :k_eff] if k_eff < len(kept) else \
-                np.broadcast_to(np.arange(len(kept)), (len(sim), len(kept)))
-            part = np.take_along_axis(sim, top, axis=1)
-            order = np.argsort(-part, axis=1, kind="stable")
-            scores[lo:lo + 256, :k_eff] = np.take_along_axis(part, order, axis=1)
-            ids[lo:lo + 256, :k_eff] = kept[np.take_along_axis(top, order, axis=1)]
-        return scores, ids
+        return exact_top_k(q, vecs, kept, k)
 
     def select(self, where: str) -> np.ndarray:
         """The ids (ascending) of the items a ``where`` filter keeps.
