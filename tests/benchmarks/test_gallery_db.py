@@ -134,7 +134,9 @@ def test_measure_search_gives_full_recall_for_an_exact_store_and_times_it(data):
 
 def test_run_child_measures_the_childs_own_peak_memory_and_reports_a_failure(tmp_path):
     out = tmp_path / "r.json"
-    code = ("import json, sys, numpy as np; a = np.ones(300 * 2**20 // 8); "
+    # The child holds its 300 MiB for half a second: a sampler every 20 ms must see it (memory freed
+    # at once could fall between two samples on a loaded machine).
+    code = ("import json, sys, time, numpy as np; a = np.ones(300 * 2**20 // 8); time.sleep(0.5); "
             f"json.dump({{'sum': float(a.sum())}}, open({str(out)!r}, 'w'))")
     res = run_child([sys.executable, "-c", code], C.child_env(), out, interval=0.02)
     assert res["sum"] == 300 * 2**20 // 8 and res["wall_s"] > 0

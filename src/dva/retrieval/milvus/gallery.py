@@ -3,8 +3,9 @@ protocol on ``pymilvus.MilvusClient`` (layout: :mod:`dva.retrieval.milvus.connec
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,8 @@ _BATCH = 1000  # ids per get/query request (an expression of a thousand ids stay
 _PAD_SCORE = -np.finfo(np.float32).max  # what FAISS gives a missing neighbour
 # A filter keeping at most this many items is answered by an exact scan of their vectors (_scan).
 EXACT_FILTER_MAX = 20_000
+MAX_FILTER_EF = 4096  # the widest HNSW beam a filtered search asks for
+COUNT_TTL_S = 2.0  # how long a count is trusted (see MilvusGallery._counts)
 
 
 def _chunks(seq: Sequence, size: int = _BATCH) -> Iterator[Sequence]:
@@ -51,6 +54,15 @@ def _value(row: Mapping, col: str) -> Any:
     return row.get(s) if row.get(s) is not None else row.get(n)
 
 
+def filtered_ef(ef: int, n: int, kept: int) -> int:
+    """The HNSW beam of a search whose filter keeps ``kept`` of ``n`` items.
+
+    HNSW walks past the excluded nodes: the beam widens as the filter narrows (``ef * n / kept``,
+    at most ``MAX_FILTER_EF``), as an IVF search visits more lists (nprobe / fraction).
+    """
+    return int(min(MAX_FILTER_EF, max(ef, ef * n / max(kept, 1))))
+
+
 @dataclass
 class MilvusGallery(DescribedVectors):
     """A gallery held in one Milvus collection (Milvus Lite file or server); see the package docstring.
@@ -64,6 +76,10 @@ class MilvusGallery(DescribedVectors):
     meta: dict
     uri: str
     ef: int = mc.DEFAULT_EF
+    # expr -> (time, count): Milvus counts a filter by reading it (9.5 s for half of 200k rows),
+    # so counts are kept COUNT_TTL_S seconds (another writer's rows show up after that) and
+    # dropped by this object's own writes.
+    _counts: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def open(cls, uri: str, *, token: str | None = None, fingerprint: str | None = None) -> MilvusGallery:
@@ -107,8 +123,7 @@ class MilvusGallery(DescribedVectors):
         return (*BASE_COLUMNS, *self.extra_columns)
 
     def __len__(self) -> int:
-        rows = self.client.query(self.collection, filter="", output_fields=["count(*)"])
-        return int(rows[0]["count(*)"])
+        return self._count("")
 
     def check_fingerprint(self, fingerprint: str) -> None:
         """Refuse queries embedded by another model.
@@ -144,9 +159,13 @@ class MilvusGallery(DescribedVectors):
             return scores, ids
         if k > mc.MAX_TOPK:
             raise ValueError(f"k = {k}: Milvus returns at most {mc.MAX_TOPK} neighbours per query")
-        if expr and self._count(expr) <= EXACT_FILTER_MAX:
-            return self._scan(normalise(q), k, expr)
-        params = {"metric_type": "IP", "params": {"ef": max(self.ef, k)}}  # HNSW needs ef >= k
+        ef = self.ef
+        if expr:
+            kept = self._count(expr)
+            if kept <= EXACT_FILTER_MAX:
+                return self._scan(normalise(q), k, expr)
+            ef = filtered_ef(self.ef, len(self), kept)
+        params = {"metric_type": "IP", "params": {"ef": max(ef, k)}}  # HNSW needs ef >= k
         hits = self.client.search(self.collection, data=list(normalise(q)), limit=k, filter=expr,
                                   search_params=params, output_fields=["id"])
         for r, row in enumerate(hits):
@@ -155,8 +174,13 @@ class MilvusGallery(DescribedVectors):
         return scores, ids
 
     def _count(self, expr: str) -> int:
-        """How many items the Milvus expression ``expr`` keeps."""
-        return int(self.client.query(self.collection, filter=expr, output_fields=["count(*)"])[0]["count(*)"])
+        """How many items the Milvus expression ``expr`` keeps ("" = all), at most ``COUNT_TTL_S`` old."""
+        now = time.monotonic()
+        hit = self._counts.get(expr)
+        if hit is None or now - hit[0] > COUNT_TTL_S:
+            rows = self.client.query(self.collection, filter=expr, output_fields=["count(*)"])
+            hit = self._counts[expr] = (now, int(rows[0]["count(*)"]))
+        return hit[1]
 
     def _scan(self, q: np.ndarray, k: int, expr: str) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-``k`` among the few items ``expr`` keeps, scored here from their stored vectors.
@@ -283,6 +307,7 @@ class MilvusGallery(DescribedVectors):
         return first
 
     def _save_count(self) -> None:
+        self._counts.clear()  # this object's write changed them
         self.meta["count"] = len(self)
         stored = {k: v for k, v in self.meta.items() if k != "uri"}
         self.client.alter_collection_properties(self.collection, {mc.META_KEY: json.dumps(stored)})
