@@ -203,7 +203,7 @@ class GalleryIndex(DescribedVectors):
         Why: a filter that keeps few items leaves few of them in any IVF list, and the PQ codes
         must then pick the re-ranking candidates among far-apart vectors; on 1M x 768 vectors with
         1% kept that lost ~8% of the filtered top-10 even with every tenth list visited
-        (docs/BENCHMARKS.md, "Gallery database"). Reading the kept rows' fp16 copies and scoring
+        (docs/BENCHMARKS.md, "Gallery as a database"). Reading the kept rows' fp16 copies and scoring
         them all costs ``len(kept) x dim`` per query, bounded by ``EXACT_FILTER_MAX``: the
         filtered top-k is then exact (up to fp16), and no slower than the IVF path it replaces.
         """

@@ -187,7 +187,7 @@ class MilvusGallery(DescribedVectors):
 
         Why: an HNSW graph searched under a filter that keeps 1% of the gallery walks mostly
         through excluded nodes and loses neighbours (recall@10 0.93 on 200k x 768 vectors at
-        ef 512: docs/BENCHMARKS.md, "Gallery database"); reading the kept rows and scoring them
+        ef 512: docs/BENCHMARKS.md, "Gallery as a database"); reading the kept rows and scoring them
         all is exact and, at most ``EXACT_FILTER_MAX`` rows, cheap.
         """
         it = self.client.query_iterator(self.collection, batch_size=10_000, filter=expr, output_fields=["id", "vector"])
