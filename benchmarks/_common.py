@@ -8,7 +8,6 @@ installed package (``benchmarks`` is not in the wheel).
 from __future__ import annotations
 
 import datetime as _dt
-import importlib
 import json
 import math
 import os
@@ -44,6 +43,26 @@ LEGACY_SCRIPTS = {
 
 
 # ----------------------------------------------------------------------------- provenance
+def package_version(module: str) -> str | None:
+    """The installed version of the distribution that provides ``module`` (None when absent).
+
+    Read from the package metadata, not by importing the module: importing some (e.g.
+    pytorch_metric_learning, which patches every FAISS index's ``search`` for torch tensors) changes
+    the process for whatever runs after.
+    """
+    import sys
+    from importlib import metadata
+
+    if module in sys.modules:  # already imported: its own version string (torch's carries its build, +cu...)
+        return getattr(sys.modules[module], "__version__", None)
+    for dist in metadata.packages_distributions().get(module, []) or [module]:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
 def machine_info(packages: Sequence[str] = ("torch", "timm")) -> dict[str, Any]:
     """CPU, memory, platform and the versions of ``packages`` (None where one is not importable).
 
@@ -71,10 +90,7 @@ def machine_info(packages: Sequence[str] = ("torch", "timm")) -> dict[str, Any]:
         "platform": platform.platform(), "python": platform.python_version(),
     }
     for name in packages:
-        try:
-            info[name] = getattr(importlib.import_module(name), "__version__", None)
-        except ImportError:
-            info[name] = None
+        info[name] = package_version(name)
     try:
         import torch
 

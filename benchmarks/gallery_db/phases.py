@@ -231,10 +231,10 @@ class ForcedIVF:
         return getattr(self.gallery, attr)
 
     def search(self, queries: np.ndarray, k: int, where: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-        from dva.retrieval.index.gallery_index import normalise
+        from dva.retrieval.index.gallery_index import normalise, numpy_search
 
         params, keep = self.gallery._filtered_params(self.gallery.select(where))  # keep: what params point into
-        out = self.gallery.index.search(normalise(queries), k, params=params)
+        out = numpy_search(self.gallery.index, normalise(queries), k, params=params)
         del keep
         return out
 

@@ -85,6 +85,16 @@ def test_machine_info_versions():
     json.dumps(m)
 
 
+def test_machine_info_reads_versions_without_importing_the_packages():
+    """pytorch_metric_learning patches every FAISS index's ``search`` when imported: recording its
+    version must not import it (a later filtered FAISS or Milvus Lite search in the process broke)."""
+    code = ("import sys, benchmarks._common as C; m = C.machine_info(('pytorch_metric_learning', 'faiss')); "
+            "print(m['pytorch_metric_learning'] is not None, m['faiss'] is not None, "
+            "'pytorch_metric_learning' in sys.modules, 'faiss.contrib.torch_utils' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], env=C.child_env(), capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["True", "True", "False", "False"], out.stderr
+
+
 def test_current_command_maps_the_old_script_paths():
     assert (C.current_command("python benchmarks/cub100.py --quick --threads 2")
             == "python -m benchmarks.cub100.run --quick --threads 2")

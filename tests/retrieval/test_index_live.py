@@ -382,3 +382,29 @@ def test_routing_samples_use_stable_ids_after_removals(tmp_path):
     np.testing.assert_allclose(index_vectors(gi, ids), es.vectors[ids], atol=1e-6)
     everything, _ = _sample_ids(gi, 100)
     assert everything == list(range(1, 40, 2))
+
+
+def test_filtered_search_survives_faiss_torch_utils(tmp_path):
+    """pytorch-metric-learning imports faiss.contrib.torch_utils, which swaps every index's ``search``
+    for one without ``params``: a filtered search must still run (it did not, once a test imported it).
+    In a child process: the patch is process-wide and would reach the other tests (Milvus Lite's
+    embedded engine searches with FAISS in this process too, and cannot be fixed from here)."""
+    code = f"""
+import faiss.contrib.torch_utils  # the patch is the point
+import numpy as np
+from dva.retrieval.index import build_index
+from dva.retrieval.store import EmbeddingSet
+rng = np.random.default_rng(0)
+x = rng.normal(size=(1000, 16)).astype(np.float32)
+x /= np.linalg.norm(x, axis=1, keepdims=True)
+es = EmbeddingSet(x, [f"/g/{{i}}.jpg" for i in range(1000)], [i % 3 for i in range(1000)], {{"fingerprint": "t"}})
+for i, kw in enumerate([{{}}, dict(kind="ivfpq", nlist=16, m=8, nbits=4, refine="none", fallback=False),
+                        dict(kind="ivfpq", nlist=16, m=8, nbits=4, refine="fp16", fallback=False)]):
+    gi = build_index(es, {str(tmp_path)!r} + f"/idx{{i}}", **kw)
+    ids = gi.search(x[:3], 5, where="label = 1")[1]
+    assert (ids >= 0).all() and all(int(j) % 3 == 1 for j in ids.ravel()), ids
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(SRC)})
+    assert out.stdout.strip() == "ok", out.stderr[-2000:]

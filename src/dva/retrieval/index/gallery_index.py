@@ -195,7 +195,7 @@ class GalleryIndex(DescribedVectors):
             if self.refined and len(kept) <= EXACT_FILTER_MAX:
                 return self._scan(normalise(q), k, kept)
             params, _alive = self._filtered_params(kept)  # _alive: the bitmap FAISS reads, kept referenced
-            return self.index.search(normalise(q), k, params=params)
+            return numpy_search(self.index, normalise(q), k, params=params)
 
     def _scan(self, q: np.ndarray, k: int, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-``k`` among the ids ``kept``, scored with the re-ranking store's vectors.
@@ -353,6 +353,16 @@ class GalleryIndex(DescribedVectors):
             gi.set_nprobe(pointer["params"]["nprobe"])
             gi.set_k_factor(pointer["params"].get("k_factor", 1))
         return gi
+
+
+def numpy_search(index: Any, x: np.ndarray, k: int, params: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """``index.search(x, k, params=params)`` with FAISS's own numpy method.
+
+    Why: ``faiss.contrib.torch_utils`` (imported by pytorch-metric-learning, among others) replaces
+    every index's ``search`` with one that takes torch tensors and no ``params``; it keeps the
+    original as ``search_numpy``, which is the one a filtered search needs.
+    """
+    return getattr(index, "search_numpy", index.search)(x, k, params=params)
 
 
 def live_count(index: Any) -> int:
