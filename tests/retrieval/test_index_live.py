@@ -403,6 +403,10 @@ for i, kw in enumerate([{{}}, dict(kind="ivfpq", nlist=16, m=8, nbits=4, refine=
     gi = build_index(es, {str(tmp_path)!r} + f"/idx{{i}}", **kw)
     ids = gi.search(x[:3], 5, where="label = 1")[1]
     assert (ids >= 0).all() and all(int(j) % 3 == 1 for j in ids.ravel()), ids
+    new = gi.add(x[:2] * -1, [f"/n/{{i}}/0.jpg", f"/n/{{i}}/1.jpg"], [1, 1])
+    assert gi.remove([int(new[0])]) == 1
+    got = gi.search(-x[1:2], 1, where="label = 1")[1]
+    assert int(got[0, 0]) == int(new[1]), (got, new)
 print("ok")
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,

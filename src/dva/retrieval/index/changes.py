@@ -179,7 +179,9 @@ def _with_id_map(gi: Loaded) -> None:
     flat.this.disown()
     n = gi.index.ntotal
     if n:
-        mapped.add_with_ids(gi.index.reconstruct_n(0, n), np.arange(n, dtype=np.int64))
+        # np.asarray: under faiss.contrib.torch_utils, reconstruct_n returns a torch tensor
+        mapped.add_with_ids(np.ascontiguousarray(np.asarray(gi.index.reconstruct_n(0, n)), dtype=np.float32),
+                            np.arange(n, dtype=np.int64))
     gi.index = mapped
 
 
