@@ -70,3 +70,13 @@ def test_a_wrong_flag_would_be_caught(tmp_path, monkeypatch):
     [(line, cmd, toks)] = _readme_commands()
     with pytest.raises(AssertionError, match="no option --no-such-flag"):
         test_every_readme_flag_exists(line, cmd, toks)
+
+
+def test_the_store_choices_are_the_librarys():
+    from dva.retrieval.backend import STORES
+    from dva_cli._store import STORES as CLI_STORES
+
+    assert CLI_STORES == STORES
+    for command in ("index", "search", "serve", "dedup"):
+        store = next(a for a in _subparsers()[command]._actions if "--store" in a.option_strings)
+        assert tuple(store.choices) == STORES, command

@@ -11,22 +11,19 @@ from typing import TYPE_CHECKING
 
 from dva_cli import _model  # module attribute lookup: stays patchable in tests
 from dva_cli._output import add_overwrite_argument, refuse_existing
+from dva_cli._store import add_store_arguments
 
 if TYPE_CHECKING:
     from dva.retrieval.dedup import Duplicates
 
 NAME = "dedup"
 HELP = "Find near-duplicate images in a gallery: pairs (and groups) whose stored vectors have cosine >= a threshold."
-STORES = ("faiss", "milvus")  # dva.retrieval.backend.STORES, spelled out: the parser must not import faiss
 FORMATS = (".csv", ".json")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--index", help="an index directory from `dva index` (the faiss store)")
-    p.add_argument("--store", choices=STORES, default="faiss",
-                   help="where the gallery lives: faiss (--index, default) or milvus (--uri)")
-    p.add_argument("--uri", help="milvus: a Milvus Lite file (gallery.db) or http(s)://HOST:PORT "
-                                 "(token from the environment variable DVA_MILVUS_TOKEN)")
+    add_store_arguments(p)
     p.add_argument("--fingerprint", metavar="FP",
                    help="the model whose gallery to read, by its fingerprint (as `dva index` printed it): a Milvus "
                         "database holds one gallery per model; or name the model with --checkpoint/--backbone "

@@ -6,20 +6,10 @@ from pathlib import Path
 from typing import Any
 
 from dva_cli._format import positive_int
+from dva_cli._store import add_store_arguments
 
 NAME = "index"
 HELP = "Build a gallery index from `dva embed` output (FAISS flat/IVF-PQ or Milvus); add or remove items."
-STORES = ("faiss", "milvus")  # dva.retrieval.backend.STORES, spelled out: building the parser imports nothing
-
-
-def add_store_arguments(p: argparse.ArgumentParser) -> None:
-    """``--store`` and ``--uri`` (``index`` and ``search``)."""
-    p.add_argument("--store", choices=STORES, default="faiss",
-                   help="where the gallery lives: faiss (default: an index directory, --out/--index) or milvus "
-                        "(a Milvus Lite file or a Milvus server, --uri; token from $DVA_MILVUS_TOKEN)")
-    p.add_argument("--uri", help="--store milvus: a Milvus Lite file (gallery.db) or http(s)://HOST:PORT")
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--embeddings", help="build: an embeddings directory from `dva embed`")

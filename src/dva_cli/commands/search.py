@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 
 from dva_cli import _model  # module attribute lookup: stays patchable in tests
 from dva_cli._format import positive_int
-from dva_cli.commands.index import add_store_arguments, location
+from dva_cli._store import add_store_arguments
+from dva_cli.commands.index import location
 
 if TYPE_CHECKING:
     from dva.retrieval.domains import DomainSet, DomainSpec

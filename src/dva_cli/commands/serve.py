@@ -8,21 +8,18 @@ from typing import Any
 
 from dva_cli import _model  # module attribute lookup: stays patchable in tests
 from dva_cli._format import positive_int
+from dva_cli._store import add_store_arguments
 from dva_cli.commands.search import add_domain_arguments, domain_specs, load_domain_set
 
 NAME = "serve"
 HELP = "Serve an index over HTTP: a search page at / and a JSON API (POST /search; POST/DELETE /items with a key)."
 API_KEY_ENV = "DVA_API_KEY"  # dva.retrieval.serve.API_KEY_ENV, spelled out: the parser must not import fastapi
-STORES = ("faiss", "milvus")  # dva.retrieval.backend.STORES
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     _model.add_model_arguments(p, runtime=True)
     p.add_argument("--index", help="an index directory from `dva index` (or --domain, below)")
-    p.add_argument("--store", choices=STORES, default="faiss",
-                   help="where the gallery lives: faiss (--index, default) or milvus (--uri)")
-    p.add_argument("--uri", help="milvus: a Milvus Lite file (gallery.db) or http(s)://HOST:PORT "
-                                 "(token from the environment variable DVA_MILVUS_TOKEN)")
+    add_store_arguments(p)
     p.add_argument("--host", default="127.0.0.1",
                    help="interface to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
