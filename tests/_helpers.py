@@ -35,3 +35,21 @@ def small_images(folder, n: int = 3) -> list[str]:
         Image.new("RGB", (40 + 10 * i, 30), (i * 50, 0, 0)).save(p)
         paths.append(str(p))
     return paths
+
+
+def kill_once_written(code: str) -> None:
+    """Run ``python -c code``, wait for its ``WRITTEN`` line, then SIGKILL it (a crash mid-commit)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.strip() == "WRITTEN", proc.stderr.read()[-3000:]
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        proc.stdout.close()
+        proc.stderr.close()

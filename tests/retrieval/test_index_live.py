@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _helpers import kill_once_written
 
 from dva.retrieval.backend import Gallery
 from dva.retrieval.index import (
@@ -338,16 +338,7 @@ def test_a_killed_add_leaves_the_previous_index_and_a_second_add_works(tmp_path)
     es = _set(3000)
     gi = build_index(es, d, kind="ivfpq", nlist=16, m=8, nbits=4, refine="fp16", fallback=False)
     want = gi.search(es.vectors[:20], 5, where="source = 'trap2'")
-    proc = subprocess.Popen([sys.executable, "-c", _KILLED_ADD.format(src=str(SRC), out=str(d))],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = proc.stdout.readline()
-        assert line.strip() == "WRITTEN", proc.stderr.read()[-3000:]
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-        proc.stdout.close()
-        proc.stderr.close()
+    kill_once_written(_KILLED_ADD.format(src=str(SRC), out=str(d)))
     assert len(list(d.glob(".index-*.tmp"))) == 1, sorted(p.name for p in d.iterdir())
     after = GalleryIndex.load(d)
     assert len(after) == 3000 and after.meta["next_id"] == 3000

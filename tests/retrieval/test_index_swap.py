@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _helpers import kill_once_written
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -199,16 +197,7 @@ def test_a_killed_build_leaves_the_previous_index_and_the_next_build_cleans_up(t
     d = tmp_path / "idx"
     es = _gallery(0)
     want = _answers(build_index(es, d), es)
-    proc = subprocess.Popen([sys.executable, "-c", _KILLED_BUILD.format(src=str(SRC), out=str(d))],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = proc.stdout.readline()
-        assert line.strip() == "WRITTEN", proc.stderr.read()[-3000:]
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-        proc.stdout.close()
-        proc.stderr.close()
+    kill_once_written(_KILLED_BUILD.format(src=str(SRC), out=str(d)))
     leftovers = sorted(p.name for p in d.glob(".index-*.faiss.*.tmp"))
     assert len(leftovers) == 1, sorted(p.name for p in d.iterdir())
     assert _answers(GalleryIndex.load(d), es) == want, "the previous index must stay loadable, unchanged"
