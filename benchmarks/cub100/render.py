@@ -258,7 +258,7 @@ def markdown(result: dict[str, Any], notes: str = "") -> str:
     out += [
         "",
         (
-            (f"Protocol: cub100 open-set, "
+            ("Protocol: cub100 open-set, "
              + ("validation split inside the training classes: train on classes 0-39, leave-one-out retrieval on "
                 "classes 40-49 (600 images; the test classes 50-99 unused); bundled" if val_only else
                 "train on classes 0-49 (2,949 images), leave-one-out retrieval on classes 50-99 (2,953 images); bundled")
@@ -280,10 +280,10 @@ def markdown(result: dict[str, Any], notes: str = "") -> str:
                   2: "`dva embed`'s default runtime, onnxruntime (the one-off export not timed), in the rows run with it; "
                      "`dva.runtime.torch_embedder.Embedder` (torch eager) in rows read back from earlier result files (`reused_from` "
                      "in the JSON). Decode + resize + forward in both. "}[_runtimes(rows)])
-            + f"train s / train img/s: the optimisation loop "
-            f"only; row wall s: the row's whole subprocess (model, OPA boxes, prefix caches - built by the first row "
-            f"that needs them and reused by the later ones, so it depends on the order -, training, evaluation, "
-            f"embedding pass). Peak RSS: the row's own subprocess (`os.wait4`)."
+            + "train s / train img/s: the optimisation loop "
+            "only; row wall s: the row's whole subprocess (model, OPA boxes, prefix caches - built by the first row "
+            "that needs them and reused by the later ones, so it depends on the order -, training, evaluation, "
+            "embedding pass). Peak RSS: the row's own subprocess (`os.wait4`)."
             + (" OOD columns: the same saved model, without any further training, retrieves among all 370 "
                "pets37 photos (37 cat and dog breeds, full scenes; leave-one-out); 'vs frozen': the change in "
                "OOD R@1 against the frozen backbone of the table." if s.get("ood") else "")

@@ -165,7 +165,7 @@ def run_demo(out: str = "runs/demo", data: str | None = None, overrides: list[st
     checkpoint = summary["test_model"]["path"] if held else summary["checkpoint"]
     p = summary["params"]
     table = format_table(rows)
-    print(f"\nRecall@K on test classes never seen in training "
+    print("\nRecall@K on test classes never seen in training "
           + (f"(model chosen on {summary['eval_split']} classes, step {summary['test_model']['step']}) " if held else "")
           + f"({p['adapter_params']:,} trainable adapter parameters = {100 * p['trainable_fraction']:.2f}% of the backbone)")
     print(table)

@@ -1,0 +1,84 @@
+"""benchmarks/datasets/docs.py: the "Six datasets" section and the README table, rendered and checked."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks.datasets import docs as D
+
+
+def _row(name: str, r1: float, ood: dict[str, float], seeds: int = 1) -> dict:
+    return {"name": name, "label": name.upper(), "seeds": list(range(seeds)), "seeds_label": f"{seeds} seed",
+            "overrides": [], "steps": 184, "trainable_pct": 1.5, "trainable_params": 1000,
+            "stats": {"recall@1": [r1, 0.5], "map@r": [r1 / 4, 0.1],
+                      "ood": {g: {"recall@1": [v, 0.0], "map@r": [v / 4, 0.0]} for g, v in ood.items()}}}
+
+
+def _main(ds: str, frozen: float, dva: float, full: float, ood: tuple[float, float, float]) -> dict:
+    gals = [g for g in ("cub100", "cars196", "aircraft47") if g != ds] + ["pets37"]
+    f, d, u = ood
+    return {"settings": {"dataset": ds, "backbone": "mobilenetv2", "profile": "main", "img_size": 224, "ood": gals},
+            "rows": [_row("frozen", frozen, {g: f for g in gals}), _row("full", full, {g: u for g in gals}, 3),
+                     _row("dva", dva, {g: d for g in gals}, 3)]}
+
+
+def _select(ds: str) -> dict:
+    cands = [{"name": "st184", "overrides": [], "chosen": False, "val_metrics": {"recall@1": 0.5, "map@r": 0.1}},
+             {"name": "st368", "overrides": [], "chosen": True, "val_metrics": {"recall@1": 0.6, "map@r": 0.2}}]
+    return {"settings": {"dataset": ds, "backbone": "mobilenetv2", "profile": "select", "val_classes": 5},
+            "stages": [{"name": "steps", "chosen": "st368", "candidates": cands}], "complete": False,
+            "frozen_val_metrics": {"recall@1": 0.4, "map@r": 0.08}}
+
+
+@pytest.fixture
+def folder(tmp_path):
+    # cars196: +12 R@1 (target 1 passes there), gap 12/15 = 80% (passes), OOD DVA 50 > full 45, >= frozen-1.
+    # aircraft47: +6 R@1 (fails target 1), gap 6/12 = 50%, OOD DVA 48.5 vs frozen 50: within 1.0? no (-1.5).
+    results = {"cars196_mobilenetv2_main.json": _main("cars196", 40.0, 52.0, 55.0, (50.0, 50.0, 45.0)),
+               "aircraft47_mobilenetv2_main.json": _main("aircraft47", 40.0, 46.0, 52.0, (50.0, 48.5, 44.0)),
+               "aircraft47_mobilenetv2_select.json": _select("aircraft47")}
+    for name, res in results.items():
+        (tmp_path / name).write_text(json.dumps(res))
+    return tmp_path
+
+
+def test_targets_are_computed_from_the_results(folder):
+    selects, mains = D.load_results(folder)
+    assert [m["settings"]["dataset"] for m in mains] == ["cars196", "aircraft47"]  # harness order
+    t = D.targets(mains)
+    assert "**does not hold**" in t[0] and "cars196 +12.0" in t[0] and "aircraft47 +6.0" in t[0]
+    assert "**does not hold**" in t[1] and "cars196 best 80% (mobilenetv2)" in t[1] and "cub100: not measured yet" in t[1]
+    assert "**does not hold**" in t[2] and "aircraft47: DVA 48.5, full 44.0, frozen 50.0" in t[2]
+    # Only the passing dataset measured: target 1 "holds so far", never "holds".
+    only_cars = [m for m in mains if m["settings"]["dataset"] == "cars196"]
+    assert "**holds so far**" in D.targets(only_cars)[0]
+    assert D.targets([])[0].split(": ")[1].startswith("not measured yet")
+
+
+def test_findings_say_behind_or_ahead_from_the_numbers(folder):
+    _, mains = D.load_results(folder)
+    f = D.findings(mains)
+    assert f[0].startswith("cars196, mobilenetv2: DVA R@1 52.0 against frozen 40.0 (+12.0), 3.0 behind the full")
+    assert "80% of the gap closed" in f[0] and "mean OOD R@1 50.0 (+0.0 from frozen; the full fine-tune -5.0)" in f[0]
+    mains[0]["rows"][2]["stats"]["recall@1"][0] = 56.0
+    assert "1.0 ahead of the full fine-tune" in D.findings(mains)[0]
+
+
+def test_section_renders_and_the_check_catches_an_edited_number(folder):
+    selects, mains = D.load_results(folder)
+    body = D.section(selects, mains, "datasets_ood.png")
+    assert "| aircraft47 | mobilenetv2 | 5 | (not run) | (not run) | st368 | (not run) | 40.0 -> 60.0 | 8.0 -> 20.0 | no |" \
+        in body
+    assert "| cars196 | mobilenetv2 | to run | done |" in body
+    doc = D.put("# Benchmarks\n", D.DOC_REGION, body, D.HEADING)
+    readme = D.put(f"x\n<!-- rendered: {D.README_REGION} -->\n<!-- /rendered: {D.README_REGION} -->\n",
+                   D.README_REGION, D.readme_table(mains))
+    assert D.check(folder, doc, readme) == []
+    edited = doc.replace("(+12.0)", "(+13.0)")
+    assert edited != doc and any("13.0" in p for p in D.check(folder, edited, readme))
+    assert D.check(folder, doc, readme.replace("52.0", "51.0"))
+
+
+def test_the_docs_match_the_committed_results():
+    assert D.check() == []
