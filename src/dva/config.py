@@ -127,7 +127,12 @@ AUTO_STEPS: dict[str, int] = {"epochs": 2, "min": 200, "max": 2000}
 # data.val_classes=auto: hold out max(min, round(fraction x classes)) of the training classes when
 # there are at least "min_classes" of them (fewer: too few to both train and validate on).
 AUTO_VAL_CLASSES: dict[str, float] = {"min_classes": 10, "fraction": 0.2, "min": 2}
-AUTO = -1  # the int value of "auto" in the fields that accept it (data.val_classes)
+# train.eval_every=auto: about this many periodic evaluations over the step budget (at epoch ends,
+# every ceil(epochs / N) epochs). Early stopping counts evaluations, so a fixed number of them per
+# run makes train.patience a share of the budget (3 of 8 ~ 3/8) on any dataset; one evaluation per
+# epoch would stop a 180-image set after 3 epochs = 12 steps of its 200.
+AUTO_EVALS = 8
+AUTO = -1  # the int value of "auto" in the fields that accept it (data.val_classes, train.eval_every)
 
 
 @dataclass
@@ -167,7 +172,9 @@ class TrainConfig:
     # Who runs the frozen network for the boxes and the prefix caches (dva.runtime.frozen): auto = onnx
     # (onnxruntime, exported once into $DVA_CACHE/onnx/) on the CPU when installed, else torch.
     frozen_runtime: str = "auto"
-    eval_every: int = 1  # epochs; 0 = only at the end
+    # Epochs between periodic evaluations (validation: best.safetensors, early stopping); 0 = only
+    # at the end; -1 or "auto" = about AUTO_EVALS evaluations over the budget.
+    eval_every: int = AUTO
     # Early stopping: end the run after this many evaluations in a row without a better MAP@R on
     # the VALIDATION split (data.val_classes); never on the test split. 0 = off.
     patience: int = 3
@@ -296,7 +303,7 @@ RANGES: dict[str, Bound] = {
     "train.adam_eps": Bound(0, False),
     "train.warmup_epochs": Bound(0, True),
     "train.grad_clip": Bound(0, False),
-    "train.eval_every": Bound(0, True, None, "0 = only at the end"),
+    "train.eval_every": Bound(AUTO, True, None, "epochs; auto (or -1) = about 8 evaluations per run; 0 = only at the end"),
     "train.num_workers": Bound(0, True, 256, "image-decoding processes; 0 = decode in the training process"),
     "train.batch_size_eval": Bound(1, True, 4096, "images per evaluation batch"),
     "train.log_every": Bound(1, True),
@@ -306,7 +313,7 @@ RANGES: dict[str, Bound] = {
     "train.collapse_cos": Bound(0, False, 1, "1 = off"),
     "data.val_classes": Bound(AUTO, True, None, "auto (or -1) = the hold-out rule; 0 = evaluate on the test split"),
 }
-AUTO_FIELDS = ("data.val_classes",)  # int fields that also read "auto" (stored as AUTO = -1)
+AUTO_FIELDS = ("data.val_classes", "train.eval_every")  # int fields that also read "auto" (stored as AUTO = -1)
 MAX_BATCH = 4096  # train.classes_per_batch x train.images_per_class (each image has up to 3 views)
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 

@@ -7,7 +7,8 @@ log, so that a user sees what was chosen and which key overrides it:
   held out for validation (model selection and early stopping never see the test split);
 * :func:`fit_batch` — ``train.classes_per_batch`` / ``images_per_class`` shrunk or grown to what
   the training split holds, instead of refusing a small dataset;
-* :func:`resolve_budget` — ``train.steps`` / ``train.epochs`` / the data-scaled default.
+* :func:`resolve_budget` — ``train.steps`` / ``train.epochs`` / the data-scaled default;
+* :func:`eval_period` — ``train.eval_every=auto``: a fixed number of evaluations per run.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from dva.config import AUTO, AUTO_STEPS, AUTO_VAL_CLASSES, TrainConfig
+from dva.config import AUTO, AUTO_EVALS, AUTO_STEPS, AUTO_VAL_CLASSES, TrainConfig
 
 
 def held_out_classes(requested: int, n_classes: int) -> tuple[int, str]:
@@ -115,3 +116,19 @@ def resolve_budget(tc: TrainConfig, n_train: int, batch_size: int) -> Budget:
     if tc.max_steps and tc.max_steps < steps:
         steps, rule = tc.max_steps, f"{rule}, capped by train.max_steps={tc.max_steps}"
     return Budget(steps, spe, rule, min(schedule, steps) if not tc.epochs else schedule, tc.epochs)
+
+
+def eval_period(requested: int, budget: Budget) -> tuple[int, str]:
+    """Epochs between periodic evaluations: ``train.eval_every``, or for ``auto`` about
+    ``AUTO_EVALS`` evaluations over the budget (at least one epoch apart), and the note saying so.
+
+    Early stopping counts evaluations (``train.patience``): evaluating a fixed number of times
+    per run, not once per epoch, keeps the patience a share of the budget whatever the dataset's
+    size (a 180-image set has 4 batches per epoch: patience 3 per epoch would be 12 steps).
+    """
+    if requested != AUTO:
+        return requested, ""
+    epochs = budget.max_epochs or math.ceil(budget.steps / budget.steps_per_epoch)
+    every = max(1, math.ceil(epochs / AUTO_EVALS))
+    return every, (f"train.eval_every=auto: every {every} epoch(s) of {budget.steps_per_epoch} batches, "
+                   f"{math.ceil(epochs / every)} evaluations over {budget.steps} steps (--train.eval_every N sets it)")

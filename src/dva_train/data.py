@@ -52,6 +52,7 @@ class TrainData:
     eval_name: str  # "test" or "val"
     notes: list[str] = field(default_factory=list)  # what the run log should say about the split
     val_note: str = ""  # data.val_classes=auto: what the hold-out rule decided, and why
+    val_classes: int = 0  # training classes held out for validation (eval_name "val")
     # Whether evaluations during training choose best.safetensors: on a validation split, or on the
     # test split when data.val_classes=0 was asked for. Not with data.val_classes=auto on a split too
     # small to hold classes out: no default run selects on the test split.
@@ -105,6 +106,7 @@ def prepare_data(cfg: DVAConfig) -> TrainData:
         eval_name=name,
         notes=notes + ([batch_note] if batch_note else []),
         val_note=val_note,
+        val_classes=n_val,
         select=bool(n_val) or cfg.data.val_classes != AUTO,
         batch=shape,
         test_paths=[r.path for r in tests],

@@ -35,7 +35,7 @@ from dva.opa.sources import compute_boxes, min_score
 from dva.runtime.frozen import FrozenRunner, frozen_runner
 from dva.utils import atomic_write_json, seed_everything
 from dva.checkpoint import load_into
-from dva_train.budget import Budget, resolve_budget
+from dva_train.budget import Budget, eval_period, resolve_budget
 from dva_train.data import (Batch, BatchSource, TrainData, build_batches, embed_paths, opa_views, prepare_data,
                             use_prefix_cache)
 from dva_train.distributed import DistInfo, any_rank, barrier, cleanup, init_distributed
@@ -274,6 +274,7 @@ class _Trainer:
                 broadcast_buffers=False)
         opt, sched, self.budget = _optimizer(run)
         self.total = self.budget.steps
+        self.eval_every, self.eval_note = eval_period(tc.eval_every, self.budget)
         scaler = torch.amp.GradScaler(enabled=tc.amp and info.device.type == "cuda")
         self.state = TrainState(model, opt, sched, scaler)
         self.state.pos.run_id = run.log.run_id
@@ -314,11 +315,14 @@ class _Trainer:
                       prep_seconds=prep_s, trainable=tc.trainable, lr=tc.lr, warmup_epochs=tc.warmup_epochs,
                       defaults_for_trainable=list(tc.defaulted), steps=self.total, budget=self.budget.rule,
                       classes_per_batch=run.data.batch.classes, images_per_class=run.data.batch.images,
-                      eval_split=run.data.eval_name, early_stopping=self._patience())
+                      eval_split=run.data.eval_name, early_stopping=self._patience(), eval_every=self.eval_every,
+                      val_classes=run.data.val_classes, train_classes=run.data.num_classes)
         run.log.alert(f"budget: {self.total} steps ({self.budget.rule}); batches of {run.data.batch.classes} classes x "
                       f"{run.data.batch.images} images; evaluation on the {run.data.eval_name} split"
                       + (f", early stopping after {self._patience()} evaluations without a better MAP@R"
                          if self._patience() else ""), kind="budget")
+        if self.eval_note and run.data.select:
+            run.log.alert(self.eval_note, kind="budget")
         warning = lr_warning(tc)
         if warning:
             run.log.alert(warning, kind="warning")
@@ -354,7 +358,7 @@ class _Trainer:
 
     def fit(self) -> None:
         """Epochs from the current position until ``total`` steps, an early stop (validation only), or a stop."""
-        tc, pos = self.run.cfg.train, self.pos
+        pos = self.pos
         try:
             # A run that stopped early stays stopped: --resume of it trains nothing more.
             for epoch in range(pos.epoch, self.budget.epochs if not pos.early_stop else pos.epoch):
@@ -364,7 +368,7 @@ class _Trainer:
                 pos.epoch, pos.batch_in_epoch = epoch + 1, 0
                 last_epoch = epoch + 1 == self.budget.epochs or pos.step >= self.total
                 # A run that selects nothing (data.select false) evaluates only at the end.
-                periodic = tc.eval_every and (epoch + 1) % tc.eval_every == 0 and self.run.data.select
+                periodic = self.eval_every and (epoch + 1) % self.eval_every == 0 and self.run.data.select
                 if periodic or last_epoch:
                     self._evaluate_epoch(epoch + 1)
                 self._save(self.metrics)
@@ -505,6 +509,9 @@ class _Trainer:
                    "test_metrics": self.test.get("trained"), "test_frozen_metrics": self.test.get("frozen"),
                    "test_model": self.test.get("model"), "budget": {"steps": self.total, "rule": self.budget.rule},
                    "batch": {"classes_per_batch": run.data.batch.classes, "images_per_class": run.data.batch.images},
+                   "data": {"train_images": len(run.data.train_labels), "train_classes": run.data.num_classes,
+                            "val_classes": run.data.val_classes, "eval_images": len(run.data.eval_paths)},
+                   "eval_every": self.eval_every,
                    "early_stop": self.pos.early_stop or None,
                    "worse_than_frozen": (not self.metrics["map@r"] >= self.frozen["map@r"]  # nan: worse
                                          if self.metrics and self.frozen else None)}

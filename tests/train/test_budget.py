@@ -1,12 +1,35 @@
 """The rules the data decide (src/dva_train/budget.py): step budget, validation hold-out, batch shape."""
 import pytest
 
-from dva.config import AUTO, AUTO_STEPS, load_config
-from dva_train.budget import fit_batch, held_out_classes, resolve_budget
+from dva.config import AUTO, AUTO_EVALS, AUTO_STEPS, load_config
+from dva_train.budget import eval_period, fit_batch, held_out_classes, resolve_budget
 
 
 def _tc(*extra):
     return load_config(None, list(extra)).train
+
+
+# --------------------------------------------------------------------------- the evaluation period
+@pytest.mark.parametrize("n_train, steps, every, evals", [
+    (140, 200, 7, 8),     # pets37-sized: 4 batches per epoch, 50 epochs -> every 7 epochs (28 steps), 8 evaluations
+    (2362, 184, 1, 3),    # cub100's demo: 73 batches per epoch, 3 epochs -> every epoch, as before
+    (3186, 2000, 3, 7),   # 99 batches per epoch, 21 epochs -> every 3 epochs
+])
+def test_auto_evaluates_about_a_fixed_number_of_times_per_run(n_train, steps, every, evals):
+    tc = _tc("--train.steps", str(steps))
+    assert tc.eval_every == AUTO  # the default
+    got, note = eval_period(tc.eval_every, resolve_budget(tc, n_train=n_train, batch_size=32))
+    assert got == every and f"{evals} evaluations over {steps} steps" in note
+    assert evals <= AUTO_EVALS
+
+
+def test_an_explicit_eval_period_is_kept_and_auto_is_read_from_the_command_line():
+    b = resolve_budget(_tc("--train.steps", "200"), n_train=140, batch_size=32)
+    assert eval_period(1, b) == (1, "") and eval_period(0, b) == (0, "")
+    assert _tc("--train.eval_every", "auto").eval_every == AUTO
+    assert _tc("--train.eval_every", "2").eval_every == 2
+    with pytest.raises(ValueError, match="train.eval_every"):
+        _tc("--train.eval_every", "-2")
 
 
 # --------------------------------------------------------------------------- the step budget
