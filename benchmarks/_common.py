@@ -159,6 +159,46 @@ def child_env(env: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def git_dirty(repo: Path = REPO) -> bool | None:
+    """Whether tracked files differ from the checked-out commit (the code that runs is then no
+    commit); None without git."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                             capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(out.stdout.strip()) if out.returncode == 0 else None
+
+
+def run_measured(cmd: Sequence[str], log: str | Path, env: dict[str, str] | None = None,
+                 cwd: str | Path | None = None) -> dict[str, Any]:
+    """Run ``cmd`` in a child process, its stdout and stderr to the file ``log``, and measure it.
+
+    What a benchmark records beside a run's own numbers (the way ``benchmarks.datasets.run.run_one``
+    measures its workers, for any command): ``exit_code``; ``wall_seconds``; ``peak_rss_mb``, the
+    child's own peak resident memory from ``wait4`` (a grandchild's is not counted: run the work in
+    the child itself); ``loadavg_1m`` at start and end (other load on the machine slows a run);
+    ``commit`` and ``git_dirty`` at the start.
+
+    Args:
+        cmd: the argv (not through a shell).
+        log: the file that receives the child's output (created or truncated; its folder is made).
+        env: the child's environment (default: this process's).
+        cwd: the child's working folder (default: this process's).
+    """
+    import time
+
+    log = Path(log)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    load0, commit, dirty, t0 = os.getloadavg()[0], git_commit(), git_dirty(), time.time()
+    with open(log, "w") as f:
+        proc = subprocess.Popen(list(cmd), stdout=f, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+        _, status, ru = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
+    return {"exit_code": proc.returncode, "wall_seconds": time.time() - t0, "peak_rss_mb": ru.ru_maxrss / 1024.0,
+            "loadavg_1m": [load0, os.getloadavg()[0]], "commit": commit, "git_dirty": dirty}
+
+
 def provenance(script: str | Path, argv: Sequence[str], packages: Sequence[str] = ("torch", "timm")) -> dict[str, Any]:
     """What every result file records: ``command``, ``date``, ``git_commit`` and ``machine``."""
     return {"command": command_line(script, argv), "date": now_utc(), "git_commit": git_commit(),

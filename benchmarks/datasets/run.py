@@ -74,8 +74,12 @@ def test_split_withheld() -> Iterator[None]:
 
 
 def _worker(spec_path: str) -> int:
-    """One run in this process: train (or embed only, ``frozen``), score the OOD galleries, write ``result.json``."""
-    import numpy as np
+    """One run in this process: train (or embed only, ``frozen``), score the OOD galleries, write ``result.json``.
+
+    A spec with a ``frontier`` section is a run of the frontier benchmark: its training and alpha
+    sweep are :func:`benchmarks.frontier.worker.run_frontier`'s (validation classes held out, the
+    test split withheld from the trainer; then every alpha on validation, test and OOD sets).
+    """
     import torch
 
     from benchmarks.cub100.run import _fast, _frozen_row, _trained_row
@@ -88,6 +92,10 @@ def _worker(spec_path: str) -> int:
     from dva_train.train import prepare_data
 
     cfg = load_config("demo", spec["overrides"] + ["--output_dir", str(out)])
+    if spec.get("frontier"):
+        from benchmarks.frontier.worker import run_frontier
+
+        return _write_result(out, run_frontier(spec, cfg, out, test_split_withheld))
     withheld = bool(spec.get("validation_only"))
     with test_split_withheld() if withheld else contextlib.nullcontext():
         data = prepare_data(cfg)
@@ -100,6 +108,13 @@ def _worker(spec_path: str) -> int:
     if spec.get("ood"):  # the saved model as `dva embed` runs it (onnxruntime when installed)
         res["ood_metrics"] = O.score(_fast(emb, out / "model.onnx")[0], spec["ood"], cfg.train.batch_size_eval)
     (out / "model.onnx").unlink(missing_ok=True)
+    return _write_result(out, res)
+
+
+def _write_result(out: Path, res: dict[str, Any]) -> int:
+    """``result.json`` of a worker run (numpy scalars as numbers); the worker's exit status."""
+    import numpy as np
+
     res = json.loads(json.dumps(res, default=lambda o: o.item() if isinstance(o, np.generic) else str(o)))
     C.write_json(out / "result.json", res)
     return 0

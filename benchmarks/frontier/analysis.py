@@ -1,0 +1,193 @@
+"""The frontier's numbers from the runs' results: points, the validation choice, Pareto curves, equal time.
+
+Pure functions of JSON-shaped dicts (nothing trains or reads images), every value in percent:
+
+* :func:`points` — one point per (method, budget, alpha) of the seed-0 runs, alpha 0 the frozen run's;
+* :func:`recommend` — a method's (budget, alpha) by validation scores alone;
+* :func:`pareto`, :func:`interp`, :func:`compare` — the upper ID/OOD frontier of a method, its
+  piecewise-linear interpolation, and the OOD difference of two frontiers at equal ID R@1;
+* :func:`time_curve`, :func:`equal_time` — ID R@1 against training minutes and who is ahead.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from benchmarks import _common as C
+from benchmarks.frontier.sweep import akey
+
+Point = tuple[float, float]
+
+
+def _pct(metrics: dict[str, Any] | None, key: str) -> float | None:
+    return None if not metrics or metrics.get(key) is None else 100.0 * float(metrics[key])
+
+
+def minutes_of(run: dict[str, Any], clock: str = "train_seconds") -> float:
+    """A run's training minutes on ``clock`` (``train_seconds`` or ``train_and_prep_seconds``)."""
+    s = float(run.get("train_seconds") or 0.0)
+    if clock == "train_and_prep_seconds":
+        s += float(run.get("prep_seconds") or 0.0)
+    return s / 60.0
+
+
+def point_of(run: dict[str, Any], alpha: float, ood: Sequence[str], method: str | None = None,
+             clock: str = "train_seconds") -> dict[str, Any] | None:
+    """A run's figures at ``alpha``: validation and ID test R@1/MAP@R, each OOD R@1 and their mean.
+
+    The mean is over every gallery of ``ood``; None when one was not scored. None when the run
+    has no scores at ``alpha``.
+    """
+    sc = (run.get("scores") or {}).get(akey(alpha))
+    if not sc:
+        return None
+    o = {g: _pct(sc.get(g), "recall@1") for g in ood}
+    vals = list(o.values())
+    return {"method": method or run.get("method"), "budget": run.get("budget"), "alpha": float(alpha),
+            "seed": run.get("seed"), "folder": run.get("folder"), "frozen": run.get("kind") == "frozen",
+            "val_r1": _pct(sc.get("val"), "recall@1"), "val_map": _pct(sc.get("val"), "map@r"),
+            "id_r1": _pct(sc.get("test"), "recall@1"), "id_map": _pct(sc.get("test"), "map@r"), "ood": o,
+            "mean_ood": sum(vals) / len(vals) if vals and None not in vals else None,
+            "train_minutes": minutes_of(run, clock), "images": run.get("images_processed") or 0}
+
+
+def points(frozen: dict[str, Any] | None, runs: list[dict[str, Any]], alphas: Sequence[float], ood: Sequence[str],
+           clock: str = "train_seconds") -> list[dict[str, Any]]:
+    """Every measured point: the frozen backbone (alpha 0, once), then each seed-0 run at each alpha > 0."""
+    out = []
+    if frozen is not None and (p := point_of(frozen, 0.0, ood, "frozen", clock)) is not None:
+        out.append({**p, "budget": 0})
+    for run in runs:
+        if run.get("seed") == 0 and run.get("kind") == "train":
+            out += [p for a in alphas if a > 0 and (p := point_of(run, a, ood, clock=clock)) is not None]
+    return out
+
+
+def method_points(pts: list[dict[str, Any]], method: str) -> list[dict[str, Any]]:
+    """A method's points, the frozen backbone's (its alpha 0) first."""
+    return [p for p in pts if p["frozen"]] + [p for p in pts if p["method"] == method]
+
+
+# ----------------------------------------------------------------------------- the validation choice
+def _finite(v: float | None) -> float:
+    return -math.inf if v is None or math.isnan(v) else v
+
+
+def recommend(pts: list[dict[str, Any]], method: str, budgets: Sequence[int], alphas: Sequence[float],
+              metric: str = "map@r") -> dict[str, Any] | None:
+    """The method's (budget, alpha) with the best validation ``metric`` (ties: R@1, the smaller budget, alpha).
+
+    Candidates: every measured budget at every alpha; alpha 0 is the frozen backbone at any budget
+    (so on a tie it is the smallest budget's). Only the ``val_*`` fields are read: the test split
+    and the OOD galleries never take part. None when nothing of the method was measured.
+    """
+    key = "val_map" if metric == "map@r" else "val_r1"
+    frozen = next((p for p in pts if p["frozen"]), None)
+    cands = []
+    for b in budgets:
+        if not any(q["method"] == method and q["budget"] == b for q in pts):
+            continue  # a budget not (yet) trained: none of its alphas is a candidate, not even 0
+        for a in alphas:
+            p = frozen if a == 0 else next((q for q in pts if q["method"] == method and q["budget"] == b
+                                            and q["alpha"] == a), None)
+            if p is not None:
+                cands.append((b, a, p))
+    if not cands:
+        return None
+    b, a, p = max(cands, key=lambda c: (_finite(c[2][key]), _finite(c[2]["val_r1"]), -c[0], -c[1]))
+    return {"method": method, "budget": b, "alpha": a, "frozen": a == 0, "val_r1": p["val_r1"],
+            "val_map": p["val_map"], "metric": metric}
+
+
+def seed_stats(runs: list[dict[str, Any]], alpha: float, ood: Sequence[str]) -> dict[str, Any]:
+    """Mean and sample SD over ``runs`` (seeds) at ``alpha``: validation, ID test, each OOD R@1, mean OOD."""
+    pts = [p for r in runs if (p := point_of(r, alpha, ood)) is not None]
+
+    def ms(vals: list[float | None]) -> list[float] | None:
+        return None if not vals or None in vals else list(C.mean_std(vals))  # type: ignore[arg-type]
+
+    return {"seeds": [p["seed"] for p in pts], "folders": [p["folder"] for p in pts],
+            **{k: ms([p[k] for p in pts]) for k in ("val_r1", "val_map", "id_r1", "id_map", "mean_ood")},
+            "ood": {g: ms([p["ood"][g] for p in pts]) for g in ood}}
+
+
+# ----------------------------------------------------------------------------- frontiers
+def pareto(pts: Sequence[Point]) -> list[Point]:
+    """The upper Pareto set of ``(ID, OOD)`` points (none has another at least as high in both), by ID ascending."""
+    out: list[Point] = []
+    best = -math.inf
+    for x, y in sorted(set(pts), key=lambda p: (-p[0], -p[1])):  # ID descending: keep a point above all to its right
+        if y > best:
+            out.append((x, y))
+            best = y
+    return out[::-1]
+
+
+def interp(front: Sequence[Point], x: float) -> float | None:
+    """The frontier's OOD at ID ``x``, linear between its points; None outside its ID range."""
+    if not front or x < front[0][0] or x > front[-1][0]:
+        return None
+    for (x0, y0), (x1, y1) in itertools.pairwise(front):
+        if x0 <= x <= x1:
+            return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return front[-1][1]  # a single point: x is its ID
+
+
+def compare(a: Sequence[Point], b: Sequence[Point], skip: Point | None = None) -> dict[str, Any] | None:
+    """OOD of frontier ``a`` less that of ``b`` at equal ID, over the ID range both cover.
+
+    Levels: the ID of every point of either frontier inside the common range, except ``skip`` (the
+    frozen backbone) when it lies on both, where the difference is 0 by construction. ``min_diff``
+    is the smallest difference at those levels (the difference is linear between them, so it is the
+    minimum over the range less the shared point); ``mean_diff`` is its mean over the whole range
+    (the integral of the piecewise-linear difference / the range's width). None without a common
+    range.
+    """
+    if not a or not b:
+        return None
+    lo, hi = max(a[0][0], b[0][0]), min(a[-1][0], b[-1][0])
+    if lo > hi:
+        return None
+    xs = sorted({x for x, _ in [*a, *b] if lo <= x <= hi} | {lo, hi})
+    diff = {x: interp(a, x) - interp(b, x) for x in xs}  # type: ignore[operator]
+    shared = skip is not None and skip in a and skip in b
+    levels = [x for x in xs if not (shared and x == skip[0])]  # type: ignore[index]
+    if hi > lo:
+        mean = sum((diff[x0] + diff[x1]) / 2 * (x1 - x0) for x0, x1 in itertools.pairwise(xs)) / (hi - lo)
+    else:
+        mean = diff[lo]
+    mn = min((diff[x] for x in levels), default=None)
+    return {"lo": lo, "hi": hi, "levels": [{"id_r1": x, "a": interp(a, x), "b": interp(b, x), "diff": diff[x]}
+                                          for x in levels],
+            "min_diff": mn, "mean_diff": mean, "at_or_above": None if mn is None else mn >= 0.0}
+
+
+# ----------------------------------------------------------------------------- equal compute
+def time_curve(pts: list[dict[str, Any]], method: str) -> list[Point]:
+    """``(training minutes, ID R@1)`` of the method's alpha-1 points, one per budget, by minutes."""
+    return sorted((p["train_minutes"], p["id_r1"]) for p in pts
+                  if p["method"] == method and p["alpha"] == 1.0 and p["id_r1"] is not None)
+
+
+def at_minutes(curve: Sequence[Point], t: float) -> float | None:
+    """ID R@1 at ``t`` minutes, linear between measured budgets; None outside them."""
+    if not curve or t < curve[0][0] or t > curve[-1][0]:
+        return None
+    for (x0, y0), (x1, y1) in itertools.pairwise(curve):
+        if x0 <= t <= x1:
+            return y0 if x1 == x0 else y0 + (y1 - y0) * (t - x0) / (x1 - x0)
+    return curve[-1][1]
+
+
+def equal_time(pts: list[dict[str, Any]], methods: Sequence[str], minutes: Sequence[float]) -> list[dict[str, Any]]:
+    """At each of ``minutes``: every method's interpolated ID R@1 (None: not measured) and the one ahead
+    (None unless two or more were measured there)."""
+    curves = {m: time_curve(pts, m) for m in methods}
+    out = []
+    for t in minutes:
+        vals = {m: at_minutes(c, t) for m, c in curves.items()}
+        got = {m: v for m, v in vals.items() if v is not None}
+        out.append({"minutes": t, "id_r1": vals, "ahead": max(got, key=got.__getitem__) if len(got) >= 2 else None})
+    return out

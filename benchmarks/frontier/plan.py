@@ -1,0 +1,163 @@
+"""The frontier benchmark's plan: ``frontier.yaml`` + the datasets harness -> the runs of a (dataset, backbone).
+
+Every run is a run of the datasets harness (:mod:`benchmarks.datasets.plan`): the packaged ``demo``
+config, the harness's common overrides with the dataset's validation classes held out, and a main
+row's overrides (``dva``, ``ica``, ``full``) expanded by :func:`benchmarks.datasets.plan.main_runs`
+from the select JSON's chosen tokens, with the step budget replaced by each budget of the sweep.
+Nothing here trains or reads images.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from benchmarks.cub100.plan import _strict_yaml, _tokens
+from benchmarks.datasets import plan as P
+
+HERE = Path(__file__).resolve().parent
+FRONTIER_FILE = HERE / "frontier.yaml"
+DIALS = ("ica_scale", "wise_ft")
+CLOCKS = ("train_seconds", "train_and_prep_seconds")
+SELECT_COMMAND = "python -m benchmarks.datasets.run --dataset {d} --backbone {b} --profile select"
+
+
+class Method(NamedTuple):
+    """A method of the sweep: its label, the harness main row it runs and how alpha is applied."""
+
+    name: str
+    label: str
+    row: str
+    dial: str
+
+
+class Frontier(NamedTuple):
+    """Everything ``frontier.yaml`` holds, checked against the datasets harness's table."""
+
+    datasets: list[str]
+    backbones: list[str]
+    budgets: list[int]
+    alphas: list[float]
+    methods: dict[str, Method]
+    metric: str
+    seeds: int
+    minutes: list[float]
+    clock: str
+    targets: dict[str, Any]
+    image_cache: bool
+
+
+def check_alphas(alphas: list[float], where: str) -> list[float]:
+    """``alphas`` as sorted distinct floats in [0, 1] (ValueError naming ``where`` otherwise)."""
+    out = sorted({float(a) for a in alphas})
+    bad = [a for a in out if not (math.isfinite(a) and 0.0 <= a <= 1.0)]
+    if bad or not out:
+        raise ValueError(f"{where}: alphas must be numbers in [0, 1] (0 = frozen, 1 = trained), got {alphas}")
+    return out
+
+
+def check_budgets(budgets: list[int], where: str) -> list[int]:
+    """``budgets`` as sorted distinct positive step counts (ValueError naming ``where`` otherwise)."""
+    out = sorted({int(b) for b in budgets})
+    if not out or out[0] < 1 or any(int(b) != float(b) for b in budgets):
+        raise ValueError(f"{where}: budgets must be positive whole numbers of steps, got {budgets}")
+    return out
+
+
+def load_frontier(path: str | Path = FRONTIER_FILE, table: P.Table = P.TABLE) -> Frontier:
+    """Read and check ``frontier.yaml`` (every method's row a harness main row, every dataset/backbone the harness's)."""
+    raw = _strict_yaml(Path(path).read_text())
+    where = Path(path).name
+    methods = {n: Method(n, str(m["label"]), str(m["row"]), str(m["dial"])) for n, m in raw["methods"].items()}
+    bad = [f"methods.{m.name}.row {m.row!r} is no main row of harness.yaml" for m in methods.values()
+           if m.row not in table.main_rows or m.row == "frozen"]
+    bad += [f"methods.{m.name}.dial {m.dial!r} is not one of {DIALS}" for m in methods.values() if m.dial not in DIALS]
+    bad += [f"datasets: {d} is no ID dataset of harness.yaml" for d in raw["datasets"] if d not in table.datasets]
+    bad += [f"backbones: {b} is no backbone of harness.yaml" for b in raw["backbones"] if b not in table.backbones]
+    ec = raw["equal_compute"]
+    if ec["clock"] not in CLOCKS:
+        bad.append(f"equal_compute.clock must be one of {CLOCKS}, got {ec['clock']!r}")
+    if bad:
+        raise ValueError(f"{where}: {bad}")
+    return Frontier(datasets=_tokens(raw["datasets"], "datasets"), backbones=_tokens(raw["backbones"], "backbones"),
+                    budgets=check_budgets(raw["budgets"], f"{where} budgets"),
+                    alphas=check_alphas(raw["alphas"], f"{where} alphas"), methods=methods,
+                    metric=str(raw["select_metric"]), seeds=int(raw["seeds"]),
+                    minutes=[float(m) for m in ec["minutes"]], clock=str(ec["clock"]), targets=dict(raw["targets"]),
+                    image_cache=bool(raw["image_cache"]))
+
+
+FRONTIER = load_frontier()
+
+
+# ----------------------------------------------------------------------------- the chosen values
+def first_candidates(table: P.Table, backbone: str) -> dict[str, list[str]]:
+    """Every select stage at its first candidate, per scope (the ``--unselected`` tokens)."""
+    return {s: P.stage_tokens(table, backbone, {}, (s,)) for s in P.SCOPES}
+
+
+def load_chosen(table: P.Table, dataset: str, backbone: str, path: Path,
+                unselected: bool = False) -> dict[str, list[str]]:
+    """The select JSON's chosen tokens per scope, or (``unselected``) each stage's first candidate.
+
+    Raises:
+        FileNotFoundError: no select JSON, naming the command that makes it.
+        ValueError: a select JSON of another pair, or one that did not finish, naming the command.
+    """
+    if unselected:
+        return first_candidates(table, backbone)
+    cmd = SELECT_COMMAND.format(d=dataset, b=backbone)
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no select result for ({dataset}, {backbone}); make it with `{cmd}` "
+                                "(or pass --unselected to run every select stage's first candidate, labelled so)")
+    try:
+        return P.chosen_tokens({"json": str(path), **json.loads(Path(path).read_text())}, dataset, backbone)
+    except ValueError as e:
+        raise ValueError(f"{e}. The command: `{cmd}` (or pass --unselected to run every stage's first "
+                         "candidate, labelled so)") from None
+
+
+# ----------------------------------------------------------------------------- runs
+def common(table: P.Table, dataset: str, backbone: str, root: str, cache: Path, threads: int) -> list[str]:
+    """The harness's common overrides with the dataset's validation classes held out (every run of the sweep)."""
+    ds = table.datasets[dataset]
+    if ds.val_classes < 1:
+        raise ValueError(f"harness.yaml datasets.{dataset}.val_classes is {ds.val_classes}: the frontier chooses "
+                         "its points on held-out validation classes, set it > 0")
+    return P.common_overrides(ds, root, cache, threads, table.backbones[backbone], ds.val_classes)
+
+
+def frozen_run(table: P.Table, dataset: str, backbone: str, base: list[str]) -> P.RunSpec:
+    """The frozen backbone's run (alpha 0 of every method): the harness's frozen row, no training."""
+    (_, _, _, runs), = P.main_runs(table, table.datasets[dataset], backbone, base, first_candidates(table, backbone),
+                                   [0], ["frozen"])
+    return runs[0]
+
+
+def method_run(table: P.Table, dataset: str, backbone: str, base: list[str], chosen: dict[str, list[str]],
+               method: Method, budget: int, seed: int) -> P.RunSpec:
+    """One trained run: the method's harness row (its tokens expanded by ``main_runs``) at ``budget`` steps."""
+    at_budget = {**chosen, "trained": ["--train.steps", str(budget)]}  # the sweep's budget, not select's steps
+    (_, _, _, runs), = P.main_runs(table, table.datasets[dataset], backbone, base, at_budget, [seed], [method.row])
+    spec = runs[0]
+    return spec._replace(name=method.name, tag=f"{method.name}_b{budget}_s{seed}_{P.digest(spec.overrides)}")
+
+
+def sweep_runs(table: P.Table, dataset: str, backbone: str, base: list[str], chosen: dict[str, list[str]],
+               methods: list[Method], budgets: list[int]) -> list[tuple[Method, int, P.RunSpec]]:
+    """Seed 0 of every (method, budget), budget by budget (a stopped profile has whole smaller budgets)."""
+    return [(m, b, method_run(table, dataset, backbone, base, chosen, m, b, 0)) for b in budgets for m in methods]
+
+
+def seed_runs(table: P.Table, dataset: str, backbone: str, base: list[str], chosen: dict[str, list[str]],
+              method: Method, budget: int, seeds: int) -> list[P.RunSpec]:
+    """The extra seeds (1 .. seeds-1) of a recommended (method, budget)."""
+    return [method_run(table, dataset, backbone, base, chosen, method, budget, s) for s in range(1, seeds)]
+
+
+def steps_of(spec: P.RunSpec) -> int:
+    """The run's step budget (its last ``--train.steps``)."""
+    from benchmarks.datasets.costs import steps_of as steps
+
+    return steps(spec.overrides)

@@ -1,0 +1,291 @@
+"""The frontier's markdown, words and figures, every number computed from the profile JSON.
+
+* :func:`summary` — the derived figures of one result: each method's Pareto frontier, DVA against
+  the full fine-tune (WiSE-FT) at equal ID R@1, who is ahead at equal training time, the targets;
+* :func:`render_section` — the markdown (tables and words) of results, for docs/BENCHMARKS.md;
+* :func:`figures` — ``frontier_<ds>_<bb>.png`` (ID R@1 against mean OOD R@1) and
+  ``frontier_time_<ds>_<bb>.png`` (ID R@1 against training minutes).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from benchmarks import _common as C
+from benchmarks.datasets.render import num
+from benchmarks.frontier import analysis as A
+
+DVA, FULL = "dva", "full"
+
+
+# ----------------------------------------------------------------------------- derived figures
+def _frozen(result: dict[str, Any]) -> dict[str, Any] | None:
+    return next((p for p in result["points"] if p["frozen"]), None)
+
+
+def _point(result: dict[str, Any], method: str, budget: int, alpha: float) -> dict[str, Any] | None:
+    return next((p for p in result["points"] if p["method"] == method and p["budget"] == budget
+                 and p["alpha"] == alpha), None)
+
+
+def frontiers(result: dict[str, Any]) -> dict[str, list[A.Point]]:
+    """Each method's upper Pareto frontier of (ID R@1, mean OOD R@1), the frozen point included."""
+    out = {}
+    for m in result["settings"]["methods"]:
+        pts = [(p["id_r1"], p["mean_ood"]) for p in A.method_points(result["points"], m)
+               if p["id_r1"] is not None and p["mean_ood"] is not None]
+        out[m] = A.pareto(pts)
+    return out
+
+
+def _target2(result: dict[str, Any]) -> dict[str, Any] | None:
+    """The validation-chosen DVA point's test figures against the full fine-tune at the reference budget
+    (alpha 1) and against frozen - slack on the target's OOD gallery; None without a DVA point."""
+    s, rec = result["settings"], (result.get("recommended") or {}).get(DVA)
+    if not rec or not rec.get("stats"):
+        return None
+    t = s["targets"]
+    gal, full, frozen = t["ood_gallery"], _point(result, FULL, t["reference_budget"], 1.0), _frozen(result)
+    r1 = (rec["stats"].get("id_r1") or [None])[0]
+    ood = ((rec["stats"].get("ood") or {}).get(gal) or [None])[0]
+    full_r1 = full["id_r1"] if full else None
+    floor = None if frozen is None or frozen["ood"].get(gal) is None else frozen["ood"][gal] - t["ood_slack"]
+    id_ok = None if r1 is None or full_r1 is None else r1 >= full_r1
+    ood_ok = None if ood is None or floor is None else ood >= floor
+    return {"id_r1": r1, "full_r1": full_r1, "id_ok": id_ok, "gallery": gal, "ood_r1": ood, "ood_floor": floor,
+            "ood_ok": ood_ok, "holds": None if None in (id_ok, ood_ok) else bool(id_ok and ood_ok)}
+
+
+def summary(result: dict[str, Any]) -> dict[str, Any]:
+    """The derived figures of one frontier result (what the words and figures say)."""
+    s = result["settings"]
+    fronts = frontiers(result)
+    frozen = _frozen(result)
+    skip = (frozen["id_r1"], frozen["mean_ood"]) if frozen and frozen["mean_ood"] is not None else None
+    cmp = A.compare(fronts[DVA], fronts[FULL], skip) if DVA in fronts and FULL in fronts else None
+    if cmp is not None:
+        cmp["target_met"] = None if cmp["min_diff"] is None else cmp["min_diff"] >= s["targets"]["ood_margin"]
+    return {"frontiers": {m: [list(p) for p in f] for m, f in fronts.items()}, "dva_vs_full": cmp,
+            "equal_time": A.equal_time(result["points"], list(s["methods"]), s["minutes"]),
+            "target2": _target2(result), "sweep_cost": sweep_cost(result)}
+
+
+def sweep_cost(result: dict[str, Any]) -> dict[str, Any] | None:
+    """The alpha sweeps of every run summed: (image, alpha) pairs embedded, their seconds, and the seconds
+    one ``embed_paths`` pass per alpha would have taken (each run's measured time per image); None without."""
+    recs = [r["sweep"] for r in result.get("runs") or []
+            if (r.get("sweep") or {}).get("naive_seconds_estimate") is not None]
+    if not recs:
+        return None
+    spent, naive = sum(r["embed_seconds"] for r in recs), sum(r["naive_seconds_estimate"] for r in recs)
+    return {"runs": len(recs), "image_alphas": sum(r["image_alphas"] for r in recs), "embed_seconds": spent,
+            "naive_seconds": naive, "saved_fraction": 1.0 - spent / naive if naive else None,
+            "decoded_images": sum(r["decoded_images"] for r in recs),
+            "cached_images": sum(r["cached_images"] for r in recs)}
+
+
+# ----------------------------------------------------------------------------- markdown
+def _label(result: dict[str, Any], method: str) -> str:
+    return "frozen backbone" if method == "frozen" else result["settings"]["methods"][method]["label"]
+
+
+def points_table(result: dict[str, Any]) -> str:
+    """Every point: method, budget, alpha, validation and ID scores, each OOD R@1 and the mean, training."""
+    ood = result["settings"]["ood"]
+    body = [[_label(result, p["method"]), "-" if p["frozen"] else p["budget"], f"{p['alpha']:g}", num(p["val_r1"]),
+             num(p["val_map"]), num(p["id_r1"]), num(p["id_map"]), *[num(p["ood"].get(g)) for g in ood],
+             num(p["mean_ood"]), num(p["train_minutes"]), f"{p['images']:,}"] for p in result["points"]]
+    header = ["method", "steps", "alpha", "val R@1", "val MAP@R", "ID R@1", "ID MAP@R",
+              *[f"OOD R@1 {g}" for g in ood], "mean OOD R@1", "train min", "images"]
+    return C.md_table(header, body, "lrr" + "r" * (len(header) - 3))
+
+
+def _ms(v: list[float] | None, n: int) -> str:
+    if v is None:
+        return "-"
+    return f"{v[0]:.1f} ± {v[1]:.1f}" if n > 1 else f"{v[0]:.1f}"
+
+
+def recommended_table(result: dict[str, Any]) -> str:
+    """Each method's validation-chosen point and its test figures over its seeds (mean ± sample SD)."""
+    ood = result["settings"]["ood"]
+    body = []
+    for m, r in (result.get("recommended") or {}).items():
+        st = r.get("stats") or {}
+        n = len(st.get("seeds") or [])
+        body.append([_label(result, m), "- (frozen)" if r["frozen"] else r["budget"], f"{r['alpha']:g}",
+                     r.get("seeds_label", ""), num(r["val_map"]), _ms(st.get("id_r1"), n), _ms(st.get("id_map"), n),
+                     *[_ms((st.get("ood") or {}).get(g), n) for g in ood], _ms(st.get("mean_ood"), n)])
+    header = ["method", "steps", "alpha", "seeds", "val MAP@R", "ID R@1", "ID MAP@R", *[f"OOD R@1 {g}" for g in ood],
+              "mean OOD R@1"]
+    return C.md_table(header, body, "lrrl" + "r" * (len(header) - 4))
+
+
+def _yes(v: bool | None) -> str:
+    return "not measured" if v is None else ("yes" if v else "no")
+
+
+def frontier_words(result: dict[str, Any], sm: dict[str, Any]) -> str:
+    """DVA's frontier against the full fine-tune's (WiSE-FT) at equal ID R@1, in words."""
+    s, c = result["settings"], sm["dva_vs_full"]
+    margin = s["targets"]["ood_margin"]
+    gals = ", ".join(s["ood"])
+    if c is None or c["min_diff"] is None:
+        return (f"- Frontier (ID R@1 against the mean OOD R@1 over {gals}): DVA's and the full fine-tune's "
+                "frontiers share no measured ID R@1 range beyond the frozen point; not compared.")
+    worst = min(c["levels"], key=lambda lv: lv["diff"])
+    return (f"- Frontier (ID R@1 against the mean OOD R@1 over {gals}; each method's Pareto-upper points joined, "
+            f"linear between them): over the ID R@1 range both DVA's and the full fine-tune's (WiSE-FT) frontiers "
+            f"cover, {num(c['lo'])} to {num(c['hi'])}, DVA's mean OOD R@1 minus the full fine-tune's is "
+            f"{num(c['min_diff'], signed=True)} at its least (at ID R@1 {num(worst['id_r1'])}, over "
+            f"{len(c['levels'])} measured levels, the shared frozen point left out) and "
+            f"{num(c['mean_diff'], signed=True)} on average over the range. DVA at or above at every measured "
+            f"level: {_yes(c['at_or_above'])}. Target ({num(margin, signed=True)} OOD at equal ID): "
+            f"{_yes(c['target_met'])}.")
+
+
+def time_words(result: dict[str, Any], sm: dict[str, Any]) -> str:
+    """Who is ahead in ID R@1 at each of the equal-compute minutes, in words."""
+    clock = ("training minutes (optimisation steps; the one-off prefix caches and boxes not counted)"
+             if result["settings"]["clock"] == "train_seconds" else "training minutes (steps + caches and boxes)")
+    parts = []
+    for e in sm["equal_time"]:
+        got = {m: v for m, v in e["id_r1"].items() if v is not None}
+        vals = ", ".join(f"{_label(result, m)} {num(v)}" for m, v in got.items())
+        if e["ahead"]:
+            parts.append(f"at {e['minutes']:g} min: {_label(result, e['ahead'])} ahead ({vals}"
+                         + (f"; {', '.join(_label(result, m) for m in e['id_r1'] if m not in got)} not measured"
+                            if len(got) < len(e["id_r1"]) else "") + ")")
+        else:
+            parts.append(f"at {e['minutes']:g} min: not measured" + (f" (only {vals})" if got else ""))
+    return (f"- Equal compute, ID R@1 of the alpha-1 models at equal {clock}, linear between measured budgets: "
+            + "; ".join(parts) + ".")
+
+
+def target2_words(result: dict[str, Any], sm: dict[str, Any]) -> str:
+    """The validation-chosen DVA point against the reference full fine-tune and frozen - slack."""
+    t, g = result["settings"]["targets"], sm["target2"]
+    rec = (result.get("recommended") or {}).get(DVA)
+    if g is None or rec is None:
+        return "- The validation-chosen DVA point: not measured."
+    where = "alpha 0 (the frozen backbone)" if rec["frozen"] else f"{rec['budget']} steps, alpha {rec['alpha']:g}"
+    return (f"- The validation-chosen DVA point ({where}; {rec['seeds_label']}): test ID R@1 {num(g['id_r1'])} "
+            f"against the {t['reference_budget']}-step full fine-tune's {num(g['full_r1'])} "
+            f"({_yes(g['id_ok'])}); {g['gallery']} R@1 {num(g['ood_r1'])} against frozen - "
+            f"{t['ood_slack']:g} = {num(g['ood_floor'])} ({_yes(g['ood_ok'])}). Target: {_yes(g['holds'])}.")
+
+
+def cost_words(sm: dict[str, Any]) -> str:
+    """What scoring every alpha cost against one plain ``embed_paths`` pass per alpha, in words."""
+    c = sm["sweep_cost"]
+    if c is None:
+        return "- Cost of the alpha sweeps: not measured."
+    saved = "" if c["saved_fraction"] is None else f", {100 * c['saved_fraction']:.0f}% less"
+    return (f"- Cost of the alpha sweeps ({c['runs']} runs): {c['image_alphas']:,} (image, alpha) embeddings in "
+            f"{c['embed_seconds'] / 60:.1f} min, against ~{c['naive_seconds'] / 60:.1f} min for one `embed_paths` "
+            f"pass per alpha at each run's measured time per image{saved} (each image decoded once per process, "
+            f"{c['cached_images']:,} read back from the crop cache, {c['decoded_images']:,} decoded; the frozen "
+            "prefix once per image for the adapter models).")
+
+
+def section_of(result: dict[str, Any]) -> str:
+    """The markdown of one (dataset, backbone): heading, settings, words, tables and figure links."""
+    s = result["settings"]
+    sm = summary(result)
+    tags = ("" if s["selected"] else " — UNSELECTED (every select stage's first candidate)") \
+        + ("" if result.get("complete") else " (unfinished)")
+    ds, bb = s["dataset"], s["backbone"]
+    head = (f"### Frontier: {ds} x {bb}{tags}\n\n"
+            f"Budgets {', '.join(map(str, s['budgets']))} steps; alphas {', '.join(f'{a:g}' for a in s['alphas'])} "
+            f"(alpha 0 = the frozen backbone, one run); trained on the training classes less the last "
+            f"{s['val_classes']} (validation), the last model of each budget; adapter settings: {s['selection']}"
+            + (f" ({s['select_json']})" if s.get("select_json") else "") + f". One seed per point; the recommended "
+            f"points (validation {s['metric'].upper()}) {s['seeds']} seeds. OOD: {', '.join(s['ood'])}"
+            + (f" (not found: {', '.join(s['ood_missing'])})" if s.get("ood_missing") else "") + ".")
+    words = "\n".join([frontier_words(result, sm), time_words(result, sm), target2_words(result, sm),
+                       cost_words(sm)])
+    figs = (f"![ID against OOD R@1, {ds} x {bb}](frontier_{ds}_{bb}.png)\n"
+            f"![ID R@1 against training minutes, {ds} x {bb}](frontier_time_{ds}_{bb}.png)")
+    return "\n\n".join([head, words, recommended_table(result), points_table(result), figs])
+
+
+def render_section(results: list[dict[str, Any]]) -> str:
+    """The frontier markdown of ``results`` (one per (dataset, backbone)), then which hold each target."""
+    parts = [section_of(r) for r in results]
+    t1 = [f"{r['settings']['dataset']} x {r['settings']['backbone']}" for r in results
+          if (summary(r)["dva_vs_full"] or {}).get("target_met")]
+    t2 = [f"{r['settings']['dataset']} x {r['settings']['backbone']}" for r in results
+          if (summary(r)["target2"] or {}).get("holds")]
+    if results:
+        parts.append(f"Targets over these {len(results)} result(s): DVA's frontier at least the margin above the "
+                     f"full fine-tune's at every measured equal-ID level on: {', '.join(t1) or 'none'}; the "
+                     f"validation-chosen DVA point at or above the reference full fine-tune with the OOD floor on: "
+                     f"{', '.join(t2) or 'none'}.")
+    return "\n\n".join(parts) + "\n"
+
+
+# ----------------------------------------------------------------------------- figures
+def _save(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)  # atomic: a reader never sees half a figure
+    return path
+
+
+def figures(results: list[dict[str, Any]], folder: Path) -> list[Path]:
+    """Per result: the frontier figure and the equal-compute figure in ``folder``; their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    out = []
+    for res in results:
+        s = res["settings"]
+        ds, bb, sm = s["dataset"], s["backbone"], summary(res)
+        fig, ax = plt.subplots(figsize=(6.4, 4.6))
+        for i, m in enumerate(s["methods"]):
+            color = f"C{i}"
+            pts = [p for p in res["points"] if p["method"] == m and p["mean_ood"] is not None and p["id_r1"] is not None]
+            ax.scatter([p["id_r1"] for p in pts], [p["mean_ood"] for p in pts], color=color, s=14, alpha=0.5)
+            for p in pts:
+                ax.annotate(f"{p['budget']}/{p['alpha']:g}", (p["id_r1"], p["mean_ood"]), fontsize=5,
+                            xytext=(2, 2), textcoords="offset points", color=color)
+            f = sm["frontiers"][m]
+            ax.plot([x for x, _ in f], [y for _, y in f], "-o", color=color, ms=4, label=_label(res, m))
+        fz = _frozen(res)
+        if fz is not None and fz["mean_ood"] is not None:
+            ax.scatter([fz["id_r1"]], [fz["mean_ood"]], marker="*", s=160, color="k", zorder=5, label="frozen")
+        ax.set_xlabel(f"ID R@1 (%), {ds} test classes")
+        ax.set_ylabel(f"mean OOD R@1 (%): {', '.join(s['ood'])}")
+        ax.set_title(f"{ds} x {bb}: frontier over budgets (steps) / alphas", fontsize=9)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        out.append(_save(fig, Path(folder) / f"frontier_{ds}_{bb}.png"))
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        for i, m in enumerate(s["methods"]):
+            c = A.time_curve(res["points"], m)
+            ax.plot([x for x, _ in c], [y for _, y in c], "-o", color=f"C{i}", label=_label(res, m))
+            for p in (p for p in res["points"] if p["method"] == m and p["alpha"] == 1.0 and p["id_r1"] is not None):
+                ax.annotate(str(p["budget"]), (p["train_minutes"], p["id_r1"]), fontsize=6, xytext=(2, 2),
+                            textcoords="offset points", color=f"C{i}")
+        for t in s["minutes"]:
+            ax.axvline(t, color="grey", lw=0.5, ls=":")
+        if fz is not None and fz["id_r1"] is not None:
+            ax.axhline(fz["id_r1"], color="k", lw=0.8, ls="--", label="frozen")
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xlabel(f"training minutes ({s['clock']}); point labels: steps")
+        ax.set_ylabel(f"ID R@1 (%), {ds}")
+        ax.set_title(f"{ds} x {bb}: equal compute (alpha 1)", fontsize=9)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        out.append(_save(fig, Path(folder) / f"frontier_time_{ds}_{bb}.png"))
+    return out

@@ -1,0 +1,326 @@
+"""ID against OOD R@1 over training budgets and alphas, per (dataset, backbone): DVA, ICA alone, full fine-tune.
+
+From the repository root (issue 26; frontier.yaml holds the grid):
+
+    python -m benchmarks.frontier.run --dataset cub100 --backbone mobilenetv2 --plan
+    python -m benchmarks.frontier.run --dataset cub100 --backbone mobilenetv2
+    python -m benchmarks.frontier.run --render benchmarks/results/frontier/*.json [--markdown F] [--figures docs]
+
+Every run trains on the dataset's training classes less its validation classes for a fixed budget
+(the last model; no early stopping) and is scored at every alpha on the validation classes, the
+ID test classes and the OOD galleries of the datasets harness; alpha 0 is one ``frozen`` run. DVA
+and ICA move along alpha with the adapter scale, the full fine-tune with WiSE-FT. Each method's
+recommended (budget, alpha) is chosen on validation MAP@R and its seeds run afterwards. The runs go
+through the datasets harness's runner (a subprocess and a folder each, resumable); the profile
+JSON (benchmarks/results/frontier/<dataset>_<backbone>.json) is written after every finished run:
+stop the command at any time and start it again to go on. The adapter tokens come from the
+datasets harness's select JSON (``python -m benchmarks.datasets.run ... --profile select``), or,
+with ``--unselected``, from each select stage's first candidate (labelled so).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from benchmarks import _common as C
+from benchmarks.datasets import costs as K
+from benchmarks.datasets import ood as O
+from benchmarks.datasets import plan as P
+from benchmarks.datasets import run as D
+from benchmarks.frontier import analysis as A
+from benchmarks.frontier import plan as F
+from benchmarks.frontier import render as R
+from benchmarks.frontier.sweep import akey
+
+RESULTS = C.RESULTS / "frontier"
+WORK = C.REPO / "runs" / "bench_frontier"
+
+
+class Sweep(NamedTuple):
+    """What one invocation sweeps: from frontier.yaml and the command line."""
+
+    methods: list[F.Method]
+    budgets: list[int]
+    alphas: list[float]
+    seeds: int
+    chosen: dict[str, list[str]]
+    selected: bool  # False: --unselected (each select stage's first candidate)
+    select_json: str | None
+    galleries: list[O.Gallery]
+    ood_missing: list[str]
+    image_cache: Path | None
+    frontier: F.Frontier
+
+
+# ----------------------------------------------------------------------------- one run
+def covers(res: dict[str, Any], alphas: list[float], sets: list[str]) -> bool:
+    """Whether a run's result holds every set at every alpha."""
+    sc = res.get("scores") or {}
+    return all(s in (sc.get(akey(a)) or {}) for a in alphas for s in sets)
+
+
+def section(sw: Sweep, method: str, budget: int, dial: str, alphas: list[float]) -> dict[str, Any]:
+    """A run's ``frontier`` section of its spec (what the worker scores)."""
+    return {"method": method, "budget": budget, "dial": dial, "alphas": alphas,
+            "ood": [g._asdict() for g in sw.galleries], "image_cache": str(sw.image_cache) if sw.image_cache else None}
+
+
+def run_point(ctx: D.Context, spec: P.RunSpec, fr: dict[str, Any]) -> dict[str, Any]:
+    """One run through the datasets harness's runner: resumed, reused (``--reuse``) or run.
+
+    A finished run lacking an alpha or a set of ``fr`` (e.g. run with fewer ``--alphas``) is run
+    again: its worker reuses the finished training and scores only what is missing.
+    """
+    folder = ctx.work / spec.tag
+    sets = ["val", "test", *[g["name"] for g in fr["ood"]]]
+    old = ctx.reused.get(spec.tag)
+    if old and not (folder / "result.json").is_file() and covers(old, fr["alphas"], sets):
+        C.write_json(folder / "result.json", old)
+    print(f"[{time.strftime('%H:%M:%S')}] {spec.name} b{fr['budget']} s{spec.seed} -> {folder}", flush=True)
+    res = D.run_one(spec, folder, ctx.cache, ctx.threads, {"frontier": fr})
+    if not covers(res, fr["alphas"], sets):
+        (folder / "result.json").unlink()
+        res = D.run_one(spec, folder, ctx.cache, ctx.threads, {"frontier": fr})
+        if not covers(res, fr["alphas"], sets):
+            raise RuntimeError(f"{folder / 'result.json'}: the worker did not score every alpha and set of {fr}")
+    return res
+
+
+def reuse_index(files: list[str] | None) -> dict[str, dict[str, Any]]:
+    """Finished runs of earlier frontier JSONs, by run folder (its settings digest): a run of the same settings."""
+    out: dict[str, dict[str, Any]] = {}
+    for f in files or []:
+        for run in json.loads(Path(f).read_text()).get("runs") or []:
+            if run.get("folder") and "wall_seconds" in run:
+                out.setdefault(run["folder"], {**run, "reused_from": C.repo_relative(Path(f))})
+    return out
+
+
+# ----------------------------------------------------------------------------- the profile
+def settings(ctx: D.Context, sw: Sweep) -> dict[str, Any]:
+    """The JSON's ``settings``: what was swept, how points are chosen, and where the tokens came from."""
+    bb, fr = ctx.table.backbones[ctx.backbone], sw.frontier
+    return {"dataset": ctx.dataset, "backbone": ctx.backbone, "model": bb.model, "img_size": bb.img_size,
+            "threads": ctx.threads, "val_classes": ctx.table.datasets[ctx.dataset].val_classes,
+            "methods": {m.name: {"label": m.label, "row": m.row, "dial": m.dial} for m in sw.methods},
+            "budgets": sw.budgets, "alphas": sw.alphas, "seeds": sw.seeds, "metric": fr.metric,
+            "clock": fr.clock, "minutes": fr.minutes, "targets": fr.targets, "selected": sw.selected,
+            "selection": ("the select JSON's chosen values" if sw.selected else
+                          "UNSELECTED: every select stage's first candidate (--unselected), not a validation choice"),
+            "select_json": sw.select_json, "chosen_tokens": sw.chosen, "ood": [g.name for g in sw.galleries],
+            "ood_missing": sw.ood_missing}
+
+
+def build_result(ctx: D.Context, sw: Sweep, frozen: dict[str, Any] | None, runs: list[dict[str, Any]],
+                 seeds: dict[str, list[dict[str, Any]]], argv: list[str], out: Path, complete: bool) -> dict[str, Any]:
+    """The profile JSON from the runs finished so far (points, recommended points and their seeds)."""
+    s = settings(ctx, sw)
+    pts = A.points(frozen, runs, sw.alphas, s["ood"], sw.frontier.clock)
+    rec = {}
+    for m in sw.methods:
+        r = A.recommend(pts, m.name, sw.budgets, sw.alphas, sw.frontier.metric)
+        if r is None:
+            continue
+        if r["frozen"]:
+            r.update(seeds_label="deterministic (alpha 0: the frozen backbone)",
+                     stats=A.seed_stats([frozen], 0.0, s["ood"]) if frozen else None)
+        else:
+            first = [x for x in runs if x["method"] == m.name and x["budget"] == r["budget"] and x["seed"] == 0]
+            pool = first + [x for x in seeds.get(m.name, []) if x["budget"] == r["budget"]]
+            stats = A.seed_stats(pool, r["alpha"], s["ood"])
+            r.update(seeds_label=f"{len(stats['seeds'])} seed{'s' * (len(stats['seeds']) != 1)}", stats=stats)
+        rec[m.name] = r
+    every = ([frozen] if frozen else []) + runs + [x for v in seeds.values() for x in v]
+    result = {"benchmark": "frontier", **C.provenance(__file__, argv), "settings": s, "json": C.repo_relative(out),
+              "complete": complete, "frozen_folder": frozen.get("folder") if frozen else None, "points": pts,
+              "recommended": rec, "runs": every}
+    result["summary"] = R.summary(result)
+    return result
+
+
+def run_profile(ctx: D.Context, sw: Sweep, out: Path, argv: list[str]) -> dict[str, Any]:
+    """The frozen run, every (budget, method) at seed 0, then the recommended points' other seeds."""
+    base = F.common(ctx.table, ctx.dataset, ctx.backbone, ctx.root, ctx.cache, ctx.threads)
+    nonzero = [a for a in sw.alphas if a > 0]
+    frozen = run_point(ctx, F.frozen_run(ctx.table, ctx.dataset, ctx.backbone, base),
+                       section(sw, "frozen", 0, "frozen", [0.0]))
+    runs: list[dict[str, Any]] = []
+    seeds: dict[str, list[dict[str, Any]]] = {}
+
+    def write(complete: bool = False) -> dict[str, Any]:
+        result = build_result(ctx, sw, frozen, runs, seeds, argv, out, complete)
+        C.write_json(out, result)
+        return result
+
+    write()
+    for m, b, spec in F.sweep_runs(ctx.table, ctx.dataset, ctx.backbone, base, sw.chosen, sw.methods, sw.budgets):
+        if nonzero:
+            runs.append(run_point(ctx, spec, section(sw, m.name, b, m.dial, nonzero)))
+            write()
+    for m in sw.methods:  # after the sweep: the choice sees every budget
+        rec = write()["recommended"].get(m.name)
+        if rec is None or rec["frozen"]:
+            continue
+        for spec in F.seed_runs(ctx.table, ctx.dataset, ctx.backbone, base, sw.chosen, m, rec["budget"], sw.seeds):
+            seeds.setdefault(m.name, []).append(
+                run_point(ctx, spec, section(sw, m.name, rec["budget"], m.dial, [rec["alpha"]])))
+            write()
+    return write(complete=True)
+
+
+# ----------------------------------------------------------------------------- --plan
+def plan_lines(ctx: D.Context, sw: Sweep) -> list[str]:
+    """The runs of a profile with time estimates from measured runs (benchmarks/datasets/costs.py); runs nothing."""
+    ds, bb = ctx.table.datasets[ctx.dataset], ctx.table.backbones[ctx.backbone]
+    costs = K.load_costs()
+    # Scored per alpha: the validation classes (about 20% of the training images), the test classes, the OOD sets.
+    ood = sum(ctx.table.datasets[n].images[1] if n in ctx.table.datasets else sum(ctx.table.ood_extra[n].images)
+              for n in (g.name for g in sw.galleries))
+    scored = round(0.2 * ds.images[0]) + ds.images[1] + ood
+    nonzero = [a for a in sw.alphas if a > 0]
+
+    def est(spec: P.RunSpec, passes: int) -> float | None:
+        return K.estimate(costs, bb.model, bb.img_size, spec.overrides, spec.kind == "frozen", sum(ds.images),
+                          scored * passes)
+
+    base = F.common(ctx.table, ctx.dataset, ctx.backbone, ctx.root, ctx.cache, ctx.threads)
+    fz = F.frozen_run(ctx.table, ctx.dataset, ctx.backbone, base)
+    rows = [("frozen (alpha 0)", fz.tag, est(fz, 1))]
+    sweep = F.sweep_runs(ctx.table, ctx.dataset, ctx.backbone, base, sw.chosen, sw.methods, sw.budgets)
+    rows += [(f"{m.name} {b} steps", s.tag, est(s, len(nonzero))) for m, b, s in sweep]
+    label = "" if sw.selected else " [UNSELECTED: each select stage's first candidate]"
+    lines = [(f"{ctx.dataset} x {ctx.backbone} ({bb.model}, {bb.img_size} px), frontier{label}: "
+             f"budgets {sw.budgets}, alphas {sw.alphas}, {scored} images scored per alpha "
+             f"({', '.join(g.name for g in sw.galleries) or 'no OOD gallery found'})")]
+    lines += K.plan_lines(rows)
+    worst = [est(s, 1) for m, b, s in sweep if b == sw.budgets[-1]]
+    if sw.seeds > 1:
+        lines.append(f"  then {sw.seeds - 1} more seed(s) of each method's recommended (budget, alpha), known after "
+                     f"the sweep: at most ~{(sw.seeds - 1) * sum(w or 0.0 for w in worst) / 60:.0f} min "
+                     f"(every method at {sw.budgets[-1]} steps)")
+    return lines
+
+
+# ----------------------------------------------------------------------------- command line
+def _floats(text: str) -> list[float]:
+    return [float(t) for t in text.split(",") if t.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m benchmarks.frontier.run``."""
+    fr = F.FRONTIER
+    p = argparse.ArgumentParser(prog="python -m benchmarks.frontier.run", description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset", choices=tuple(fr.datasets), default=None)
+    p.add_argument("--backbone", choices=tuple(fr.backbones), default="mobilenetv2")
+    p.add_argument("--methods", default=None, help=f"comma-separated (default all: {','.join(fr.methods)})")
+    p.add_argument("--budgets", default=None, help=f"comma-separated steps (default {fr.budgets})")
+    p.add_argument("--alphas", default=None, help=f"comma-separated in [0, 1] (default {fr.alphas})")
+    p.add_argument("--seeds", type=int, default=None,
+                   help=f"seeds of each recommended point (default {fr.seeds}); 1 elsewhere")
+    p.add_argument("--unselected", action="store_true",
+                   help="without a finished select JSON: each select stage's first candidate (labelled so)")
+    p.add_argument("--select", default=None, help="the select JSON (default benchmarks/results/datasets/"
+                                                  "<dataset>_<backbone>_select.json)")
+    p.add_argument("--reuse", nargs="+", metavar="JSON", default=None,
+                   help="finished runs of earlier frontier JSONs: a run of the same settings is not run again")
+    p.add_argument("--plan", action="store_true", help="print the runs and time estimates; run nothing")
+    p.add_argument("--out", default=None, help="JSON (default benchmarks/results/frontier/<dataset>_<backbone>.json)")
+    p.add_argument("--root", default=None, help="the dataset's folder (default $DVA_<NAME> or ../shared/data/<name>)")
+    p.add_argument("--data", nargs="+", metavar="NAME=DIR", default=None, help="folders of the OOD galleries")
+    p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    p.add_argument("--work-dir", default=None, help=f"run folders (default {C.repo_relative(WORK)}/<dataset>_<backbone>)")
+    p.add_argument("--cache-dir", default=None,
+                   help=f"prefix caches, boxes and decoded images (default {C.repo_relative(D.WORK)}/cache, "
+                        "shared with the datasets harness)")
+    p.add_argument("--no-image-cache", action="store_true", help="decode the scored images in every run")
+    p.add_argument("--render", nargs="+", metavar="JSON", default=None,
+                   help="run nothing: print the markdown of these frontier JSONs")
+    p.add_argument("--markdown", default=None, help="with --render: also write the markdown to this file")
+    p.add_argument("--figures", default=None, help="with --render: write frontier_<ds>_<bb>.png and "
+                                                   "frontier_time_<ds>_<bb>.png into this folder (e.g. docs)")
+    return p
+
+
+def _sweep(args: argparse.Namespace, ctx: D.Context) -> Sweep:
+    """The invocation's sweep: frontier.yaml narrowed by the flags, the chosen tokens and the OOD galleries."""
+    fr = F.FRONTIER
+    names = args.methods.split(",") if args.methods else list(fr.methods)
+    unknown = [n for n in names if n not in fr.methods]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; frontier.yaml's: {list(fr.methods)}")
+    sel = Path(args.select) if args.select else D.RESULTS / f"{ctx.dataset}_{ctx.backbone}_select.json"
+    chosen = F.load_chosen(ctx.table, ctx.dataset, ctx.backbone, sel, args.unselected)
+    gals, missing = O.galleries(ctx.table, ctx.dataset, dict(kv.split("=", 1) for kv in args.data or []))
+    seeds = fr.seeds if args.seeds is None else args.seeds
+    if seeds < 1:
+        raise ValueError(f"--seeds must be at least 1, got {seeds}")
+    return Sweep(methods=[fr.methods[n] for n in names],
+                 budgets=F.check_budgets([int(b) for b in args.budgets.split(",")], "--budgets")
+                 if args.budgets else fr.budgets,
+                 alphas=F.check_alphas(_floats(args.alphas), "--alphas") if args.alphas else fr.alphas,
+                 seeds=seeds, chosen=chosen, selected=not args.unselected,
+                 select_json=None if args.unselected else C.repo_relative(sel), galleries=gals, ood_missing=missing,
+                 image_cache=None if args.no_image_cache or not fr.image_cache else ctx.cache / "frontier_images",
+                 frontier=fr)
+
+
+def _context(args: argparse.Namespace) -> D.Context:
+    """Locate the data (a clear error before anything starts) and the folders of one invocation."""
+    if args.dataset is None:
+        raise SystemExit(f"--dataset is required ({' | '.join(F.FRONTIER.datasets)})")
+    spec = P.TABLE.datasets[args.dataset]
+    folder = P.locate(spec, args.root)
+    if folder is None and not args.plan:
+        raise SystemExit(f"{args.dataset} not found at {args.root or f'${spec.env} or ../shared/data/{args.dataset}'}: "
+                         f"point --root at the folder holding {spec.marker}")
+    work = Path(args.work_dir) if args.work_dir else WORK / f"{args.dataset}_{args.backbone}"
+    cache = Path(args.cache_dir) if args.cache_dir else D.WORK / "cache"
+    root = P.reader_root(spec, folder) if folder else f"<{args.dataset}>"
+    return D.Context(P.TABLE, args.dataset, args.backbone, root, work, cache, args.threads, reuse_index(args.reuse))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run a profile (or print its plan, or render results); returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    if args.render:
+        results = [json.loads(Path(f).read_text()) for f in args.render]
+        text = R.render_section(results)
+        print(text)
+        if args.markdown:
+            C.write_text(args.markdown, text)
+        for f in R.figures(results, Path(args.figures)) if args.figures else []:
+            print(f"wrote {f}")
+        return 0
+    ctx = _context(args)
+    try:
+        if args.plan and not args.unselected:
+            try:
+                _sweep(args, ctx)
+            except (ValueError, FileNotFoundError) as e:  # a plan before the select profile has run
+                print(f"({e}\n -> planned with every select stage's first candidate)")
+                args.unselected = True
+        sw = _sweep(args, ctx)
+        if args.plan:
+            print("\n".join(plan_lines(ctx, sw)))
+            return 0
+        for m in sw.ood_missing:
+            print(f"OOD gallery {m} not found: its column is left out", flush=True)
+        ctx.cache.mkdir(parents=True, exist_ok=True)
+        out = Path(args.out) if args.out else RESULTS / f"{args.dataset}_{args.backbone}.json"
+        result = run_profile(ctx, sw, out, argv)
+    except (ValueError, FileNotFoundError) as e:  # no select JSON, a wrong flag: one line, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(R.render_section([result]))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,289 @@
+"""The alpha sweep of one saved model: every image decoded once, the frozen prefix run once, each alpha's rest.
+
+Scoring a model at five alphas on ~10,000 images (validation, ID test, the OOD galleries) would,
+done as five ``Embedder.embed_paths`` passes, decode every image five times and run the whole
+network five times. Here:
+
+* :class:`ImageCache` decodes each image once into the uint8 crop the eval transform makes before
+  its tensor conversion (resize + centre crop), held in memory while its set is scored at every
+  alpha and, with a folder, kept in a file keyed by every file's path, mtime and size and by the
+  transform: later runs (processes) skip decoding;
+  :func:`to_input` finishes the transform on whole batches (the same float operations, bit for bit);
+* a :class:`Dial` embeds one batch at every alpha: :class:`AdapterDial` runs the frozen prefix
+  (``DVAModel.prefix``, no adapter below ``model.split``) once and only the adapted suffix per alpha
+  (``set_ica_scale`` + ``embed_from_prefix``); :class:`ModelsDial` holds one model per alpha (WiSE-FT
+  checkpoints, or the frozen backbone) and runs each on the batch.
+
+:func:`score_sets` scores every set leave-one-out (:func:`dva.metrics.retrieval_metrics`) and
+measures the saving against the per-alpha ``embed_paths`` passes on a sample.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from benchmarks import _common as C
+
+
+def akey(alpha: float) -> str:
+    """The JSON key of an alpha: ``0``, ``0.25``, ``1`` (``format(alpha, 'g')``)."""
+    return format(float(alpha), "g")
+
+
+class ImageSet(NamedTuple):
+    """A retrieval set: its name (``val``, ``test`` or an OOD gallery), image paths and labels."""
+
+    name: str
+    paths: list[str]
+    labels: np.ndarray
+
+
+# ----------------------------------------------------------------------------- decoding
+class Preprocess(NamedTuple):
+    """An eval transform cut at its tensor conversion: the PIL part, and the normalisation after it."""
+
+    pil: Callable
+    mean: torch.Tensor  # (1, 3, 1, 1)
+    std: torch.Tensor
+    key: str  # the transform's description (part of the cache key)
+
+
+def split_transform(transform: Any) -> Preprocess:
+    """Cut ``transform`` (timm's eval Compose: resize, crop, to-tensor, normalise) at its to-tensor step.
+
+    Raises:
+        ValueError: a transform of another shape (the uint8 cache would not reproduce it).
+    """
+    from torchvision import transforms as T
+
+    steps = list(getattr(transform, "transforms", []))
+    names = [type(t).__name__ for t in steps]
+    if len(steps) < 2 or "ToTensor" not in names[-2] or not isinstance(steps[-1], T.Normalize):
+        raise ValueError(f"the image cache needs an eval transform ending in to-tensor + normalise, got {names}")
+    mean = torch.as_tensor(steps[-1].mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.as_tensor(steps[-1].std, dtype=torch.float32).view(1, -1, 1, 1)
+    return Preprocess(T.Compose(steps[:-2]), mean, std, repr(transform))
+
+
+def to_input(u8: np.ndarray, pre: Preprocess) -> torch.Tensor:
+    """``(B, H, W, 3)`` uint8 crops -> the model's ``(B, 3, H, W)`` input, as the transform makes it.
+
+    The same float32 operations as torchvision's ``to_tensor`` (``/ 255``) and ``Normalize``
+    (``- mean``, ``/ std``), so the result equals the per-image transform bit for bit.
+    """
+    x = torch.from_numpy(np.array(u8, copy=True)).permute(0, 3, 1, 2).contiguous().to(torch.float32).div(255)
+    return x.sub(pre.mean).div(pre.std)
+
+
+def _decode_one(path: str, pre: Preprocess) -> np.ndarray:
+    from dva.data import load_rgb
+
+    return np.asarray(pre.pil(load_rgb(path)), dtype=np.uint8)
+
+
+def decode(paths: Sequence[str], pre: Preprocess, threads: int = 1) -> np.ndarray:
+    """Every image of ``paths`` as its uint8 crop, ``(N, H, W, 3)``, in order (``threads`` decoders)."""
+    with ThreadPoolExecutor(max(1, threads)) as pool:  # PIL's decode and resize release the GIL
+        crops = list(pool.map(lambda p: _decode_one(p, pre), paths))
+    return np.stack(crops) if crops else np.zeros((0, 0, 0, 3), np.uint8)
+
+
+def cache_key(paths: Sequence[str], pre: Preprocess) -> str:
+    """The file-cache key of a set: every file's path, mtime and size, and the transform."""
+    h = hashlib.sha1(pre.key.encode())
+    for p in paths:
+        st = os.stat(p)
+        h.update(f"{p}\0{st.st_mtime_ns}\0{st.st_size}\n".encode())
+    return h.hexdigest()[:20]
+
+
+class ImageCache:
+    """Decoded crops of image sets: in memory until forgotten, and in ``folder`` (when given) for later processes."""
+
+    def __init__(self, pre: Preprocess, folder: Path | None = None, threads: int = 1) -> None:
+        self.pre, self.folder, self.threads = pre, Path(folder) if folder else None, threads
+        self.decode_seconds = 0.0  # spent decoding in this process
+        self.decoded_images = 0
+        self.cached_images = 0  # read back from the file cache instead
+        self.cached_decode_seconds = 0.0  # what decoding those cost when they were cached
+        self._mem: dict[str, np.ndarray] = {}
+
+    def get(self, paths: Sequence[str]) -> np.ndarray:
+        """The crops of ``paths``, ``(N, H, W, 3)`` uint8: held, else read from the file cache, else decoded."""
+        key = cache_key(paths, self.pre)
+        if key in self._mem:
+            return self._mem[key]
+        npy = self.folder / f"{key}.npy" if self.folder else None
+        if npy is not None and npy.is_file() and npy.with_suffix(".json").is_file():
+            arr = np.load(npy, mmap_mode="r")
+            meta = json.loads(npy.with_suffix(".json").read_text())
+            if len(arr) == len(paths):
+                self.cached_images += len(arr)
+                self.cached_decode_seconds += float(meta.get("decode_seconds", 0.0))
+                self._mem[key] = arr
+                return arr
+        t0 = time.perf_counter()
+        arr = decode(paths, self.pre, self.threads)
+        dt = time.perf_counter() - t0
+        self.decode_seconds += dt
+        self.decoded_images += len(arr)
+        if npy is not None:
+            npy.parent.mkdir(parents=True, exist_ok=True)
+            tmp = npy.with_name(f".{npy.stem}.{os.getpid()}.tmp.npy")
+            np.save(tmp, arr)
+            os.replace(tmp, npy)  # atomic: a reader never sees half an array
+            C.write_json(npy.with_suffix(".json"), {"images": len(arr), "decode_seconds": dt, "transform": self.pre.key})
+        self._mem[key] = arr
+        return arr
+
+    def forget(self, paths: Sequence[str]) -> None:
+        """Drop the crops of ``paths`` from memory (a set scored at every alpha is not needed again)."""
+        self._mem.pop(cache_key(paths, self.pre), None)
+
+
+# ----------------------------------------------------------------------------- dials
+class Dial:
+    """Embeds a batch at every alpha; counts its time (``prefix_seconds``, ``suffix_seconds``)."""
+
+    def __init__(self) -> None:
+        self.prefix_seconds = 0.0
+        self.suffix_seconds = 0.0
+
+    def embed(self, x: torch.Tensor, alphas: Sequence[float]) -> dict[float, torch.Tensor]:
+        raise NotImplementedError
+
+
+class AdapterDial(Dial):
+    """An adapter model: the frozen prefix once per batch, the adapted suffix once per alpha."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model.eval()
+
+    @torch.no_grad()
+    def embed(self, x: torch.Tensor, alphas: Sequence[float]) -> dict[float, torch.Tensor]:
+        """L2-normalised embeddings of ``x`` at each alpha (``set_ica_scale``): the prefix holds no adapter."""
+        t0 = time.perf_counter()
+        h = self.model.prefix(x)
+        t1 = time.perf_counter()
+        out = {}
+        for a in alphas:
+            self.model.set_ica_scale(a)
+            out[a] = self.model.embed_from_prefix(h, normalize=True).float()
+        self.prefix_seconds += t1 - t0
+        self.suffix_seconds += time.perf_counter() - t1
+        return out
+
+
+class ModelsDial(Dial):
+    """One model per alpha (WiSE-FT checkpoints, or the frozen backbone at alpha 0), each run whole."""
+
+    def __init__(self, models: dict[float, Any]) -> None:
+        super().__init__()
+        self.models = {float(a): m.eval() for a, m in models.items()}
+
+    @torch.no_grad()
+    def embed(self, x: torch.Tensor, alphas: Sequence[float]) -> dict[float, torch.Tensor]:
+        """L2-normalised embeddings of ``x`` by each alpha's model."""
+        t0 = time.perf_counter()
+        out = {a: self.models[float(a)].embed(x).float() for a in alphas}
+        self.suffix_seconds += time.perf_counter() - t0
+        return out
+
+
+def embed_set(dial: Dial, crops: np.ndarray, pre: Preprocess, alphas: Sequence[float],
+              batch_size: int) -> dict[float, np.ndarray]:
+    """Embeddings of every crop at every alpha, batch by batch (each batch converted once)."""
+    parts: dict[float, list[torch.Tensor]] = {a: [] for a in alphas}
+    for s in range(0, len(crops), batch_size):
+        for a, e in dial.embed(to_input(crops[s:s + batch_size], pre), alphas).items():
+            parts[a].append(e)
+    return {a: torch.cat(p).numpy() if p else np.zeros((0, 0), np.float32) for a, p in parts.items()}
+
+
+# ----------------------------------------------------------------------------- scoring
+@dataclass
+class SweepStats:
+    """What :func:`score_sets` did in this process: images embedded (x alphas) and the seconds it took."""
+
+    images: int = 0
+    image_alphas: int = 0
+    embed_seconds: float = 0.0  # decoding (or reading the cache) + the network, every alpha
+    metric_seconds: float = 0.0
+
+
+def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float, np.floating, np.integer))}
+
+
+def score_sets(dial: Dial, sets: list[ImageSet], alphas: Sequence[float], cache: ImageCache, batch_size: int,
+               done: dict[str, dict[str, Any]] | None = None,
+               save: Callable[[dict[str, dict[str, Any]]], None] | None = None,
+               stats: SweepStats | None = None) -> dict[str, dict[str, Any]]:
+    """Retrieval metrics of every set at every alpha: ``{akey(alpha): {set name: metrics}}``.
+
+    Args:
+        dial: embeds a batch at every alpha.
+        sets: the sets, scored one after another.
+        alphas: the alphas.
+        cache: decoded crops.
+        batch_size: images per forward pass.
+        done: scores of an earlier, interrupted process: (alpha, set) pairs found there are not redone.
+        save: called with the scores after every set (a killed process keeps what it finished).
+        stats: counts and times of this call, added to.
+    """
+    from dva.metrics import retrieval_metrics
+
+    stats = stats if stats is not None else SweepStats()
+    scores: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (done or {}).items()}
+    for s in sets:
+        todo = [a for a in alphas if s.name not in scores.get(akey(a), {})]
+        if not todo:
+            continue
+        t0 = time.perf_counter()
+        embs = embed_set(dial, cache.get(s.paths), cache.pre, todo, batch_size)
+        t1 = time.perf_counter()
+        for a in todo:
+            scores.setdefault(akey(a), {})[s.name] = _numbers(retrieval_metrics(embs[a], s.labels))
+        cache.forget(s.paths)
+        stats.images += len(s.paths)
+        stats.image_alphas += len(s.paths) * len(todo)
+        stats.embed_seconds += t1 - t0
+        stats.metric_seconds += time.perf_counter() - t1
+        if save is not None:
+            save(scores)
+    return scores
+
+
+def naive_seconds_per_image(embedder: Any, paths: Sequence[str], batch_size: int) -> float:
+    """Seconds per image of one ``Embedder.embed_paths`` pass (decode + whole network) on ``paths``."""
+    t0 = time.perf_counter()
+    embedder.embed_paths(list(paths), batch_size=batch_size, progress=False)
+    return (time.perf_counter() - t0) / max(1, len(paths))
+
+
+def sweep_record(dial: Dial, cache: ImageCache, stats: SweepStats, naive_s_per_img: float | None) -> dict[str, Any]:
+    """What the sweep cost and saved against one ``embed_paths`` pass per alpha at the measured time per image.
+
+    ``naive_seconds_estimate`` = seconds per image of ``embed_paths`` (measured on a sample) x the
+    (image, alpha) pairs embedded; ``saved_seconds`` = that less ``embed_seconds`` (decoding or
+    reading the crops, the prefix once and the suffix per alpha; metrics excluded from both).
+    """
+    naive = None if naive_s_per_img is None else naive_s_per_img * stats.image_alphas
+    return {"images": stats.images, "image_alphas": stats.image_alphas, "embed_seconds": stats.embed_seconds,
+            "metric_seconds": stats.metric_seconds, "decode_seconds": cache.decode_seconds,
+            "decoded_images": cache.decoded_images, "cached_images": cache.cached_images,
+            "cached_decode_seconds": cache.cached_decode_seconds, "prefix_seconds": dial.prefix_seconds,
+            "suffix_seconds": dial.suffix_seconds, "naive_seconds_per_image": naive_s_per_img,
+            "naive_seconds_estimate": naive, "saved_seconds": None if naive is None else naive - stats.embed_seconds,
+            "saved_fraction": None if not naive else 1.0 - stats.embed_seconds / naive}

@@ -1,0 +1,583 @@
+"""The frontier benchmark (``python -m benchmarks.frontier.run``): plan, alpha sweep, choice, resume, rendering.
+
+No real data: a generated dataset and a seeded random MobileNetV2-0.5 at 64 px for the sweep
+(prefix reuse = ``embed_paths``, alpha 0 = frozen, WiSE-FT ends), a fake worker for the runner
+(resume, rescoring, reuse), hand-made points for the Pareto / interpolation / equal-time helpers.
+The one real end-to-end profile (subprocess workers, training) is marked slow.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from _helpers import perturb_trainable, seeded_mnv2_weights
+
+from benchmarks import _common as C
+from benchmarks.datasets import ood as O
+from benchmarks.datasets import plan as P
+from benchmarks.datasets import run as D
+from benchmarks.frontier import analysis as A
+from benchmarks.frontier import plan as F
+from benchmarks.frontier import render as R
+from benchmarks.frontier import run as FR
+from benchmarks.frontier import sweep as S
+from benchmarks.frontier import worker as W
+
+
+def _value(tokens: list[str], key: str) -> str | None:
+    vals = [tokens[i + 1] for i, t in enumerate(tokens[:-1]) if t == key]
+    return vals[-1] if vals else None
+
+
+def _select_json(path: Path, dataset: str = "cub100", backbone: str = "mobilenetv2", complete: bool = True) -> Path:
+    """A select result as the datasets harness writes it (the fields the frontier reads)."""
+    path.write_text(json.dumps({
+        "settings": {"dataset": dataset, "backbone": backbone, "profile": "select"}, "complete": complete,
+        "chosen_tokens": {"adapters": ["--ica.rank", "8", "--ica.target", "pw+pwl", "--ica.blocks", "'-2:'",
+                                       "--train.lr", "3e-3"],
+                          "trained": ["--train.steps", "368"], "opa": ["--loss.beta", "2"]}}))
+    return path
+
+
+# ----------------------------------------------------------------------------- plan
+def test_plan_expands_methods_and_budgets_from_the_select_json(tmp_path):
+    t = P.TABLE
+    chosen = F.load_chosen(t, "cub100", "mobilenetv2", _select_json(tmp_path / "sel.json"))
+    base = F.common(t, "cub100", "mobilenetv2", "ROOT", tmp_path, 2)
+    methods = list(F.FRONTIER.methods.values())
+    sweep = F.sweep_runs(t, "cub100", "mobilenetv2", base, chosen, methods, [60, 184])
+    assert [(m.name, b) for m, b, _ in sweep] == [("dva", 60), ("ica", 60), ("full", 60),
+                                                  ("dva", 184), ("ica", 184), ("full", 184)]
+    for m, b, spec in sweep:
+        ov = spec.overrides
+        assert spec.kind == "train" and spec.seed == 0 and spec.tag.startswith(f"{m.name}_b{b}_s0_")
+        assert _value(ov, "--train.steps") == str(b)  # the sweep's budget, not the select JSON's 368
+        assert _value(ov, "--data.val_classes") == "10" == str(t.datasets["cub100"].val_classes)
+        assert _value(ov, "--train.eval_frozen") == "false" and _value(ov, "--train.patience") == "0"
+        assert (_value(ov, "--ica.rank") == "8") == (m.name != "full")  # the chosen adapter tokens
+        assert (_value(ov, "--train.lr") == "3e-3") == (m.name != "full")
+    by = {(m.name, b): s.overrides for m, b, s in sweep}
+    assert _value(by["dva", 60], "--loss.beta") == "2" and _value(by["dva", 60], "--opa.box_source") == "self"
+    assert _value(by["ica", 60], "--opa.enabled") == "false" and "--loss.beta" not in by["ica", 60]
+    assert _value(by["full", 60], "--train.trainable") == "full" and _value(by["full", 60], "--train.lr") == "1e-4"
+    assert len({s.tag for *_, s in sweep}) == 6
+    fz = F.frozen_run(t, "cub100", "mobilenetv2", base)
+    assert fz.kind == "frozen" and _value(fz.overrides, "--data.val_classes") == "10"
+    seeds = F.seed_runs(t, "cub100", "mobilenetv2", base, chosen, F.FRONTIER.methods["dva"], 184, 3)
+    assert [s.seed for s in seeds] == [1, 2] and all(_value(s.overrides, "--train.steps") == "184" for s in seeds)
+    assert seeds[0].tag.startswith("dva_b184_s1_") and seeds[0].tag not in {s.tag for *_, s in sweep}
+
+
+def test_plan_refuses_without_a_finished_select_json(tmp_path):
+    t, cmd = P.TABLE, "python -m benchmarks.datasets.run --dataset cars196 --backbone lite2 --profile select"
+    with pytest.raises(FileNotFoundError, match=cmd.replace(".", r"\.")):
+        F.load_chosen(t, "cars196", "lite2", tmp_path / "none.json")
+    sel = _select_json(tmp_path / "sel.json", "cars196", "lite2", complete=False)
+    with pytest.raises(ValueError, match="did not finish.*" + cmd.replace(".", r"\.")):
+        F.load_chosen(t, "cars196", "lite2", sel)
+    with pytest.raises(ValueError, match="pass --select"):  # another pair's choice
+        F.load_chosen(t, "cub100", "lite2", _select_json(tmp_path / "other.json", "cars196", "lite2"))
+    first = F.load_chosen(t, "cars196", "lite2", tmp_path / "none.json", unselected=True)
+    assert first["adapters"] == t.stages[0].of("lite2")["r4_3st"] + t.stages[1].of("lite2")["lr1e-3"]
+
+
+def test_cli_refuses_without_select_and_labels_unselected(tmp_path, capsys, monkeypatch):
+    (tmp_path / "cub" / "images.txt").parent.mkdir()
+    (tmp_path / "cub" / "images.txt").write_text("")
+    monkeypatch.setattr(O, "galleries", lambda *a, **k: ([], ["cars196", "aircraft47", "pets37"]))
+    args = ["--dataset", "cub100", "--root", str(tmp_path / "cub"), "--select", str(tmp_path / "none.json"),
+            "--work-dir", str(tmp_path / "w"), "--out", str(tmp_path / "f.json")]
+    assert FR.main(args) == 2
+    err = capsys.readouterr().err
+    assert "--backbone mobilenetv2 --profile select" in err and "--unselected" in err
+    assert not (tmp_path / "f.json").exists() and not (tmp_path / "w").exists()
+    assert FR.main(args + ["--plan", "--unselected", "--budgets", "60", "--methods", "dva,full"]) == 0
+    out = capsys.readouterr().out
+    assert "UNSELECTED" in out and "dva 60 steps" in out and "full 60 steps" in out and "ica 60 steps" not in out
+    assert FR.main(args + ["--methods", "nope"]) == 2 and "unknown method(s) ['nope']" in capsys.readouterr().err
+
+
+def test_frontier_yaml_is_checked(tmp_path):
+    text = F.FRONTIER_FILE.read_text()
+    (tmp_path / "a.yaml").write_text(text.replace('dial: "wise_ft"', 'dial: "merge"'))
+    with pytest.raises(ValueError, match="dial 'merge'"):
+        F.load_frontier(tmp_path / "a.yaml")
+    (tmp_path / "b.yaml").write_text(text.replace('row: "ica"', 'row: "frozen"'))
+    with pytest.raises(ValueError, match="no main row"):
+        F.load_frontier(tmp_path / "b.yaml")
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        F.check_alphas([0.5, 1.5], "--alphas")
+    assert F.check_alphas([1, 0, 0.5, 0.5], "x") == [0.0, 0.5, 1.0] and F.check_budgets([184, 60], "x") == [60, 184]
+    fr = F.FRONTIER
+    assert fr.budgets == [60, 184, 552] and fr.alphas == [0.0, 0.25, 0.5, 0.75, 1.0] and fr.seeds == 3
+    assert {m: v.dial for m, v in fr.methods.items()} == {"dva": "ica_scale", "ica": "ica_scale", "full": "wise_ft"}
+
+
+# ----------------------------------------------------------------------------- the sweep (tiny real models)
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    return seeded_mnv2_weights(tmp_path_factory.mktemp("w") / "mnv2_050.safetensors")
+
+
+def _cfg(weights: Path, trainable: str):
+    from dva import DVAConfig
+
+    cfg = DVAConfig()
+    cfg.backbone.name, cfg.backbone.weights, cfg.backbone.img_size = "mobilenetv2_050", str(weights), 64
+    cfg.train.trainable = trainable
+    cfg.ica.rank, cfg.ica.target, cfg.ica.blocks = 4, "pw+pwl", "-2:"
+    return cfg
+
+
+def _images(root: Path, n: int = 12) -> tuple[list[str], np.ndarray]:
+    from dva.data import load_split
+
+    split = load_split("synthetic", str(root), "open")
+    recs = sorted(split.train + split.test, key=lambda r: r.path)[:n]
+    return [r.path for r in recs], np.array([r.label for r in recs])
+
+
+def _trained(weights: Path, trainable: str, path: Path):
+    """A "trained" checkpoint (every trainable tensor moved off its start) and its model."""
+    from dva import build_model
+    from dva.checkpoint import save_checkpoint
+
+    model = perturb_trainable(build_model(_cfg(weights, trainable), 4), seed=3, scale=0.05).eval()
+    save_checkpoint(path, model, {"step": 5})
+    return model
+
+
+def _sweep_embed(dial: S.Dial, paths: list[str], transform, alphas, tmp: Path | None = None):
+    pre = S.split_transform(transform)
+    return S.embed_set(dial, S.ImageCache(pre, tmp).get(paths), pre, alphas, batch_size=8)
+
+
+def test_cached_crops_reproduce_the_eval_transform_bit_for_bit(synthetic_root, tmp_path, weights):
+    import shutil
+
+    from dva import build_model
+    from dva.data import load_rgb
+    from dva.runtime.torch_embedder import Embedder
+
+    emb = Embedder(build_model(_cfg(weights, "ica"), 0))
+    paths = [shutil.copy(p, tmp_path / f"{i}{Path(p).suffix}") for i, p in enumerate(_images(synthetic_root, 6)[0])]
+    pre = S.split_transform(emb.transform)
+    cache = S.ImageCache(pre, tmp_path / "c")
+    x = S.to_input(cache.get(paths), pre)
+    assert torch.equal(x, torch.stack([emb.transform(load_rgb(p)) for p in paths]))
+    assert cache.decoded_images == 6 and cache.cached_images == 0
+    again = S.ImageCache(pre, tmp_path / "c")  # another process: read from the file, not decoded
+    assert np.array_equal(again.get(paths), cache.get(paths)) and again.decoded_images == 0 == again.decode_seconds
+    assert again.cached_images == 6 and again.cached_decode_seconds == pytest.approx(cache.decode_seconds)
+    os.utime(paths[0], ns=(1, 1))  # a changed file (mtime): another key, decoded again
+    third = S.ImageCache(pre, tmp_path / "c")
+    third.get(paths)
+    assert third.decoded_images == 6 and len(list((tmp_path / "c").glob("*.npy"))) == 2
+
+
+def test_prefix_reuse_equals_embed_paths_and_alpha0_is_frozen(synthetic_root, tmp_path, weights):
+    from dva import build_model
+    from dva.checkpoint import load_checkpoint
+    from dva.metrics import retrieval_metrics
+    from dva.runtime.torch_embedder import Embedder
+
+    _trained(weights, "ica", tmp_path / "ica.safetensors")
+    model = load_checkpoint(tmp_path / "ica.safetensors")[0]
+    assert model.split > 0  # a frozen prefix to reuse
+    paths, labels = _images(synthetic_root)
+    dial = S.AdapterDial(model)
+    got = _sweep_embed(dial, paths, Embedder(model).transform, [0.0, 0.5, 1.0])
+    assert dial.prefix_seconds > 0 and dial.suffix_seconds > 0
+    for a in (0.5, 1.0):
+        ref = Embedder(load_checkpoint(tmp_path / "ica.safetensors", ica_scale=a)[0]).embed_paths(paths, 8, progress=False)
+        np.testing.assert_allclose(got[a], ref, rtol=0, atol=1e-5)
+    assert not np.allclose(got[0.5], got[1.0], atol=1e-3)  # alpha moves the embedding
+    # alpha 0 = the frozen run's embeddings (the frozen backbone, no adapters), bit for bit
+    frozen = W._frozen_model(_cfg(weights, "ica"))
+    fz = _sweep_embed(S.ModelsDial({0.0: frozen}), paths, Embedder(frozen).transform, [0.0])[0.0]
+    assert np.array_equal(got[0.0], fz)
+    assert retrieval_metrics(got[0.0], labels) == retrieval_metrics(fz, labels)
+    ref0 = Embedder(build_model(_cfg(weights, "ica"), 0)).embed_paths(paths, 8, progress=False)  # zero adapters
+    np.testing.assert_allclose(fz, ref0, rtol=0, atol=1e-5)
+
+
+def test_wise_ft_ends_are_the_frozen_and_the_trained_model(synthetic_root, tmp_path, weights):
+    from dva.checkpoint import load_checkpoint
+    from dva.metrics import retrieval_metrics
+    from dva.runtime.torch_embedder import Embedder
+
+    _trained(weights, "full", tmp_path / "full.safetensors")
+    paths, labels = _images(synthetic_root)
+    dial, timed = W._dial("train", "wise_ft", _cfg(weights, "full"), str(tmp_path / "full.safetensors"),
+                          [0.0, 0.5, 1.0], tmp_path)
+    tr = Embedder(timed).transform
+    got = _sweep_embed(dial, paths, tr, [0.0, 0.5, 1.0])
+    trained = Embedder(load_checkpoint(tmp_path / "full.safetensors")[0]).embed_paths(paths, 8, progress=False)
+    np.testing.assert_allclose(got[1.0], trained, rtol=0, atol=1e-5)
+    assert retrieval_metrics(got[1.0], labels) == pytest.approx(retrieval_metrics(trained, labels), abs=1e-9)
+    frozen = W._frozen_model(_cfg(weights, "full"))
+    fz = _sweep_embed(S.ModelsDial({0.0: frozen}), paths, tr, [0.0])[0.0]
+    np.testing.assert_allclose(got[0.0], fz, rtol=0, atol=1e-6)
+    assert retrieval_metrics(got[0.0], labels) == retrieval_metrics(fz, labels)
+    assert not np.allclose(got[0.5], got[1.0], atol=1e-3) and not np.allclose(got[0.0], got[1.0], atol=1e-3)
+
+
+class _CountingDial(S.Dial):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[int, tuple]] = []
+
+    def embed(self, x, alphas):
+        self.calls.append((len(x), tuple(alphas)))
+        return {a: torch.nn.functional.normalize(x.flatten(1)[:, :8] + a, dim=-1) for a in alphas}
+
+
+def test_score_sets_resumes_and_decodes_each_image_once(synthetic_root, tmp_path, weights):
+    from dva import build_model
+    from dva.runtime.torch_embedder import Embedder
+
+    paths, labels = _images(synthetic_root, 24)  # 3 classes of 8
+    pre = S.split_transform(Embedder(build_model(_cfg(weights, "ica"), 0)).transform)
+    sets = [S.ImageSet("val", paths[0::2], labels[0::2]), S.ImageSet("test", paths[1::2], labels[1::2])]
+    cache, dial, saved = S.ImageCache(pre), _CountingDial(), []
+    stats = S.SweepStats()
+    scores = S.score_sets(dial, sets, [0.5, 1.0], cache, 4, save=lambda sc: saved.append(json.dumps(sc)),
+                          stats=stats)
+    assert set(scores) == {"0.5", "1"} and set(scores["1"]) == {"val", "test"}
+    assert cache.decoded_images == 24 and stats.image_alphas == 48 and len(saved) == 2
+    assert all(alphas == (0.5, 1.0) for _, alphas in dial.calls)  # every alpha from one converted batch
+    # A process killed after the first set: only the second is scored again, for the missing alpha too.
+    done = json.loads(saved[0])
+    dial2, cache2 = _CountingDial(), S.ImageCache(pre)
+    again = S.score_sets(dial2, sets, [0.5, 1.0, 0.75], cache2, 4, done)
+    assert again["1"] == scores["1"] and cache2.decoded_images == 24
+    assert [c[1] for c in dial2.calls] == [(0.75,)] * 3 + [(0.5, 1.0, 0.75)] * 3  # val: 0.75 only; test: all
+    rec = S.sweep_record(dial, cache, stats, 0.5)
+    assert rec["naive_seconds_estimate"] == pytest.approx(24.0) and rec["images"] == 24
+
+
+# ----------------------------------------------------------------------------- analysis (hand-made points)
+def test_pareto_interpolation_and_comparison_values():
+    assert A.pareto([(1, 5), (2, 4), (2, 3), (3, 1), (1.5, 4.5), (0.5, 4), (3, 1)]) == \
+        [(1, 5), (1.5, 4.5), (2, 4), (3, 1)]
+    f = [(70.0, 60.0), (75.0, 58.0), (80.0, 55.0)]
+    assert A.interp(f, 72.5) == pytest.approx(59.0) and A.interp(f, 80.0) == 55.0
+    assert A.interp(f, 69.9) is None and A.interp(f, 80.1) is None and A.interp([(5.0, 1.0)], 5.0) == 1.0
+    g = [(70.0, 60.0), (78.0, 54.0), (85.0, 50.0)]
+    c = A.compare(f, g, skip=(70.0, 60.0))
+    assert (c["lo"], c["hi"]) == (70.0, 80.0)
+    assert [lv["id_r1"] for lv in c["levels"]] == [75.0, 78.0, 80.0]  # the shared frozen level left out
+    assert [lv["diff"] for lv in c["levels"]] == pytest.approx([58 - 56.25, 56.2 - 54, 55 - (54 - 8 / 7)])
+    assert c["min_diff"] == pytest.approx(1.75) and c["at_or_above"]
+    # the integral mean: trapezoids 70-75-78-80 over 10 points of ID
+    assert c["mean_diff"] == pytest.approx((1.75 / 2 * 5 + (1.75 + 2.2) / 2 * 3 + (2.2 + 1 + 8 / 7) / 2 * 2) / 10)
+    assert A.compare(f, [(81.0, 50.0), (90.0, 40.0)]) is None  # no common range
+    below = A.compare(g, f, skip=(70.0, 60.0))
+    assert below["min_diff"] == pytest.approx(-2.2) and below["at_or_above"] is False
+
+
+def _pt(method, budget, alpha, val_map, val_r1, id_r1=50.0, mean_ood=40.0, minutes=1.0, frozen=False):
+    return {"method": method, "budget": budget, "alpha": alpha, "frozen": frozen, "seed": 0, "folder": "f",
+            "val_r1": val_r1, "val_map": val_map, "id_r1": id_r1, "id_map": 10.0, "ood": {"pets37": mean_ood},
+            "mean_ood": mean_ood, "train_minutes": minutes, "images": 100}
+
+
+def test_recommended_point_uses_validation_only_with_its_tie_rules():
+    pts = [_pt("frozen", 0, 0.0, 20.0, 50.0, frozen=True, minutes=0.0),
+           _pt("dva", 60, 0.5, 30.0, 60.0), _pt("dva", 60, 1.0, 31.0, 59.0),
+           _pt("dva", 184, 0.5, 31.0, 61.0), _pt("dva", 184, 1.0, 31.0, 61.0),  # tie with 184/0.5: the smaller alpha
+           _pt("full", 60, 1.0, 10.0, 40.0), _pt("full", 184, 1.0, 12.0, 40.0)]
+    r = A.recommend(pts, "dva", [60, 184], [0.0, 0.5, 1.0])
+    assert (r["budget"], r["alpha"], r["frozen"]) == (184, 0.5, False)  # MAP@R tie -> R@1 61 > 59 -> alpha 0.5
+    pts[2]["val_r1"] = pts[3]["val_r1"] = pts[4]["val_r1"] = 59.0  # 60/1, 184/0.5, 184/1 tie on both: the smaller budget
+    r = A.recommend(pts, "dva", [60, 184], [0.0, 0.5, 1.0])
+    assert (r["budget"], r["alpha"], r["val_map"], r["val_r1"]) == (60, 1.0, 31.0, 59.0)
+    rf = A.recommend(pts, "full", [60, 184], [0.0, 0.5, 1.0])  # the frozen backbone beats it on validation
+    assert (rf["budget"], rf["alpha"], rf["frozen"]) == (60, 0.0, True)
+    assert A.recommend(pts, "ica", [60], [0.0, 1.0]) is None
+    # The test split and the OOD galleries never reach the choice: corrupt them all, same choice.
+    rng = np.random.default_rng(0)
+    bad = [{**p, "id_r1": float(rng.uniform(0, 100)), "id_map": float(rng.uniform(0, 100)),
+            "mean_ood": float(rng.uniform(0, 100)), "ood": {"pets37": float(rng.uniform(0, 100))}} for p in pts]
+    for m in ("dva", "full"):
+        assert A.recommend(bad, m, [60, 184], [0.0, 0.5, 1.0]) == A.recommend(pts, m, [60, 184], [0.0, 0.5, 1.0])
+
+
+def test_equal_time_interpolates_between_budgets():
+    pts = [_pt("dva", 60, 1.0, 0, 0, id_r1=80.0, minutes=2.0), _pt("dva", 184, 1.0, 0, 0, id_r1=82.0, minutes=6.0),
+           _pt("dva", 184, 0.5, 0, 0, id_r1=99.0, minutes=6.0),  # not alpha 1: not on the time curve
+           _pt("full", 60, 1.0, 0, 0, id_r1=81.0, minutes=4.0), _pt("full", 184, 1.0, 0, 0, id_r1=85.0, minutes=16.0)]
+    assert A.time_curve(pts, "dva") == [(2.0, 80.0), (6.0, 82.0)]
+    e = A.equal_time(pts, ["dva", "full"], [5.0, 15.0, 1.0])
+    assert e[0]["id_r1"] == {"dva": pytest.approx(81.5), "full": pytest.approx(81.0 + 4 * 1 / 12)}
+    assert e[0]["ahead"] == "dva"
+    assert e[1]["id_r1"]["dva"] is None and e[1]["id_r1"]["full"] == pytest.approx(81 + 4 * 11 / 12)
+    assert e[1]["ahead"] is None and e[2]["ahead"] is None  # one method measured / none
+    assert A.minutes_of({"train_seconds": 90.0, "prep_seconds": 30.0}, "train_and_prep_seconds") == 2.0
+
+
+# ----------------------------------------------------------------------------- the runner (a fake worker)
+FAKE_WORKER = textwrap.dedent('''
+    import json, os, sys
+    from pathlib import Path
+    spec = json.loads(Path(sys.argv[1]).read_text())
+    fr, ov = spec["frontier"], spec["overrides"]
+    def last(k, d=None):
+        v = [ov[i + 1] for i, t in enumerate(ov[:-1]) if t == k]
+        return v[-1] if v else d
+    out = Path(spec["out"])
+    with open(os.environ["FAKE_LOG"], "a") as f:
+        f.write(out.name + " " + ",".join(map(str, fr["alphas"])) + "\\n")
+    if os.environ.get("FAKE_FAIL") and out.name.startswith(os.environ["FAKE_FAIL"]):
+        sys.exit(3)
+    seed, b = int(last("--train.seed", "0")), fr["budget"]
+    m0 = {"dva": 0.40, "ica": 0.38, "full": 0.42, "frozen": 0.30}[fr["method"]]
+    def scores(a):
+        v = 0.30 if a == 0 else m0 + 0.001 * b * a * (1.5 - a) + 0.001 * seed   # 0.5 and 1 tie on validation
+        test = 0.5 + 0.2 * a + (0.1 if fr["method"] == "full" else 0.0) + 0.002 * b * a + 0.01 * seed
+        ood = 0.6 - (0.2 if fr["method"] == "full" else 0.05) * a - 0.001 * b * a
+        sets = {"val": {"recall@1": v + 0.2, "map@r": v}, "test": {"recall@1": test, "map@r": test / 2}}
+        sets.update({g["name"]: {"recall@1": ood, "map@r": ood / 2} for g in fr["ood"]})
+        return sets
+    train = spec["kind"] == "train"
+    res = {"name": spec["name"], "method": fr["method"], "budget": b, "seed": seed, "kind": spec["kind"],
+           "folder": out.name, "steps": b if train else 0, "train_seconds": {"dva": 15.0, "ica": 18.0, "full": 24.0}.get(fr["method"], 0.0) * b
+           if train else 0.0, "prep_seconds": 0.0, "images_processed": 32 * b if train else 0,
+           "metrics": {"recall@1": 0.5, "map@r": 0.3}, "scores": {format(float(a), "g"): scores(a) for a in fr["alphas"]},
+           "sweep": {"image_alphas": 100 * len(fr["alphas"]), "embed_seconds": 30.0 * len(fr["alphas"]),
+                     "naive_seconds_estimate": 60.0 * len(fr["alphas"]), "decoded_images": 0, "cached_images": 100}}
+    (out / "result.json").write_text(json.dumps(res))
+''')
+
+
+@pytest.fixture
+def fake(tmp_path, monkeypatch):
+    """Runs go to a fake worker (scores from method, budget, alpha, seed; no torch); returns the call log."""
+    script = tmp_path / "fake_worker.py"
+    script.write_text(FAKE_WORKER)
+    log = tmp_path / "invocations.log"
+    log.write_text("")
+    monkeypatch.setenv("FAKE_LOG", str(log))
+    monkeypatch.setattr(C, "child_command", lambda _f, _w, spec: [sys.executable, str(script), spec])
+    gals = [O.Gallery("pets37", "folder", "P", "all"), O.Gallery("cars196", "cars196", "C", "test")]
+    monkeypatch.setattr(O, "galleries", lambda *a, **k: (gals, ["aircraft47"]))
+    return lambda: [ln.split() for ln in log.read_text().splitlines()]
+
+
+def _args(tmp_path, *extra):
+    sel = _select_json(tmp_path / "sel.json")
+    return FR.build_parser().parse_args(["--dataset", "cub100", "--select", str(sel), "--budgets", "10,20",
+                                         "--alphas", "0,0.5,1", "--seeds", "2", *extra])
+
+
+def _profile(tmp_path, *extra, work="work", reuse=None, out="f.json"):
+    ctx = D.Context(P.TABLE, "cub100", "mobilenetv2", "ROOT", tmp_path / work, tmp_path / "cache", 1,
+                    FR.reuse_index(reuse))
+    return FR.run_profile(ctx, FR._sweep(_args(tmp_path, *extra), ctx), tmp_path / out, ["--dataset", "cub100"])
+
+
+def test_profile_sweep_choice_seeds_and_json(tmp_path, fake):
+    res = _profile(tmp_path)
+    calls = fake()
+    # frozen once (alpha 0), 3 methods x 2 budgets at the non-zero alphas, then 1 more seed per recommended point
+    assert calls[0][0].startswith("frozen_s0_") and calls[0][1] == "0.0"
+    assert [c[0].split("_s0_")[0] for c in calls[1:7]] == ["dva_b10", "ica_b10", "full_b10",
+                                                          "dva_b20", "ica_b20", "full_b20"]
+    assert all(c[1] == "0.5,1.0" for c in calls[1:7])
+    assert sorted(c[0].split("_s1_")[0] + " " + c[1] for c in calls[7:]) == ["dva_b20 0.5", "full_b20 0.5",
+                                                                             "ica_b20 0.5"]
+    assert json.loads((tmp_path / "f.json").read_text()) == res and res["complete"]
+    rec = res["recommended"]["dva"]  # validation: 0.5 and 1 tie on both scores -> the smaller alpha, budget 20
+    assert (rec["budget"], rec["alpha"], rec["seeds_label"]) == (20, 0.5, "2 seeds")
+    assert rec["stats"]["id_r1"][0] == pytest.approx(100 * (0.5 + 0.1 + 0.02 + 0.005))  # seeds 0, 1: +0, +1 point
+    assert rec["stats"]["id_r1"][1] == pytest.approx(math.sqrt(0.5))
+    assert res["settings"]["ood"] == ["pets37", "cars196"] and res["settings"]["ood_missing"] == ["aircraft47"]
+    assert res["settings"]["selected"] and res["settings"]["chosen_tokens"]["opa"] == ["--loss.beta", "2"]
+    assert len(res["points"]) == 1 + 6 * 2 and res["points"][0]["frozen"]
+    p = next(q for q in res["points"] if (q["method"], q["budget"], q["alpha"]) == ("full", 20, 1.0))
+    assert p["id_r1"] == pytest.approx(100 * (0.5 + 0.2 + 0.1 + 0.04)) and p["train_minutes"] == pytest.approx(8.0)
+    assert p["mean_ood"] == pytest.approx(100 * (0.6 - 0.2 - 0.02)) and p["images"] == 640
+    assert len(res["runs"]) == 1 + 6 + 3 and res["summary"]["dva_vs_full"] is not None
+
+
+def test_profile_resumes_rescores_and_reuses(tmp_path, fake, monkeypatch):
+    monkeypatch.setenv("FAKE_FAIL", "full_b20")
+    with pytest.raises(RuntimeError, match="failed"):
+        _profile(tmp_path)
+    first = fake()
+    partial = json.loads((tmp_path / "f.json").read_text())  # written after every finished run
+    assert not partial["complete"] and len(partial["runs"]) == 1 + 5
+    monkeypatch.delenv("FAKE_FAIL")
+    res = _profile(tmp_path)
+    again = fake()[len(first):]
+    assert again[0][0].startswith("full_b20_s0_") and len(again) == 1 + 3  # only the killed run and the seeds
+    n = len(fake())
+    assert _profile(tmp_path)["points"] == res["points"] and len(fake()) == n  # finished: nothing runs
+    # More alphas: each finished run is run again for the missing ones only (its training kept by the worker).
+    more = _profile(tmp_path, "--alphas", "0,0.25,0.5,1")
+    rescored = fake()[n:]
+    assert len(rescored) == 6 and all(c[1] == "0.25,0.5,1.0" for c in rescored)
+    assert len(more["points"]) == 1 + 6 * 3
+    # --reuse in a fresh work folder: every run of the same settings comes from the JSON, none runs.
+    n = len(fake())
+    reused = _profile(tmp_path, reuse=[str(tmp_path / "f.json")], work="work2", out="g.json")
+    assert len(fake()) == n and reused["points"] == res["points"]
+    assert all(r["reused_from"].endswith("f.json") for r in reused["runs"])
+
+
+def test_unselected_profile_is_labelled(tmp_path, fake):
+    res = _profile(tmp_path, "--unselected", "--methods", "dva", "--budgets", "10", "--seeds", "1")
+    assert not res["settings"]["selected"] and "UNSELECTED" in res["settings"]["selection"]
+    assert res["settings"]["select_json"] is None and len(fake()) == 2
+    assert res["settings"]["chosen_tokens"] == F.first_candidates(P.TABLE, "mobilenetv2")
+    assert "UNSELECTED" in R.render_section([res]).splitlines()[0]
+
+
+# ----------------------------------------------------------------------------- rendering
+def _cells(table: str) -> dict[tuple[str, ...], list[str]]:
+    """A markdown table's rows by their first three cells."""
+    rows = [[c.strip() for c in ln.split("|")[1:-1]] for ln in table.splitlines()[2:]]
+    return {tuple(r[:3]): r for r in rows}
+
+
+def test_render_traces_every_number_to_the_json(tmp_path, fake):
+    res = _profile(tmp_path)
+    text = R.render_section([res])
+    points, rec = R.points_table(res), R.recommended_table(res)
+    assert points in text and rec in text
+    # The full fine-tune at 20 steps, alpha 1 (fake: val 0.42 + 0.01, test 0.84, OOD 0.38, 24 s x 20, 640 images)
+    row = _cells(points)["full fine-tune (WiSE-FT)", "20", "1"]
+    assert row[3:] == ["63.0", "43.0", "84.0", "42.0", "38.0", "38.0", "38.0", "8.0", "640"]
+    assert _cells(points)["frozen backbone", "-", "0"][3:7] == ["50.0", "30.0", "50.0", "25.0"]
+    dva = _cells(rec)["DVA", "20", "0.5"]  # the recommended point: 2 seeds, mean ± SD
+    assert dva[3:7] == ["2 seeds", "41.0", "62.5 ± 0.7", "31.2 ± 0.4"]
+    sm = R.summary(res)
+    c = sm["dva_vs_full"]
+    assert f"is {c['min_diff']:+.1f} at its least" in text and f"{c['mean_diff']:+.1f} on average" in text
+    assert c["at_or_above"] is True and c["target_met"] == (c["min_diff"] >= 1.0)
+    assert c["levels"][0]["id_r1"] == pytest.approx(61.0) and c["levels"][0]["diff"] == pytest.approx(2.5)
+    # Equal time (fake clocks: DVA 2.5 / 5 min, ICA 3 / 6, full 4 / 8): at 5 min, interpolated; 15 and 45 outside.
+    e = sm["equal_time"][0]
+    assert e["id_r1"] == pytest.approx({"dva": 74.0, "ica": 72 + 2 * 2 / 3, "full": 82.5}) and e["ahead"] == "full"
+    assert ("at 5 min: full fine-tune (WiSE-FT) ahead (DVA 74.0, ICA alone 73.3, full fine-tune (WiSE-FT) 82.5);"
+            in text)
+    assert "at 15 min: not measured; at 45 min: not measured." in text
+    t2 = sm["target2"]
+    assert t2["ood_floor"] == pytest.approx(60.0 - 1.0) and t2["ood_r1"] == pytest.approx(56.5)
+    assert t2["id_r1"] == pytest.approx(62.5) and t2["full_r1"] is None and t2["holds"] is None  # no 184-step run
+    assert "test ID R@1 62.5 against the 184-step full fine-tune's - (not measured)" in text
+    assert "pets37 R@1 56.5 against frozen - 1 = 59.0 (no)" in text
+    # the sweeps: frozen (1 alpha) + 6 runs x 2 alphas + 3 seeds x 1 alpha = 16 (run, alpha) pairs of 100 images
+    assert sm["sweep_cost"]["image_alphas"] == 1600 and sm["sweep_cost"]["saved_fraction"] == pytest.approx(0.5)
+    assert "1,600 (image, alpha) embeddings in 8.0 min, against ~16.0 min" in text and "50% less" in text
+    figs = R.figures([res], tmp_path / "docs")
+    assert [f.name for f in figs] == ["frontier_cub100_mobilenetv2.png", "frontier_time_cub100_mobilenetv2.png"]
+    assert all(f.stat().st_size > 1000 for f in figs)
+    assert FR.main(["--render", str(tmp_path / "f.json"), "--markdown", str(tmp_path / "t.md")]) == 0
+    assert (tmp_path / "t.md").read_text() == text
+
+
+# ----------------------------------------------------------------------------- end to end (real worker)
+@pytest.mark.slow
+def test_real_profile_on_generated_data(tmp_path, monkeypatch):
+    """Two budgets of DVA and the full fine-tune on a generated dataset, 64 px, through subprocess workers."""
+    from dva.data import make_synthetic
+
+    root = make_synthetic(str(tmp_path / "data"), num_classes=8, per_class=6, size=64, seed=0)
+    oroot = make_synthetic(str(tmp_path / "ood"), num_classes=4, per_class=4, size=64, seed=1)
+    ds = P.DatasetSpec("cub100", "synthetic", "X", "x", "bird", 2, (24, 24))
+    table = P.TABLE._replace(datasets={**P.TABLE.datasets, "cub100": ds},
+                             backbones={**P.TABLE.backbones, "mobilenetv2": P.TABLE.backbones["mobilenetv2"]
+                                        ._replace(img_size=64)})
+    monkeypatch.setattr(O, "galleries", lambda *a, **k: ([O.Gallery("synthood", "synthetic", oroot, "all")], []))
+    ctx = D.Context(table, "cub100", "mobilenetv2", root, tmp_path / "work", tmp_path / "cache", 1, {})
+    sw = FR._sweep(_args(tmp_path, "--budgets", "1,2", "--methods", "dva,full", "--seeds", "2"), ctx)
+    res = FR.run_profile(ctx, sw, tmp_path / "f.json", [])
+    fz = next(r for r in res["runs"] if r["kind"] == "frozen")
+    assert set(fz["scores"]) == {"0"} and set(fz["scores"]["0"]) == {"val", "test", "synthood"}
+    trained = [r for r in res["runs"] if r["kind"] == "train" and r["seed"] == 0]
+    assert {(r["method"], r["steps"]) for r in trained} == {("dva", 1), ("dva", 2), ("full", 1), ("full", 2)}
+    for r in trained:
+        assert r["budget"] == r["steps"] == r["trainer_budget"]["steps"] and r["status"] == "completed"
+        assert set(r["scores"]) == {"0.5", "1"} and r["images_processed"] > 0 and r["wall_seconds"] > 0
+        assert r["sweep"]["image_alphas"] == 2 * r["sweep"]["images"] and "loadavg_1m" in r and "commit" in r
+    assert any(r["sweep"]["cached_images"] for r in trained)  # decoded by the frozen run, read from the file cache
+    assert len(res["points"]) == 1 + 4 * 2 and res["complete"]
+    assert set(res["recommended"]) == {"dva", "full"}
+    for m, rec in res["recommended"].items():  # the best validation MAP@R of the method's points (frozen included)
+        cands = [p for p in res["points"] if p["method"] == m or p["frozen"]]
+        assert rec["val_map"] == max(p["val_map"] for p in cands)
+        if not rec["frozen"]:  # its second seed, scored at the chosen alpha only
+            seeds = [r for r in res["runs"] if r["method"] == m and r["seed"] == 1]
+            assert [set(r["scores"]) for r in seeds] == [{format(rec["alpha"], "g")}]
+            assert rec["stats"]["seeds"] == [0, 1]
+    # Run again: every run is finished, nothing is trained or scored.
+    mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "work").glob("*/result.json")}
+    assert FR.run_profile(ctx, sw, tmp_path / "f.json", [])["points"] == res["points"]
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "work").glob("*/result.json")} == mtimes
+    # One more alpha: each trained run scores it with its finished training (not trained again).
+    sw2 = FR._sweep(_args(tmp_path, "--budgets", "1,2", "--methods", "dva,full", "--seeds", "2",
+                          "--alphas", "0,0.25,0.5,1"), ctx)
+    more = {r["folder"]: r for r in FR.run_profile(ctx, sw2, tmp_path / "f.json", [])["runs"]}
+    for r in trained:
+        m = more[r["folder"]]
+        assert m["training_reused"] and m["train_seconds"] == r["train_seconds"]
+        assert set(m["scores"]) == {"0.25", "0.5", "1"} and m["scores"]["1"] == r["scores"]["1"]
+        assert m["sweep"]["image_alphas"] == m["sweep"]["images"]  # only alpha 0.25 embedded
+
+
+def test_frontier_run_trains_without_the_test_images_then_scores_them(tmp_path, monkeypatch):
+    """A DVA run (1 step, 64 px) in the worker's process: the trainer opens no test image and trains
+    without the validation classes; then validation, test and OOD are scored from the last model."""
+    import PIL.Image
+
+    import dva_train.train as T
+    from dva.config import load_config
+    from dva.data import load_split, make_synthetic
+
+    root = make_synthetic(str(tmp_path / "data"), num_classes=8, per_class=6, size=64, seed=0)
+    oroot = make_synthetic(str(tmp_path / "ood"), num_classes=3, per_class=4, size=64, seed=1)
+    split = load_split("synthetic", root, "open")
+    test = {r.path for r in split.test}
+    val = {r.path for r in split.train if r.label in split.train_classes[-2:]}
+    ds = P.DatasetSpec("cub100", "synthetic", "X", "x", "bird", 2, (24, 24))
+    table = P.TABLE._replace(datasets={**P.TABLE.datasets, "cub100": ds})
+    base = F.common(table, "cub100", "mobilenetv2", root, tmp_path / "cache", 1)
+    spec = F.method_run(table, "cub100", "mobilenetv2", base, F.first_candidates(table, "mobilenetv2"),
+                        F.FRONTIER.methods["dva"], 1, 0)
+    out = tmp_path / spec.tag
+    cfg = load_config("demo", spec.overrides + ["--backbone.img_size", "64", "--output_dir", str(out)])
+    opened: list[tuple[str, bool]] = []
+    training = [False]
+    real_open, real_train = PIL.Image.open, T.train
+
+    def spy_train(*a, **k):
+        training[0] = True
+        try:
+            return real_train(*a, **k)
+        finally:
+            training[0] = False
+
+    monkeypatch.setattr(PIL.Image, "open", lambda fp, *a, **k: (opened.append((str(fp), training[0])),
+                                                                 real_open(fp, *a, **k))[1])
+    monkeypatch.setattr(T, "train", spy_train)
+    fr = {"method": "dva", "budget": 1, "dial": "ica_scale", "alphas": [1.0], "image_cache": None,
+          "ood": [{"name": "synthood", "reader": "synthetic", "root": oroot, "part": "all"}]}
+    res = W.run_frontier({"name": "dva", "kind": "train", "threads": 1, "frontier": fr}, cfg, out, D.test_split_withheld)
+    in_training = {p for p, t in opened if t}
+    assert in_training and not in_training & test  # the trainer never opened a test image
+    assert {p for p, t in opened if not t} >= test  # scored afterwards
+    assert res["steps"] == 1 == res["budget"] and res["eval_split"] == "val" and not res["training_reused"]
+    assert res["early_stop"] is None and res["checkpoint"].endswith("last.safetensors")  # the fixed budget's last model
+    assert res["images_processed"] == res["batch"]["classes_per_batch"] * res["batch"]["images_per_class"]
+    assert res["sets"] == {"val": len(val), "test": len(test), "synthood": 12}
+    assert set(res["scores"]["1"]) == {"val", "test", "synthood"}
+    # The trainer's own validation evaluation (the last model) = the sweep's alpha 1 on the validation classes
+    assert res["scores"]["1"]["val"]["recall@1"] == pytest.approx(res["metrics"]["recall@1"], abs=1e-9)
