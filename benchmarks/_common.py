@@ -307,6 +307,28 @@ def update_doc(doc: str | Path, section: str, body: str) -> None:
     write_text(doc, replace_section(text, section, body))
 
 
+def put_region(doc: str, region: str, body: str, heading: str | None = None) -> str:
+    """``doc`` with the body of ``<!-- rendered: region -->`` ... ``<!-- /rendered: region -->`` replaced.
+
+    Without the markers: with ``heading``, the section (``## heading``) is replaced or appended with
+    the markers around ``body``; without, a ValueError (the region has to be placed by hand first).
+    """
+    begin, end = f"<!-- rendered: {region} -->", f"<!-- /rendered: {region} -->"
+    if begin not in doc:
+        if heading is None:
+            raise ValueError(f"no region `{region}` to fill")
+        return replace_section(doc, heading, f"{begin}\n{body.strip()}\n{end}")
+    i, j = doc.index(begin) + len(begin), doc.index(end)
+    return doc[:i] + f"\n{body.strip()}\n" + doc[j:]
+
+
+def get_region(doc: str, region: str) -> str | None:
+    """The body of ``region`` in ``doc``; None when the doc has no such region."""
+    begin, end = f"<!-- rendered: {region} -->", f"<!-- /rendered: {region} -->"
+    i, j = doc.find(begin), doc.find(end)
+    return None if i < 0 or j < i else doc[i + len(begin):j]
+
+
 # ----------------------------------------------------------------------------- statistics
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for one value)."""

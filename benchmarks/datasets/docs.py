@@ -208,24 +208,12 @@ def readme_table(mains: list[dict[str, Any]]) -> str:
             + R.dataset_method_table(mains))
 
 
-def put(doc: str, region: str, body: str, heading: str | None = None) -> str:
-    """``doc`` with ``region``'s body replaced (with ``heading``: the section and markers appended when absent)."""
-    begin, end = f"<!-- rendered: {region} -->", f"<!-- /rendered: {region} -->"
-    if begin not in doc:
-        if heading is None:
-            raise ValueError(f"no region `{region}` to fill")
-        return C.replace_section(doc, heading, f"{begin}\n{body.strip()}\n{end}")
-    i, j = doc.index(begin) + len(begin), doc.index(end)
-    return doc[:i] + f"\n{body.strip()}\n" + doc[j:]
-
-
 def get(doc: str, region: str, where: str) -> str:
-    """The body of ``region`` in ``doc``."""
-    begin, end = f"<!-- rendered: {region} -->", f"<!-- /rendered: {region} -->"
-    i, j = doc.find(begin), doc.find(end)
-    if i < 0 or j < i:
+    """The body of ``region`` in ``doc`` (a clear error when the doc lacks it)."""
+    body = C.get_region(doc, region)
+    if body is None:
         raise ValueError(f"{where}: no region `{region}`; run `python -m benchmarks.datasets.docs`")
-    return doc[i + len(begin):j]
+    return body
 
 
 def _figure_link() -> str:
@@ -256,9 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     selects, mains = load_results(args.results)
     if mains:
         R.figure(mains, FIGURE)
-    C.write_text(C.DOC, put(C.DOC.read_text(), DOC_REGION, section(selects, mains, _figure_link() if mains else None),
+    C.write_text(C.DOC, C.put_region(C.DOC.read_text(), DOC_REGION, section(selects, mains, _figure_link() if mains else None),
                             HEADING))
-    C.write_text(README, put(README.read_text(), README_REGION, readme_table(mains)))
+    C.write_text(README, C.put_region(README.read_text(), README_REGION, readme_table(mains)))
     print(f"wrote docs/BENCHMARKS.md [{DOC_REGION}], README.md [{README_REGION}]"
           + (f", {C.repo_relative(FIGURE)}" if mains else ""))
     return 0

@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from benchmarks import _common as C
 from benchmarks.datasets import docs as D
 
 
@@ -71,8 +72,8 @@ def test_section_renders_and_the_check_catches_an_edited_number(folder):
     assert "| aircraft47 | mobilenetv2 | 5 | (not run) | (not run) | st368 | (not run) | 40.0 -> 60.0 | 8.0 -> 20.0 | no |" \
         in body
     assert "| cars196 | mobilenetv2 | to run | done |" in body
-    doc = D.put("# Benchmarks\n", D.DOC_REGION, body, D.HEADING)
-    readme = D.put(f"x\n<!-- rendered: {D.README_REGION} -->\n<!-- /rendered: {D.README_REGION} -->\n",
+    doc = C.put_region("# Benchmarks\n", D.DOC_REGION, body, D.HEADING)
+    readme = C.put_region(f"x\n<!-- rendered: {D.README_REGION} -->\n<!-- /rendered: {D.README_REGION} -->\n",
                    D.README_REGION, D.readme_table(mains))
     assert D.check(folder, doc, readme) == []
     edited = doc.replace("(+12.0)", "(+13.0)")

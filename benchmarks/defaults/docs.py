@@ -1,0 +1,111 @@
+"""The defaults benchmark in the docs: docs/BENCHMARKS.md (the default command per preset x dataset),
+docs/METHOD.md (the step-budget evidence) and README.md (the presets' figures), from the JSON.
+
+A region whose JSON is not there yet says so in one line (the METHOD and README regions) or is
+left out (the BENCHMARKS section, added with its first result). From the repository root:
+
+    python -m benchmarks.defaults.docs            # rewrite the regions from the JSON
+    python -m benchmarks.defaults.docs --check    # compare only (exit 1 on a difference; the tests run it)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from benchmarks import _common as C
+from benchmarks.cub100 import quantities as Q
+from benchmarks.defaults import budget as B
+from benchmarks.defaults import render as V
+from benchmarks.defaults.run import RESULT
+
+METHOD, README = C.REPO / "docs" / "METHOD.md", C.REPO / "README.md"
+HEADING = "## The default command: every preset on every dataset (defaults profile)"
+BENCH_REGION, BUDGET_REGION, README_REGION = "defaults", "budget-evidence", "presets-table"
+
+
+def _load(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def budget_body(result: dict[str, Any] | None) -> str:
+    """METHOD's evidence for ``AUTO_STEPS``, or the line saying it is not measured yet."""
+    if result is None:
+        return "The evidence is not measured yet (`python -m benchmarks.defaults.budget --run-pets37`)."
+    return ("Budgets chosen on validation (held-out training classes; `python -m benchmarks.defaults.budget`, "
+            f"`{C.repo_relative(B.RESULT)}`):\n\n" + B.render_budget(result))
+
+
+def bench_body(result: dict[str, Any]) -> str:
+    """The BENCHMARKS section: the command, then the rendered table, notes and targets."""
+    return ("`dva train --preset P --data.dataset D --data.root R`, nothing else (the thread count and a shared "
+            "prefix-cache folder aside), per preset and dataset; `python -m benchmarks.defaults.run`, "
+            f"`{C.repo_relative(RESULT)}`.\n\n" + V.render_section(result))
+
+
+def readme_body(result: dict[str, Any] | None) -> str:
+    """The README's preset table: test R@1 frozen -> default command, per preset and dataset."""
+    if result is None:
+        return ("Figures per preset: not measured yet (`python -m benchmarks.defaults.run`; docs/BENCHMARKS.md, "
+                "the default command).")
+    runs = result["runs"]
+    presets = list(dict.fromkeys(r["preset"] for r in runs))
+    datasets = list(dict.fromkeys(r["dataset"] for r in runs))
+    by = {(r["preset"], r["dataset"]): r for r in runs}
+
+    def cell(p: str, d: str) -> str:
+        r = by.get((p, d))
+        if r is None:
+            return "-"
+        f, t = (r.get("test_frozen") or {}).get("recall@1"), (r.get("test_trained") or {}).get("recall@1")
+        return "-" if f is None or t is None else f"{100 * f:.1f} -> {100 * t:.1f}"
+
+    return ("Test R@1, frozen -> the default command (`dva train --preset P --data.root ...`; docs/BENCHMARKS.md, "
+            "the default command):\n\n" + C.md_table(["preset", *datasets], [[p, *[cell(p, d) for d in datasets]]
+                                                                               for p in presets], "l" + "r" * len(datasets)))
+
+
+def regions() -> list[tuple[Path, str, str | None, str | None]]:
+    """``(doc, region, heading, body)`` of each region (body None: no result, the region stays out)."""
+    res, bud = _load(RESULT), _load(B.RESULT)
+    return [(C.DOC, BENCH_REGION, HEADING, bench_body(res) if res else None),
+            (METHOD, BUDGET_REGION, None, budget_body(bud)),
+            (README, README_REGION, None, readme_body(res))]
+
+
+def check() -> list[str]:
+    """Every difference between the docs' regions and their rendering from the JSON."""
+    out = []
+    for doc, region, _h, body in regions():
+        where = f"{C.repo_relative(doc)} [{region}]"
+        have = C.get_region(doc.read_text(), region)
+        if body is None:
+            if have is not None:
+                out.append(f"{where}: the region is there but its JSON is not")
+        elif have is None:
+            out.append(f"{where}: no such region; run `python -m benchmarks.defaults.docs`")
+        else:
+            out += Q.compare(have, body, where)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write the regions from the JSON, or ``--check`` them."""
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.defaults.docs", description=__doc__.split("\n")[0])
+    ap.add_argument("--check", action="store_true", help="compare only; exit 1 when the docs differ")
+    args = ap.parse_args(argv)
+    if args.check:
+        problems = check()
+        print("\n".join(problems) or "the defaults regions match the JSON")
+        return 1 if problems else 0
+    for doc, region, heading, body in regions():
+        if body is not None:
+            C.write_text(doc, C.put_region(doc.read_text(), region, body, heading))
+            print(f"wrote {C.repo_relative(doc)} [{region}]")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
