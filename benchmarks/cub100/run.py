@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -34,6 +32,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from benchmarks import _common as C
+from benchmarks import _rows
+from benchmarks._runner import run_in_folder
 from benchmarks.cub100.plan import (ROWS, Backbone, RowTable, build_plan, common_overrides, expand_plan, reuse_runs,
                                     seeds_of)
 from benchmarks.cub100.render import METRICS, default_plot, format_table, render, render_files, section
@@ -42,92 +42,21 @@ from benchmarks.cub100.render import METRICS, default_plot, format_table, render
 # ----------------------------------------------------------------------------- worker (one run)
 def _worker(spec_path: str) -> int:
     """One row in this process: train (or embed only, for ``frozen``) and write ``result.json``."""
-    import numpy as np
-    import torch
-
-    spec = json.loads(Path(spec_path).read_text())
-    out = Path(spec["out"])
-    out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(int(spec["threads"]))
-    from dva.config import load_config
     from dva_train.train import prepare_data
 
-    cfg = load_config("demo", spec["overrides"] + ["--output_dir", str(out)])
+    spec, out, cfg = _rows.open_spec(spec_path)
     data = prepare_data(cfg)
     res: dict[str, Any] = {"name": spec["name"], "seed": cfg.train.seed, "img_size": cfg.backbone.img_size,
                            "dataset": cfg.data.dataset}
     n = int(spec.get("embed_images", 0))
-    row = _frozen_row if spec["kind"] == "frozen" else _trained_row
+    row = _rows.frozen_row if spec["kind"] == "frozen" else _rows.trained_row
     emb, fast = row(cfg, data, n, out, res)
     if spec.get("ood_root") and cfg.data.dataset == "cub100":  # trained on pets37: no OOD column
         # One export per row: the speed pass's onnxruntime embedder when there was one.
-        ood_emb = fast if res.get("embed_runtime") == "onnxruntime" else _fast(emb, out / "model.onnx")[0]
+        ood_emb = fast if res.get("embed_runtime") == "onnxruntime" else _rows.fast(emb, out / "model.onnx")[0]
         res["ood_metrics"] = _ood_metrics(ood_emb, spec["ood_root"], cfg.train.batch_size_eval)
     (out / "model.onnx").unlink(missing_ok=True)  # an export per row (9-85 MB), not kept
-    res = json.loads(json.dumps(res, default=lambda o: o.item() if isinstance(o, np.generic) else str(o)))
-    C.write_json(out / "result.json", res)
-    return 0
-
-
-def _frozen_row(cfg: Any, data: Any, n: int, out: Path, res: dict[str, Any]) -> tuple[Any, Any]:
-    """The backbone alone (no adapters, no head): embed, time and (all images) score; fills ``res``.
-
-    With ``n`` = -1 the whole evaluation set is embedded and scored; otherwise only the speed is
-    measured on the first ``n`` images and the metrics come from the ``frozen_metrics`` of a trained
-    row (same images, adapters off: :func:`fill_frozen_metrics`).
-
-    Returns:
-        The torch embedder and the one that was timed.
-    """
-    from dva.runtime.torch_embedder import Embedder
-    from dva.metrics import retrieval_metrics
-    from dva.model import build_model, count_parameters
-
-    cfg.ica.enabled = False
-    cfg.train.trainable = "none"
-    model = build_model(cfg, 0)
-    emb = Embedder(model)
-    paths = data.eval_paths if n < 0 else data.eval_paths[:max(n, 1)]
-    # Metrics through the torch embedder (as the trained rows' evaluations); speed only: `dva embed`'s runtime.
-    fast, res["embed_runtime"] = (emb, "torch") if n < 0 else _fast(emb, out / "model.onnx")
-    t0 = time.time()
-    e = fast.embed_paths(paths, batch_size=cfg.train.batch_size_eval, progress=False)
-    dt = time.time() - t0
-    res.update(params=count_parameters(model), train_seconds=0.0, train_img_per_s=None, steps=0,
-               embed_images=len(e), embed_img_per_s=len(e) / dt, eval_split=data.eval_name,
-               metrics=retrieval_metrics(e, data.eval_labels) if len(paths) == len(data.eval_paths) else None)
-    return emb, fast
-
-
-def _trained_row(cfg: Any, data: Any, n: int, out: Path, res: dict[str, Any]) -> tuple[Any, Any]:
-    """Train, then time (``n`` > 0) or re-score (``n`` < 0) the saved model as a user loads it; fills ``res``.
-
-    Returns:
-        The torch embedder of the saved model and the one that was timed (itself when none was).
-    """
-    from dva.checkpoint import load_checkpoint
-    from dva.runtime.torch_embedder import Embedder
-    from dva.metrics import retrieval_metrics
-    from dva_train.train import train
-
-    t0 = time.time()
-    summary = train(cfg, progress=False, overwrite=True)  # a row re-run (no result.json) starts afresh
-    res.update(summary)
-    res["wall_seconds_train"] = time.time() - t0
-    emb = Embedder(load_checkpoint(summary["checkpoint"])[0])  # the saved model, as a user loads it
-    fast = emb
-    if n > 0:  # speed only: through `dva embed`'s default runtime (the export, a one-off, not timed)
-        fast, res["embed_runtime"] = _fast(emb, out / "model.onnx")
-        t0 = time.time()
-        e = fast.embed_paths(data.eval_paths[:n], batch_size=cfg.train.batch_size_eval, progress=False)
-        res["embed_images"] = len(e)
-        res["embed_img_per_s"] = len(e) / (time.time() - t0)
-    elif n < 0:  # the whole evaluation set: re-check the metrics through the torch embedder
-        t0 = time.time()
-        e = emb.embed_paths(data.eval_paths, batch_size=cfg.train.batch_size_eval, progress=False)
-        res.update(embed_images=len(e), embed_img_per_s=len(e) / (time.time() - t0), embed_runtime="torch",
-                   metrics_embedder=retrieval_metrics(e, data.eval_labels))
-    return emb, fast
+    return _rows.write_result(out, res)
 
 
 def ood_gallery(root: str | Path) -> tuple[list[str], Any]:
@@ -141,15 +70,6 @@ def ood_gallery(root: str | Path) -> tuple[list[str], Any]:
     return [r.path for r in recs], np.array([r.label for r in recs])
 
 
-def _fast(embedder: Any, onnx_path: Path) -> tuple[Any, str]:
-    """The onnxruntime twin of a torch embedder when onnxruntime is installed (`dva embed`'s
-    default: same vectors to cosine 0.99999, 4-7x faster on the CPU), exported once to ``onnx_path``."""
-    from dva.runtime.load import onnx_embedder_for
-    from dva.runtime.sessions import onnx_available
-
-    return (onnx_embedder_for(embedder, onnx_path), "onnxruntime") if onnx_available() else (embedder, "torch")
-
-
 def _ood_metrics(embedder: Any, root: str, batch_size: int) -> dict[str, float]:
     """Leave-one-out retrieval among all pets37 images, no further training (the forgetting test)."""
     from dva.metrics import retrieval_metrics
@@ -160,15 +80,6 @@ def _ood_metrics(embedder: Any, root: str, batch_size: int) -> dict[str, float]:
 
 
 # ----------------------------------------------------------------------------- runner
-def _boxes_key(overrides: list[str]) -> str:
-    """The shared OPA boxes file of a run: one per dataset, box source, backbone, size and split."""
-    from dva.config import load_config
-
-    cfg = load_config("demo", overrides)
-    return (f"boxes_{cfg.data.dataset}_{cfg.opa.box_source}_{cfg.backbone.name}_{cfg.backbone.img_size}_"
-            f"{cfg.opa.threshold}_{cfg.opa.loc_scale}_{cfg.data.val_classes}.json")
-
-
 def _settings(overrides: list[str]) -> list[str]:
     """A run's overrides without the one that depends on the order of the rows (who measures the frozen baseline)."""
     out, skip = [], False
@@ -185,58 +96,14 @@ def run_one(name: str, kind: str, overrides: list[str], out: Path, cache_dir: Pa
     """Run one row in a subprocess (reusing ``out/result.json`` when present); adds wall time, peak RSS and the
     ``commit`` the run was made at (``git_dirty``: tracked files differed from it, so no commit holds that code).
 
-    A pooled row (seeds run in several invocations) states its runs' commits in the docs
-    (``render.commits_note``); a result read back from an earlier run folder keeps the commit it recorded.
+    A folder holding a run of other settings (:func:`_settings` of its ``spec.json``) is refused
+    (:func:`benchmarks._runner.run_in_folder`). A pooled row (seeds run in several invocations)
+    states its runs' commits in the docs (``render.commits_note``); a result read back from an
+    earlier run folder keeps the commit it recorded.
     """
-    from dva_train.demo import run_info_start
-
-    res_path = out / "result.json"
-    spec_path = out / "spec.json"
-    recorded = (json.loads(spec_path.read_text()).get("overrides") or []) if spec_path.is_file() else None
-    if recorded is not None and _settings(recorded) != _settings(overrides):
-        # A folder name carries the row, seed, size and budget, not every setting (e.g. a backbone's
-        # adapter settings in rows.yaml): never reuse, or overwrite, a run of other settings.
-        raise RuntimeError(f"{out} holds a run of row {name} with other settings ({spec_path}); "
-                           f"use another --work-dir, or delete that folder to run it again")
-    if res_path.is_file():
-        res = json.loads(res_path.read_text())
-        if "peak_rss_mb" in res:
-            log(f"  [cached] {name} ({out.name})", flush=True)
-            return res
-    out.mkdir(parents=True, exist_ok=True)
-    # Share the OPA boxes between runs: the loader checks their metadata, so a mismatch is recomputed.
-    bkey = cache_dir / _boxes_key(overrides)
-    if bkey.is_file() and not (out / "boxes.json").is_file():
-        shutil.copyfile(bkey, out / "boxes.json")
     spec = {"name": name, "kind": kind, "overrides": overrides, "out": str(out), "threads": threads,
             "embed_images": embed_images, "ood_root": ood}
-    C.write_json(out / "spec.json", spec)
-    env = C.child_env(dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
-                           HF_HUB_OFFLINE="1"))
-    load0 = os.getloadavg()[0]  # other jobs on the machine distort every timing: record the load
-    git = run_info_start()  # before the worker starts: the code it runs is this checkout now
-    t0 = time.time()
-    with open(out / "stdout.log", "w") as f:  # the worker: this module again (-m), from any working folder
-        proc = subprocess.Popen(C.child_command(__file__, "--worker", str(out / "spec.json")),
-                                stdout=f, stderr=subprocess.STDOUT, env=env)
-        _, status, ru = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.time() - t0
-    if proc.returncode != 0 or not res_path.is_file():
-        tail = (out / "stdout.log").read_text()[-2000:]
-        raise RuntimeError(f"row {name} failed (exit {proc.returncode}); log {out / 'stdout.log'}:\n{tail}")
-    if (out / "boxes.json").is_file() and not bkey.is_file():
-        shutil.copyfile(out / "boxes.json", bkey)
-    res = json.loads(res_path.read_text())
-    res["wall_seconds"] = wall
-    res["peak_rss_mb"] = ru.ru_maxrss / 1024.0  # Linux: kilobytes
-    res["loadavg_1m"] = [load0, os.getloadavg()[0]]  # at the row's start and end
-    res["commit"], res["git_dirty"] = git["git_commit"], git["git_dirty"]
-    C.write_json(res_path, res)
-    m = res.get("metrics") or {}
-    log(f"  {name} ({out.name}): R@1 {100 * m.get('recall@1', float('nan')):.2f} MAP@R "
-        f"{100 * m.get('map@r', float('nan')):.2f} wall {wall:.0f}s rss {res['peak_rss_mb']:.0f}MB", flush=True)
-    return res
+    return run_in_folder(__file__, spec, cache_dir, _settings, "peak_rss_mb", log)
 
 
 def fill_frozen_metrics(done: list) -> None:

@@ -25,8 +25,6 @@ import argparse
 import contextlib
 import json
 import os
-import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -34,6 +32,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from benchmarks import _common as C
+from benchmarks import _rows
+from benchmarks._runner import run_in_folder
 from benchmarks.datasets import costs as K
 from benchmarks.datasets import ood as O
 from benchmarks.datasets import render as R
@@ -80,22 +80,13 @@ def _worker(spec_path: str) -> int:
     sweep are :func:`benchmarks.frontier.worker.run_frontier`'s (validation classes held out, the
     test split withheld from the trainer; then every alpha on validation, test and OOD sets).
     """
-    import torch
-
-    from benchmarks.cub100.run import _fast, _frozen_row, _trained_row
-
-    spec = json.loads(Path(spec_path).read_text())
-    out = Path(spec["out"])
-    out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(int(spec["threads"]))
-    from dva.config import load_config
     from dva_train.train import prepare_data
 
-    cfg = load_config("demo", spec["overrides"] + ["--output_dir", str(out)])
+    spec, out, cfg = _rows.open_spec(spec_path)
     if spec.get("frontier"):
         from benchmarks.frontier.worker import run_frontier
 
-        return _write_result(out, run_frontier(spec, cfg, out, test_split_withheld))
+        return _rows.write_result(out, run_frontier(spec, cfg, out, test_split_withheld))
     withheld = bool(spec.get("validation_only"))
     with test_split_withheld() if withheld else contextlib.nullcontext():
         data = prepare_data(cfg)
@@ -103,76 +94,26 @@ def _worker(spec_path: str) -> int:
             raise RuntimeError(f"{spec_path}: a validation-only run needs --data.val_classes > 0")
         res: dict[str, Any] = {"name": spec["name"], "seed": cfg.train.seed, "img_size": cfg.backbone.img_size,
                                "dataset": cfg.data.dataset, "folder": out.name}
-        row = _frozen_row if spec["kind"] == "frozen" else _trained_row
+        row = _rows.frozen_row if spec["kind"] == "frozen" else _rows.trained_row
         emb, _ = row(cfg, data, -1 if spec["kind"] == "frozen" else 0, out, res)
     if spec.get("ood"):  # the saved model as `dva embed` runs it (onnxruntime when installed)
-        res["ood_metrics"] = O.score(_fast(emb, out / "model.onnx")[0], spec["ood"], cfg.train.batch_size_eval)
+        res["ood_metrics"] = O.score(_rows.fast(emb, out / "model.onnx")[0], spec["ood"], cfg.train.batch_size_eval)
     (out / "model.onnx").unlink(missing_ok=True)
-    return _write_result(out, res)
-
-
-def _write_result(out: Path, res: dict[str, Any]) -> int:
-    """``result.json`` of a worker run (numpy scalars as numbers); the worker's exit status."""
-    import numpy as np
-
-    res = json.loads(json.dumps(res, default=lambda o: o.item() if isinstance(o, np.generic) else str(o)))
-    C.write_json(out / "result.json", res)
-    return 0
+    return _rows.write_result(out, res)
 
 
 # ----------------------------------------------------------------------------- runner
-def _boxes_key(overrides: list[str]) -> str:
-    from benchmarks.cub100.run import _boxes_key as key
-
-    return key(overrides)
-
-
 def run_one(spec: RunSpec, out: Path, cache: Path, threads: int, extra: dict[str, Any],
             log: Callable[..., None] = print) -> dict[str, Any]:
     """Run one run in a subprocess, or read back its finished ``result.json`` (resume).
 
     Adds wall time, peak resident memory, the load average and the commit. A folder holding a run
-    of other settings (its ``spec.json``) is refused, never reused or overwritten.
+    of other settings (its ``spec.json``, compared by :func:`settings_of`) is refused, never reused
+    or overwritten (:func:`benchmarks._runner.run_in_folder`).
     """
-    from dva_train.demo import run_info_start
-
-    res_path, spec_path = out / "result.json", out / "spec.json"
-    if spec_path.is_file():
-        recorded = json.loads(spec_path.read_text()).get("overrides") or []
-        if settings_of(recorded) != settings_of(spec.overrides):
-            raise RuntimeError(f"{out} holds a run of other settings ({spec_path}); use another --work-dir, "
-                               "or delete that folder to run it again")
-    if res_path.is_file():
-        res = json.loads(res_path.read_text())
-        if "wall_seconds" in res:
-            log(f"  [done] {spec.name} ({out.name})", flush=True)
-            return res
-    out.mkdir(parents=True, exist_ok=True)
-    bkey = cache / _boxes_key(spec.overrides)  # OPA boxes shared between runs (their metadata is checked)
-    if bkey.is_file() and not (out / "boxes.json").is_file():
-        shutil.copyfile(bkey, out / "boxes.json")
-    C.write_json(spec_path, {"name": spec.name, "kind": spec.kind, "overrides": spec.overrides, "out": str(out),
-                             "threads": threads, **extra})
-    env = C.child_env(dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), HF_HUB_OFFLINE="1"))
-    load0, git, t0 = os.getloadavg()[0], run_info_start(), time.time()
-    with open(out / "stdout.log", "w") as f:
-        proc = subprocess.Popen(C.child_command(__file__, "--worker", str(spec_path)), stdout=f,
-                                stderr=subprocess.STDOUT, env=env)
-        _, status, ru = os.wait4(proc.pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0 or not res_path.is_file():
-        tail = (out / "stdout.log").read_text()[-2000:]
-        raise RuntimeError(f"run {spec.name} failed (exit {code}); log {out / 'stdout.log'}:\n{tail}")
-    if (out / "boxes.json").is_file() and not bkey.is_file():
-        shutil.copyfile(out / "boxes.json", bkey)
-    res = json.loads(res_path.read_text())
-    res.update(wall_seconds=time.time() - t0, peak_rss_mb=ru.ru_maxrss / 1024.0, loadavg_1m=[load0, os.getloadavg()[0]],
-               commit=git["git_commit"], git_dirty=git["git_dirty"])
-    C.write_json(res_path, res)
-    m = res.get("metrics") or {}
-    log(f"  {spec.name} ({out.name}): R@1 {100 * m.get('recall@1', float('nan')):.2f} MAP@R "
-        f"{100 * m.get('map@r', float('nan')):.2f} wall {res['wall_seconds']:.0f}s", flush=True)
-    return res
+    return run_in_folder(__file__, {"name": spec.name, "kind": spec.kind, "overrides": spec.overrides,
+                                    "out": str(out), "threads": threads, **extra},
+                         cache, settings_of, "wall_seconds", log)
 
 
 def reuse_index(files: list[str] | None) -> dict[str, dict[str, Any]]:
