@@ -51,6 +51,15 @@ def fast(embedder: Any, onnx_path: Path) -> tuple[Any, str]:
     return (onnx_embedder_for(embedder, onnx_path), "onnxruntime") if onnx_available() else (embedder, "torch")
 
 
+def frozen_model(cfg: Any) -> Any:
+    """The backbone alone, in eval mode: no adapters, nothing trainable (``cfg`` is changed so)."""
+    from dva.model import build_model
+
+    cfg.ica.enabled = False
+    cfg.train.trainable = "none"
+    return build_model(cfg, 0).eval()
+
+
 def frozen_row(cfg: Any, data: Any, n: int, out: Path, res: dict[str, Any]) -> tuple[Any, Any]:
     """The backbone alone (no adapters, no head): embed, time and (all images) score; fills ``res``.
 
@@ -62,12 +71,10 @@ def frozen_row(cfg: Any, data: Any, n: int, out: Path, res: dict[str, Any]) -> t
         The torch embedder and the one that was timed.
     """
     from dva.metrics import retrieval_metrics
-    from dva.model import build_model, count_parameters
+    from dva.model import count_parameters
     from dva.runtime.torch_embedder import Embedder
 
-    cfg.ica.enabled = False
-    cfg.train.trainable = "none"
-    model = build_model(cfg, 0)
+    model = frozen_model(cfg)
     emb = Embedder(model)
     paths = data.eval_paths if n < 0 else data.eval_paths[:max(n, 1)]
     # Metrics through the torch embedder (as the trained rows' evaluations); speed only: `dva embed`'s runtime.

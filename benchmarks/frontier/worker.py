@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import _common as C
+from benchmarks._rows import frozen_model
 from benchmarks.frontier import sweep as S
 
 SCORES_FILE = "scores.json"
@@ -60,21 +61,12 @@ def _training_record(summary: dict[str, Any], reused: bool) -> dict[str, Any]:
     return rec
 
 
-def _frozen_model(cfg: Any) -> Any:
-    """The backbone alone: no adapters, nothing trainable (the harness's frozen row)."""
-    from dva.model import build_model
-
-    cfg.ica.enabled = False
-    cfg.train.trainable = "none"
-    return build_model(cfg, 0).eval()
-
-
 def _dial(kind: str, dial: str, cfg: Any, checkpoint: str, alphas: list[float], tmp: Path) -> tuple[S.Dial, Any]:
     """The run's dial and the model ``embed_paths`` is timed with (its largest alpha)."""
     from dva.checkpoint import interpolate, load_checkpoint
 
     if kind == "frozen":
-        model = _frozen_model(cfg)
+        model = frozen_model(cfg)
         return S.ModelsDial({0.0: model}), model
     if dial == "ica_scale":
         model = load_checkpoint(checkpoint)[0]
