@@ -20,6 +20,7 @@ import torch
 from _helpers import perturb_trainable, seeded_mnv2_weights
 
 from benchmarks import _common as C
+from benchmarks._rows import frozen_model
 from benchmarks.datasets import ood as O
 from benchmarks.datasets import plan as P
 from benchmarks.datasets import run as D
@@ -200,7 +201,7 @@ def test_prefix_reuse_equals_embed_paths_and_alpha0_is_frozen(synthetic_root, tm
         np.testing.assert_allclose(got[a], ref, rtol=0, atol=1e-5)
     assert not np.allclose(got[0.5], got[1.0], atol=1e-3)  # alpha moves the embedding
     # alpha 0 = the frozen run's embeddings (the frozen backbone, no adapters), bit for bit
-    frozen = W._frozen_model(_cfg(weights, "ica"))
+    frozen = frozen_model(_cfg(weights, "ica"))
     fz = _sweep_embed(S.ModelsDial({0.0: frozen}), paths, Embedder(frozen).transform, [0.0])[0.0]
     assert np.array_equal(got[0.0], fz)
     assert retrieval_metrics(got[0.0], labels) == retrieval_metrics(fz, labels)
@@ -222,7 +223,7 @@ def test_wise_ft_ends_are_the_frozen_and_the_trained_model(synthetic_root, tmp_p
     trained = Embedder(load_checkpoint(tmp_path / "full.safetensors")[0]).embed_paths(paths, 8, progress=False)
     np.testing.assert_allclose(got[1.0], trained, rtol=0, atol=1e-5)
     assert retrieval_metrics(got[1.0], labels) == pytest.approx(retrieval_metrics(trained, labels), abs=1e-9)
-    frozen = W._frozen_model(_cfg(weights, "full"))
+    frozen = frozen_model(_cfg(weights, "full"))
     fz = _sweep_embed(S.ModelsDial({0.0: frozen}), paths, tr, [0.0])[0.0]
     np.testing.assert_allclose(got[0.0], fz, rtol=0, atol=1e-6)
     assert retrieval_metrics(got[0.0], labels) == retrieval_metrics(fz, labels)
