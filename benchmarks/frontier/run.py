@@ -198,12 +198,31 @@ def plan_lines(ctx: D.Context, sw: Sweep) -> list[str]:
              f"budgets {sw.budgets}, alphas {sw.alphas}, {scored} images scored per alpha "
              f"({', '.join(g.name for g in sw.galleries) or 'no OOD gallery found'})")]
     lines += K.plan_lines(rows)
+    lines += sittings(ctx, [(m.name, b, est(s, len(nonzero))) for m, b, s in sweep])
     worst = [est(s, 1) for m, b, s in sweep if b == sw.budgets[-1]]
     if sw.seeds > 1:
         lines.append(f"  then {sw.seeds - 1} more seed(s) of each method's recommended (budget, alpha), known after "
                      f"the sweep: at most ~{(sw.seeds - 1) * sum(w or 0.0 for w in worst) / 60:.0f} min "
                      f"(every method at {sw.budgets[-1]} steps)")
     return lines
+
+
+def sittings(ctx: D.Context, items: list[tuple[str, int, float | None]], limit_s: float = 6600.0) -> list[str]:
+    """Commands that split a profile over 2 hours into sittings: one per budget (every method), or per
+    (budget, method) where a budget alone is over ``limit_s``; the first also runs the frozen run.
+    Each resumes and merges into the same JSON, so the order does not matter."""
+    total = sum(e or 0.0 for *_, e in items)
+    if total <= limit_s:
+        return []
+    head = f"python -m benchmarks.frontier.run --dataset {ctx.dataset} --backbone {ctx.backbone} --seeds 1"
+    out = ["  sittings of under 2 h (each resumes; run all, then the whole command for the extra seeds):"]
+    for b in dict.fromkeys(b for _, b, _ in items):
+        per = [(m, e or 0.0) for m, bb, e in items if bb == b]
+        if sum(e for _, e in per) <= limit_s:
+            out.append(f"    {head} --budgets {b}   (~{sum(e for _, e in per) / 60:.0f} min)")
+        else:
+            out += [f"    {head} --budgets {b} --methods {m}   (~{e / 60:.0f} min)" for m, e in per]
+    return out
 
 
 # ----------------------------------------------------------------------------- command line

@@ -582,3 +582,14 @@ def test_frontier_run_trains_without_the_test_images_then_scores_them(tmp_path, 
     assert set(res["scores"]["1"]) == {"val", "test", "synthood"}
     # The trainer's own validation evaluation (the last model) = the sweep's alpha 1 on the validation classes
     assert res["scores"]["1"]["val"]["recall@1"] == pytest.approx(res["metrics"]["recall@1"], abs=1e-9)
+
+
+def test_plan_sittings_split_a_long_profile_by_budget_then_method():
+    from types import SimpleNamespace
+
+    ctx = SimpleNamespace(dataset="cub100", backbone="mobilenetv2")
+    assert FR.sittings(ctx, [("dva", 60, 600.0), ("full", 60, 600.0)]) == []  # fits: one command
+    lines = FR.sittings(ctx, [("dva", 60, 3000.0), ("full", 60, 3000.0), ("dva", 552, 4000.0), ("full", 552, 4000.0)])
+    assert len(lines) == 4 and all("--seeds 1" in ln for ln in lines[1:])
+    assert lines[1].rstrip().endswith("--budgets 60   (~100 min)")
+    assert "--budgets 552 --methods dva   (~67 min)" in lines[2] and "--methods full" in lines[3]
