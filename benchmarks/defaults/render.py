@@ -77,10 +77,10 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
         below = [p for p, v in d.items() if v is not None and v < 0]
         missing = [p for p in every if (p, open_set) not in done]
         verdict = "fails" if below else "holds" if os_runs and not missing else "not judged"
-        text = (f"{open_set} MAP@R never below frozen: **{verdict}** — "
-                + ", ".join(f"{p} {num(v, signed=True)}" for p, v in d.items())
-                + (f"; below frozen: {', '.join(below)}" if below else "")
-                + (f"; not run: {', '.join(missing)}" if missing else ""))
+        parts = ([", ".join(f"{p} {num(v, signed=True)}" for p, v in d.items())] if d else []) \
+            + ([f"below frozen: {', '.join(below)}"] if below else []) \
+            + ([f"not run: {', '.join(missing)}"] if missing else [])
+        text = f"{open_set} MAP@R never below frozen: **{verdict}**" + (" — " + "; ".join(parts) if parts else "")
         out.append({"name": f"{open_set}_map_r", "verdict": verdict, "text": text})
 
     # 3. no run selects or stops on the test split (the recorded selection split).
