@@ -186,8 +186,8 @@ def test_select_chooses_on_validation_and_main_reads_the_choice(tmp_path, fake, 
     for st in res["stages"]:  # every candidate recorded with its validation score; one chosen per stage
         assert [c["chosen"] for c in st["candidates"]].count(True) == 1
         assert all(c["run"]["eval_split"] == "val" and c["val_metrics"]["map@r"] > 0 for c in st["candidates"])
-    # Runs equal to an earlier stage's winner are not run twice: 4 + 2 + 2 + 3 of 4 + 3 + 3 + 3 candidates.
-    assert len(fake()) == 11 == len(set(fake()))
+    # Runs equal to an earlier stage's winner are not run twice: 4 + 2 + 3 + 3 of 4 + 3 + 4 + 3 candidates.
+    assert len(fake()) == 12 == len(set(fake()))
     chosen = P.chosen_tokens(res, "cars196", "mobilenetv2")
     with pytest.raises(ValueError, match="pass --select"):
         P.chosen_tokens(res, "aircraft47", "mobilenetv2")
