@@ -12,11 +12,11 @@ import json
 import math
 import os
 import platform
-import shlex
 import re
+import shlex
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -327,6 +327,54 @@ def get_region(doc: str, region: str) -> str | None:
     begin, end = f"<!-- rendered: {region} -->", f"<!-- /rendered: {region} -->"
     i, j = doc.find(begin), doc.find(end)
     return None if i < 0 or j < i else doc[i + len(begin):j]
+
+
+def save_figure(fig: Any, path: str | Path, dpi: int = 120) -> Path:
+    """Write a matplotlib figure atomically (a reader never sees half a file) and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=dpi)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+Region = tuple  # (doc path, region name, heading or None, body or None): see check_regions
+
+
+def check_regions(regions: Iterable[Region], compare: Callable[[str, str, str], list[str]], command: str) -> list[str]:
+    """Differences between docs regions and their renderings.
+
+    Args:
+        regions: ``(doc, region, heading, body)``; ``body`` None = no result yet: the region must be absent.
+        compare: ``(doc text, rendering, where) -> problems`` (benchmarks.cub100.quantities.compare).
+        command: what rewrites them, for the message of a missing region.
+    """
+    out = []
+    for doc, region, _heading, body in regions:
+        where = f"{repo_relative(Path(doc))} [{region}]"
+        have = get_region(Path(doc).read_text(), region)
+        if body is None:
+            if have is not None:
+                out.append(f"{where}: the region is there but its result is not")
+        elif have is None:
+            out.append(f"{where}: no such region; run `{command}`")
+        else:
+            out += compare(have, body, where)
+    return out
+
+
+def write_regions(regions: Iterable[Region]) -> list[str]:
+    """Write every region that has a body (a region with a heading is placed as that section); the written names."""
+    done = []
+    for doc, region, heading, body in regions:
+        if body is not None:
+            write_text(doc, put_region(Path(doc).read_text(), region, body, heading))
+            done.append(f"{repo_relative(Path(doc))} [{region}]")
+    return done
 
 
 # ----------------------------------------------------------------------------- statistics

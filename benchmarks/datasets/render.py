@@ -135,10 +135,4 @@ def figure(results: list[dict[str, Any]], path: Path) -> Path:
     ax.set_ylabel("mean OOD R@1 change from frozen (points)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{__import__('os').getpid()}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)  # atomic: a reader never sees half a figure
-    return path
+    return C.save_figure(fig, path)

@@ -77,18 +77,7 @@ def regions() -> list[tuple[Path, str, str | None, str | None]]:
 
 def check() -> list[str]:
     """Every difference between the docs' regions and their rendering from the JSON."""
-    out = []
-    for doc, region, _h, body in regions():
-        where = f"{C.repo_relative(doc)} [{region}]"
-        have = C.get_region(doc.read_text(), region)
-        if body is None:
-            if have is not None:
-                out.append(f"{where}: the region is there but its JSON is not")
-        elif have is None:
-            out.append(f"{where}: no such region; run `python -m benchmarks.defaults.docs`")
-        else:
-            out += Q.compare(have, body, where)
-    return out
+    return C.check_regions(regions(), Q.compare, "python -m benchmarks.defaults.docs")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,10 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         problems = check()
         print("\n".join(problems) or "the defaults regions match the JSON")
         return 1 if problems else 0
-    for doc, region, heading, body in regions():
-        if body is not None:
-            C.write_text(doc, C.put_region(doc.read_text(), region, body, heading))
-            print(f"wrote {C.repo_relative(doc)} [{region}]")
+    for name in C.write_regions(regions()):
+        print(f"wrote {name}")
     return 0
 
 

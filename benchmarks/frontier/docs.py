@@ -51,18 +51,7 @@ def regions(results: list[dict[str, Any]]) -> list[tuple[Path, str, str | None, 
 
 def check(folder: Path = RESULTS) -> list[str]:
     """Every difference between the docs' regions and their rendering from the JSON."""
-    out = []
-    for doc, region, _h, body in regions(load(folder)):
-        where = f"{C.repo_relative(doc)} [{region}]"
-        have = C.get_region(doc.read_text(), region)
-        if body is None:
-            if have is not None:
-                out.append(f"{where}: the region is there but no frontier result is")
-        elif have is None:
-            out.append(f"{where}: no such region; run `python -m benchmarks.frontier.docs`")
-        else:
-            out += Q.compare(have, body, where)
-    return out
+    return C.check_regions(regions(load(folder)), Q.compare, "python -m benchmarks.frontier.docs")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,10 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     results = load()
     if results:
         R.figures(results, C.REPO / "docs")
-    for doc, region, heading, body in regions(results):
-        if body is not None:
-            C.write_text(doc, C.put_region(doc.read_text(), region, body, heading))
-            print(f"wrote {C.repo_relative(doc)} [{region}]")
+    for name in C.write_regions(regions(results)):
+        print(f"wrote {name}")
     return 0
 
 

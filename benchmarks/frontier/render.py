@@ -8,7 +8,6 @@
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -226,17 +225,6 @@ def render_section(results: list[dict[str, Any]]) -> str:
 
 
 # ----------------------------------------------------------------------------- figures
-def _save(fig: Any, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)  # atomic: a reader never sees half a figure
-    return path
-
-
 def figures(results: list[dict[str, Any]], folder: Path) -> list[Path]:
     """Per result: the frontier figure and the equal-compute figure in ``folder``; their paths."""
     import matplotlib
@@ -267,7 +255,7 @@ def figures(results: list[dict[str, Any]], folder: Path) -> list[Path]:
         ax.set_title(f"{ds} x {bb}: frontier over budgets (steps) / alphas", fontsize=9)
         ax.legend(fontsize=7)
         fig.tight_layout()
-        out.append(_save(fig, Path(folder) / f"frontier_{ds}_{bb}.png"))
+        out.append(C.save_figure(fig, Path(folder) / f"frontier_{ds}_{bb}.png"))
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
         for i, m in enumerate(s["methods"]):
             c = A.time_curve(res["points"], m)
@@ -287,5 +275,5 @@ def figures(results: list[dict[str, Any]], folder: Path) -> list[Path]:
         ax.set_title(f"{ds} x {bb}: equal compute (alpha 1)", fontsize=9)
         ax.legend(fontsize=7)
         fig.tight_layout()
-        out.append(_save(fig, Path(folder) / f"frontier_time_{ds}_{bb}.png"))
+        out.append(C.save_figure(fig, Path(folder) / f"frontier_time_{ds}_{bb}.png"))
     return out

@@ -40,7 +40,7 @@ def test_a_region_without_its_json_is_flagged(tmp_path, monkeypatch):
                                                 f"<!-- /rendered: {FD.README_REGION} -->\n", FD.README_REGION,
                                                 FD.readme_body([])))
     problems = FD.check(tmp_path / "none")
-    assert len(problems) == 1 and "no frontier result" in problems[0]
+    assert len(problems) == 1 and "its result is not" in problems[0]
     (tmp_path / "R.md").write_text((tmp_path / "R.md").read_text().replace("not measured yet", "measured"))
     assert len(FD.check(tmp_path / "none")) == 2
 
