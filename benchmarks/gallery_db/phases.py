@@ -349,7 +349,7 @@ def phase_add(ctx: Context, name: str) -> dict[str, Any]:
 
 def phase_remove(ctx: Context, name: str) -> dict[str, Any]:
     """Remove ``n_remove`` seeded ids (old and added rows alike) from a copy of the added gallery."""
-    n_b, n_a, n_r = ctx.sizes(name)
+    ops, (n_b, n_a, n_r) = ctx.store(name), ctx.sizes(name)
     copy_store(ops.location(ctx.work, "added"), ops.location(ctx.work, "removed"))
     gallery, open_s = _open(ctx, name, "removed")
     idmap = IdMap.load(_idmap_path(ctx, name))
