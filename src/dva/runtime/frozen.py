@@ -101,9 +101,9 @@ class OnnxFrozenRunner(FrozenRunner):
         self._sessions: dict[tuple[str, int], Any] = {}  # (job, size) -> SplitSessions, or None = torch
 
     def close(self) -> None:
-        for sessions in self._sessions.values():
-            if sessions is not None:
-                sessions.close()
+        for split in self._sessions.values():
+            if split is not None:
+                split.close()
         self._sessions.clear()
 
     def prefix(self, x: torch.Tensor) -> torch.Tensor:
