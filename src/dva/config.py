@@ -130,7 +130,7 @@ AUTO_VAL_CLASSES: dict[str, float] = {"min_classes": 10, "fraction": 0.2, "min":
 # train.eval_every=auto: about this many periodic evaluations over the step budget (at epoch ends,
 # every ceil(epochs / N) epochs). Early stopping counts evaluations, so a fixed number of them per
 # run makes train.patience a share of the budget (3 of 8 ~ 3/8) on any dataset; one evaluation per
-# epoch would stop a 180-image set after 3 epochs = 12 steps of its 200.
+# epoch could stop a 140-image training split (4 batches per epoch) 12 steps after its last gain.
 AUTO_EVALS = 8
 AUTO = -1  # the int value of "auto" in the fields that accept it (data.val_classes, train.eval_every)
 

@@ -124,7 +124,7 @@ def eval_period(requested: int, budget: Budget) -> tuple[int, str]:
 
     Early stopping counts evaluations (``train.patience``): evaluating a fixed number of times
     per run, not once per epoch, keeps the patience a share of the budget whatever the dataset's
-    size (a 180-image set has 4 batches per epoch: patience 3 per epoch would be 12 steps).
+    size (a 140-image training split has 4 batches per epoch: patience 3 per epoch would be 12 steps).
     """
     if requested != AUTO:
         return requested, ""
