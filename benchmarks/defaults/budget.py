@@ -237,7 +237,10 @@ def render_budget(result: dict[str, Any]) -> str:
                          c["steps"], _n(c["epochs"], ".1f"), _n(c["val_r1"] and 100 * c["val_r1"], ".1f"),
                          _n(c["val_map_r"] and 100 * c["val_map_r"], ".1f"), "**chosen**" if c["chosen"] else ""])
         a, fitted = r.get("auto") or {}, r.get("fit_steps")
-        per.append([r["dataset"], r["backbone"], _n(r.get("train_images"), "d"), r["chosen_steps"],
+        # The grid's largest budget chosen: the best budget may lie beyond it (the fit takes it as found).
+        top = r["chosen_steps"] == max(c["steps"] for c in r["candidates"])
+        per.append([r["dataset"], r["backbone"], _n(r.get("train_images"), "d"),
+                    f"{r['chosen_steps']}{' (largest tried)' if top else ''}",
                     f"{_n(a.get('steps'), 'd')} ({_n(a.get('epochs'), '.1f')} epochs)", _n(fitted, "d"),
                     "-" if fitted is None else f"{math.log(fitted / r['chosen_steps']):+.2f}"])
     fit, cur = result.get("fit"), result["auto_steps"]
