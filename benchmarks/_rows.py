@@ -88,6 +88,27 @@ def frozen_row(cfg: Any, data: Any, n: int, out: Path, res: dict[str, Any]) -> t
     return emb, timed
 
 
+def train_row(cfg: Any) -> dict[str, Any]:
+    """Train a row in ``cfg.output_dir``, continuing an interrupted training of it; returns the summary.
+
+    The runner never lets a folder hold a run of other settings, so a ``train_state.pt`` there is this
+    row's own, cut off by a crash or the end of a sitting: a long row (a full fine-tune at 1,472
+    steps, the longer budgets) continues where it stopped instead of starting over. A state the
+    trainer refuses to resume (its config changed with the code) is trained afresh, said in the log.
+    """
+    from dva_train.state import STATE_FILE
+    from dva_train.train import train
+
+    if (Path(cfg.output_dir) / STATE_FILE).is_file():
+        try:
+            summary = train(cfg, resume=True, progress=False)
+            summary["resumed"] = True
+            return summary
+        except ValueError as exc:
+            print(f"not resumed ({exc}); training afresh", flush=True)
+    return train(cfg, progress=False, overwrite=True)
+
+
 def trained_row(cfg: Any, data: Any, n: int, out: Path, res: dict[str, Any]) -> tuple[Any, Any]:
     """Train, then time (``n`` > 0) or re-score (``n`` < 0) the saved model as a user loads it; fills ``res``.
 
@@ -97,10 +118,9 @@ def trained_row(cfg: Any, data: Any, n: int, out: Path, res: dict[str, Any]) -> 
     from dva.checkpoint import load_checkpoint
     from dva.metrics import retrieval_metrics
     from dva.runtime.torch_embedder import Embedder
-    from dva_train.train import train
 
     t0 = time.time()
-    summary = train(cfg, progress=False, overwrite=True)  # a row re-run (no result.json) starts afresh
+    summary = train_row(cfg)  # a row re-run (no result.json) continues its interrupted training
     res.update(summary)
     res["wall_seconds_train"] = time.time() - t0
     emb = Embedder(load_checkpoint(summary["checkpoint"])[0])  # the saved model, as a user loads it

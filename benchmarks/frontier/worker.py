@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import _common as C
+from benchmarks import _rows
 from benchmarks._rows import frozen_model
 from benchmarks.frontier import sweep as S
 
@@ -38,14 +39,13 @@ def finished_training(out: Path) -> dict[str, Any] | None:
 
 
 def _train(cfg: Any, out: Path, withheld: Callable[[], Any]) -> tuple[dict[str, Any], bool]:
-    """Train (test split withheld) or reuse a finished training; returns the summary and whether it was reused."""
-    from dva_train.train import train
-
+    """Train (test split withheld; an interrupted training continues) or reuse a finished one; returns the
+    summary and whether it was reused."""
     summary = finished_training(out)
     if summary is not None:
         return summary, True
     with withheld():
-        summary = train(cfg, progress=False, overwrite=True)
+        summary = _rows.train_row(cfg)
     return summary, False
 
 

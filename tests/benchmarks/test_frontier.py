@@ -127,13 +127,13 @@ def weights(tmp_path_factory) -> Path:
     return seeded_mnv2_weights(tmp_path_factory.mktemp("w") / "mnv2_050.safetensors")
 
 
-def _cfg(weights: Path, trainable: str):
+def _cfg(weights: Path, trainable: str, blocks: str = "-2:"):
     from dva import DVAConfig
 
     cfg = DVAConfig()
     cfg.backbone.name, cfg.backbone.weights, cfg.backbone.img_size = "mobilenetv2_050", str(weights), 64
     cfg.train.trainable = trainable
-    cfg.ica.rank, cfg.ica.target, cfg.ica.blocks = 4, "pw+pwl", "-2:"
+    cfg.ica.rank, cfg.ica.target, cfg.ica.blocks = 4, "pw+pwl", blocks
     return cfg
 
 
@@ -145,12 +145,12 @@ def _images(root: Path, n: int = 12) -> tuple[list[str], np.ndarray]:
     return [r.path for r in recs], np.array([r.label for r in recs])
 
 
-def _trained(weights: Path, trainable: str, path: Path):
+def _trained(weights: Path, trainable: str, path: Path, blocks: str = "-2:"):
     """A "trained" checkpoint (every trainable tensor moved off its start) and its model."""
     from dva import build_model
     from dva.checkpoint import save_checkpoint
 
-    model = perturb_trainable(build_model(_cfg(weights, trainable), 4), seed=3, scale=0.05).eval()
+    model = perturb_trainable(build_model(_cfg(weights, trainable, blocks), 4), seed=3, scale=0.05).eval()
     save_checkpoint(path, model, {"step": 5})
     return model
 
@@ -183,15 +183,17 @@ def test_cached_crops_reproduce_the_eval_transform_bit_for_bit(synthetic_root, t
     assert third.decoded_images == 6 and len(list((tmp_path / "c").glob("*.npy"))) == 2
 
 
-def test_prefix_reuse_equals_embed_paths_and_alpha0_is_frozen(synthetic_root, tmp_path, weights):
+@pytest.mark.parametrize("blocks", ["-2:", "all"])
+def test_prefix_reuse_equals_embed_paths_and_alpha0_is_frozen(synthetic_root, tmp_path, weights, blocks):
+    """Adapters in the last stages (a frozen prefix to reuse) and in every stage (an empty prefix)."""
     from dva import build_model
     from dva.checkpoint import load_checkpoint
     from dva.metrics import retrieval_metrics
     from dva.runtime.torch_embedder import Embedder
 
-    _trained(weights, "ica", tmp_path / "ica.safetensors")
+    _trained(weights, "ica", tmp_path / "ica.safetensors", blocks)
     model = load_checkpoint(tmp_path / "ica.safetensors")[0]
-    assert model.split > 0  # a frozen prefix to reuse
+    assert (model.split > 0) == (blocks != "all")
     paths, labels = _images(synthetic_root)
     dial = S.AdapterDial(model)
     got = _sweep_embed(dial, paths, Embedder(model).transform, [0.0, 0.5, 1.0])
@@ -201,11 +203,11 @@ def test_prefix_reuse_equals_embed_paths_and_alpha0_is_frozen(synthetic_root, tm
         np.testing.assert_allclose(got[a], ref, rtol=0, atol=1e-5)
     assert not np.allclose(got[0.5], got[1.0], atol=1e-3)  # alpha moves the embedding
     # alpha 0 = the frozen run's embeddings (the frozen backbone, no adapters), bit for bit
-    frozen = frozen_model(_cfg(weights, "ica"))
+    frozen = frozen_model(_cfg(weights, "ica", blocks))
     fz = _sweep_embed(S.ModelsDial({0.0: frozen}), paths, Embedder(frozen).transform, [0.0])[0.0]
     assert np.array_equal(got[0.0], fz)
     assert retrieval_metrics(got[0.0], labels) == retrieval_metrics(fz, labels)
-    ref0 = Embedder(build_model(_cfg(weights, "ica"), 0)).embed_paths(paths, 8, progress=False)  # zero adapters
+    ref0 = Embedder(build_model(_cfg(weights, "ica", blocks), 0)).embed_paths(paths, 8, progress=False)  # zero adapters
     np.testing.assert_allclose(fz, ref0, rtol=0, atol=1e-5)
 
 
