@@ -252,10 +252,12 @@ def render_budget(result: dict[str, Any]) -> str:
                        "fitted rule's steps", "log(fitted / chosen)"], per, "llrrrrr")]
     if fit:
         c = fit["current"]
+        same = all(fit[k] == c[k] for k in ("epochs", "min", "max"))
+        force = ("the rule in force is this rule" if same else
+                 f"against {c['loss']:.2f} for the rule in force (E = {c['epochs']}, MIN = {c['min']}, MAX = {c['max']})")
         out += ["", (f"The clamp rule `steps = clamp(E x (images // batch), MIN, MAX)` that best reproduces the "
                     f"{len(pts)} chosen budgets: E = {fit['epochs']}, MIN = {fit['min']} (the chosen budget of the "
-                    f"smallest set), MAX = {fit['max']}; summed |log(rule / chosen)| {fit['loss']:.2f}, against "
-                    f"{c['loss']:.2f} for the rule in force (E = {c['epochs']}, MIN = {c['min']}, MAX = {c['max']}).")]
+                    f"smallest set), MAX = {fit['max']}; summed |log(rule / chosen)| {fit['loss']:.2f}; {force}.")]
     return "\n".join(out) + "\n"
 
 

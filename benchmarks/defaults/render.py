@@ -129,7 +129,17 @@ def notes(result: dict[str, Any]) -> list[str]:
     rules = {str(r.get("auto_steps")) for r in result["runs"]}
     if len(rules) > 1:
         out.append(f"The runs were made under different step-budget rules (AUTO_STEPS): {sorted(rules)}.")
+    from dva.config import AUTO_STEPS
+
+    stale = [f"{r['preset']} x {r['dataset']}" for r in result["runs"] if r.get("auto_steps") not in (None, AUTO_STEPS)]
+    if stale:
+        out.append(f"Made under an earlier step-budget rule than the one in force ({_rule(AUTO_STEPS)}): "
+                   f"{', '.join(stale)}; `python -m benchmarks.defaults.run` runs them again under it.")
     return out
+
+
+def _rule(a: dict[str, int]) -> str:
+    return f"clamp({a['epochs']} epochs, {a['min']}, {a['max']})"
 
 
 def render_section(result: dict[str, Any]) -> str:

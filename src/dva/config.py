@@ -120,10 +120,11 @@ TRAINABLE_DEFAULTS: dict[str, dict[str, float]] = {
 
 
 # The data-scaled step budget (train.steps=0): AUTO_STEPS["epochs"] passes over the training
-# images, at least "min" and at most "max" steps. Not yet chosen on validation splits
-# (docs/METHOD.md, Training): 2 epochs = the cub100 recipe (184 steps); 200 steps is the order of
-# the 180 that a 480-photo flower set needed, where 2 epochs gave 40 steps and no gain.
-AUTO_STEPS: dict[str, int] = {"epochs": 2, "min": 200, "max": 2000}
+# images, at least "min" and at most "max" steps. Chosen on validation splits (held-out training
+# classes; docs/METHOD.md, Training, and `python -m benchmarks.defaults.budget`): the clamp rule that
+# best reproduces the budgets chosen on cub100 (368 steps), cars196 (736), aircraft47 (184) and a
+# pets37 split (240, its 140 training images: the floor).
+AUTO_STEPS: dict[str, int] = {"epochs": 6, "min": 240, "max": 2000}
 # data.val_classes=auto: hold out max(min, round(fraction x classes)) of the training classes when
 # there are at least "min_classes" of them (fewer: too few to both train and validate on).
 AUTO_VAL_CLASSES: dict[str, float] = {"min_classes": 10, "fraction": 0.2, "min": 2}

@@ -261,6 +261,14 @@ def test_render_of_a_fake_result(tmp_path):
     assert t["no_test_selection"]["verdict"] == "holds"
     assert "of 5 runs, 4 chose their model on validation classes, 1 chose nothing" in t["no_test_selection"]["text"]
     assert "lite0, lite1: no tuned row" in text
+    # Every fake record says the old rule (2 epochs, floor 200), not the one in force: named so.
+    assert "earlier step-budget rule than the one in force (clamp(6 epochs, 240, 2000))" in text
+    assert "mobilenetv2 x cub100, mobilenetv2 x pets37, lite0 x cub100, lite2 x cub100, lite2 x pets37;" in text
+    from dva.config import AUTO_STEPS
+
+    current = [{**r, "auto_steps": dict(AUTO_STEPS)} for r in runs]
+    assert "earlier step-budget rule" not in V.render_section(runner.build_result(current, {}, [], tmp_path / "d.json",
+                                                                                  2, results))
     # Only passing pairs, every pair run: the first target holds.
     ok = [_record(p, d, 80.0, 40.0) for p in ("mobilenetv2", "lite2") for d in ("cub100",)]
     res = runner.build_result(ok, {}, [], tmp_path / "d.json", 2, results)
@@ -280,6 +288,20 @@ def test_rule_steps_is_the_trainers_auto_budget():
             resolve_budget(TrainConfig(), n, b).steps
 
 
+def test_the_rule_in_force_is_the_fit_of_the_committed_evidence():
+    """AUTO_STEPS changes with the evidence only: the committed budgets' fit, the JSON written under it."""
+    from dva.config import AUTO_STEPS
+
+    res = json.loads(B.RESULT.read_text())
+    assert len(res["points"]) >= 4 and {r["dataset"] for r in res["rows"]} >= {"cub100", "cars196", "aircraft47",
+                                                                             "pets37"}
+    fit = B.fit_rule(res["points"])
+    assert {k: fit[k] for k in ("epochs", "min", "max")} == AUTO_STEPS == res["auto_steps"]
+    assert "the rule in force is this rule" in B.render_budget(res)
+    other = {**res, "fit": B.fit_rule(res["points"], current={"epochs": 2, "min": 200, "max": 2000})}
+    assert "against" in B.render_budget(other) and "the rule in force is this rule" not in B.render_budget(other)
+
+
 def test_fit_rule_on_hand_made_points():
     from dva.config import AUTO_STEPS
 
@@ -289,9 +311,12 @@ def test_fit_rule_on_hand_made_points():
     assert fit["loss"] == 0.0 and fit["steps"] == [50, 300, 600]
     assert fit["steps"][0] >= fit["min"] > 3 * (100 // 10)  # few images: the floor, not 3 epochs of 10 batches
     assert fit["current"]["min"] == AUTO_STEPS["min"] and fit["current"]["epochs"] == AUTO_STEPS["epochs"]
-    # A large set choosing no more than a mid-sized one: max = that budget.
-    fit = B.fit_rule([(100, 10, 50), (1000, 10, 300), (5000, 10, 300)])
+    # A large set choosing no more than a mid-sized one: max = that budget. Epochs 3 to 5 all fit
+    # exactly under that max; the tie goes to the epochs nearest the current rule's (2 -> 3, 6 -> 5).
+    pts = [(100, 10, 50), (1000, 10, 300), (5000, 10, 300)]
+    fit = B.fit_rule(pts, current={"epochs": 2, "min": 200, "max": 2000})
     assert (fit["epochs"], fit["min"], fit["max"], fit["loss"]) == (3, 50, 300, 0.0)
+    assert B.fit_rule(pts, current={"epochs": 6, "min": 200, "max": 2000})["epochs"] == 5
     # No exact fit: 5 epochs give 50 (chosen 40: at the floor it would be 40), 500 and 1000 exactly;
     # 4 epochs would miss two sets by 25%: the summed |log ratio| decides.
     fit = B.fit_rule([(100, 10, 40), (1000, 10, 500), (2000, 10, 1000)], current={"epochs": 2, "min": 1, "max": 10_000})

@@ -66,7 +66,7 @@ def test_preset_trains_a_5_class_folder_end_to_end_with_no_other_flag(five_class
     summary = json.loads((out / "summary.json").read_text())
     # 2 training classes (< 8 per batch, < 10 for validation): the batch fits, the budget is the floor.
     assert summary["batch"] == {"classes_per_batch": 2, "images_per_class": 8}
-    assert summary["steps"] == 200 and summary["budget"]["rule"].startswith("train.steps=auto")
+    assert summary["steps"] == 240 and summary["budget"]["rule"].startswith("train.steps=auto")
     assert summary["eval_split"] == "test" and summary["checkpoints"]["best"] is None  # nothing chosen on test
     setup = next(r for r in _log(out) if r.get("kind") == "setup")
     assert (setup["classes_per_batch"], setup["images_per_class"], setup["early_stopping"]) == (2, 8, 0)

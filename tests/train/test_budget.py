@@ -1,7 +1,7 @@
 """The rules the data decide (src/dva_train/budget.py): step budget, validation hold-out, batch shape."""
 import pytest
 
-from dva.config import AUTO, AUTO_EVALS, AUTO_STEPS, load_config
+from dva.config import AUTO, AUTO_EVALS, load_config
 from dva_train.budget import eval_period, fit_batch, held_out_classes, resolve_budget
 
 
@@ -56,10 +56,12 @@ def test_max_steps_caps_and_keeps_the_recorded_benchmark_schedule():
 
 
 @pytest.mark.parametrize("n_train,batch,steps", [
-    (480, 24, AUTO_STEPS["min"]),        # the small flower set: 2 epochs = 40 steps -> the floor (200)
-    (2953, 32, AUTO_STEPS["min"]),       # cub100: 2 x 92 = 184 -> 200
-    (8054, 32, 2 * 251),                 # cars196 open set: 2 epochs = 502, inside the clamp
-    (500_000, 32, AUTO_STEPS["max"]),    # a large set: the ceiling
+    (480, 24, 240),                      # the small flower set: 6 epochs = 120 steps -> the floor
+    (140, 32, 240),                      # the pets37 split: 6 x 4 = 24 -> the floor
+    (2349, 32, 438),                     # cub100 less 10 held-out classes: 6 x 73
+    (3186, 32, 594),                     # cars196 less 20 held-out classes: 6 x 99
+    (8054, 32, 1506),                    # a cars196-sized set of both halves: 6 x 251, inside the clamp
+    (500_000, 32, 2000),                 # a large set: the ceiling
 ])
 def test_the_default_budget_scales_with_the_data_within_the_clamp(n_train, batch, steps):
     b = resolve_budget(_tc(), n_train=n_train, batch_size=batch)
