@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import _common as C
 from benchmarks.defaults import budget as B
 from benchmarks.defaults import plan as P
 from benchmarks.defaults import record as R
@@ -298,6 +299,10 @@ def test_the_rule_in_force_is_the_fit_of_the_committed_evidence():
     fit = B.fit_rule(res["points"])
     assert {k: fit[k] for k in ("epochs", "min", "max")} == AUTO_STEPS == res["auto_steps"]
     assert "the rule in force is this rule" in B.render_budget(res)
+    e, lo, hi = AUTO_STEPS["epochs"], AUTO_STEPS["min"], AUTO_STEPS["max"]  # the words that state the rule
+    assert f"by default {e} passes over the training\n  images, at least {lo} and at most {hi} steps" in \
+        (C.REPO / "README.md").read_text()
+    assert f"`steps = clamp({e} ×\n  (n_train // batch), {lo}, {hi})`" in (C.REPO / "docs/METHOD.md").read_text()
     other = {**res, "fit": B.fit_rule(res["points"], current={"epochs": 2, "min": 200, "max": 2000})}
     assert "against" in B.render_budget(other) and "the rule in force is this rule" not in B.render_budget(other)
 
