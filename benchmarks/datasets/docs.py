@@ -59,13 +59,31 @@ def chosen_table(selects: list[dict[str, Any]]) -> str:
         best = next((c for c in last["candidates"] if c["chosen"]), None) if last else None
         fz, ch = res.get("frozen_val_metrics"), (best or {}).get("val_metrics")
         body.append([s["dataset"], s["backbone"], str(s.get("val_classes", "-")),
-                     *[by[n]["chosen"] if n in by else "(not run)" for n in stages],
+                     *[(by[n]["chosen"] + (" (margin)" if by[n].get("chosen_by") == "margin" else ""))
+                       if n in by else "(not run)" for n in stages],
                      f"{R.num(_pct(fz, 'recall@1'))} -> {R.num(_pct(ch, 'recall@1'))}",
                      f"{R.num(_pct(fz, 'map@r'))} -> {R.num(_pct(ch, 'map@r'))}",
                      "yes" if res.get("complete") else "no"])
     header = ["ID dataset", "backbone", "held-out classes", *stages, "val R@1 frozen -> chosen",
               "val MAP@R frozen -> chosen", "all stages run"]
-    return C.md_table(header, body, "lll" + "l" * len(stages) + "rrl")
+    return C.md_table(header, body, "lll" + "l" * len(stages) + "rrl") + "".join(
+        f"\n\n{line}" for line in margin_lines(selects))
+
+
+def margin_lines(selects: list[dict[str, Any]]) -> list[str]:
+    """One sentence per stage where a dear candidate scored best but by less than the margin."""
+    out = []
+    for res in selects:
+        s = res["settings"]
+        for st in res["stages"]:
+            if st.get("chosen_by") != "margin":
+                continue
+            m = {c["name"]: 100 * c["val_metrics"]["map@r"] for c in st["candidates"]}
+            top = max((c for c in st["candidates"] if c["dear"]), key=lambda c: c["val_metrics"]["map@r"])["name"]
+            out.append(f"(margin) {s['dataset']} x {s['backbone']}, {st['name']}: {top} (adapters below the cached "
+                       f"prefix) led {st['chosen']} by {m[top] - m[st['chosen']]:.2f} MAP@R points on validation, under "
+                       f"the {100 * st['dear_margin']:.1f} that such a candidate needs: {st['chosen']} was kept.")
+    return out
 
 
 def _r1(rows: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
@@ -178,7 +196,9 @@ def section(selects: list[dict[str, Any]], mains: list[dict[str, Any]], figure: 
         f"the two others and every image of {', '.join(TABLE.ood_extra)} (leave-one-out), scored without further "
         "training. Per (dataset, backbone) the `select` profile chooses the adapter placement/rank, learning rate, "
         "step budget and DPT weight on that dataset's held-out training classes (the test classes are never loaded); "
-        "the `main` profile scores the test classes with those values. Commands: "
+        "a candidate with adapters below the cached frozen prefix (every step a full backward pass) is chosen only "
+        f"when it leads the best other candidate by at least {100 * TABLE.dear_margin:.1f} MAP@R points. "
+        "The `main` profile scores the test classes with those values. Commands: "
         "`python -m benchmarks.datasets.run --dataset D --backbone B --profile select|main`.",
         "**Progress.**", status(selects, mains)]
     if selects:

@@ -77,6 +77,15 @@ class Table(NamedTuple):
     quick_rows: list[str]
     metric: str
     stages: list[Stage]
+    dear_margin: float  # the lead (in the metric) a dear candidate needs over the best cheap one
+
+
+DEAR_TOKENS = ("--train.cache_prefix", "off")  # adapters below the cached prefix: a full backward pass per step
+
+
+def is_dear(tokens: list[str]) -> bool:
+    """A candidate whose steps cannot use the cached frozen prefix (``--train.cache_prefix off``)."""
+    return any(tokens[i:i + 2] == list(DEAR_TOKENS) for i in range(len(tokens) - 1))
 
 
 def _dataset(name: str, d: dict[str, Any]) -> DatasetSpec:
@@ -111,7 +120,8 @@ def load_table(path: str | Path = TABLE_FILE) -> Table:
                   ood_extra={n: _dataset(n, d) for n, d in (raw.get("ood_extra") or {}).items()},
                   backbones=backbones, seeded_rows=_tokens(raw["seeded_rows"], "seeded_rows"), main_rows=main,
                   quick_rows=_tokens(raw["main"]["quick"], "main.quick"), metric=str(raw["select"]["metric"]),
-                  stages=[_stage(i, s) for i, s in enumerate(raw["select"]["stages"])])
+                  stages=[_stage(i, s) for i, s in enumerate(raw["select"]["stages"])],
+                  dear_margin=float(raw["select"].get("dear_margin", 0.0)))
     bad = [f"main.quick {n}" for n in table.quick_rows if n not in main]
     bad += [f"seeded_rows {n}" for n in table.seeded_rows if n not in main]
     bad += [f"select.stages {s.name}: no candidates for {b}" for s in table.stages for b in backbones

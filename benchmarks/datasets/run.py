@@ -178,7 +178,7 @@ def run_select(ctx: Context, out: Path, argv: list[str]) -> dict[str, Any]:
                  for i, s in enumerate(specs)]
         results = run_all(specs, ctx, {"validation_only": True})
         frozen_val = frozen_val or results[0].get("frozen_metrics")
-        rec = stage_record(st.name, st.scope, specs, results, ctx.table.metric)
+        rec = stage_record(st.name, st.scope, specs, results, ctx.table.metric, ctx.table.dear_margin)
         for c, res in zip(rec["candidates"], results):
             c["run"] = res
         chosen[st.name] = rec["chosen"]

@@ -1,7 +1,7 @@
 """The select profile's choice: the best candidate of each stage by its validation score, and the JSON.
 
 Pure functions of the candidates' results (the runs' ``result.json``): :func:`choose` picks a
-stage's winner, :func:`select_record` writes every candidate, its validation score and the
+stage's winner (:func:`choose_with_margin`: a dear candidate must win by a margin), :func:`select_record` writes every candidate, its validation score and the
 chosen values, and the tokens the main profile reads (:func:`benchmarks.datasets.plan.chosen_tokens`).
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from benchmarks.datasets.plan import SCOPES, RunSpec, Table, stage_tokens
+from benchmarks.datasets.plan import SCOPES, RunSpec, Table, is_dear, stage_tokens
 
 
 def val_score(result: dict[str, Any], metric: str) -> tuple[float, float]:
@@ -38,18 +38,42 @@ def choose(scores: dict[str, tuple[float, float]]) -> str:
     return max(enumerate(scores.items()), key=key)[1][0]
 
 
-def stage_record(name: str, scope: str, runs: list[RunSpec], results: list[dict[str, Any]],
-                 metric: str) -> dict[str, Any]:
-    """One stage of the select JSON: each candidate's overrides, folder and validation score; the winner."""
-    scores = {r.name.split(":", 1)[1]: val_score(res, metric) for r, res in zip(runs, results)}
+def choose_with_margin(scores: dict[str, tuple[float, float]], dear: set[str], margin: float) -> tuple[str, str]:
+    """The winner when the ``dear`` candidates must beat the best of the others by ``margin``; and why.
+
+    A dear candidate (adapters below the cached frozen prefix: every step a full backward pass,
+    5-20x a cached-prefix step on 2 cores) is chosen only when its metric is at least ``margin``
+    above the best cheap candidate's: a smaller lead is within what a validation split of 5-20
+    classes resolves, and every later stage and main row would pay its cost.
+
+    Returns:
+        ``(winner, how)``: ``how`` is ``"best"``, or ``"margin"`` when a dear candidate scored best
+        but by less than ``margin`` (the best cheap candidate wins).
+    """
     best = choose(scores)
+    cheap = {k: v for k, v in scores.items() if k not in dear}
+    if best not in dear or not cheap or margin <= 0:
+        return best, "best"
+    runner_up = choose(cheap)
+    lead = scores[best][0] - scores[runner_up][0]
+    return (best, "best") if math.isnan(scores[runner_up][0]) or lead >= margin else (runner_up, "margin")
+
+
+def stage_record(name: str, scope: str, runs: list[RunSpec], results: list[dict[str, Any]],
+                 metric: str, margin: float = 0.0) -> dict[str, Any]:
+    """One stage of the select JSON: each candidate's overrides, folder, validation score and whether it is
+    dear (:func:`is_dear`); the winner (:func:`choose_with_margin`) and how it won."""
+    scores = {r.name.split(":", 1)[1]: val_score(res, metric) for r, res in zip(runs, results)}
+    dear = {r.name.split(":", 1)[1] for r in runs if is_dear(r.row_overrides)}
+    best, how = choose_with_margin(scores, dear, margin)
     cands = [{"name": r.name.split(":", 1)[1], "overrides": r.row_overrides, "folder": r.tag,
               "val_metrics": res.get("metrics"), "steps": res.get("steps"), "train_seconds": res.get("train_seconds"),
               "trainable_params": (res.get("params") or {}).get("trainable_params"),
               "trainable_pct": 100.0 * float((res.get("params") or {}).get("trainable_fraction") or 0.0),
-              "chosen": r.name.split(":", 1)[1] == best}
+              "dear": r.name.split(":", 1)[1] in dear, "chosen": r.name.split(":", 1)[1] == best}
              for r, res in zip(runs, results)]
-    return {"name": name, "scope": scope, "metric": metric, "candidates": cands, "chosen": best}
+    return {"name": name, "scope": scope, "metric": metric, "dear_margin": margin, "chosen_by": how,
+            "candidates": cands, "chosen": best}
 
 
 def select_record(table: Table, backbone: str, stages: list[dict[str, Any]],

@@ -81,5 +81,20 @@ def test_section_renders_and_the_check_catches_an_edited_number(folder):
     assert D.check(folder, doc, readme.replace("52.0", "51.0"))
 
 
+def test_a_choice_made_by_the_dear_margin_is_said(folder):
+    sel = _select("cub100")
+    sel["stages"] = [{"name": "placement", "chosen": "r4_3st", "chosen_by": "margin", "dear_margin": 0.005,
+                      "candidates": [
+                          {"name": "r4_2st", "dear": False, "chosen": False, "val_metrics": {"map@r": 0.5939}},
+                          {"name": "r4_3st", "dear": False, "chosen": True, "val_metrics": {"map@r": 0.6026}},
+                          {"name": "r2_all", "dear": True, "chosen": False, "val_metrics": {"map@r": 0.6036}}]}]
+    body = D.chosen_table([sel, _select("aircraft47")])
+    assert "| cub100 | mobilenetv2 | 5 | r4_3st (margin) | (not run) |" in body
+    assert D.margin_lines([sel]) == [
+        "(margin) cub100 x mobilenetv2, placement: r2_all (adapters below the cached prefix) led r4_3st by 0.10 "
+        "MAP@R points on validation, under the 0.5 that such a candidate needs: r4_3st was kept."]
+    assert D.margin_lines([_select("aircraft47")]) == [] and "(margin)" not in D.chosen_table([_select("aircraft47")])
+
+
 def test_the_docs_match_the_committed_results():
     assert D.check() == []

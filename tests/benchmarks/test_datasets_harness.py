@@ -122,6 +122,23 @@ def test_choose_best_validation_score_ties_and_nan():
         S.val_score({"name": "x", "eval_split": "test", "metrics": {"map@r": 0.9}}, "map@r")
 
 
+def test_a_dear_candidate_must_win_by_the_margin():
+    scores = {"r4_2st": (0.594, 0.95), "r4_3st": (0.603, 0.95), "r2_all": (0.604, 0.947)}  # cub100's placement
+    assert S.choose(scores) == "r2_all"  # the plain rule: best MAP@R
+    assert S.choose_with_margin(scores, {"r2_all"}, 0.005) == ("r4_3st", "margin")  # 0.1 point: not enough
+    assert S.choose_with_margin(scores, {"r2_all"}, 0.0) == ("r2_all", "best")
+    assert S.choose_with_margin({**scores, "r2_all": (0.609, 0.9)}, {"r2_all"}, 0.005) == ("r2_all", "best")
+    assert S.choose_with_margin(scores, {"r4_2st"}, 0.005) == ("r2_all", "best")  # the best is cheap
+    assert S.choose_with_margin({"r2_all": (0.6, 0.9)}, {"r2_all"}, 0.005) == ("r2_all", "best")  # no cheap one
+    assert S.choose_with_margin({"a": (float("nan"), 0.9), "b": (0.2, 0.5)}, {"b"}, 0.005) == ("b", "best")
+    # The harness: 0.5 MAP@R points; the every-stage candidates (no cached prefix) are the dear ones.
+    assert P.TABLE.dear_margin == 0.005
+    dear = {bb: [n for n, t in P.TABLE.stages[0].of(bb).items() if P.is_dear(t)] for bb in P.TABLE.backbones}
+    assert dear == {"mobilenetv2": ["r2_all"], "lite2": ["r2_all"], "vit_s14": ["r8_all"]}
+    assert not any(P.is_dear(t) for st in P.TABLE.stages[1:] for t in st.of("mobilenetv2").values())
+    assert P.is_dear(["--x", "1", "--train.cache_prefix", "off"]) and not P.is_dear(["--train.cache_prefix", "on"])
+
+
 FAKE_WORKER = textwrap.dedent('''
     import json, os, sys
     from pathlib import Path
@@ -180,6 +197,9 @@ def test_select_chooses_on_validation_and_main_reads_the_choice(tmp_path, fake, 
     assert json.loads(out.read_text())["chosen"] == res["chosen"]
     assert res["chosen"] == {"placement": "r8_2st", "lr": "lr3e-3", "steps": "st368", "beta": "beta2"}
     assert res["complete"] and res["frozen_val_metrics"] == {"recall@1": 0.4, "map@r": 0.2}
+    placement = res["stages"][0]
+    assert placement["dear_margin"] == 0.005 and placement["chosen_by"] == "best"
+    assert [c["name"] for c in placement["candidates"] if c["dear"]] == ["r2_all"]
     assert res["chosen_tokens"]["adapters"][-2:] == ["--train.lr", "3e-3"]
     assert res["chosen_tokens"]["trained"] == ["--train.steps", "368"]
     assert res["chosen_tokens"]["opa"] == ["--loss.beta", "2"]
