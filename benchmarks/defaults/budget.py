@@ -70,7 +70,8 @@ def fit_rule(points: Sequence[Sequence[int]], epochs_grid: Sequence[int] = EPOCH
         current: the rule in force (default ``dva.config.AUTO_STEPS``).
 
     Returns:
-        ``{"epochs", "min", "max", "loss", "steps": the rule's steps per point, "current":
+        ``{"epochs", "min", "max", "loss", "tied_epochs": every E of ``epochs_grid`` with the same loss
+        at that min and max, "steps": the rule's steps per point, "current":
         {"epochs", "min", "max", "loss", "steps"}}``.
     """
     from dva.config import AUTO_STEPS
@@ -89,7 +90,9 @@ def fit_rule(points: Sequence[Sequence[int]], epochs_grid: Sequence[int] = EPOCH
         return (round(_loss(pts, e, lo, hi), 9), abs(e - cur["epochs"]), abs(math.log(hi / cur["max"])))
 
     e, hi = min(cands, key=key)
+    best = round(_loss(pts, e, lo, hi), 9)
     return {"epochs": e, "min": lo, "max": hi, "loss": _loss(pts, e, lo, hi),
+            "tied_epochs": [t for t in epochs_grid if round(_loss(pts, t, lo, hi), 9) == best],
             "steps": [rule_steps(n, b, e, lo, hi) for n, b, _ in pts],
             "current": {**{k: int(cur[k]) for k in ("epochs", "min", "max")},
                         "loss": _loss(pts, int(cur["epochs"]), int(cur["min"]), int(cur["max"])),
@@ -255,9 +258,13 @@ def render_budget(result: dict[str, Any]) -> str:
         same = all(fit[k] == c[k] for k in ("epochs", "min", "max"))
         force = ("the rule in force is this rule" if same else
                  f"against {c['loss']:.2f} for the rule in force (E = {c['epochs']}, MIN = {c['min']}, MAX = {c['max']})")
+        tied = fit.get("tied_epochs") or [fit["epochs"]]
+        tie = ("" if len(tied) < 2 else
+               f" E = {tied[0]} to {tied[-1]} fit these points equally well (budgets that lie on both sides of "
+               "every such rule), so the tie went to the E nearest the rule in force; more datasets would narrow it.")
         out += ["", (f"The clamp rule `steps = clamp(E x (images // batch), MIN, MAX)` that best reproduces the "
                     f"{len(pts)} chosen budgets: E = {fit['epochs']}, MIN = {fit['min']} (the chosen budget of the "
-                    f"smallest set), MAX = {fit['max']}; summed |log(rule / chosen)| {fit['loss']:.2f}; {force}.")]
+                    f"smallest set), MAX = {fit['max']}; summed |log(rule / chosen)| {fit['loss']:.2f}; {force}.{tie}")]
     return "\n".join(out) + "\n"
 
 

@@ -122,8 +122,9 @@ TRAINABLE_DEFAULTS: dict[str, dict[str, float]] = {
 # The data-scaled step budget (train.steps=0): AUTO_STEPS["epochs"] passes over the training
 # images, at least "min" and at most "max" steps. Chosen on validation splits (held-out training
 # classes; docs/METHOD.md, Training, and `python -m benchmarks.defaults.budget`): the clamp rule that
-# best reproduces the budgets chosen on cub100 (368 steps), cars196 (736), aircraft47 (184) and a
-# pets37 split (240, its 140 training images: the floor).
+# best reproduces the budgets chosen on cub100, cars196, aircraft47 and a pets37 split (the floor:
+# the smallest set's choice). Several E fit them equally well; the tie kept the rule in force
+# (validation selection and early stopping recover from a budget too long, nothing from one too short).
 AUTO_STEPS: dict[str, int] = {"epochs": 6, "min": 240, "max": 2000}
 # data.val_classes=auto: hold out max(min, round(fraction x classes)) of the training classes when
 # there are at least "min_classes" of them (fewer: too few to both train and validate on).

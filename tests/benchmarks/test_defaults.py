@@ -313,7 +313,7 @@ def test_fit_rule_on_hand_made_points():
     # 10, 100 and 200 batches per epoch choosing 50, 300, 600 steps: 3 epochs, the small set at min 50.
     fit = B.fit_rule([(100, 10, 50), (1000, 10, 300), (2000, 10, 600)])
     assert (fit["epochs"], fit["min"], fit["max"]) == (3, 50, AUTO_STEPS["max"])  # max unconstrained: kept
-    assert fit["loss"] == 0.0 and fit["steps"] == [50, 300, 600]
+    assert fit["loss"] == 0.0 and fit["steps"] == [50, 300, 600] and fit["tied_epochs"] == [3]
     assert fit["steps"][0] >= fit["min"] > 3 * (100 // 10)  # few images: the floor, not 3 epochs of 10 batches
     assert fit["current"]["min"] == AUTO_STEPS["min"] and fit["current"]["epochs"] == AUTO_STEPS["epochs"]
     # A large set choosing no more than a mid-sized one: max = that budget. Epochs 3 to 5 all fit
@@ -321,7 +321,15 @@ def test_fit_rule_on_hand_made_points():
     pts = [(100, 10, 50), (1000, 10, 300), (5000, 10, 300)]
     fit = B.fit_rule(pts, current={"epochs": 2, "min": 200, "max": 2000})
     assert (fit["epochs"], fit["min"], fit["max"], fit["loss"]) == (3, 50, 300, 0.0)
+    assert fit["tied_epochs"] == [3, 4, 5]
     assert B.fit_rule(pts, current={"epochs": 6, "min": 200, "max": 2000})["epochs"] == 5
+    # Two sets on either side of every E from 4 to 7 (2.5 and 7.4 epochs chosen): the summed error ties.
+    pts = [(140, 32, 240), (2349, 32, 184), (3186, 32, 736)]
+    fit = B.fit_rule(pts, current={"epochs": 6, "min": 240, "max": 2000})
+    assert fit["epochs"] == 6 and fit["tied_epochs"] == [4, 5, 6, 7]
+    text = B.render_budget({"rows": [], "points": pts, "fit": fit, "auto_steps": {"epochs": 6, "min": 240,
+                                                                                   "max": 2000}})
+    assert "E = 4 to 7 fit these points equally well" in text and "the rule in force is this rule" in text
     # No exact fit: 5 epochs give 50 (chosen 40: at the floor it would be 40), 500 and 1000 exactly;
     # 4 epochs would miss two sets by 25%: the summed |log ratio| decides.
     fit = B.fit_rule([(100, 10, 40), (1000, 10, 500), (2000, 10, 1000)], current={"epochs": 2, "min": 1, "max": 10_000})
