@@ -200,7 +200,7 @@ def section_of(result: dict[str, Any]) -> str:
             f"(alpha 0 = the frozen backbone, one run); trained on the training classes less the last "
             f"{s['val_classes']} (validation), the last model of each budget; adapter settings: {s['selection']}"
             + (f" ({s['select_json']})" if s.get("select_json") else "") + f". One seed per point; the recommended "
-            f"points (validation {s['metric'].upper()}) {s['seeds']} seeds. OOD: {', '.join(s['ood'])}"
+            f"points (validation {s['metric'].upper()}) {s['seeds']} seed{'s' if s['seeds'] != 1 else ''}. OOD: {', '.join(s['ood'])}"
             + (f" (not found: {', '.join(s['ood_missing'])})" if s.get("ood_missing") else "") + ".")
     words = "\n".join([frontier_words(result, sm), time_words(result, sm), target2_words(result, sm),
                        cost_words(sm)])

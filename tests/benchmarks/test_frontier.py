@@ -441,6 +441,12 @@ def test_unselected_profile_is_labelled(tmp_path, fake):
     assert res["settings"]["select_json"] is None and len(fake()) == 2
     assert res["settings"]["chosen_tokens"] == F.first_candidates(P.TABLE, "mobilenetv2")
     assert "UNSELECTED" in R.render_section([res]).splitlines()[0]
+    from benchmarks.frontier import docs as FD
+
+    words = FD.readme_body([{**res, "complete": False}])  # a sitting of some budgets: the README says so
+    assert "- cub100 x mobilenetv2 (unfinished: budgets 10 steps so far):" in words
+    assert "(unfinished" not in FD.readme_body([{**res, "complete": True}])
+    assert "; the recommended points (validation MAP@R) 1 seed. OOD" in R.render_section([res])
 
 
 # ----------------------------------------------------------------------------- rendering
