@@ -14,6 +14,18 @@ def perturb_trainable(model: torch.nn.Module, seed: int = 0, scale: float = 0.05
     return model
 
 
+class Crash(Exception):
+    """A simulated crash of a training run (raised by :func:`crash_at`)."""
+
+
+def crash_at(step: int):
+    """An ``on_step`` hook of ``dva_train.train.train`` that raises :class:`Crash` after ``step``."""
+    def hook(s: int) -> None:
+        if s == step:
+            raise Crash
+    return hook
+
+
 def seeded_mnv2_weights(path):
     """Write a seeded random MobileNetV2-0.5 as a local weights file (the same frozen model in every build)."""
     import timm

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _helpers import Crash, crash_at
 from safetensors.torch import load_file
 
 import dva_train.train as T
@@ -22,17 +23,6 @@ def _cfg(root, out, *extra):
         "--train.steps", "6", "--train.save_every", "3", "--data.val_classes", "0", *extra])
 
 
-class Cut(Exception):
-    pass
-
-
-def _cut_at(step):
-    def hook(s):
-        if s == step:
-            raise Cut
-    return hook
-
-
 def _train_rows(out: Path) -> list[dict]:
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     return [r for r in rows if r.get("kind") == "train"]
@@ -47,8 +37,8 @@ def straight(synthetic_root, tmp_path_factory):
 
 def test_an_interrupted_row_continues_to_the_uninterrupted_result(synthetic_root, tmp_path, straight):
     out = tmp_path / "row"
-    with pytest.raises(Cut):
-        T.train(_cfg(synthetic_root, out), progress=False, on_step=_cut_at(4))  # state saved at step 3
+    with pytest.raises(Crash):
+        T.train(_cfg(synthetic_root, out), progress=False, on_step=crash_at(4))  # state saved at step 3
     summary = train_row(_cfg(synthetic_root, out))
     assert summary["resumed"] is True and summary["steps"] == 6 and summary["status"] == "completed"
     steps = [r["step"] for r in _train_rows(out)]
@@ -59,8 +49,8 @@ def test_an_interrupted_row_continues_to_the_uninterrupted_result(synthetic_root
 
 def test_a_row_whose_state_cannot_be_resumed_trains_afresh(synthetic_root, tmp_path, capsys):
     out = tmp_path / "row"
-    with pytest.raises(Cut):
-        T.train(_cfg(synthetic_root, out), progress=False, on_step=_cut_at(4))
+    with pytest.raises(Crash):
+        T.train(_cfg(synthetic_root, out), progress=False, on_step=crash_at(4))
     summary = train_row(_cfg(synthetic_root, out, "--train.lr", "0.0123"))  # another config: no silent resume
     assert "resumed" not in summary and summary["steps"] == 6
     assert "not resumed" in capsys.readouterr().out

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _helpers import Crash, crash_at
 from safetensors.torch import load_file
 
 import dva_train.state as S
@@ -26,15 +27,6 @@ def _log(out):
     return [json.loads(line) for line in (Path(out) / "log.jsonl").read_text().splitlines()]
 
 
-class Crash(Exception):
-    pass
-
-
-def _crash_at(step):
-    def hook(s):
-        if s == step:
-            raise Crash
-    return hook
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +35,7 @@ def runs(synthetic_root, tmp_path_factory):
     base = tmp_path_factory.mktemp("state")
     T.train(_cfg(synthetic_root, base / "straight"), progress=False)
     with pytest.raises(Crash):
-        T.train(_cfg(synthetic_root, base / "crashed"), progress=False, on_step=_crash_at(4))
+        T.train(_cfg(synthetic_root, base / "crashed"), progress=False, on_step=crash_at(4))
     return base
 
 
