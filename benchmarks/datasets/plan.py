@@ -194,9 +194,11 @@ def common_overrides(ds: DatasetSpec, root: str, cache: Path, threads: int, bb: 
             "--train.eval_every", "0", "--train.save_every", "0", "--train.log_every", "20"]
 
 
-def backbone_overrides(bb: BackboneSpec) -> list[str]:
-    """The preset's ICA setting (the start of the select profile's placement stage)."""
-    return preset_backbone(bb.preset).dva_defaults
+def backbone_overrides(table: Table, backbone: str) -> list[str]:
+    """The ICA setting every run of ``backbone`` starts from: the first candidate of the first stage
+    (placement; the setting chosen on cub100 alone). Every adapter row's own tokens come after it and
+    override it; it stays in each run's tokens, and so in its folder's digest."""
+    return list(table.stages[0].of(backbone)[next(iter(table.stages[0].of(backbone)))])
 
 
 def stage_tokens(table: Table, backbone: str, chosen: dict[str, str], scopes: tuple[str, ...] = SCOPES) -> list[str]:
@@ -230,7 +232,7 @@ def select_stage_runs(table: Table, backbone: str, common: list[str], stage: int
     for cand in st.of(backbone):
         toks = stage_tokens(table, backbone, {**chosen, st.name: cand}, SCOPES if opa else ("adapters", "trained"))
         row = toks + (["--opa.box_source", "self"] if opa else ["--opa.enabled", "false"])
-        ov = common + backbone_overrides(table.backbones[backbone]) + row + ["--train.seed", str(seed)]
+        ov = common + backbone_overrides(table, backbone) + row + ["--train.seed", str(seed)]
         # The folder is named by the settings alone: a candidate equal to an earlier stage's winner
         # (e.g. the first learning rate) is that run, not a second one.
         runs.append(RunSpec(f"{st.name}:{cand}", "train", seed, ov, f"sel_s{seed}_{digest(ov)}", row))
@@ -282,7 +284,7 @@ def main_runs(table: Table, ds: DatasetSpec, backbone: str, common: list[str], c
         kind = "frozen" if name == "frozen" else "train"
         own = [t for tok in row.overrides for t in marks.get(tok, [tok])]
         if kind == "train":
-            own = ([] if "--train.trainable" in own else backbone_overrides(table.backbones[backbone])) \
+            own = ([] if "--train.trainable" in own else backbone_overrides(table, backbone)) \
                 + own + chosen["trained"]
         rs, label = row_seeds(table, name, seeds)
         runs = []

@@ -206,7 +206,7 @@ def run_pets37(root: str, steps: Sequence[int], work: Path, threads: int) -> dic
         raise ValueError(f"{root}: too few pets37 training breeds to hold some out")
     cache = work / "cache"
     cache.mkdir(parents=True, exist_ok=True)
-    common = DP.common_overrides(ds, root, cache, threads, bb, n_val) + DP.backbone_overrides(bb)
+    common = DP.common_overrides(ds, root, cache, threads, bb, n_val) + DP.backbone_overrides(DP.TABLE, PETS37_BACKBONE)
     specs, results = [], []
     for n in steps:
         own = ["--opa.enabled", "false", "--train.steps", str(n)]

@@ -18,12 +18,15 @@ from typing import Any
 from benchmarks import _common as C
 from benchmarks.cub100 import quantities as Q
 from benchmarks.defaults import budget as B
+from benchmarks.defaults import plan as DP
+from benchmarks.defaults import presets as PR
 from benchmarks.defaults import render as V
 from benchmarks.defaults.run import RESULT
 
 METHOD, README = C.REPO / "docs" / "METHOD.md", C.REPO / "README.md"
 HEADING = "## The default command: every preset on every dataset (defaults profile)"
 BENCH_REGION, BUDGET_REGION, README_REGION = "defaults", "budget-evidence", "presets-table"
+PRESET_REGION = "preset-evidence"
 
 
 def _load(path: Path) -> dict[str, Any] | None:
@@ -36,6 +39,14 @@ def budget_body(result: dict[str, Any] | None) -> str:
         return "The evidence is not measured yet (`python -m benchmarks.defaults.budget --run-pets37`)."
     return ("Budgets chosen on validation (held-out training classes; `python -m benchmarks.defaults.budget`, "
             f"`{C.repo_relative(B.RESULT)}`):\n\n" + B.render_budget(result))
+
+
+def preset_body(choices: dict[str, dict[str, Any]]) -> str:
+    """METHOD's evidence for the presets chosen on every ID dataset's validation split."""
+    if not choices:
+        return ("No preset is chosen on the three ID datasets yet (their select profiles: "
+                "`python -m benchmarks.datasets.run --profile select`).")
+    return "\n\n".join(PR.render(rec, preset) for preset, rec in choices.items())
 
 
 def bench_body(result: dict[str, Any]) -> str:
@@ -60,11 +71,14 @@ def readme_body(result: dict[str, Any] | None) -> str:
         if r is None:
             return "-"
         f, t = (r.get("test_frozen") or {}).get("recall@1"), (r.get("test_trained") or {}).get("recall@1")
-        return "-" if f is None or t is None else f"{100 * f:.1f} -> {100 * t:.1f}"
+        return "-" if f is None or t is None else f"{100 * f:.1f} -> {100 * t:.1f}" + ("" if DP.is_current(r) else " *")
 
+    rows = [[p, *[cell(p, d) for d in datasets]] for p in presets]
+    older = any(c.endswith(" *") for row in rows for c in row)
     return ("Test R@1, frozen -> the default command (`dva train --preset P --data.root ...`; docs/BENCHMARKS.md, "
-            "the default command):\n\n" + C.md_table(["preset", *datasets], [[p, *[cell(p, d) for d in datasets]]
-                                                                               for p in presets], "l" + "r" * len(datasets)))
+            "the default command):\n\n" + C.md_table(["preset", *datasets], rows, "l" + "r" * len(datasets))
+            + ("\n\n\\* made with an earlier preset or default than the one packaged now; to be run again."
+               if older else ""))
 
 
 def regions() -> list[tuple[Path, str, str | None, str | None]]:
@@ -72,6 +86,7 @@ def regions() -> list[tuple[Path, str, str | None, str | None]]:
     res, bud = _load(RESULT), _load(B.RESULT)
     return [(C.DOC, BENCH_REGION, HEADING, bench_body(res) if res else None),
             (METHOD, BUDGET_REGION, None, budget_body(bud)),
+            (METHOD, PRESET_REGION, None, preset_body(PR.choices())),
             (README, README_REGION, None, readme_body(res))]
 
 

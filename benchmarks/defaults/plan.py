@@ -126,6 +126,17 @@ def digest(settings: dict[str, Any]) -> str:
     return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
 
 
+def current_digest(preset: str, dataset: str) -> str:
+    """The settings digest the default command of ``(preset, dataset)`` resolves to now (places and
+    machine settings do not enter it): a recorded run with another was made with an earlier preset or rule."""
+    return digest(run_settings(default_argv(preset, dataset, "ROOT", "RUN", 1, "CACHE")))
+
+
+def is_current(run: dict[str, Any]) -> bool:
+    """Whether a recorded run (``preset``, ``dataset``, ``settings_digest``) is what the command gives now."""
+    return run.get("settings_digest") == current_digest(run["preset"], run["dataset"])
+
+
 # ----------------------------------------------------------------------------- what the data give
 def split_facts(dataset: str, root: str, preset: str = PRESET_ORDER[0]) -> dict[str, Any]:
     """The reader's open split of ``root`` (rule, classes and images of each side) and what ``preset``'s

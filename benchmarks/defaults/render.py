@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from benchmarks import _common as C
+from benchmarks.defaults import plan as P
 
 TARGET_R1_GAP = 1.0  # issue 25: the default command within this many R@1 points of the tuned DVA row
 
@@ -135,6 +136,11 @@ def notes(result: dict[str, Any]) -> list[str]:
     if stale:
         out.append(f"Made under an earlier step-budget rule than the one in force ({_rule(AUTO_STEPS)}): "
                    f"{', '.join(stale)}; `python -m benchmarks.defaults.run` runs them again under it.")
+    older = [f"{r['preset']} x {r['dataset']}" for r in result["runs"]
+             if f"{r['preset']} x {r['dataset']}" not in stale and not P.is_current(r)]
+    if older:
+        out.append(f"Made with an earlier preset (or default) than the one packaged now: {', '.join(older)}; "
+                   "`python -m benchmarks.defaults.run` runs them again with it.")
     return out
 
 

@@ -143,17 +143,50 @@ def build_result(ctx: D.Context, sw: Sweep, frozen: dict[str, Any] | None, runs:
     return result
 
 
+# What must match for an earlier JSON's runs to join this one's (the same points, scored alike).
+SAME_SWEEP = ("dataset", "backbone", "model", "img_size", "val_classes", "chosen_tokens", "selected", "alphas", "ood")
+
+
+def earlier_runs(out: Path, ctx: D.Context, sw: Sweep) -> list[dict[str, Any]]:
+    """The seed-0 runs of ``out`` (an earlier sitting's JSON) at budgets this sweep does not run, when
+    it swept the same settings (:data:`SAME_SWEEP`): a profile split into sittings (``--budgets``)
+    gathers every finished budget in one JSON. Another settings' JSON is left out, said."""
+    if not out.is_file():
+        return []
+    old = json.loads(out.read_text())
+    now, was = settings(ctx, sw), old.get("settings") or {}
+    differ = [k for k in SAME_SWEEP if json.dumps(now.get(k)) != json.dumps(was.get(k))]
+    if differ:
+        print(f"({C.repo_relative(out)}: swept other settings ({', '.join(differ)}); its runs are not carried over)")
+        return []
+    names = {m.name for m in sw.methods}
+    return [r for r in old.get("runs") or [] if r.get("method") in names and r.get("seed") == 0
+            and r.get("budget") not in sw.budgets]
+
+
+def is_full(sw: Sweep) -> bool:
+    """Whether ``sw`` (its budgets those of every sitting so far) is frontier.yaml's whole profile."""
+    fr = sw.frontier
+    return (set(fr.methods) <= {m.name for m in sw.methods} and set(fr.budgets) <= set(sw.budgets)
+            and set(fr.alphas) <= set(sw.alphas) and sw.seeds >= fr.seeds)
+
+
 def run_profile(ctx: D.Context, sw: Sweep, out: Path, argv: list[str]) -> dict[str, Any]:
-    """The frozen run, every (budget, method) at seed 0, then the recommended points' other seeds."""
+    """The frozen run, every (budget, method) at seed 0, then the recommended points' other seeds.
+
+    The JSON also holds the earlier sittings' budgets (:func:`earlier_runs`); it is ``complete`` when
+    the whole of frontier.yaml's profile (every method, budget and alpha, its seeds) is in it."""
     base = F.common(ctx.table, ctx.dataset, ctx.backbone, ctx.root, ctx.cache, ctx.threads)
     nonzero = [a for a in sw.alphas if a > 0]
+    prior = earlier_runs(out, ctx, sw)
+    shown = sw._replace(budgets=sorted(set(sw.budgets) | {r["budget"] for r in prior}))
     frozen = run_point(ctx, F.frozen_run(ctx.table, ctx.dataset, ctx.backbone, base),
                        section(sw, "frozen", 0, "frozen", [0.0]))
-    runs: list[dict[str, Any]] = []
+    runs: list[dict[str, Any]] = list(prior)
     seeds: dict[str, list[dict[str, Any]]] = {}
 
     def write(complete: bool = False) -> dict[str, Any]:
-        result = build_result(ctx, sw, frozen, runs, seeds, argv, out, complete)
+        result = build_result(ctx, shown, frozen, runs, seeds, argv, out, complete and is_full(shown))
         C.write_json(out, result)
         return result
 

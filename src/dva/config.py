@@ -156,6 +156,9 @@ class TrainConfig:
     classes_per_batch: int = 8
     images_per_class: int = 4
     lr: float | None = None  # the trained weights; not set: TRAINABLE_DEFAULTS[trainable]
+    # The adapters' rate when train.lr is not set and train.trainable is ica (a preset's choice on
+    # validation); a run of another trainable keeps its own default, never this one.
+    ica_lr: float | None = None
     proxy_lr: float = 1e-2
     weight_decay: float = 1e-4
     adam_eps: float = 1e-8  # DVF used 1.0 (for full fine-tuning)
@@ -203,7 +206,9 @@ class TrainConfig:
 
     def apply_trainable_defaults(self) -> None:
         """(Re)set the keys that were not given from ``TRAINABLE_DEFAULTS[trainable]``."""
-        table = TRAINABLE_DEFAULTS.get(self.trainable, TRAINABLE_DEFAULTS["ica"])
+        table = dict(TRAINABLE_DEFAULTS.get(self.trainable, TRAINABLE_DEFAULTS["ica"]))
+        if self.trainable == "ica" and self.ica_lr is not None:
+            table["lr"] = self.ica_lr
         for k in self.defaulted:
             setattr(self, k, table[k])
 
@@ -299,6 +304,7 @@ RANGES: dict[str, Bound] = {
     "train.patience": Bound(0, True, None, "evaluations without a better validation MAP@R; 0 = off"),
     "train.classes_per_batch": Bound(1, True, 1024, _BATCH),
     "train.images_per_class": Bound(1, True, 256, _BATCH),
+    "train.ica_lr": Bound(0, False, None, "the adapters' rate when train.lr is not set; adapters use ~1e-3"),
     "train.lr": Bound(0, False, None, "a negative rate trains backwards; adapters use ~1e-3"),
     "train.proxy_lr": Bound(0, True),
     "train.weight_decay": Bound(0, True),
@@ -341,6 +347,8 @@ def validate(cfg: "DVAConfig", source: str = "<config>", limits: bool = True) ->
             raise ValueError(f"{source}: {key}={get(key)!r} is not one of {', '.join(allowed)}")
     for key, (lo, lo_ok, hi, why) in RANGES.items():
         v = get(key)
+        if v is None:  # an optional field left unset (train.ica_lr)
+            continue
         if hi is not None and not limits and key.startswith(("train.", "data.")):
             hi = None
         if not math.isfinite(v) or v < lo or (v == lo and not lo_ok) or (hi is not None and v > hi):
@@ -371,6 +379,8 @@ def _check_types(cfg: "DVAConfig", source: str) -> None:
         hints = typing.get_type_hints(type(obj))
         for f in dataclasses.fields(obj):
             v, t = getattr(obj, f.name), _plain_type(hints[f.name])
+            if v is None and t is not hints[f.name]:  # an optional field left unset
+                continue
             ok = isinstance(v, t) or (t is float and isinstance(v, int))
             if not ok or (t in (int, float) and isinstance(v, bool)):
                 raise ValueError(f"{source}: {section.name}.{f.name}={v!r} must be {t.__name__}")
@@ -417,6 +427,8 @@ def _from_dict(cls: type, d: dict[str, Any], source: str, prefix: str = "") -> A
 
 def _coerce(v: Any, t: Any, where: str) -> Any:
     """``v`` (as YAML read it) as a value of the field type ``t``; ValueError naming ``where``."""
+    if v is None and _plain_type(t) is not t:  # an optional field written unset (train.ica_lr: null)
+        return None
     t = _plain_type(t)
     if t is bool:
         if isinstance(v, bool):

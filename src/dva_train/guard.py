@@ -52,8 +52,9 @@ def lr_fix(tc: TrainConfig) -> str:
     """What to change: a lower ``train.lr``, naming where the current one came from."""
     default = TRAINABLE_DEFAULTS[tc.trainable]["lr"]
     if "lr" in tc.defaulted:
-        return f"lower train.lr (now {_num(tc.lr)}, the default for train.trainable={tc.trainable}; " \
-               f"try --train.lr {_num(tc.lr / 10)})"
+        source = "train.ica_lr, the preset's adapter rate" if tc.trainable == "ica" and tc.ica_lr is not None \
+            else f"the default for train.trainable={tc.trainable}"
+        return f"lower train.lr (now {_num(tc.lr)}, {source}; try --train.lr {_num(tc.lr / 10)})"
     if tc.lr > default:
         return f"lower train.lr (now {_num(tc.lr)}, set in the config; try --train.lr {_num(default)}, " \
                f"the default for train.trainable={tc.trainable})"

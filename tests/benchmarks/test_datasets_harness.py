@@ -42,9 +42,11 @@ def test_plan_over_datasets_and_backbones(dataset, backbone, tmp_path):
             assert _value(r.overrides, "--backbone.name") == bb.model
             assert (_value(r.overrides, "--opa.enabled") == "false") == (st.scope != "opa")
             assert ("--loss.beta" in r.overrides) == (st.scope == "opa")
-    # The placement grid holds "more stages"/"all stages" and a larger rank than the preset's.
+    # The placement grid holds "more stages"/"all stages" and a larger rank than the cub100 choice,
+    # its first candidate, which every run of the backbone starts from.
     place = t.stages[0].of(backbone)
-    preset_rank = int(P.backbone_overrides(bb)[1])
+    assert P.backbone_overrides(t, backbone) == next(iter(place.values()))
+    preset_rank = int(P.backbone_overrides(t, backbone)[1])
     assert any(_value(o, "--ica.blocks") == "all" for o in place.values())
     assert any(int(_value(o, "--ica.rank")) > preset_rank for o in place.values())
     assert any(int(_value(o, "--train.steps")) > 184 for o in t.stages[2].of(backbone).values())

@@ -23,11 +23,17 @@ def test_readme_bodies_say_not_measured_without_results():
 
 
 def test_the_presets_table_is_rendered_from_the_runs():
+    from benchmarks.defaults import plan as DP
+
     runs = [{"preset": "mobilenetv2", "dataset": "cub100", "test_frozen": {"recall@1": 0.791},
-             "test_trained": {"recall@1": 0.83}},
+             "test_trained": {"recall@1": 0.83}, "settings_digest": DP.current_digest("mobilenetv2", "cub100")},
             {"preset": "lite2", "dataset": "pets37", "test_frozen": {"recall@1": 0.5}, "test_trained": None}]
     body = DD.readme_body({"runs": runs})
-    assert "| mobilenetv2 | 79.1 -> 83.0 | - |" in body and "| lite2 | - | - |" in body
+    assert "| mobilenetv2 | 79.1 -> 83.0 | - |" in body and "| lite2 | - | - |" in body and "*" not in body
+    # A run of another preset (or default) than the packaged one is marked, and the mark explained.
+    runs[0]["settings_digest"] = "0" * 8
+    body = DD.readme_body({"runs": runs})
+    assert "| mobilenetv2 | 79.1 -> 83.0 * | - |" in body and "earlier preset" in body
 
 
 def test_a_region_without_its_json_is_flagged(tmp_path, monkeypatch):

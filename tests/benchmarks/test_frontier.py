@@ -381,9 +381,31 @@ def _args(tmp_path, *extra):
 
 
 def _profile(tmp_path, *extra, work="work", reuse=None, out="f.json"):
+    """A profile whose frontier.yaml is budgets 10, 20, alphas 0, 0.5, 1, 2 seeds (what _args runs)."""
     ctx = D.Context(P.TABLE, "cub100", "mobilenetv2", "ROOT", tmp_path / work, tmp_path / "cache", 1,
                     FR.reuse_index(reuse))
-    return FR.run_profile(ctx, FR._sweep(_args(tmp_path, *extra), ctx), tmp_path / out, ["--dataset", "cub100"])
+    sw = FR._sweep(_args(tmp_path, *extra), ctx)
+    sw = sw._replace(frontier=sw.frontier._replace(budgets=[10, 20], alphas=[0.0, 0.5, 1.0], seeds=2))
+    return FR.run_profile(ctx, sw, tmp_path / out, ["--dataset", "cub100"])
+
+
+def test_sittings_gather_their_budgets_in_one_json(tmp_path, fake):
+    """--budgets splits a profile into sittings: each JSON holds every budget finished so far, and only
+    the whole profile (every budget, the seeds) is complete."""
+    first = _profile(tmp_path, "--budgets", "10", "--seeds", "1")
+    assert first["settings"]["budgets"] == [10] and not first["complete"]
+    n = len(fake())
+    second = _profile(tmp_path, "--budgets", "20", "--seeds", "1")
+    assert len(fake()) == n + 3  # only the 20-step runs (frozen: resumed from its folder)
+    assert second["settings"]["budgets"] == [10, 20] and not second["complete"]  # 1 seed of 2
+    assert {(q["method"], q["budget"]) for q in second["points"] if not q["frozen"]} == {
+        (m, b) for m in ("dva", "ica", "full") for b in (10, 20)}
+    assert second["recommended"]["dva"]["budget"] == 20  # chosen over both sittings' budgets
+    whole = _profile(tmp_path)  # every budget (all resumed) and the seeds
+    assert whole["complete"] and whole["points"] == _profile(tmp_path)["points"]
+    # A JSON of other settings (here other alphas) is not merged: its runs were scored otherwise.
+    other = _profile(tmp_path, "--budgets", "10", "--seeds", "1", "--alphas", "0,1", out="f.json")
+    assert other["settings"]["budgets"] == [10]
 
 
 def test_profile_sweep_choice_seeds_and_json(tmp_path, fake):
@@ -518,7 +540,8 @@ def test_real_profile_on_generated_data(tmp_path, monkeypatch):
         assert set(r["scores"]) == {"0.5", "1"} and r["images_processed"] > 0 and r["wall_seconds"] > 0
         assert r["sweep"]["image_alphas"] == 2 * r["sweep"]["images"] and "loadavg_1m" in r and "commit" in r
     assert any(r["sweep"]["cached_images"] for r in trained)  # decoded by the frozen run, read from the file cache
-    assert len(res["points"]) == 1 + 4 * 2 and res["complete"]
+    # Finished, but a part of frontier.yaml's profile (two of its methods, other budgets): not complete.
+    assert len(res["points"]) == 1 + 4 * 2 and not res["complete"]
     assert set(res["recommended"]) == {"dva", "full"}
     for m, rec in res["recommended"].items():  # the best validation MAP@R of the method's points (frozen included)
         cands = [p for p in res["points"] if p["method"] == m or p["frozen"]]

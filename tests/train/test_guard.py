@@ -34,6 +34,27 @@ def test_learning_rate_follows_what_is_trained_unless_given():
     assert tc.lr == TRAINABLE_DEFAULTS["full"]["lr"]
 
 
+def test_a_presets_adapter_rate_applies_to_adapters_only():
+    """train.ica_lr (a preset's validated adapter rate) replaces the table's ICA rate when train.lr is
+    not set; a full or head run from the same preset keeps its own default; an explicit lr wins."""
+    assert _tc("--train.ica_lr", "3e-3").lr == 3e-3
+    assert "lr" in _tc("--train.ica_lr", "3e-3").defaulted  # still a default: lr_fix says where it came from
+    assert _tc("--train.ica_lr", "3e-3", "--train.trainable", "full").lr == TRAINABLE_DEFAULTS["full"]["lr"]
+    assert _tc("--train.ica_lr", "3e-3", "--train.trainable", "head").lr == TRAINABLE_DEFAULTS["head"]["lr"]
+    assert _tc("--train.ica_lr", "3e-3", "--train.lr", "5e-4").lr == 5e-4
+    assert _tc().ica_lr is None and _tc().lr == 1e-3
+    preset = load_config("mobilenetv2").train
+    assert preset.ica_lr is not None and preset.lr == preset.ica_lr
+    assert load_config("mobilenetv2", ["--train.trainable", "full"]).train.lr == TRAINABLE_DEFAULTS["full"]["lr"]
+    tc = _tc("--train.ica_lr", "3e-3")
+    tc.trainable = "full"  # set after the config was read (as train() does): the full rate, not ica_lr
+    tc.apply_trainable_defaults()
+    assert tc.lr == TRAINABLE_DEFAULTS["full"]["lr"]
+    assert "train.ica_lr, the preset's adapter rate; try --train.lr 0.0003" in lr_fix(_tc("--train.ica_lr", "3e-3"))
+    with pytest.raises(ValueError, match="train.ica_lr=-0.001 must be > 0"):
+        load_config(None, ["--train.ica_lr", "-1e-3"])
+
+
 def test_resolved_learning_rate_is_saved_and_reads_back_equal(tmp_path):
     cfg = load_config(None, ["--train.trainable", "full"])
     save_config(cfg, tmp_path / "config.yaml")

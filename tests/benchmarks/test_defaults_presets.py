@@ -1,0 +1,90 @@
+"""The presets' adapter settings chosen over every ID dataset's select profile (benchmarks/defaults/presets.py)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks.datasets.plan import TABLE
+from benchmarks.defaults import docs as D
+from benchmarks.defaults import plan as P
+from benchmarks.defaults import presets as PR
+
+
+def _cand(name: str, overrides: list[str], mapr: float, r1: float = 0.5, dear: bool = False) -> dict:
+    return {"name": name, "overrides": overrides, "val_metrics": {"map@r": mapr, "recall@1": r1}, "dear": dear}
+
+
+def _select(frozen: float, placement: dict[str, float], lr: dict[str, float], margin: float = 0.005) -> dict:
+    """A complete select JSON of two stages: placement (r4_2st, r4_3st, r2_all dear) and lr."""
+    blocks = {"r4_2st": ("4", "'-2:'"), "r4_3st": ("4", "'-3:'"), "r2_all": ("2", "all")}
+    pl = [_cand(n, ["--ica.rank", blocks[n][0], "--ica.target", "pw+pwl", "--ica.blocks", blocks[n][1],
+                    "--train.lr", "1e-3"], v, dear=n == "r2_all") for n, v in placement.items()]
+    # The lr stage's candidates also carry the dataset's own placement: only --train.lr is the stage's.
+    lrs = [_cand(n, ["--ica.rank", "8", "--ica.blocks", "'-2:'", "--train.lr", n[2:]], v) for n, v in lr.items()]
+    return {"complete": True, "frozen_val_metrics": {"map@r": frozen, "recall@1": 0.5},
+            "stages": [{"name": "placement", "dear_margin": margin, "candidates": pl},
+                       {"name": "lr", "dear_margin": margin, "candidates": lrs}]}
+
+
+def test_the_choice_is_the_best_mean_gain_over_the_datasets():
+    # r4_2st wins on one dataset by a little, r4_3st on the other by a lot: the mean picks r4_3st;
+    # a dataset's frozen score does not weigh (the gains are what is averaged).
+    sel = {"a": _select(0.50, {"r4_2st": 0.56, "r4_3st": 0.55}, {"lr1e-3": 0.55, "lr3e-3": 0.54}),
+           "b": _select(0.10, {"r4_2st": 0.12, "r4_3st": 0.16}, {"lr1e-3": 0.16, "lr3e-3": 0.19})}
+    rec = PR.consensus(sel)
+    assert [s["chosen"] for s in rec["stages"]] == ["r4_3st", "lr3e-3"]
+    pl = rec["stages"][0]["candidates"]
+    assert pl[1]["gains"] == pytest.approx({"a": 0.05, "b": 0.06}) and pl[1]["mean_gain"] == pytest.approx(0.055)
+    # The values: the placement stage's ICA keys, the lr stage's rate only (not its rank 8 / -2:).
+    assert rec["values"] == {"ica.rank": 4, "ica.target": "pw+pwl", "ica.blocks": "-3:", "train.ica_lr": 3e-3}
+
+
+def test_a_dear_candidate_needs_the_margin_on_the_mean():
+    lr = {"lr1e-3": 0.2}
+    near = {"a": _select(0.1, {"r4_3st": 0.200, "r2_all": 0.204}, lr), "b": _select(0.1, {"r4_3st": 0.2, "r2_all": 0.2}, lr)}
+    st = PR.consensus(near)["stages"][0]
+    assert (st["chosen"], st["chosen_by"]) == ("r4_3st", "margin")  # mean lead 0.002 < 0.005
+    far = {"a": _select(0.1, {"r4_3st": 0.2, "r2_all": 0.22}, lr), "b": _select(0.1, {"r4_3st": 0.2, "r2_all": 0.2}, lr)}
+    st = PR.consensus(far)["stages"][0]
+    assert (st["chosen"], st["chosen_by"]) == ("r2_all", "best")  # mean lead 0.01
+    assert PR.consensus(far)["values"]["ica.blocks"] == "all"
+
+
+def test_only_complete_profiles_of_every_id_dataset_choose(tmp_path):
+    sel = _select(0.1, {"r4_3st": 0.2}, {"lr1e-3": 0.2})
+    for d in list(TABLE.datasets)[:-1]:
+        (tmp_path / f"{d}_mobilenetv2_select.json").write_text(json.dumps(sel))
+    assert PR.choices(tmp_path) == {}  # one ID dataset missing
+    last = list(TABLE.datasets)[-1]
+    (tmp_path / f"{last}_mobilenetv2_select.json").write_text(json.dumps({**sel, "complete": False}))
+    assert PR.choices(tmp_path) == {}  # one unfinished
+    (tmp_path / f"{last}_mobilenetv2_select.json").write_text(json.dumps(sel))
+    assert list(PR.choices(tmp_path)) == ["mobilenetv2"]
+    assert "no preset" in D.preset_body({}).lower()
+
+
+def test_differences_name_each_key_that_moved(monkeypatch):
+    have = PR.preset_values("mobilenetv2")
+    assert PR.differences("mobilenetv2", dict(have)) == []
+    moved = {**have, "ica.blocks": "all", "train.ica_lr": have["train.ica_lr"] * 3}
+    out = PR.differences("mobilenetv2", moved)
+    assert len(out) == 2 and "ica.blocks is" in out[0] and "the validation choice is 'all'" in out[0]
+    assert PR.differences("mobilenetv2", {**have, "train.ica_lr": have["train.ica_lr"] + 1e-12}) == []
+
+
+def test_the_packaged_presets_are_the_choice_of_the_committed_select_profiles():
+    """Every preset whose backbone has complete select profiles on all ID datasets trains with the
+    values they chose together; a changed preset or new evidence fails here until they agree."""
+    found = PR.choices()
+    assert "mobilenetv2" in found  # the committed MobileNetV2 profiles are complete on all three
+    for preset, rec in found.items():
+        assert PR.differences(preset, rec["values"]) == [], f"run python -m benchmarks.defaults.presets ({preset})"
+    assert PR.main([]) == 0
+
+
+def test_a_run_made_with_an_earlier_preset_is_marked(tmp_path):
+    now = P.current_digest("mobilenetv2", "cub100")
+    assert now == P.digest(P.run_settings(P.default_argv("mobilenetv2", "cub100", "/other", "X", 2, "/c")))
+    run = {"preset": "mobilenetv2", "dataset": "cub100", "settings_digest": now}
+    assert P.is_current(run) and not P.is_current({**run, "settings_digest": "00000000"})
