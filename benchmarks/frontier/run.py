@@ -207,8 +207,56 @@ def run_profile(ctx: D.Context, sw: Sweep, out: Path, argv: list[str]) -> dict[s
 
 
 # ----------------------------------------------------------------------------- --plan
+class RunCost(NamedTuple):
+    """What a frontier run of one method cost, from measured runs (medians): fixed seconds per dataset
+    image (setup, caches, boxes), seconds per training step, seconds per scored (image, alpha)."""
+
+    overhead_per_image: float
+    s_per_step: float | None
+    s_per_image_alpha: float
+    runs: int
+
+
+def _median(xs: list[float]) -> float | None:
+    xs = sorted(xs)
+    return None if not xs else (xs[len(xs) // 2] + xs[(len(xs) - 1) // 2]) / 2
+
+
+def measured_costs(table: P.Table, model: str, img_size: int, files: list[Path] | None = None) -> dict[str, RunCost]:
+    """method -> :class:`RunCost` from every frontier JSON's finished runs on this backbone and input size.
+
+    A frontier run's scoring is what the datasets harness's costs cannot tell: an adapter model
+    embeds the frozen prefix once per image and only its suffix per alpha, the full fine-tune's
+    WiSE-FT a whole pass per alpha. A run re-scored with its training reused adds no overhead or step figure.
+    """
+    per: dict[str, dict[str, list[float]]] = {}
+    for f in files if files is not None else sorted(RESULTS.glob("*.json")):
+        res = json.loads(Path(f).read_text())
+        st = res.get("settings") or {}
+        if (st.get("model"), st.get("img_size")) != (model, img_size) or st.get("dataset") not in table.datasets:
+            continue
+        images = sum(table.datasets[st["dataset"]].images)
+        for r in res.get("runs") or []:
+            sw, wall = r.get("sweep") or {}, r.get("wall_seconds")
+            if not sw.get("image_alphas") or wall is None or r.get("reused_from"):
+                continue
+            d = per.setdefault(r["method"], {"over": [], "step": [], "ia": []})
+            d["ia"].append(sw["embed_seconds"] / sw["image_alphas"])
+            if not r.get("training_reused"):
+                train = r.get("train_seconds") or 0.0
+                d["over"].append(max(0.0, wall - train - sw["embed_seconds"]) / images)
+                if r.get("steps"):
+                    d["step"].append(train / r["steps"])
+    return {m: RunCost(_median(d["over"]) or 0.0, _median(d["step"]), _median(d["ia"]), len(d["ia"]))
+            for m, d in per.items() if d["ia"]}
+
+
 def plan_lines(ctx: D.Context, sw: Sweep) -> list[str]:
-    """The runs of a profile with time estimates from measured runs (benchmarks/datasets/costs.py); runs nothing."""
+    """The runs of a profile with time estimates; runs nothing.
+
+    A method with finished frontier runs on this backbone is estimated from them (:func:`measured_costs`),
+    the others from the datasets harness's measured runs (benchmarks/datasets/costs.py), which count
+    every alpha as a whole embedding pass (an adapter run's sweep costs far less)."""
     ds, bb = ctx.table.datasets[ctx.dataset], ctx.table.backbones[ctx.backbone]
     costs = K.load_costs()
     # Scored per alpha: the validation classes (about 20% of the training images), the test classes, the OOD sets.
@@ -217,22 +265,35 @@ def plan_lines(ctx: D.Context, sw: Sweep) -> list[str]:
     scored = round(0.2 * ds.images[0]) + ds.images[1] + ood
     nonzero = [a for a in sw.alphas if a > 0]
 
-    def est(spec: P.RunSpec, passes: int) -> float | None:
+    # A method's measured runs serve when they include a trained one (the frozen run trains nothing).
+    measured = {m: c for m, c in measured_costs(ctx.table, bb.model, bb.img_size).items()
+                if c.s_per_step is not None or m == "frozen"}
+
+    def est(spec: P.RunSpec, passes: int, method: str) -> float | None:
+        c = measured.get(method)
+        if c is not None:
+            steps = 0 if spec.kind == "frozen" else K.steps_of(spec.overrides)
+            return c.overhead_per_image * sum(ds.images) + (c.s_per_step or 0.0) * steps \
+                + c.s_per_image_alpha * scored * passes
         return K.estimate(costs, bb.model, bb.img_size, spec.overrides, spec.kind == "frozen", sum(ds.images),
                           scored * passes)
 
     base = F.common(ctx.table, ctx.dataset, ctx.backbone, ctx.root, ctx.cache, ctx.threads)
     fz = F.frozen_run(ctx.table, ctx.dataset, ctx.backbone, base)
-    rows = [("frozen (alpha 0)", fz.tag, est(fz, 1))]
+    rows = [("frozen (alpha 0)", fz.tag, est(fz, 1, "frozen"))]
     sweep = F.sweep_runs(ctx.table, ctx.dataset, ctx.backbone, base, sw.chosen, sw.methods, sw.budgets)
-    rows += [(f"{m.name} {b} steps", s.tag, est(s, len(nonzero))) for m, b, s in sweep]
+    rows += [(f"{m.name} {b} steps", s.tag, est(s, len(nonzero), m.name)) for m, b, s in sweep]
     label = "" if sw.selected else " [UNSELECTED: each select stage's first candidate]"
     lines = [(f"{ctx.dataset} x {ctx.backbone} ({bb.model}, {bb.img_size} px), frontier{label}: "
              f"budgets {sw.budgets}, alphas {sw.alphas}, {scored} images scored per alpha "
              f"({', '.join(g.name for g in sw.galleries) or 'no OOD gallery found'})")]
     lines += K.plan_lines(rows)
-    lines += sittings(ctx, [(m.name, b, est(s, len(nonzero))) for m, b, s in sweep])
-    worst = [est(s, 1) for m, b, s in sweep if b == sw.budgets[-1]]
+    if measured:
+        lines.append("  (estimated from measured frontier runs of this backbone: "
+                     + ", ".join(f"{m} {c.runs}" for m, c in measured.items()) + "; other methods from the datasets "
+                     "harness's runs)")
+    lines += sittings(ctx, [(m.name, b, est(s, len(nonzero), m.name)) for m, b, s in sweep])
+    worst = [est(s, 1, m.name) for m, b, s in sweep if b == sw.budgets[-1]]
     if sw.seeds > 1:
         lines.append(f"  then {sw.seeds - 1} more seed(s) of each method's recommended (budget, alpha), known after "
                      f"the sweep: at most ~{(sw.seeds - 1) * sum(w or 0.0 for w in worst) / 60:.0f} min "

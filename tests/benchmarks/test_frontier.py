@@ -624,3 +624,40 @@ def test_plan_sittings_split_a_long_profile_by_budget_then_method():
     assert len(lines) == 4 and all("--seeds 1" in ln for ln in lines[1:])
     assert lines[1].rstrip().endswith("--budgets 60   (~100 min)")
     assert "--budgets 552 --methods dva   (~67 min)" in lines[2] and "--methods full" in lines[3]
+
+
+def test_plan_estimates_from_measured_frontier_runs(tmp_path, monkeypatch):
+    """--plan: a method with finished frontier runs on the backbone is estimated from them (its
+    sweep's measured cost per (image, alpha)); a re-scored run gives no step figure, another
+    backbone's and a reused run count nothing."""
+    images = sum(P.TABLE.datasets["cub100"].images)
+
+    def run(method, steps, train, embed, ia, wall, **kw):
+        return {"method": method, "steps": steps, "train_seconds": train, "wall_seconds": wall,
+                "sweep": {"embed_seconds": embed, "image_alphas": ia}, **kw}
+
+    res = {"settings": {"dataset": "cub100", "model": "mobilenetv2_100", "img_size": 224},
+           "runs": [run("frozen", 0, 0.0, 100.0, 10_000, 100.0 + images * 0.01),
+                    run("dva", 100, 50.0, 40.0, 40_000, 90.0 + images * 0.02),
+                    run("dva", 300, 150.0, 40.0, 40_000, 190.0 + images * 0.02),
+                    run("full", 60, 60.0, 400.0, 40_000, 500.0, training_reused=True),
+                    run("ica", 60, 1.0, 1.0, 100, 9.0, reused_from="x.json")]}
+    other = {"settings": {"dataset": "cub100", "model": "tf_efficientnet_lite2", "img_size": 260},
+             "runs": [run("dva", 100, 999.0, 999.0, 10, 9999.0)]}
+    (tmp_path / "a.json").write_text(json.dumps(res))
+    (tmp_path / "b.json").write_text(json.dumps(other))
+    got = FR.measured_costs(P.TABLE, "mobilenetv2_100", 224, sorted(tmp_path.glob("*.json")))
+    assert set(got) == {"frozen", "dva", "full"}  # the reused ica run counts nothing
+    assert got["dva"].s_per_step == pytest.approx(0.5) and got["dva"].s_per_image_alpha == pytest.approx(0.001)
+    assert got["dva"].overhead_per_image == pytest.approx(0.02) and got["dva"].runs == 2
+    assert got["full"].s_per_step is None and got["full"].s_per_image_alpha == pytest.approx(0.01)
+    assert got["frozen"].overhead_per_image == pytest.approx(0.01)
+    # The plan uses them: dva 60 steps = overhead + 60 steps + 4 alphas x the images scored.
+    monkeypatch.setattr(FR, "RESULTS", tmp_path)
+    ctx = D.Context(P.TABLE, "cub100", "mobilenetv2", "ROOT", tmp_path / "w", tmp_path / "c", 1, {})
+    sw = FR._sweep(_args(tmp_path, "--budgets", "60", "--alphas", "0,0.25,0.5,0.75,1", "--seeds", "1"), ctx)
+    lines = FR.plan_lines(ctx, sw)
+    scored = int(lines[0].split(" images scored per alpha")[0].rsplit(" ", 1)[1])
+    want = 0.02 * images + 0.5 * 60 + 0.001 * scored * 4
+    assert next(ln for ln in lines if ln.lstrip().startswith("dva 60 steps")).endswith(f"~{want / 60:.0f} min")
+    assert any("measured frontier runs of this backbone: frozen 1, dva 2" in ln for ln in lines)
