@@ -190,3 +190,49 @@ def test_embedder_fingerprint_covers_every_trained_tensor():
     torch.manual_seed(0)
     c = build_model(cfg, num_classes=3)
     assert Embedder(a).fingerprint == Embedder(c).fingerprint
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_the_anchor_term_is_the_distance_to_the_frozen_embedding(cached):
+    """loss.w_anchor: mean 1 - cos(e_x, frozen e_x); 0 at zero-initialised adapters, computed with
+    the adapters switched off (checked against the alpha-0 model), no gradient through the frozen side."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    model = build_model(_cfg(target="pw+pwl", blocks="-2:"), num_classes=4)
+    model.cfg.loss.w_anchor = 2.0
+    obj = DVAObjective(model, model.cfg.loss, use_views=False)
+    x, labels, keep = torch.randn(8, 3, 64, 64), torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]), torch.ones(8)
+    inp = model.prefix(x) if cached else x
+    model.train()
+    assert obj(inp, None, None, keep, labels, from_prefix=cached)["anchor"].item() == pytest.approx(0.0, abs=1e-6)
+    with torch.no_grad():  # move the adapters away from zero
+        for n, p in model.named_parameters():
+            if ".ica_" in n:
+                p.add_(0.3 * torch.randn_like(p))
+    out = obj(inp, None, None, keep, labels, from_prefix=cached)
+    with torch.no_grad():
+        adapted = model.embed(x)
+        model.set_ica_scale(0.0)
+        frozen = model.embed(x)
+        model.set_ica_scale(1.0)
+    want = (1 - F.cosine_similarity(adapted, frozen, dim=-1)).mean()
+    assert out["anchor"].item() == pytest.approx(want.item(), rel=1e-4) and want > 1e-3
+    assert out["loss"].item() == pytest.approx((out["proxy"] + 2.0 * out["anchor"]).item(), rel=1e-5)
+    # Its gradient: only through the adapted side (the frozen side is a constant).
+    model.zero_grad()
+    out["anchor"].backward()
+    g = [p.grad for n, p in model.named_parameters() if ".ica_" in n]
+    assert any(t is not None and t.abs().sum() > 0 for t in g)
+    assert model.proxies.grad is None or model.proxies.grad.abs().sum() == 0
+
+
+def test_the_anchor_term_needs_adapters():
+    cfg = _cfg()
+    cfg.train.trainable = "full"
+    cfg.loss.w_anchor = 1.0
+    model = build_model(cfg, num_classes=3)
+    with pytest.raises(ValueError, match="loss.w_anchor > 0 .* needs adapters"):
+        DVAObjective(model, cfg.loss, use_views=False)
+    cfg.loss.w_anchor = 0.0
+    DVAObjective(model, cfg.loss, use_views=False)  # off: any model

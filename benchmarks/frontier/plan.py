@@ -30,6 +30,7 @@ class Method(NamedTuple):
     label: str
     row: str
     dial: str
+    extra: tuple[str, ...] = ()  # overrides after the row's own (e.g. a loss weight the row does not set)
 
 
 class Frontier(NamedTuple):
@@ -69,9 +70,12 @@ def load_frontier(path: str | Path = FRONTIER_FILE, table: P.Table = P.TABLE) ->
     """Read and check ``frontier.yaml`` (every method's row a harness main row, every dataset/backbone the harness's)."""
     raw = _strict_yaml(Path(path).read_text())
     where = Path(path).name
-    methods = {n: Method(n, str(m["label"]), str(m["row"]), str(m["dial"])) for n, m in raw["methods"].items()}
-    bad = [f"methods.{m.name}.row {m.row!r} is no main row of harness.yaml" for m in methods.values()
-           if m.row not in table.main_rows or m.row == "frozen"]
+    methods = {n: Method(n, str(m["label"]), str(m["row"]), str(m["dial"]),
+                         tuple(_tokens(m.get("extra", []), f"methods.{n}.extra"))) for n, m in raw["methods"].items()}
+    bad = [f"methods.{n}: unknown key(s) {sorted(set(m) - {'label', 'row', 'dial', 'extra'})}"
+           for n, m in raw["methods"].items() if set(m) - {"label", "row", "dial", "extra"}]
+    bad += [f"methods.{m.name}.row {m.row!r} is no main row of harness.yaml" for m in methods.values()
+            if m.row not in table.main_rows or m.row == "frozen"]
     bad += [f"methods.{m.name}.dial {m.dial!r} is not one of {DIALS}" for m in methods.values() if m.dial not in DIALS]
     bad += [f"datasets: {d} is no ID dataset of harness.yaml" for d in raw["datasets"] if d not in table.datasets]
     bad += [f"backbones: {b} is no backbone of harness.yaml" for b in raw["backbones"] if b not in table.backbones]
@@ -141,6 +145,9 @@ def method_run(table: P.Table, dataset: str, backbone: str, base: list[str], cho
     at_budget = {**chosen, "trained": ["--train.steps", str(budget)]}  # the sweep's budget, not select's steps
     (_, _, _, runs), = P.main_runs(table, table.datasets[dataset], backbone, base, at_budget, [seed], [method.row])
     spec = runs[0]
+    if method.extra:  # after the row's tokens: they win (the tag's digest covers them)
+        spec = spec._replace(overrides=spec.overrides + list(method.extra),
+                             row_overrides=spec.row_overrides + list(method.extra))
     return spec._replace(name=method.name, tag=f"{method.name}_b{budget}_s{seed}_{P.digest(spec.overrides)}")
 
 

@@ -107,7 +107,9 @@ def settings(ctx: D.Context, sw: Sweep) -> dict[str, Any]:
     bb, fr = ctx.table.backbones[ctx.backbone], sw.frontier
     return {"dataset": ctx.dataset, "backbone": ctx.backbone, "model": bb.model, "img_size": bb.img_size,
             "threads": ctx.threads, "val_classes": ctx.table.datasets[ctx.dataset].val_classes,
-            "methods": {m.name: {"label": m.label, "row": m.row, "dial": m.dial} for m in sw.methods},
+            "methods": {m.name: {"label": m.label, "row": m.row, "dial": m.dial, **({"extra": list(m.extra)}
+                                                                                 if m.extra else {})}
+                        for m in sw.methods},
             "budgets": sw.budgets, "alphas": sw.alphas, "seeds": sw.seeds, "metric": fr.metric,
             "clock": fr.clock, "minutes": fr.minutes, "targets": fr.targets, "selected": sw.selected,
             "selection": ("the select JSON's chosen values" if sw.selected else

@@ -106,6 +106,7 @@ class LossConfig:
     beta: float = 1.0  # DPT weight
     tau: float = 3.0  # DPT temperature
     dpt_cos: float = 0.0  # weight of the extra 1 - cos(e_s, sg(e_t)) term
+    w_anchor: float = 0.0  # weight of 1 - cos(e_x, sg(frozen e_x)): the embedding held near the frozen one
 
 
 # The learning rate and warm-up a run gets when its config does not set them: they depend on
@@ -297,7 +298,8 @@ RANGES: dict[str, Bound] = {
     "loss.proxy_scale": Bound(0, False),
     "loss.proxy_temperature": Bound(0, False),
     "loss.tau": Bound(0, False),
-    **{f"loss.{k}": Bound(0, True, None, "a loss weight") for k in ("w_disc", "w_bg", "w_con", "beta", "dpt_cos")},
+    **{f"loss.{k}": Bound(0, True, None, "a loss weight") for k in ("w_disc", "w_bg", "w_con", "beta", "dpt_cos",
+                                                                        "w_anchor")},
     "train.steps": Bound(0, True, None, "0 = scaled with the data (docs/METHOD.md, Training)"),
     "train.epochs": Bound(0, True, None, "0 = the step budget (train.steps); > 0 overrides it"),
     "train.max_steps": Bound(0, True, None, "0 = no cap"),

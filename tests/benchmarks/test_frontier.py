@@ -54,8 +54,8 @@ def test_plan_expands_methods_and_budgets_from_the_select_json(tmp_path):
     base = F.common(t, "cub100", "mobilenetv2", "ROOT", tmp_path, 2)
     methods = list(F.FRONTIER.methods.values())
     sweep = F.sweep_runs(t, "cub100", "mobilenetv2", base, chosen, methods, [60, 184])
-    assert [(m.name, b) for m, b, _ in sweep] == [("dva", 60), ("ica", 60), ("full", 60),
-                                                  ("dva", 184), ("ica", 184), ("full", 184)]
+    assert [(m.name, b) for m, b, _ in sweep] == [("dva", 60), ("ica", 60), ("full", 60), ("dva_anchor", 60),
+                                                  ("dva", 184), ("ica", 184), ("full", 184), ("dva_anchor", 184)]
     for m, b, spec in sweep:
         ov = spec.overrides
         assert spec.kind == "train" and spec.seed == 0 and spec.tag.startswith(f"{m.name}_b{b}_s0_")
@@ -68,7 +68,11 @@ def test_plan_expands_methods_and_budgets_from_the_select_json(tmp_path):
     assert _value(by["dva", 60], "--loss.beta") == "2" and _value(by["dva", 60], "--opa.box_source") == "self"
     assert _value(by["ica", 60], "--opa.enabled") == "false" and "--loss.beta" not in by["ica", 60]
     assert _value(by["full", 60], "--train.trainable") == "full" and _value(by["full", 60], "--train.lr") == "1e-4"
-    assert len({s.tag for *_, s in sweep}) == 6
+    assert len({s.tag for *_, s in sweep}) == 8
+    # The anchored DVA: the DVA row's tokens, then its extra weight (which wins); the plain row has none.
+    assert by["dva_anchor", 60][:len(by["dva", 60])] == by["dva", 60]
+    assert by["dva_anchor", 60][len(by["dva", 60]):] == ["--loss.w_anchor", "1"]
+    assert "--loss.w_anchor" not in by["dva", 60]
     fz = F.frozen_run(t, "cub100", "mobilenetv2", base)
     assert fz.kind == "frozen" and _value(fz.overrides, "--data.val_classes") == "10"
     seeds = F.seed_runs(t, "cub100", "mobilenetv2", base, chosen, F.FRONTIER.methods["dva"], 184, 3)
@@ -118,7 +122,12 @@ def test_frontier_yaml_is_checked(tmp_path):
     assert F.check_alphas([1, 0, 0.5, 0.5], "x") == [0.0, 0.5, 1.0] and F.check_budgets([184, 60], "x") == [60, 184]
     fr = F.FRONTIER
     assert fr.budgets == [60, 184, 552] and fr.alphas == [0.0, 0.25, 0.5, 0.75, 1.0] and fr.seeds == 3
-    assert {m: v.dial for m, v in fr.methods.items()} == {"dva": "ica_scale", "ica": "ica_scale", "full": "wise_ft"}
+    assert {m: v.dial for m, v in fr.methods.items()} == {"dva": "ica_scale", "ica": "ica_scale", "full": "wise_ft",
+                                                         "dva_anchor": "ica_scale"}
+    assert fr.methods["dva_anchor"].extra == ("--loss.w_anchor", "1") and fr.methods["dva"].extra == ()
+    (tmp_path / "c.yaml").write_text(text.replace('dial: "wise_ft"}', 'dial: "wise_ft", extras: []}'))
+    with pytest.raises(ValueError, match=r"methods.full: unknown key\(s\) \['extras'\]"):
+        F.load_frontier(tmp_path / "c.yaml")
 
 
 # ----------------------------------------------------------------------------- the sweep (tiny real models)
@@ -341,17 +350,18 @@ FAKE_WORKER = textwrap.dedent('''
     if os.environ.get("FAKE_FAIL") and out.name.startswith(os.environ["FAKE_FAIL"]):
         sys.exit(3)
     seed, b = int(last("--train.seed", "0")), fr["budget"]
-    m0 = {"dva": 0.40, "ica": 0.38, "full": 0.42, "frozen": 0.30}[fr["method"]]
+    m0 = {"dva": 0.40, "ica": 0.38, "full": 0.42, "frozen": 0.30, "dva_anchor": 0.39}[fr["method"]]
+    drop = {"full": 0.2, "dva_anchor": 0.02}.get(fr["method"], 0.05)  # OOD R@1 lost per unit of alpha
     def scores(a):
         v = 0.30 if a == 0 else m0 + 0.001 * b * a * (1.5 - a) + 0.001 * seed   # 0.5 and 1 tie on validation
         test = 0.5 + 0.2 * a + (0.1 if fr["method"] == "full" else 0.0) + 0.002 * b * a + 0.01 * seed
-        ood = 0.6 - (0.2 if fr["method"] == "full" else 0.05) * a - 0.001 * b * a
+        ood = 0.6 - drop * a - 0.001 * b * a
         sets = {"val": {"recall@1": v + 0.2, "map@r": v}, "test": {"recall@1": test, "map@r": test / 2}}
         sets.update({g["name"]: {"recall@1": ood, "map@r": ood / 2} for g in fr["ood"]})
         return sets
     train = spec["kind"] == "train"
     res = {"name": spec["name"], "method": fr["method"], "budget": b, "seed": seed, "kind": spec["kind"],
-           "folder": out.name, "steps": b if train else 0, "train_seconds": {"dva": 15.0, "ica": 18.0, "full": 24.0}.get(fr["method"], 0.0) * b
+           "folder": out.name, "steps": b if train else 0, "train_seconds": {"dva": 15.0, "ica": 18.0, "full": 24.0, "dva_anchor": 16.0}.get(fr["method"], 0.0) * b
            if train else 0.0, "prep_seconds": 0.0, "images_processed": 32 * b if train else 0,
            "metrics": {"recall@1": 0.5, "map@r": 0.3}, "scores": {format(float(a), "g"): scores(a) for a in fr["alphas"]},
            "sweep": {"image_alphas": 100 * len(fr["alphas"]), "embed_seconds": 30.0 * len(fr["alphas"]),
@@ -377,7 +387,7 @@ def fake(tmp_path, monkeypatch):
 def _args(tmp_path, *extra):
     sel = _select_json(tmp_path / "sel.json")
     return FR.build_parser().parse_args(["--dataset", "cub100", "--select", str(sel), "--budgets", "10,20",
-                                         "--alphas", "0,0.5,1", "--seeds", "2", *extra])
+                                         "--alphas", "0,0.5,1", "--seeds", "2", "--methods", "dva,ica,full", *extra])
 
 
 def _profile(tmp_path, *extra, work="work", reuse=None, out="f.json"):
@@ -385,7 +395,8 @@ def _profile(tmp_path, *extra, work="work", reuse=None, out="f.json"):
     ctx = D.Context(P.TABLE, "cub100", "mobilenetv2", "ROOT", tmp_path / work, tmp_path / "cache", 1,
                     FR.reuse_index(reuse))
     sw = FR._sweep(_args(tmp_path, *extra), ctx)
-    sw = sw._replace(frontier=sw.frontier._replace(budgets=[10, 20], alphas=[0.0, 0.5, 1.0], seeds=2))
+    three = {k: v for k, v in sw.frontier.methods.items() if k in ("dva", "ica", "full")}
+    sw = sw._replace(frontier=sw.frontier._replace(budgets=[10, 20], alphas=[0.0, 0.5, 1.0], seeds=2, methods=three))
     return FR.run_profile(ctx, sw, tmp_path / out, ["--dataset", "cub100"])
 
 
@@ -513,6 +524,24 @@ def test_render_traces_every_number_to_the_json(tmp_path, fake):
     assert all(f.stat().st_size > 1000 for f in figs)
     assert FR.main(["--render", str(tmp_path / "f.json"), "--markdown", str(tmp_path / "t.md")]) == 0
     assert (tmp_path / "t.md").read_text() == text
+
+
+def test_the_anchored_dva_is_compared_with_both_references(tmp_path, fake):
+    """frontier.yaml's design change (DVA + frozen anchor) gets its own line against the full fine-tune
+    and against DVA, each figure from analysis.compare; without it the words are as before."""
+    res = _profile(tmp_path, "--methods", "dva,ica,full,dva_anchor", "--seeds", "1")
+    sm = R.summary(res)
+    assert set(sm["pairs"]) == {"dva_anchor_vs_full", "dva_anchor_vs_dva"}
+    text = R.render_section([res])
+    for key, other in (("dva_anchor_vs_full", "full fine-tune (WiSE-FT)"), ("dva_anchor_vs_dva", "DVA")):
+        c = sm["pairs"][key]
+        fa, fb = ([tuple(p) for p in sm["frontiers"][m]] for m in key.split("_vs_"))
+        assert c == A.compare(fa, fb, (50.0, 60.0))  # the shared frozen point (fake: ID 50, OOD 60) left out
+        line = next(ln for ln in text.splitlines() if ln.startswith(f"- DVA + frozen anchor against {other},"))
+        assert f"{c['min_diff']:+.1f} at its least" in line and f"{c['mean_diff']:+.1f} on" in line
+    # The fake anchor loses 0.02 OOD per alpha against DVA's 0.05 at the same ID R@1: above DVA everywhere.
+    assert sm["pairs"]["dva_anchor_vs_dva"]["at_or_above"] is True
+    assert R.summary(_profile(tmp_path, out="g.json"))["pairs"] == {}
 
 
 # ----------------------------------------------------------------------------- end to end (real worker)
