@@ -236,3 +236,12 @@ def test_the_anchor_term_needs_adapters():
         DVAObjective(model, cfg.loss, use_views=False)
     cfg.loss.w_anchor = 0.0
     DVAObjective(model, cfg.loss, use_views=False)  # off: any model
+
+
+def test_the_anchor_without_adapters_is_refused_when_the_config_is_read():
+    from dva.config import load_config
+
+    for extra in (["--train.trainable", "full"], ["--train.trainable", "head"], ["--ica.enabled", "false"]):
+        with pytest.raises(ValueError, match="loss.w_anchor=1 holds the adapted embedding .* set loss.w_anchor 0"):
+            load_config(None, ["--loss.w_anchor", "1", *extra])
+    assert load_config(None, ["--loss.w_anchor", "1"]).loss.w_anchor == 1.0

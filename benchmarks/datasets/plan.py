@@ -198,7 +198,12 @@ def backbone_overrides(table: Table, backbone: str) -> list[str]:
     """The ICA setting every run of ``backbone`` starts from: the first candidate of the first stage
     (placement; the setting chosen on cub100 alone). Every adapter row's own tokens come after it and
     override it; it stays in each run's tokens, and so in its folder's digest."""
-    return list(table.stages[0].of(backbone)[next(iter(table.stages[0].of(backbone)))])
+    st = table.stages[0]
+    cands = st.candidates.get(backbone) or st.candidates.get("default")
+    if not cands:
+        raise ValueError(f"harness.yaml: stage {table.stages[0].name!r} has no candidates for {backbone!r}: its "
+                         "first candidate is the ICA setting every run of the backbone starts from")
+    return list(next(iter(cands.values())))
 
 
 def stage_tokens(table: Table, backbone: str, chosen: dict[str, str], scopes: tuple[str, ...] = SCOPES) -> list[str]:

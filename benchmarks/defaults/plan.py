@@ -103,6 +103,12 @@ def check_argv(argv: list[str]) -> None:
         raise ValueError(f"the default command takes only {allowed}; got extra/repeated {bad}, missing {missing}")
 
 
+# Config keys added after runs were recorded, each with the value at which it changes nothing (its
+# default): at that value it is left out of a run's settings, so adding such a key to the config does
+# not rename (and so re-run) every recorded run. A key added later with an "off" default goes here.
+UNUSED_AT: dict[str, Any] = {"train.ica_lr": None, "loss.w_anchor": 0.0}
+
+
 def run_settings(argv: list[str]) -> dict[str, Any]:
     """What a run's result depends on: the command less places and machine settings, the resolved
     config (the packaged preset now), and the trainer's data-scaled rules."""
@@ -115,6 +121,10 @@ def run_settings(argv: list[str]) -> dict[str, Any]:
     cfg["data"].pop("root", None)
     for k in ("cache_dir", "threads"):
         cfg["train"].pop(k, None)
+    for key, off in UNUSED_AT.items():  # a later-added key at its "unused" value: not a setting of the run
+        section, name = key.split(".")
+        if name in cfg[section] and cfg[section][name] == off:
+            del cfg[section][name]
     # Through JSON: what spec.json holds compares equal to it (tuples become lists).
     return json.loads(json.dumps({"command": settings_of(user_command(argv)), "config": cfg,
                                   "auto_steps": AUTO_STEPS, "auto_val_classes": AUTO_VAL_CLASSES,

@@ -30,7 +30,9 @@ from benchmarks.datasets.plan import TABLE
 from benchmarks.datasets.select import choose_with_margin
 
 RESULTS = C.RESULTS / "datasets"
-# The select stages a preset takes, and which config key each stage's own tokens set.
+# The select stages a preset takes, and which config key each of a stage's own tokens sets (a
+# candidate with another token, e.g. the all-stages one's --train.cache_prefix off, is refused as a
+# preset value rather than dropped: the preset would not be what validation scored).
 STAGE_KEYS: dict[str, dict[str, str]] = {
     "placement": {"--ica.rank": "ica.rank", "--ica.target": "ica.target", "--ica.blocks": "ica.blocks"},
     "lr": {"--train.lr": "train.ica_lr"},
@@ -57,18 +59,29 @@ def _value(key: str, token: str) -> Any:
     return float(token) if key in ("train.ica_lr", "loss.beta") else token
 
 
-def stage_values(stage: str, overrides: list[str]) -> dict[str, Any]:
-    """The config values that ``stage``'s candidate sets (its own keys only: a later stage's
-    candidates also carry the earlier stages' tokens, which are that dataset's own choices)."""
+def stage_values(stage: str, tokens: list[str]) -> dict[str, Any]:
+    """The config values of a candidate's own tokens (harness.yaml's, not the run's: a later stage's
+    runs also carry the earlier stages' tokens, which are each dataset's own choices).
+
+    Raises:
+        ValueError: a token :data:`STAGE_KEYS` does not map (the preset cannot carry it).
+    """
     keys = STAGE_KEYS[stage]
-    return {keys[k]: _value(keys[k], v) for k, v in zip(overrides[::2], overrides[1::2]) if k in keys}
+    pairs = list(zip(tokens[::2], tokens[1::2]))
+    other = [k for k, _ in pairs if k not in keys]
+    if other:
+        raise ValueError(f"select stage {stage!r}: the chosen candidate also sets {other}, which a preset does not "
+                         f"carry ({sorted(keys)}); add them to STAGE_KEYS or choose the preset by hand")
+    return {keys[k]: _value(keys[k], v) for k, v in pairs}
 
 
-def consensus(selects: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def consensus(selects: dict[str, dict[str, Any]], own: dict[str, dict[str, list[str]]] | None = None) -> dict[str, Any]:
     """The choice over the ID datasets' select profiles, stage by stage.
 
     Args:
         selects: ID dataset -> its complete select JSON (one backbone).
+        own: stage -> candidate -> its own tokens (harness.yaml's for the backbone); None: the tokens of
+            the first dataset's run of the candidate that :data:`STAGE_KEYS` maps.
 
     Returns:
         ``{"datasets", "stages": [{name, candidates: [{name, gains, r1_gains, mean_gain, dear}],
@@ -94,6 +107,8 @@ def consensus(selects: dict[str, dict[str, Any]]) -> dict[str, Any]:
                 frozen, m = selects[d]["frozen_val_metrics"], c.get("val_metrics") or {}
                 gains[d] = m.get("map@r", math.nan) - frozen["map@r"]
                 r1[d] = m.get("recall@1", math.nan) - frozen["recall@1"]
+            if any(math.isnan(v) for v in gains.values()):  # not scored on some dataset: no mean to compare
+                continue
             mean, mean_r1 = sum(gains.values()) / len(gains), sum(r1.values()) / len(r1)
             scores[n] = (mean, mean_r1)
             dear = any(next(o for o in per[d]["candidates"] if o["name"] == n).get("dear") for d in datasets)
@@ -101,8 +116,12 @@ def consensus(selects: dict[str, dict[str, Any]]) -> dict[str, Any]:
                           "dear": dear})
         margin = max(float(s.get("dear_margin") or 0.0) for s in per.values())
         chosen, how = choose_with_margin(scores, {c["name"] for c in cands if c["dear"]}, margin)
-        overrides = next(c for c in first["candidates"] if c["name"] == chosen)["overrides"]
-        values.update(stage_values(name, overrides))
+        if own is not None:
+            tokens = own[name][chosen]
+        else:
+            run = next(c for c in first["candidates"] if c["name"] == chosen)["overrides"]
+            tokens = [t for k, v in zip(run[::2], run[1::2]) if k in STAGE_KEYS[name] for t in (k, v)]
+        values.update(stage_values(name, tokens))
         stages.append({"name": name, "candidates": cands, "chosen": chosen, "chosen_by": how, "margin": margin})
     return {"datasets": datasets, "stages": stages, "values": values}
 
@@ -155,7 +174,7 @@ def choices(folder: Path = RESULTS) -> dict[str, dict[str, Any]]:
     for name, bb in TABLE.backbones.items():
         sel = load_selects(name, folder)
         if len(sel) == len(TABLE.datasets):
-            out[bb.preset] = consensus(sel)
+            out[bb.preset] = consensus(sel, {st.name: st.of(name) for st in TABLE.stages if st.name in STAGE_KEYS})
     return out
 
 

@@ -107,9 +107,7 @@ def settings(ctx: D.Context, sw: Sweep) -> dict[str, Any]:
     bb, fr = ctx.table.backbones[ctx.backbone], sw.frontier
     return {"dataset": ctx.dataset, "backbone": ctx.backbone, "model": bb.model, "img_size": bb.img_size,
             "threads": ctx.threads, "val_classes": ctx.table.datasets[ctx.dataset].val_classes,
-            "methods": {m.name: {"label": m.label, "row": m.row, "dial": m.dial, **({"extra": list(m.extra)}
-                                                                                 if m.extra else {})}
-                        for m in sw.methods},
+            "methods": {m.name: _method_settings(m) for m in sw.methods},
             "budgets": sw.budgets, "alphas": sw.alphas, "seeds": sw.seeds, "metric": fr.metric,
             "clock": fr.clock, "minutes": fr.minutes, "targets": fr.targets, "selected": sw.selected,
             "selection": ("the select JSON's chosen values" if sw.selected else
@@ -145,14 +143,21 @@ def build_result(ctx: D.Context, sw: Sweep, frozen: dict[str, Any] | None, runs:
     return result
 
 
-# What must match for an earlier JSON's runs to join this one's (the same points, scored alike).
-SAME_SWEEP = ("dataset", "backbone", "model", "img_size", "val_classes", "chosen_tokens", "selected", "alphas", "ood")
+# What must match for an earlier JSON's runs to join this one's (the same points, scored and timed alike).
+SAME_SWEEP = ("dataset", "backbone", "model", "img_size", "val_classes", "chosen_tokens", "selected", "alphas", "ood",
+              "threads")
+
+
+def _method_settings(m: F.Method) -> dict[str, Any]:
+    """A method as the JSON's settings record it (what its runs were trained with)."""
+    return {"label": m.label, "row": m.row, "dial": m.dial, **({"extra": list(m.extra)} if m.extra else {})}
 
 
 def earlier_runs(out: Path, ctx: D.Context, sw: Sweep) -> list[dict[str, Any]]:
-    """The seed-0 runs of ``out`` (an earlier sitting's JSON) at budgets this sweep does not run, when
-    it swept the same settings (:data:`SAME_SWEEP`): a profile split into sittings (``--budgets``)
-    gathers every finished budget in one JSON. Another settings' JSON is left out, said."""
+    """The seed-0 runs of ``out`` (an earlier sitting's JSON) of every (method, budget) this sitting
+    does not run, of the methods frontier.yaml still holds with the same settings, when the JSON swept
+    the same settings (:data:`SAME_SWEEP`): a profile split into sittings (``--budgets``, ``--methods``)
+    gathers every finished point in one JSON, in any order. What does not match is left out, said."""
     if not out.is_file():
         return []
     old = json.loads(out.read_text())
@@ -161,15 +166,29 @@ def earlier_runs(out: Path, ctx: D.Context, sw: Sweep) -> list[dict[str, Any]]:
     if differ:
         print(f"({C.repo_relative(out)}: swept other settings ({', '.join(differ)}); its runs are not carried over)")
         return []
-    names = {m.name for m in sw.methods}
-    return [r for r in old.get("runs") or [] if r.get("method") in names and r.get("seed") == 0
-            and r.get("budget") not in sw.budgets]
+    doing = {(m.name, b) for m in sw.methods for b in sw.budgets}
+    yaml_methods = {n: _method_settings(m) for n, m in sw.frontier.methods.items()}
+    keep, changed = [], set()
+    for r in old.get("runs") or []:
+        m = r.get("method")
+        if r.get("seed") != 0 or m not in yaml_methods or (m, r.get("budget")) in doing:
+            continue
+        if json.dumps((was.get("methods") or {}).get(m)) != json.dumps(yaml_methods[m]):
+            changed.add(m)
+            continue
+        keep.append(r)
+    if changed:
+        print(f"({C.repo_relative(out)}: method(s) {', '.join(sorted(changed))} had other settings; not carried over)")
+    return keep
 
 
-def is_full(sw: Sweep) -> bool:
-    """Whether ``sw`` (its budgets those of every sitting so far) is frontier.yaml's whole profile."""
+def is_full(sw: Sweep, runs: list[dict[str, Any]]) -> bool:
+    """Whether ``runs`` hold frontier.yaml's whole profile: a seed-0 run of every (method, budget), the
+    sweep scoring every alpha, and this invocation running every method's seeds."""
     fr = sw.frontier
-    return (set(fr.methods) <= {m.name for m in sw.methods} and set(fr.budgets) <= set(sw.budgets)
+    have = {(r.get("method"), r.get("budget")) for r in runs if r.get("seed") == 0}
+    return (all((m, b) in have for m in fr.methods for b in fr.budgets)
+            and set(fr.methods) <= {m.name for m in sw.methods}
             and set(fr.alphas) <= set(sw.alphas) and sw.seeds >= fr.seeds)
 
 
@@ -181,14 +200,17 @@ def run_profile(ctx: D.Context, sw: Sweep, out: Path, argv: list[str]) -> dict[s
     base = F.common(ctx.table, ctx.dataset, ctx.backbone, ctx.root, ctx.cache, ctx.threads)
     nonzero = [a for a in sw.alphas if a > 0]
     prior = earlier_runs(out, ctx, sw)
-    shown = sw._replace(budgets=sorted(set(sw.budgets) | {r["budget"] for r in prior}))
+    carried = {r["method"] for r in prior}
+    shown = sw._replace(budgets=sorted(set(sw.budgets) | {r["budget"] for r in prior}),
+                        methods=[m for n, m in sw.frontier.methods.items() if n in carried or m in sw.methods]
+                        + [m for m in sw.methods if m.name not in sw.frontier.methods])
     frozen = run_point(ctx, F.frozen_run(ctx.table, ctx.dataset, ctx.backbone, base),
                        section(sw, "frozen", 0, "frozen", [0.0]))
     runs: list[dict[str, Any]] = list(prior)
     seeds: dict[str, list[dict[str, Any]]] = {}
 
     def write(complete: bool = False) -> dict[str, Any]:
-        result = build_result(ctx, shown, frozen, runs, seeds, argv, out, complete and is_full(shown))
+        result = build_result(ctx, shown, frozen, runs, seeds, argv, out, complete and is_full(sw, runs))
         C.write_json(out, result)
         return result
 
@@ -267,12 +289,17 @@ def plan_lines(ctx: D.Context, sw: Sweep) -> list[str]:
     scored = round(0.2 * ds.images[0]) + ds.images[1] + ood
     nonzero = [a for a in sw.alphas if a > 0]
 
-    # A method's measured runs serve when they include a trained one (the frozen run trains nothing).
+    # A method's measured runs serve when they include a trained one (the frozen run trains nothing);
+    # an unmeasured method is estimated as a measured one of the same row and dial (the anchored DVA as
+    # DVA: its extra frozen suffix pass per step not counted).
     measured = {m: c for m, c in measured_costs(ctx.table, bb.model, bb.img_size).items()
                 if c.s_per_step is not None or m == "frozen"}
+    every = sw.frontier.methods
+    stand_in = {n: next((o for o, mo in every.items() if o in measured and (mo.row, mo.dial) == (m.row, m.dial)), "")
+                for n, m in every.items() if n not in measured}
 
     def est(spec: P.RunSpec, passes: int, method: str) -> float | None:
-        c = measured.get(method)
+        c = measured.get(method) or measured.get(stand_in.get(method, ""))
         if c is not None:
             steps = 0 if spec.kind == "frozen" else K.steps_of(spec.overrides)
             return c.overhead_per_image * sum(ds.images) + (c.s_per_step or 0.0) * steps \
@@ -291,9 +318,10 @@ def plan_lines(ctx: D.Context, sw: Sweep) -> list[str]:
              f"({', '.join(g.name for g in sw.galleries) or 'no OOD gallery found'})")]
     lines += K.plan_lines(rows)
     if measured:
+        subs = [f"{n} as {o}" for n, o in stand_in.items() if o and n in {m.name for m in sw.methods}]
         lines.append("  (estimated from measured frontier runs of this backbone: "
-                     + ", ".join(f"{m} {c.runs}" for m, c in measured.items()) + "; other methods from the datasets "
-                     "harness's runs)")
+                     + ", ".join(f"{m} {c.runs}" for m, c in measured.items())
+                     + (f"; {', '.join(subs)}" if subs else "") + "; other methods from the datasets harness's runs)")
     lines += sittings(ctx, [(m.name, b, est(s, len(nonzero), m.name)) for m, b, s in sweep])
     worst = [est(s, 1, m.name) for m, b, s in sweep if b == sw.budgets[-1]]
     if sw.seeds > 1:

@@ -399,6 +399,11 @@ def _check_combinations(cfg: "DVAConfig", source: str) -> None:
         raise ValueError(f"{source}: train.classes_per_batch x train.images_per_class = {tc.classes_per_batch} x "
                          f"{tc.images_per_class} = {tc.classes_per_batch * tc.images_per_class} images per batch, "
                          f"more than {MAX_BATCH} ({_BATCH}, each with up to 3 views): lower one of them")
+    if cfg.loss.w_anchor > 0 and (tc.trainable != "ica" or not cfg.ica.enabled):
+        raise ValueError(f"{source}: loss.w_anchor={cfg.loss.w_anchor:g} holds the adapted embedding near the frozen "
+                         f"one and needs adapters (train.trainable=ica, ica.enabled=true; here "
+                         f"train.trainable={tc.trainable}, ica.enabled={str(cfg.ica.enabled).lower()}): "
+                         "set loss.w_anchor 0")
     if tc.cache_prefix == "on" and tc.trainable == "full":
         raise ValueError(f"{source}: train.cache_prefix=on cannot train the full backbone (train.trainable=full: the "
                          "cached stem would stay frozen): use train.cache_prefix=off or auto")

@@ -27,6 +27,19 @@ def _value(tokens: list[str], key: str) -> str | None:
 
 
 # ----------------------------------------------------------------------------- plan
+def test_the_tokens_every_run_starts_from_are_pinned():
+    """backbone_overrides enters every run's tokens and so its folder's digest: a change (e.g. reordering
+    the placement candidates) would rename, and so re-run, every recorded run of the backbone."""
+    assert P.backbone_overrides(P.TABLE, "mobilenetv2") == ["--ica.rank", "4", "--ica.target", "pw+pwl",
+                                                             "--ica.blocks", "'-2:'"]
+    assert P.backbone_overrides(P.TABLE, "lite2") == ["--ica.rank", "4", "--ica.target", "pw+pwl", "--ica.blocks", "'-3:'"]
+    assert P.backbone_overrides(P.TABLE, "vit_s14") == ["--ica.rank", "8", "--ica.target", "qk", "--ica.blocks", "'-8:'"]
+    st = P.TABLE.stages[0]
+    bare = P.TABLE._replace(stages=[st._replace(candidates={"lite2": st.candidates["lite2"]}), *P.TABLE.stages[1:]])
+    with pytest.raises(ValueError, match="no candidates for 'mobilenetv2'"):
+        P.backbone_overrides(bare, "mobilenetv2")
+
+
 @pytest.mark.parametrize("dataset", DATASETS)
 @pytest.mark.parametrize("backbone", BACKBONES)
 def test_plan_over_datasets_and_backbones(dataset, backbone, tmp_path):

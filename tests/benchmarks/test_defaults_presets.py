@@ -88,3 +88,39 @@ def test_a_run_made_with_an_earlier_preset_is_marked(tmp_path):
     assert now == P.digest(P.run_settings(P.default_argv("mobilenetv2", "cub100", "/other", "X", 2, "/c")))
     run = {"preset": "mobilenetv2", "dataset": "cub100", "settings_digest": now}
     assert P.is_current(run) and not P.is_current({**run, "settings_digest": "00000000"})
+
+
+def test_keys_added_at_their_unused_value_do_not_rename_runs():
+    """A config key added later (UNUSED_AT) is left out of a run's settings at its default: adding it
+    did not change the digest of presets that do not set it; a preset that sets it has it."""
+    from dva.config import DVAConfig
+
+    cfg = DVAConfig().to_dict()
+    for key, off in P.UNUSED_AT.items():
+        section, name = key.split(".")
+        assert cfg[section][name] == off  # the value left out is the key's default
+    lite2 = P.run_settings(P.default_argv("lite2", "cub100", "R", "RUN", 1, "C"))["config"]
+    assert "ica_lr" not in lite2["train"] and "w_anchor" not in lite2["loss"]
+    mnv2 = P.run_settings(P.default_argv("mobilenetv2", "cub100", "R", "RUN", 1, "C"))["config"]
+    assert mnv2["train"]["ica_lr"] == PR.preset_values("mobilenetv2")["train.ica_lr"] and "w_anchor" not in mnv2["loss"]
+    anchored = P.run_settings(P.default_argv("lite2", "cub100", "R", "RUN", 1, "C"))
+    anchored["config"]["loss"]["w_anchor"] = 1.0  # a run that uses the key is another run
+    assert P.digest(anchored) != P.current_digest("lite2", "cub100")
+
+
+def test_a_token_the_preset_cannot_carry_is_refused_and_unscored_candidates_are_skipped():
+    lr = {"lr1e-3": 0.2}
+    far = {"a": _select(0.1, {"r4_3st": 0.2, "r2_all": 0.22}, lr), "b": _select(0.1, {"r4_3st": 0.2, "r2_all": 0.2}, lr)}
+    own = {"placement": {"r4_3st": ["--ica.rank", "4", "--ica.blocks", "'-3:'"],
+                         "r2_all": ["--ica.rank", "2", "--ica.blocks", "all", "--train.cache_prefix", "off"]},
+           "lr": {"lr1e-3": ["--train.lr", "1e-3"]}}
+    with pytest.raises(ValueError, match=r"also sets \['--train.cache_prefix'\], which a preset does not carry"):
+        PR.consensus(far, own)
+    # The harness's own tokens are what the values come from (not the runs', which carry other stages').
+    near = {"a": _select(0.1, {"r4_3st": 0.2, "r2_all": 0.2}, lr), "b": _select(0.1, {"r4_3st": 0.2, "r2_all": 0.2}, lr)}
+    assert PR.consensus(near, own)["values"] == {"ica.rank": 4, "ica.blocks": "-3:", "train.ica_lr": 1e-3}
+    # A candidate without a validation score on one dataset takes no part (no mean to compare).
+    del near["b"]["stages"][0]["candidates"][0]["val_metrics"]
+    own["placement"]["r2_all"] = ["--ica.rank", "2", "--ica.blocks", "all"]
+    st = PR.consensus(near, own)["stages"][0]
+    assert [c["name"] for c in st["candidates"]] == ["r2_all"] and st["chosen"] == "r2_all"

@@ -419,6 +419,30 @@ def test_sittings_gather_their_budgets_in_one_json(tmp_path, fake):
     assert other["settings"]["budgets"] == [10]
 
 
+def _pairs(res):
+    return {(r["method"], r["budget"]) for r in res["runs"] if r["seed"] == 0 and r["method"] != "frozen"}
+
+
+def test_sittings_by_method_keep_every_point_and_complete_needs_every_pair(tmp_path, fake):
+    a = _profile(tmp_path, "--budgets", "20", "--methods", "dva", "--seeds", "1")
+    b = _profile(tmp_path, "--budgets", "20", "--methods", "ica,full", "--seeds", "1")
+    assert _pairs(b) == {("dva", 20), ("ica", 20), ("full", 20)} and not a["complete"] and not b["complete"]
+    assert [m for m in b["settings"]["methods"]] == ["dva", "ica", "full"]  # frontier.yaml's order
+    # Budget 10 of every method with the seeds: every (method, budget) pair is there now.
+    whole = _profile(tmp_path, "--budgets", "10")
+    assert _pairs(whole) == {(m, bb) for m in ("dva", "ica", "full") for bb in (10, 20)} and whole["complete"]
+    # Only dva at 20 before, then budget 10 of all with the seeds: ica and full at 20 are missing.
+    _profile(tmp_path, "--budgets", "20", "--methods", "dva", "--seeds", "1", out="g.json")
+    part = _profile(tmp_path, "--budgets", "10", out="g.json")
+    assert ("ica", 20) not in _pairs(part) and not part["complete"]
+    # A method whose settings changed since (here its label) is not carried over.
+    res = json.loads((tmp_path / "g.json").read_text())
+    res["settings"]["methods"]["dva"]["label"] = "DVA (older)"
+    (tmp_path / "g.json").write_text(json.dumps(res))
+    again = _profile(tmp_path, "--budgets", "10", "--methods", "ica", "--seeds", "1", out="g.json")
+    assert ("dva", 20) not in _pairs(again) and ("dva", 10) not in _pairs(again) and ("full", 10) in _pairs(again)
+
+
 def test_profile_sweep_choice_seeds_and_json(tmp_path, fake):
     res = _profile(tmp_path)
     calls = fake()
