@@ -81,6 +81,17 @@ def readme_body(result: dict[str, Any] | None) -> str:
                if older else ""))
 
 
+def figures_text(result: dict[str, Any] | None) -> str:
+    """The packaged figures ``dva train --help`` shows (``dva.config.PRESET_FIGURES``): test R@1 frozen
+    and trained per preset and dataset, percent to 0.1, of the runs made with the packaged preset only."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for r in (result or {}).get("runs") or []:
+        f, t = (r.get("test_frozen") or {}).get("recall@1"), (r.get("test_trained") or {}).get("recall@1")
+        if f is not None and t is not None and DP.is_current(r):
+            out.setdefault(r["preset"], {})[r["dataset"]] = [round(100 * f, 1), round(100 * t, 1)]
+    return json.dumps(out, indent=1) + "\n"
+
+
 def regions() -> list[tuple[Path, str, str | None, str | None]]:
     """``(doc, region, heading, body)`` of each region (body None: no result, the region stays out)."""
     res, bud = _load(RESULT), _load(B.RESULT)
@@ -91,8 +102,14 @@ def regions() -> list[tuple[Path, str, str | None, str | None]]:
 
 
 def check() -> list[str]:
-    """Every difference between the docs' regions and their rendering from the JSON."""
-    return C.check_regions(regions(), Q.compare, "python -m benchmarks.defaults.docs")
+    """Every difference between the docs' regions (and the packaged figures) and their rendering from the JSON."""
+    from dva.config import PRESET_FIGURES
+
+    out = C.check_regions(regions(), Q.compare, "python -m benchmarks.defaults.docs")
+    have = PRESET_FIGURES.read_text() if PRESET_FIGURES.is_file() else None
+    if have != figures_text(_load(RESULT)):
+        out.append(f"{C.repo_relative(PRESET_FIGURES)}: differs from the defaults JSON (python -m benchmarks.defaults.docs)")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if problems else 0
     for name in C.write_regions(regions()):
         print(f"wrote {name}")
+    from dva.config import PRESET_FIGURES
+
+    C.write_text(PRESET_FIGURES, figures_text(_load(RESULT)))
+    print(f"wrote {C.repo_relative(PRESET_FIGURES)}")
     return 0
 
 

@@ -6,6 +6,7 @@ dataclasses; unknown keys are errors (a typo must not silently fall back to a de
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 import types
@@ -551,6 +552,18 @@ def presets() -> dict[str, str]:
         if first.startswith(PRESET_TAG):
             out[p.stem] = first[len(PRESET_TAG):].strip()
     return out
+
+
+PRESET_FIGURES = Path(__file__).parent / "configs" / "preset_figures.json"
+
+
+def preset_figures() -> dict[str, dict[str, list[float]]]:
+    """Test R@1 of each preset's default command, frozen and trained, per dataset: preset -> dataset ->
+    ``[frozen, trained]`` (percent). Written from the defaults benchmark's JSON by
+    ``python -m benchmarks.defaults.docs`` (runs of the packaged preset only); empty when absent."""
+    if not PRESET_FIGURES.is_file():
+        return {}
+    return json.loads(PRESET_FIGURES.read_text())
 
 
 def parse_overrides(tokens: list[str]) -> list[tuple[str, str]]:

@@ -124,3 +124,13 @@ def test_a_token_the_preset_cannot_carry_is_refused_and_unscored_candidates_are_
     own["placement"]["r2_all"] = ["--ica.rank", "2", "--ica.blocks", "all"]
     st = PR.consensus(near, own)["stages"][0]
     assert [c["name"] for c in st["candidates"]] == ["r2_all"] and st["chosen"] == "r2_all"
+
+
+def test_the_packaged_help_figures_are_the_current_runs_only():
+    now = P.current_digest("mobilenetv2", "cub100")
+    runs = [{"preset": "mobilenetv2", "dataset": "cub100", "settings_digest": now,
+             "test_frozen": {"recall@1": 0.7912}, "test_trained": {"recall@1": 0.8584}},
+            {"preset": "mobilenetv2", "dataset": "cars196", "settings_digest": "00000000",
+             "test_frozen": {"recall@1": 0.446}, "test_trained": {"recall@1": 0.507}}]
+    assert json.loads(D.figures_text({"runs": runs})) == {"mobilenetv2": {"cub100": [79.1, 85.8]}}
+    assert json.loads(D.figures_text(None)) == {}

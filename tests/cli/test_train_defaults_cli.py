@@ -58,6 +58,26 @@ def test_train_help_lists_the_presets(capsys):
     assert "--preset" in out
 
 
+def test_train_help_shows_each_presets_measured_figures(capsys, monkeypatch, tmp_path):
+    """The figures come from the packaged file the defaults benchmark writes (runs of the packaged
+    preset only); a preset without runs shows none."""
+    import dva.config as dc
+
+    figs = tmp_path / "preset_figures.json"
+    figs.write_text(json.dumps({"mobilenetv2": {"cub100": [79.1, 85.8], "pets37": [92.6, 92.6]}}))
+    monkeypatch.setattr(dc, "PRESET_FIGURES", figs)
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    after = out.split(f"  mobilenetv2  {presets()['mobilenetv2']}\n", 1)[1].split("\n", 1)[0]
+    assert after.strip() == "test R@1 frozen -> default command: cub100 79.1 -> 85.8, pets37 92.6 -> 92.6"
+    assert out.count("test R@1 frozen -> default command") == 1  # lite2 etc.: no runs, no figures
+    monkeypatch.setattr(dc, "PRESET_FIGURES", tmp_path / "absent.json")
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "test R@1 frozen" not in capsys.readouterr().out
+
+
 def test_preset_trains_a_5_class_folder_end_to_end_with_no_other_flag(five_classes, tmp_path, capsys):
     out = tmp_path / "run"
     rc = main(["train", "--preset", "mobilenetv2", "--data.root", str(five_classes), "--output_dir", str(out),

@@ -21,12 +21,19 @@ _ROWS = (("recall@1", "R@1"), ("recall@2", "R@2"), ("recall@4", "R@4"), ("recall
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from dva.config import presets
+    from dva.config import preset_figures, presets
+
+    figures = preset_figures()
+
+    def shown(name: str) -> str:
+        f = figures.get(name)
+        return "" if not f else ("\n  " + " " * 13 + "test R@1 frozen -> default command: "
+                                 + ", ".join(f"{d} {a:.1f} -> {b:.1f}" for d, (a, b) in f.items()))
 
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.epilog = ("presets (--preset NAME, src/dva/configs/NAME.yaml; settings chosen on cub100 validation classes "
-                "unless the line says otherwise; cub100 figures: docs/BENCHMARKS.md):\n"
-                + "\n".join(f"  {name:<12} {line}" for name, line in presets().items()))
+                "unless the line says otherwise; figures: README.md, docs/BENCHMARKS.md, the default command):\n"
+                + "\n".join(f"  {name:<12} {line}{shown(name)}" for name, line in presets().items()))
     src = p.add_mutually_exclusive_group()
     src.add_argument("--config", help="YAML config (a file, or a packaged name: demo, cub200_vitb16, or a preset); "
                                       "omitted keys keep their defaults")
