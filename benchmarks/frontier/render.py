@@ -88,6 +88,15 @@ def sweep_cost(result: dict[str, Any]) -> dict[str, Any] | None:
 
 
 # ----------------------------------------------------------------------------- markdown
+def measured_so_far(result: dict[str, Any]) -> str:
+    """Which (method, budget) points an unfinished result holds, in words: ``dva 60, 184; full 60``."""
+    by: dict[str, list[int]] = {}
+    for p in result["points"]:
+        if not p.get("frozen") and p["budget"] not in by.setdefault(p["method"], []):
+            by[p["method"]].append(p["budget"])
+    return "; ".join(f"{m} {', '.join(map(str, sorted(b)))}" for m, b in by.items()) or "none"
+
+
 def _label(result: dict[str, Any], method: str) -> str:
     return "frozen backbone" if method == "frozen" else result["settings"]["methods"][method]["label"]
 
@@ -213,7 +222,7 @@ def section_of(result: dict[str, Any]) -> str:
     s = result["settings"]
     sm = summary(result)
     tags = ("" if s["selected"] else " — UNSELECTED (every select stage's first candidate)") \
-        + ("" if result.get("complete") else " (unfinished)")
+        + ("" if result.get("complete") else f" (unfinished: steps measured so far {measured_so_far(result)})")
     ds, bb = s["dataset"], s["backbone"]
     head = (f"### Frontier: {ds} x {bb}{tags}\n\n"
             f"Budgets {', '.join(map(str, s['budgets']))} steps; alphas {', '.join(f'{a:g}' for a in s['alphas'])} "

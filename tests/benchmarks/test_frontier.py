@@ -501,7 +501,7 @@ def test_unselected_profile_is_labelled(tmp_path, fake):
     from benchmarks.frontier import docs as FD
 
     words = FD.readme_body([{**res, "complete": False}])  # a sitting of some budgets: the README says so
-    assert "- cub100 x mobilenetv2 (unfinished: budgets 10 steps so far):" in words
+    assert "- cub100 x mobilenetv2 (unfinished: steps measured so far dva 10):" in words  # the points, not the plan
     assert "(unfinished" not in FD.readme_body([{**res, "complete": True}])
     assert "; the recommended points (validation MAP@R) 1 seed. OOD" in R.render_section([res])
 
