@@ -24,6 +24,9 @@ def num(v: float | None, digits: int = 1, signed: bool = False) -> str:
     """A number for a table cell; ``-`` for none."""
     if v is None:
         return "-"
+    if round(v, digits) == 0:
+        v = 0.0  # neither "-0.0" nor "+0.0": a difference that rounds to nothing has no sign
+        return f"{v:.{digits}f}"
     return f"{v:+.{digits}f}" if signed else f"{v:.{digits}f}"
 
 

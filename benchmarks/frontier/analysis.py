@@ -25,9 +25,14 @@ def _pct(metrics: dict[str, Any] | None, key: str) -> float | None:
     return None if not metrics or metrics.get(key) is None else 100.0 * float(metrics[key])
 
 
-def minutes_of(run: dict[str, Any], clock: str = "train_seconds") -> float:
-    """A run's training minutes on ``clock`` (``train_seconds`` or ``train_and_prep_seconds``)."""
-    s = float(run.get("train_seconds") or 0.0)
+def minutes_of(run: dict[str, Any], clock: str = "train_seconds") -> float | None:
+    """A run's training minutes on ``clock`` (``train_seconds`` or ``train_and_prep_seconds``); the frozen
+    run's 0; None when a trained run did not record them (it then stays off the equal-compute curves)."""
+    if run.get("kind") == "frozen":
+        return 0.0
+    if run.get("train_seconds") is None:
+        return None
+    s = float(run["train_seconds"])
     if clock == "train_and_prep_seconds":
         s += float(run.get("prep_seconds") or 0.0)
     return s / 60.0
@@ -115,10 +120,14 @@ def seed_stats(runs: list[dict[str, Any]], alpha: float, ood: Sequence[str]) -> 
 
 # ----------------------------------------------------------------------------- frontiers
 def pareto(pts: Sequence[Point]) -> list[Point]:
-    """The upper Pareto set of ``(ID, OOD)`` points (none has another at least as high in both), by ID ascending."""
+    """The upper Pareto set of ``(ID, OOD)`` points (none has another at least as high in both), by ID ascending.
+
+    Points with a missing or non-finite coordinate are left out (a NaN would make the order undefined).
+    """
     out: list[Point] = []
     best = -math.inf
-    for x, y in sorted(set(pts), key=lambda p: (-p[0], -p[1])):  # ID descending: keep a point above all to its right
+    finite = {(x, y) for x, y in pts if x is not None and y is not None and math.isfinite(x) and math.isfinite(y)}
+    for x, y in sorted(finite, key=lambda p: (-p[0], -p[1])):  # ID descending: keep a point above all to its right
         if y > best:
             out.append((x, y))
             best = y
@@ -139,11 +148,12 @@ def compare(a: Sequence[Point], b: Sequence[Point], skip: Point | None = None) -
     """OOD of frontier ``a`` less that of ``b`` at equal ID, over the ID range both cover.
 
     Levels: the ID of every point of either frontier inside the common range, except ``skip`` (the
-    frozen backbone) when it lies on both, where the difference is 0 by construction. ``min_diff``
-    is the smallest difference at those levels (the difference is linear between them, so it is the
-    minimum over the range less the shared point); ``mean_diff`` is its mean over the whole range
-    (the integral of the piecewise-linear difference / the range's width). None without a common
-    range.
+    frozen backbone) when it lies on both, where the difference is 0 by construction (``skipped``
+    says whether it did). ``min_diff`` is the smallest difference at those levels: the difference is
+    linear between levels, so it is the minimum over the range from the first level on (between a
+    skipped frozen point and the first level it runs linearly from 0); None when the range holds no
+    level but the skipped point. ``mean_diff`` is its mean over the whole range (the integral of the
+    piecewise-linear difference / the range's width). None when the two ID ranges do not overlap.
     """
     if not a or not b:
         return None
@@ -159,16 +169,23 @@ def compare(a: Sequence[Point], b: Sequence[Point], skip: Point | None = None) -
     else:
         mean = diff[lo]
     mn = min((diff[x] for x in levels), default=None)
-    return {"lo": lo, "hi": hi, "levels": [{"id_r1": x, "a": interp(a, x), "b": interp(b, x), "diff": diff[x]}
-                                          for x in levels],
+    return {"lo": lo, "hi": hi, "skipped": shared and skip[0] in xs,  # type: ignore[index]
+            "levels": [{"id_r1": x, "a": interp(a, x), "b": interp(b, x), "diff": diff[x]} for x in levels],
             "min_diff": mn, "mean_diff": mean, "at_or_above": None if mn is None else mn >= 0.0}
 
 
 # ----------------------------------------------------------------------------- equal compute
 def time_curve(pts: list[dict[str, Any]], method: str) -> list[Point]:
-    """``(training minutes, ID R@1)`` of the method's alpha-1 points, one per budget, by minutes."""
-    return sorted((p["train_minutes"], p["id_r1"]) for p in pts
-                  if p["method"] == method and p["alpha"] == 1.0 and p["id_r1"] is not None)
+    """``(training minutes, ID R@1)`` of the method's alpha-1 points, one per budget, by minutes, from the
+    frozen backbone at 0 minutes (every method's model before its first step) when it was measured.
+
+    A point without recorded minutes is left out.
+    """
+    curve = sorted((p["train_minutes"], p["id_r1"]) for p in pts
+                   if p["method"] == method and p["alpha"] == 1.0 and p["id_r1"] is not None
+                   and p["train_minutes"] is not None)
+    frozen = next((p for p in pts if p["frozen"] and p["id_r1"] is not None), None)
+    return ([(0.0, frozen["id_r1"])] if frozen is not None and curve else []) + curve
 
 
 def at_minutes(curve: Sequence[Point], t: float) -> float | None:
@@ -181,13 +198,25 @@ def at_minutes(curve: Sequence[Point], t: float) -> float | None:
     return curve[-1][1]
 
 
+def common_horizon(pts: list[dict[str, Any]], methods: Sequence[str]) -> float | None:
+    """The longest training time every measured method of ``methods`` reached (its curve's end); None
+    unless two or more were measured."""
+    ends = [c[-1][0] for m in methods if (c := time_curve(pts, m))]
+    return min(ends) if len(ends) >= 2 else None
+
+
 def equal_time(pts: list[dict[str, Any]], methods: Sequence[str], minutes: Sequence[float]) -> list[dict[str, Any]]:
-    """At each of ``minutes``: every method's interpolated ID R@1 (None: not measured) and the one ahead
-    (None unless two or more were measured there)."""
+    """At each of ``minutes``, and at the :func:`common_horizon` when it is below the first of them
+    (``horizon``: True): every method's interpolated ID R@1 (None: not measured), the one ahead (None
+    unless two or more were measured there; ``tie`` when the best two are equal to 0.05 points)."""
     curves = {m: time_curve(pts, m) for m in methods}
+    h = common_horizon(pts, methods)
+    at = [(h, True)] if h is not None and h > 0 and (not minutes or h < min(minutes)) else []
     out = []
-    for t in minutes:
+    for t, horizon in at + [(float(t), False) for t in minutes]:
         vals = {m: at_minutes(c, t) for m, c in curves.items()}
-        got = {m: v for m, v in vals.items() if v is not None}
-        out.append({"minutes": t, "id_r1": vals, "ahead": max(got, key=got.__getitem__) if len(got) >= 2 else None})
+        got = sorted(((v, m) for m, v in vals.items() if v is not None), reverse=True)
+        tie = len(got) >= 2 and round(got[0][0] - got[1][0], 1) == 0
+        out.append({"minutes": t, "horizon": horizon, "id_r1": vals,
+                    "ahead": got[0][1] if len(got) >= 2 and not tie else None, "tie": tie})
     return out

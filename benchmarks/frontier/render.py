@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,8 @@ def frontiers(result: dict[str, Any]) -> dict[str, list[A.Point]]:
     out = {}
     for m in result["settings"]["methods"]:
         pts = [(p["id_r1"], p["mean_ood"]) for p in A.method_points(result["points"], m)
-               if p["id_r1"] is not None and p["mean_ood"] is not None]
+               if p["id_r1"] is not None and p["mean_ood"] is not None
+               and math.isfinite(p["id_r1"]) and math.isfinite(p["mean_ood"])]
         out[m] = A.pareto(pts)
     return out
 
@@ -137,23 +139,40 @@ def _yes(v: bool | None) -> str:
     return "not measured" if v is None else ("yes" if v else "no")
 
 
+def _verdict(result: dict[str, Any], v: bool | None) -> str:
+    """``_yes``, marked provisional while the sweep is unfinished (more points can still change it)."""
+    return _yes(v) + ("" if v is None or result.get("complete") else " (provisional: the sweep is unfinished)")
+
+
+def _levels(n: int) -> str:
+    return f"{n} measured level{'s' if n != 1 else ''}"
+
+
+def _not_compared(c: dict[str, Any] | None, a: str, b: str) -> str:
+    """Why two frontiers were not compared: ranges apart, or only the shared frozen point in common."""
+    if c is None:
+        return f"{a}'s and {b}'s frontiers cover ID R@1 ranges that do not overlap; not compared."
+    return f"{a}'s and {b}'s frontiers share no measured ID R@1 level but the frozen point; not compared."
+
+
 def frontier_words(result: dict[str, Any], sm: dict[str, Any]) -> str:
     """DVA's frontier against the full fine-tune's (WiSE-FT) at equal ID R@1, in words."""
     s, c = result["settings"], sm["dva_vs_full"]
     margin = s["targets"]["ood_margin"]
     gals = ", ".join(s["ood"])
     if c is None or c["min_diff"] is None:
-        return (f"- Frontier (ID R@1 against the mean OOD R@1 over {gals}): DVA's and the full fine-tune's "
-                "frontiers share no measured ID R@1 range beyond the frozen point; not compared.")
+        return (f"- Frontier (ID R@1 against the mean OOD R@1 over {gals}): "
+                + _not_compared(c, "DVA", "the full fine-tune (WiSE-FT)"))
     worst = min(c["levels"], key=lambda lv: lv["diff"])
+    left_out = ", the shared frozen point left out" if c.get("skipped") else ""
     return (f"- Frontier (ID R@1 against the mean OOD R@1 over {gals}; each method's Pareto-upper points joined, "
             f"linear between them): over the ID R@1 range both DVA's and the full fine-tune's (WiSE-FT) frontiers "
             f"cover, {num(c['lo'])} to {num(c['hi'])}, DVA's mean OOD R@1 minus the full fine-tune's is "
             f"{num(c['min_diff'], signed=True)} at its least (at ID R@1 {num(worst['id_r1'])}, over "
-            f"{len(c['levels'])} measured levels, the shared frozen point left out) and "
+            f"{_levels(len(c['levels']))}{left_out}) and "
             f"{num(c['mean_diff'], signed=True)} on average over the range. DVA at or above at every measured "
-            f"level: {_yes(c['at_or_above'])}. Target ({num(margin, signed=True)} OOD at equal ID): "
-            f"{_yes(c['target_met'])}.")
+            f"level: {_verdict(result, c['at_or_above'])}. Target ({num(margin, signed=True)} OOD at equal ID): "
+            f"{_verdict(result, c['target_met'])}.")
 
 
 def pair_words(result: dict[str, Any], sm: dict[str, Any]) -> list[str]:
@@ -163,13 +182,12 @@ def pair_words(result: dict[str, Any], sm: dict[str, Any]) -> list[str]:
         a, b = key.split("_vs_")
         la, lb = _label(result, a), _label(result, b)
         if c is None or c["min_diff"] is None:
-            out.append(f"- {la} against {lb}: their frontiers share no measured ID R@1 range beyond the frozen "
-                       "point; not compared.")
+            out.append(f"- {la} against {lb}: " + _not_compared(c, la, lb))
             continue
         out.append(f"- {la} against {lb}, at equal ID R@1 over {num(c['lo'])} to {num(c['hi'])}: mean OOD R@1 "
                    f"{num(c['min_diff'], signed=True)} at its least and {num(c['mean_diff'], signed=True)} on "
-                   f"average ({len(c['levels'])} measured levels); at or above at every level: "
-                   f"{_yes(c['at_or_above'])}.")
+                   f"average ({_levels(len(c['levels']))}); at or above at every level: "
+                   f"{_verdict(result, c['at_or_above'])}.")
     return out
 
 
@@ -181,14 +199,19 @@ def time_words(result: dict[str, Any], sm: dict[str, Any]) -> str:
     for e in sm["equal_time"]:
         got = {m: v for m, v in e["id_r1"].items() if v is not None}
         vals = ", ".join(f"{_label(result, m)} {num(v)}" for m, v in got.items())
+        when = (f"at {e['minutes']:.1f} min (the longest every measured method trained)" if e.get("horizon")
+                else f"at {e['minutes']:g} min")
+        missing = (f"; {', '.join(_label(result, m) for m in e['id_r1'] if m not in got)} not measured"
+                   if len(got) < len(e["id_r1"]) else "")
         if e["ahead"]:
-            parts.append(f"at {e['minutes']:g} min: {_label(result, e['ahead'])} ahead ({vals}"
-                         + (f"; {', '.join(_label(result, m) for m in e['id_r1'] if m not in got)} not measured"
-                            if len(got) < len(e["id_r1"]) else "") + ")")
+            parts.append(f"{when}: {_label(result, e['ahead'])} ahead ({vals}{missing})")
+        elif e.get("tie"):
+            parts.append(f"{when}: a tie at the top ({vals}{missing})")
         else:
-            parts.append(f"at {e['minutes']:g} min: not measured" + (f" (only {vals})" if got else ""))
-    return (f"- Equal compute, ID R@1 of the alpha-1 models at equal {clock}, linear between measured budgets: "
-            + "; ".join(parts) + ".")
+            parts.append(f"{when}: not measured" + (f" (only {vals})" if got else ""))
+    return (f"- Equal compute, ID R@1 of the alpha-1 models at equal {clock}, linear between measured budgets and "
+            "from the frozen backbone at 0 min (wall time on a shared machine: each run's load average is in the "
+            "JSON): " + "; ".join(parts) + ".")
 
 
 def target2_words(result: dict[str, Any], sm: dict[str, Any]) -> str:
@@ -201,7 +224,8 @@ def target2_words(result: dict[str, Any], sm: dict[str, Any]) -> str:
     return (f"- The validation-chosen DVA point ({where}; {rec['seeds_label']}): test ID R@1 {num(g['id_r1'])} "
             f"against the {t['reference_budget']}-step full fine-tune's {num(g['full_r1'])} "
             f"({_yes(g['id_ok'])}); {g['gallery']} R@1 {num(g['ood_r1'])} against frozen - "
-            f"{t['ood_slack']:g} = {num(g['ood_floor'])} ({_yes(g['ood_ok'])}). Target: {_yes(g['holds'])}.")
+            f"{t['ood_slack']:g} = {num(g['ood_floor'])} ({_yes(g['ood_ok'])}). Target: "
+            f"{_verdict(result, g['holds'])}.")
 
 
 def cost_words(sm: dict[str, Any]) -> str:
@@ -229,7 +253,10 @@ def section_of(result: dict[str, Any]) -> str:
             f"(alpha 0 = the frozen backbone, one run); trained on the training classes less the last "
             f"{s['val_classes']} (validation), the last model of each budget; adapter settings: {s['selection']}"
             + (f" ({s['select_json']})" if s.get("select_json") else "") + f". One seed per point; the recommended "
-            f"points (validation {s['metric'].upper()}) {s['seeds']} seed{'s' if s['seeds'] != 1 else ''}. OOD: {', '.join(s['ood'])}"
+            f"points (validation {s['metric'].upper()}) {s['seeds']} seed{'s' if s['seeds'] != 1 else ''}"
+            + ("" if result.get("complete") or s["seeds"] == 1
+               else " once the sweep is finished (the table says how many so far)")
+            + f". OOD: {', '.join(s['ood'])}"
             + (f" (not found: {', '.join(s['ood_missing'])})" if s.get("ood_missing") else "") + ".")
     words = "\n".join([frontier_words(result, sm), *pair_words(result, sm), time_words(result, sm),
                        target2_words(result, sm), cost_words(sm)])
@@ -241,15 +268,17 @@ def section_of(result: dict[str, Any]) -> str:
 def render_section(results: list[dict[str, Any]]) -> str:
     """The frontier markdown of ``results`` (one per (dataset, backbone)), then which hold each target."""
     parts = [section_of(r) for r in results]
-    t1 = [f"{r['settings']['dataset']} x {r['settings']['backbone']}" for r in results
-          if (summary(r)["dva_vs_full"] or {}).get("target_met")]
-    t2 = [f"{r['settings']['dataset']} x {r['settings']['backbone']}" for r in results
-          if (summary(r)["target2"] or {}).get("holds")]
+    done = [r for r in results if r.get("complete")]
+    name = lambda r: f"{r['settings']['dataset']} x {r['settings']['backbone']}"  # noqa: E731
+    t1 = [name(r) for r in done if (summary(r)["dva_vs_full"] or {}).get("target_met")]
+    t2 = [name(r) for r in done if (summary(r)["target2"] or {}).get("holds")]
     if results:
-        parts.append(f"Targets over these {len(results)} result(s): DVA's frontier at least the margin above the "
+        open_ = [name(r) for r in results if not r.get("complete")]
+        parts.append(f"Targets over the {len(done)} finished result(s): DVA's frontier at least the margin above the "
                      f"full fine-tune's at every measured equal-ID level on: {', '.join(t1) or 'none'}; the "
                      f"validation-chosen DVA point at or above the reference full fine-tune with the OOD floor on: "
-                     f"{', '.join(t2) or 'none'}.")
+                     f"{', '.join(t2) or 'none'}."
+                     + (f" Not decided (unfinished): {', '.join(open_)}." if open_ else ""))
     return "\n\n".join(parts) + "\n"
 
 
@@ -260,7 +289,6 @@ def figures(results: list[dict[str, Any]], folder: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import matplotlib.ticker
 
     out = []
     for res in results:
@@ -289,16 +317,17 @@ def figures(results: list[dict[str, Any]], folder: Path) -> list[Path]:
         for i, m in enumerate(s["methods"]):
             c = A.time_curve(res["points"], m)
             ax.plot([x for x, _ in c], [y for _, y in c], "-o", color=f"C{i}", label=_label(res, m))
-            for p in (p for p in res["points"] if p["method"] == m and p["alpha"] == 1.0 and p["id_r1"] is not None):
+            for p in (p for p in res["points"] if p["method"] == m and p["alpha"] == 1.0 and p["id_r1"] is not None
+                      and p["train_minutes"] is not None):
                 ax.annotate(str(p["budget"]), (p["train_minutes"], p["id_r1"]), fontsize=6, xytext=(2, 2),
                             textcoords="offset points", color=f"C{i}")
+        longest = max((x for m in s["methods"] for x, _ in A.time_curve(res["points"], m)), default=0.0)
         for t in s["minutes"]:
-            ax.axvline(t, color="grey", lw=0.5, ls=":")
+            if t <= 1.2 * longest:  # a comparison minute far right of every run would only squash the curves
+                ax.axvline(t, color="grey", lw=0.5, ls=":")
         if fz is not None and fz["id_r1"] is not None:
             ax.axhline(fz["id_r1"], color="k", lw=0.8, ls="--", label="frozen")
-        ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xlim(left=0)  # linear: every curve starts at the frozen backbone, 0 min
         ax.set_xlabel(f"training minutes ({s['clock']}); point labels: steps")
         ax.set_ylabel(f"ID R@1 (%), {ds}")
         ax.set_title(f"{ds} x {bb}: equal compute (alpha 1)", fontsize=9)

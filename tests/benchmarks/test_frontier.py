@@ -335,6 +335,62 @@ def test_equal_time_interpolates_between_budgets():
     assert A.minutes_of({"train_seconds": 90.0, "prep_seconds": 30.0}, "train_and_prep_seconds") == 2.0
 
 
+def test_time_curves_start_at_the_frozen_backbone_and_compare_at_the_common_horizon():
+    pts = [_pt("frozen", 0, 0.0, 0, 0, id_r1=70.0, minutes=0.0, frozen=True),
+           _pt("dva", 60, 1.0, 0, 0, id_r1=80.0, minutes=2.0), _pt("full", 60, 1.0, 0, 0, id_r1=74.0, minutes=1.0),
+           _pt("full", 184, 1.0, 0, 0, id_r1=90.0, minutes=None)]  # no recorded minutes: off the curve
+    assert A.time_curve(pts, "dva") == [(0.0, 70.0), (2.0, 80.0)]  # every model starts as the frozen one
+    assert A.time_curve(pts, "full") == [(0.0, 70.0), (1.0, 74.0)] and A.time_curve(pts, "ica") == []
+    assert A.common_horizon(pts, ["dva", "full", "ica"]) == 1.0
+    e = A.equal_time(pts, ["dva", "full"], [0.5, 5.0])  # 1.0 is not below 0.5: no horizon entry
+    assert [x["minutes"] for x in e] == [0.5, 5.0] and e[0]["id_r1"] == pytest.approx({"dva": 72.5, "full": 72.0})
+    assert e[0]["ahead"] == "dva" and e[1]["ahead"] is None
+    e = A.equal_time(pts, ["dva", "full"], [5.0])
+    assert e[0]["horizon"] and e[0]["minutes"] == 1.0 and e[0]["id_r1"] == pytest.approx({"dva": 75.0, "full": 74.0})
+    pts[2]["id_r1"] = 75.04  # equal to the tenth shown: a tie, nobody ahead
+    e = A.equal_time(pts, ["dva", "full"], [5.0])
+    assert e[0]["tie"] and e[0]["ahead"] is None
+    assert A.minutes_of({"kind": "train"}) is None and A.minutes_of({"kind": "frozen"}) == 0.0
+    assert A.minutes_of({"kind": "train", "train_seconds": 0.0}) == 0.0
+
+
+def test_comparison_says_whether_the_frozen_point_was_left_out_and_skips_non_finite():
+    assert A.pareto([(1.0, math.nan), (math.nan, 2.0), (2.0, 1.0), (None, 3.0)]) == [(2.0, 1.0)]
+    a, b = [(79.0, 56.0), (82.0, 55.0)], [(79.0, 56.0), (83.0, 54.0)]
+    assert A.compare(a, b, skip=(79.0, 56.0))["skipped"] is True
+    beaten = [(80.0, 57.0), (82.0, 56.0)]  # a trained point above frozen in both: frozen is off this frontier
+    c = A.compare(beaten, b, skip=(79.0, 56.0))
+    assert c["skipped"] is False and [lv["id_r1"] for lv in c["levels"]] == [80.0, 82.0]
+    only_frozen = A.compare([(79.0, 56.0)], b, skip=(79.0, 56.0))
+    assert only_frozen["min_diff"] is None and only_frozen["levels"] == []
+
+
+def test_words_mark_unfinished_verdicts_and_name_why_nothing_was_compared(tmp_path, fake):
+    res = _profile(tmp_path)
+    assert res["complete"]
+    assert "provisional" not in R.render_section([res])
+    open_ = {**res, "complete": False}
+    text = R.render_section([open_])
+    line = next(ln for ln in text.splitlines() if ln.startswith("- Frontier"))
+    assert "level: yes (provisional: the sweep is unfinished)" in line
+    assert "Targets over the 0 finished result(s)" in text and "Not decided (unfinished): cub100 x mobilenetv2." in text
+    sm = R.summary(res)
+    far = {**sm, "dva_vs_full": None}
+    assert "ranges that do not overlap; not compared." in R.frontier_words(res, far)
+    shared = {**sm, "dva_vs_full": {**sm["dva_vs_full"], "min_diff": None, "levels": []}}
+    assert "share no measured ID R@1 level but the frozen point" in R.frontier_words(res, shared)
+    unskipped = {**sm, "dva_vs_full": {**sm["dva_vs_full"], "skipped": False}}
+    assert "frozen point left out" not in R.frontier_words(res, unskipped)
+    assert "frozen point left out" in R.frontier_words(res, sm)
+
+
+def test_numbers_that_round_to_zero_carry_no_sign():
+    from benchmarks.datasets.render import num
+
+    assert [num(-0.02, signed=True), num(0.04, signed=True), num(-0.04), num(0.06, signed=True)] == \
+        ["0.0", "0.0", "0.0", "+0.1"]
+
+
 # ----------------------------------------------------------------------------- the runner (a fake worker)
 FAKE_WORKER = textwrap.dedent('''
     import json, os, sys
