@@ -139,9 +139,19 @@ def _yes(v: bool | None) -> str:
     return "not measured" if v is None else ("yes" if v else "no")
 
 
-def _verdict(result: dict[str, Any], v: bool | None) -> str:
-    """``_yes``, marked provisional while the sweep is unfinished (more points can still change it)."""
-    return _yes(v) + ("" if v is None or result.get("complete") else " (provisional: the sweep is unfinished)")
+def swept(result: dict[str, Any]) -> bool:
+    """Whether every (method, budget, alpha > 0) of the settings has its seed-0 point: the frontiers are
+    then final (the recommended points' extra seeds change their test means, not the curves)."""
+    s = result["settings"]
+    have = {(p["method"], p["budget"], p["alpha"]) for p in result["points"] if not p["frozen"]}
+    return all((m, b, float(a)) in have for m in s["methods"] for b in s["budgets"] for a in s["alphas"] if a > 0)
+
+
+def _verdict(result: dict[str, Any], v: bool | None, final: bool | None = None) -> str:
+    """``_yes``, marked provisional while more points can still change it (``final``: default, the result
+    is complete)."""
+    final = result.get("complete") if final is None else final
+    return _yes(v) + ("" if v is None or final else " (provisional: the sweep is unfinished)")
 
 
 def _levels(n: int) -> str:
@@ -171,8 +181,8 @@ def frontier_words(result: dict[str, Any], sm: dict[str, Any]) -> str:
             f"{num(c['min_diff'], signed=True)} at its least (at ID R@1 {num(worst['id_r1'])}, over "
             f"{_levels(len(c['levels']))}{left_out}) and "
             f"{num(c['mean_diff'], signed=True)} on average over the range. DVA at or above at every measured "
-            f"level: {_verdict(result, c['at_or_above'])}. Target ({num(margin, signed=True)} OOD at equal ID): "
-            f"{_verdict(result, c['target_met'])}.")
+            f"level: {_verdict(result, c['at_or_above'], swept(result))}. Target ({num(margin, signed=True)} OOD "
+            f"at equal ID): {_verdict(result, c['target_met'], swept(result))}.")
 
 
 def pair_words(result: dict[str, Any], sm: dict[str, Any]) -> list[str]:
@@ -187,7 +197,7 @@ def pair_words(result: dict[str, Any], sm: dict[str, Any]) -> list[str]:
         out.append(f"- {la} against {lb}, at equal ID R@1 over {num(c['lo'])} to {num(c['hi'])}: mean OOD R@1 "
                    f"{num(c['min_diff'], signed=True)} at its least and {num(c['mean_diff'], signed=True)} on "
                    f"average ({_levels(len(c['levels']))}); at or above at every level: "
-                   f"{_verdict(result, c['at_or_above'])}.")
+                   f"{_verdict(result, c['at_or_above'], swept(result))}.")
     return out
 
 
@@ -270,15 +280,16 @@ def render_section(results: list[dict[str, Any]]) -> str:
     parts = [section_of(r) for r in results]
     done = [r for r in results if r.get("complete")]
     name = lambda r: f"{r['settings']['dataset']} x {r['settings']['backbone']}"  # noqa: E731
-    t1 = [name(r) for r in done if (summary(r)["dva_vs_full"] or {}).get("target_met")]
+    t1 = [name(r) for r in results if swept(r) and (summary(r)["dva_vs_full"] or {}).get("target_met")]
     t2 = [name(r) for r in done if (summary(r)["target2"] or {}).get("holds")]
     if results:
+        n_swept = sum(swept(r) for r in results)
         open_ = [name(r) for r in results if not r.get("complete")]
-        parts.append(f"Targets over the {len(done)} finished result(s): DVA's frontier at least the margin above the "
-                     f"full fine-tune's at every measured equal-ID level on: {', '.join(t1) or 'none'}; the "
-                     f"validation-chosen DVA point at or above the reference full fine-tune with the OOD floor on: "
-                     f"{', '.join(t2) or 'none'}."
-                     + (f" Not decided (unfinished): {', '.join(open_)}." if open_ else ""))
+        parts.append(f"Targets: DVA's frontier at least the margin above the full fine-tune's at every measured "
+                     f"equal-ID level on: {', '.join(t1) or 'none'} (of {n_swept} result(s) with every budget and "
+                     f"alpha measured); the validation-chosen DVA point at or above the reference full fine-tune with "
+                     f"the OOD floor on: {', '.join(t2) or 'none'} (of {len(done)} complete result(s), its seeds in)."
+                     + (f" Not complete: {', '.join(open_)}." if open_ else ""))
     return "\n\n".join(parts) + "\n"
 
 

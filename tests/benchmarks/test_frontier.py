@@ -372,8 +372,17 @@ def test_words_mark_unfinished_verdicts_and_name_why_nothing_was_compared(tmp_pa
     open_ = {**res, "complete": False}
     text = R.render_section([open_])
     line = next(ln for ln in text.splitlines() if ln.startswith("- Frontier"))
+    # Every (method, budget, alpha) measured: the frontier verdicts are final even while seeds are missing.
+    assert R.swept(open_) and "(of 1 result(s) with every budget and alpha measured)" in text
+    assert "(of 0 complete result(s), its seeds in). Not complete: cub100 x mobilenetv2." in text
+    assert "level: yes. Target" in line
+    gap = {**open_, "points": [p for p in res["points"] if not (p["method"] == "ica" and p["alpha"] == 1.0)]}
+    assert not R.swept(gap)
+    line = next(ln for ln in R.render_section([gap]).splitlines() if ln.startswith("- Frontier"))
     assert "level: yes (provisional: the sweep is unfinished)" in line
-    assert "Targets over the 0 finished result(s)" in text and "Not decided (unfinished): cub100 x mobilenetv2." in text
+    # The DVA point's target waits for the whole result (its seeds): provisional until then.
+    assert R._verdict({"complete": False}, True) == "yes (provisional: the sweep is unfinished)"
+    assert R._verdict({"complete": True}, False) == "no" and R._verdict({"complete": False}, None) == "not measured"
     sm = R.summary(res)
     far = {**sm, "dva_vs_full": None}
     assert "ranges that do not overlap; not compared." in R.frontier_words(res, far)
