@@ -405,6 +405,10 @@ def _check_combinations(cfg: "DVAConfig", source: str) -> None:
                          f"one and needs adapters (train.trainable=ica, ica.enabled=true; here "
                          f"train.trainable={tc.trainable}, ica.enabled={str(cfg.ica.enabled).lower()}): "
                          "set loss.w_anchor 0")
+    if cfg.data.val_classes == 1:
+        raise ValueError(f"{source}: data.val_classes=1: a validation split of one class has nothing to tell apart "
+                         "(every neighbour is of the query's class): hold out 2 or more classes, 0 (evaluate on the "
+                         "test split) or auto")
     if tc.cache_prefix == "on" and tc.trainable == "full":
         raise ValueError(f"{source}: train.cache_prefix=on cannot train the full backbone (train.trainable=full: the "
                          "cached stem would stay frozen): use train.cache_prefix=off or auto")

@@ -5,6 +5,7 @@ log, so that a user sees what was chosen and which key overrides it:
 
 * :func:`held_out_classes` — ``data.val_classes=auto``: enough training classes -> some are
   held out for validation (model selection and early stopping never see the test split);
+  :func:`validation_classes` — which ones (the last that can be queried);
 * :func:`fit_batch` — ``train.classes_per_batch`` / ``images_per_class`` shrunk or grown to what
   the training split holds, instead of refusing a small dataset;
 * :func:`resolve_budget` — ``train.steps`` / ``train.epochs`` / the data-scaled default;
@@ -13,7 +14,7 @@ log, so that a user sees what was chosen and which key overrides it:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 from dva.config import AUTO, AUTO_EVALS, AUTO_STEPS, AUTO_VAL_CLASSES, TrainConfig
@@ -44,6 +45,41 @@ def held_out_classes(requested: int, n_classes: int) -> tuple[int, str]:
                f"(--data.val_classes N sets the count, 0 evaluates on the test split)")
 
 
+def validation_classes(requested: int, sizes: Mapping[int, int]) -> tuple[list[int], str]:
+    """Which training classes ``data.val_classes`` holds out, and the note saying why.
+
+    The count comes from :func:`held_out_classes`; the classes are the last training classes that
+    hold two or more images (a class of one image cannot be queried), never a test class.
+
+    Args:
+        requested: ``data.val_classes`` (``AUTO`` for the rule).
+        sizes: images per training class (class id -> count).
+
+    Raises:
+        ValueError: an explicit count that leaves fewer than 2 classes to train on, or that more
+            than the classes of 2+ images; ``auto`` then holds none out instead (the note says so).
+    """
+    classes = sorted(sizes)
+    n, note = held_out_classes(requested, len(classes))
+    if not n:
+        return [], note
+    if n >= len(classes) - 1:
+        fix = max(2, len(classes) // 5)
+        raise ValueError(f"data.val_classes={n} leaves {len(classes) - n} of the {len(classes)} training classes to "
+                         "train on (a proxy loss needs at least 2): set --data.val_classes "
+                         + (f"{fix} or 0" if fix < len(classes) - 1 else "0"))
+    scorable = [c for c in classes if sizes[c] >= 2]
+    if len(scorable) >= n:
+        return scorable[-n:], note
+    if requested != AUTO:
+        raise ValueError(f"data.val_classes={n}: only {len(scorable)} of the {len(classes)} training classes hold 2 "
+                         "or more images (a validation query needs another image of its class): set "
+                         f"--data.val_classes {len(scorable) if len(scorable) >= 2 else 0}")
+    return [], (f"data.val_classes=auto: only {len(scorable)} of the {len(classes)} training classes hold 2 or more "
+                "images, too few to hold some out for validation: training runs the fixed step budget and the test "
+                "split is evaluated once, at the end, only to report (no best.safetensors; use last.safetensors)")
+
+
 class BatchShape(NamedTuple):
     """The batch composition a run uses: ``classes`` x ``images`` per class."""
 
@@ -55,23 +91,38 @@ class BatchShape(NamedTuple):
         return self.classes * self.images
 
 
-def fit_batch(tc: TrainConfig, counts: Sequence[int]) -> tuple[BatchShape, str]:
+def fit_batch(tc: TrainConfig, counts: Sequence[int], world: int = 1) -> tuple[BatchShape, str]:
     """``train.classes_per_batch`` x ``images_per_class`` fitted to a split with ``counts`` images per class.
 
     Fewer classes than ``classes_per_batch``: every class in each batch, and more images of each
-    (up to the median class size) so that a batch keeps about its configured size. The note
-    (empty when nothing changed) names the keys that override it.
+    (up to the lower median class size, never fewer than ``images_per_class``) so that a batch keeps
+    about its configured size; then as many more images per class as make the batch divide evenly
+    over ``world`` processes (each takes an equal share). The note (empty when nothing changed) names
+    the keys that override it.
+
+    Raises:
+        ValueError: the configured batch (not fitted: the split has enough classes) does not divide
+            over ``world`` processes.
     """
     asked = BatchShape(tc.classes_per_batch, tc.images_per_class)
-    if asked.classes <= len(counts):
+    if asked.classes <= len(counts) or not counts:  # no classes: prepare_data's check_split says so
+        if asked.size % world:
+            raise ValueError(f"train.classes_per_batch x train.images_per_class = {asked.classes} x {asked.images} = "
+                             f"{asked.size} images per batch do not divide over {world} processes: choose values whose "
+                             f"product is a multiple of {world}")
         return asked, ""
     classes = len(counts)
-    median = sorted(counts)[len(counts) // 2]
+    # The lower median: with two classes of 2 and 12 images, 12 images of each would draw the small
+    # class six times over in every batch.
+    median = sorted(counts)[(len(counts) - 1) // 2]
     images = max(asked.images, min(math.ceil(asked.size / classes), median))
+    while (classes * images) % world:
+        images += 1
     shape = BatchShape(classes, images)
     return shape, (f"batch: train.classes_per_batch={asked.classes} but the training split has {classes} classes: "
                    f"{classes} classes x {images} images per batch instead of {asked.classes} x {asked.images} "
-                   f"(set --train.classes_per_batch / --train.images_per_class to choose)")
+                   + (f"(a multiple of the {world} processes) " if world > 1 else "")
+                   + "(set --train.classes_per_batch / --train.images_per_class to choose)")
 
 
 class Budget(NamedTuple):

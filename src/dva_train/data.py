@@ -32,7 +32,7 @@ from dva.model import DVAModel
 from dva.opa.geometry import Boxes
 from dva.runtime.frozen import FrozenRunner
 from dva.transforms import eval_transform, train_transform, view_transform
-from dva_train.budget import BatchShape, fit_batch, held_out_classes
+from dva_train.budget import BatchShape, fit_batch, validation_classes
 from dva_train.distributed import DistInfo, gather_rows
 from dva_train.prefix_cache import PrefixCache, build_prefix_cache, cache_keys
 from dva_train.sampler import rank_slice
@@ -66,35 +66,36 @@ class TrainData:
     test_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
-def prepare_data(cfg: DVAConfig) -> TrainData:
+def prepare_data(cfg: DVAConfig, world: int = 1) -> TrainData:
     """Read the dataset split; carve a validation split out of the training classes (data.val_classes).
 
-    The split is checked against the batch settings at once (:func:`check_split`), before any
-    box or cache work; the batch composition is fitted to it (:func:`dva_train.budget.fit_batch`).
+    The held-out classes are the last training classes that have at least two images (a class of
+    one image cannot be queried); ``auto`` holds none out when too few such classes exist. The split
+    is checked against the batch settings at once (:func:`check_split`), before any box or cache
+    work; the batch composition is fitted to it and to the ``world`` processes that share each
+    batch (:func:`dva_train.budget.fit_batch`).
     """
     from dva.data import load_split
 
     split = load_split(cfg.data.dataset, cfg.data.root, cfg.data.protocol)
     train, evals, name = split.train, split.test, "test"
     classes = sorted({r.label for r in train})
-    n_val, val_note = held_out_classes(cfg.data.val_classes, len(classes))
+    held, val_note = validation_classes(cfg.data.val_classes, Counter(r.label for r in train))
+    n_val = len(held)
     tests: list = []
-    if n_val:
-        if n_val >= len(classes):
-            raise ValueError(f"data.val_classes={n_val} leaves no training class of {len(classes)}: "
-                             f"set --data.val_classes {len(classes) // 5} or 0")
-        val = set(classes[-n_val:])  # the last training classes: never the test ones
+    if held:
+        val = set(held)  # training classes only: never the test ones
         tests = evals
         evals = [r for r in train if r.label in val]
         train = [r for r in train if r.label not in val]
         classes = [c for c in classes if c not in val]
         name = "val"
-    notes = check_split(cfg, train, evals, name, n_val)
+    shape, batch_note = fit_batch(cfg.train, list(Counter(r.label for r in train).values()), world)
+    notes = check_split(cfg, train, evals, name, n_val, shape.images)
     if tests:
         from dva.data.protocols import check_retrievable
 
         check_retrievable(tests, "test split")
-    shape, batch_note = fit_batch(cfg.train, list(Counter(r.label for r in train).values()))
     remap = {c: i for i, c in enumerate(classes)}
     return TrainData(
         train_paths=[r.path for r in train],
@@ -114,12 +115,14 @@ def prepare_data(cfg: DVAConfig) -> TrainData:
     )
 
 
-def check_split(cfg: DVAConfig, train: Sequence, evals: Sequence, eval_name: str, n_val: int = 0) -> list[str]:
+def check_split(cfg: DVAConfig, train: Sequence, evals: Sequence, eval_name: str, n_val: int = 0,
+                images_per_class: int | None = None) -> list[str]:
     """Refuse a split the batches cannot be drawn from (ValueError naming value, count and fix).
 
     Fewer classes than ``train.classes_per_batch`` is no error: the batch is fitted to the split
-    (:func:`dva_train.budget.fit_batch`). Returns notes for the log: classes smaller than
-    ``train.images_per_class``, whose images the sampler repeats within a batch
+    (:func:`dva_train.budget.fit_batch`). Returns notes for the log: classes smaller than the
+    batch's images per class (``images_per_class``, the fitted value; default
+    ``train.images_per_class``), whose images the sampler repeats within a batch
     (:func:`dva_train.sampler.epoch_batches` refills a class's pool when it runs out).
     """
     from dva.data.protocols import check_retrievable
@@ -134,10 +137,12 @@ def check_split(cfg: DVAConfig, train: Sequence, evals: Sequence, eval_name: str
         raise ValueError(f"training split: every class holds a single image ({len(counts)} classes), so a batch "
                          "has no two images of a class: give classes at least 2 images each")
     check_retrievable(evals, f"{'validation' if eval_name == 'val' else 'test'} split")
-    small = sorted(c for c, n in counts.items() if n < tc.images_per_class)
+    per = tc.images_per_class if images_per_class is None else images_per_class
+    small = sorted(c for c, n in counts.items() if n < per)
     if not small:
         return []
-    note = (f"train.images_per_class={tc.images_per_class} but {len(small)} of {len(counts)} training classes have "
+    what = f"train.images_per_class={per}" if per == tc.images_per_class else f"the batch draws {per} images per class"
+    note = (f"{what} but {len(small)} of {len(counts)} training classes have "
             f"fewer images (smallest: {min(counts.values())}): their batches repeat images "
             "(the sampler draws a class's images again once they run out)")
     return [note]

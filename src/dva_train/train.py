@@ -162,7 +162,7 @@ def _setup(cfg: DVAConfig, info: DistInfo, opts: _Options, run_id: str = "") -> 
         save_config(cfg, out / "config.yaml")
     barrier(info)
     log = RunLog(out / "log.jsonl", info.main, quiet=not opts.progress, run_id=run_id)
-    data = prepare_data(cfg)
+    data = prepare_data(cfg, info.world)
     if data.val_note:
         log.alert(data.val_note, kind="validation")
     for note in data.notes:
@@ -443,8 +443,9 @@ class _Trainer:
         first = finding.kind not in {f["kind"] for f in self.findings}
         self.findings.append(finding.to_dict())
         if stop or first:  # warn: one console line per kind of finding
-            then = "stopping (best.safetensors keeps the best evaluation; train.on_collapse=warn goes on)" \
-                if stop else "going on (train.on_collapse=warn)"
+            kept = ("best.safetensors keeps the best evaluation" if run.data.select
+                    else "last.safetensors holds the model where it stopped; nothing is selected on this split")
+            then = f"stopping ({kept}; train.on_collapse=warn goes on)" if stop else "going on (train.on_collapse=warn)"
             run.log.alert(f"{finding.message()}; {then}", kind="collapse", what=finding.kind, step=finding.step,
                           figure=finding.figure, fix=finding.fix, action="stop" if stop else "warn")
         if stop:

@@ -30,10 +30,22 @@ def test_data_info_json(syn, capsys):
     assert out["test_boxes"] == 24 and out["warnings"] == []
 
 
+def test_data_info_names_the_validation_classes_dva_train_holds_out(tmp_path, capsys):
+    from dva.data import make_synthetic
+
+    make_synthetic(str(tmp_path), num_classes=24, per_class=3, size=32, seed=0)  # 12 training classes: 2 held out
+    assert main(["data-info", "--dataset", "folder", "--root", str(tmp_path / "images"), "--json"]) == 0
+    val = json.loads(capsys.readouterr().out)["validation"]
+    assert val["classes"] == ["class_010", "class_011"] and val["note"].startswith("data.val_classes=auto: 2 of the 12")
+    assert main(["data-info", "--dataset", "folder", "--root", str(tmp_path / "images")]) == 0
+    assert "val classes      class_010, class_011 (held out" in capsys.readouterr().out
+
+
 def test_data_info_table_closed(syn, capsys):
     assert main(["data-info", "--dataset", "folder", "--root", str(syn / "images")]) == 0
     out = capsys.readouterr().out
     assert "train_images     24" in out and "test_classes     4" in out
+    assert "val classes      none (data.val_classes=auto: the training split has 4 classes (< 10)" in out
     assert main(["data-info", "--dataset", "synthetic", "--root", str(syn), "--protocol",
                  "closed", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)

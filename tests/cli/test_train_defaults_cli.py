@@ -171,3 +171,22 @@ def test_eval_split_all_scores_every_image_of_the_folder(five_classes, capsys):
     assert main(["eval", "--backbone", "mobilenetv2_100", "--weights", "bundled", "--img-size", "64",
                  "--dataset", "folder", "--root", str(five_classes), "--json", "--no-progress"]) == 0
     assert json.loads(capsys.readouterr().out)["queries"] < 40  # the test split alone: fewer
+
+
+def test_the_closing_tables_say_which_model_each_scores():
+    """A validated run scores two models: the last on validation, the chosen one on test; the columns
+    say which (a run whose chosen model is the last keeps one word, "trained")."""
+    from dva_cli.commands.train import report
+
+    m = {"recall@1": 0.5, "recall@2": 0.6, "recall@4": 0.7, "recall@8": 0.8, "map@r": 0.3}
+    summary = {"eval_split": "val", "steps": 240, "metrics": m, "frozen_metrics": m, "test_metrics": m,
+               "test_frozen_metrics": m, "test_model": {"step": 96, "chosen_on": "val"},
+               "checkpoints": {"best": {"path": "b", "step": 96, "map@r": 0.3125, "split": "val", "what": "w"}}}
+    lines = report(summary).splitlines()
+    val = next(ln for ln in lines if ln.startswith("val split"))
+    test = next(ln for ln in lines if ln.startswith("test split"))
+    assert val.split() == ["val", "split", "frozen", "last@240", "change"]
+    assert test.split() == ["test", "split", "frozen", "best@96", "change"]
+    assert "(test: the model validation chose, step 96, validation MAP@R 0.312; scored once" in report(summary)
+    same = {**summary, "test_model": {"step": 240}, "checkpoints": {}}
+    assert [ln.split()[3] for ln in report(same).splitlines() if "split" in ln[:10]] == ["trained", "trained"]

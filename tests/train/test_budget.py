@@ -98,3 +98,9 @@ def test_a_batch_is_fitted_to_a_split_with_few_classes():
     assert (shape.classes, shape.images) == (5, 4)  # never fewer than asked (the sampler repeats images)
     shape, note = fit_batch(_tc("--train.classes_per_batch", "4", "--train.images_per_class", "3"), [10] * 5)
     assert (shape.classes, shape.images, note) == (4, 3, "")  # fits: the values given are kept
+    shape, _ = fit_batch(_tc(), [2, 12])  # the lower median: not 12 draws of a 2-image class per batch
+    assert (shape.classes, shape.images) == (2, 4)
+    shape, note = fit_batch(_tc(), [96, 80, 80, 80, 80], world=2)  # 5 x 7 = 35 does not split over 2 processes
+    assert (shape.classes, shape.images) == (5, 8) and "(a multiple of the 2 processes)" in note
+    with pytest.raises(ValueError, match="3 x 3 = 9 images per batch do not divide over 2 processes"):
+        fit_batch(_tc("--train.classes_per_batch", "3", "--train.images_per_class", "3"), [10] * 5, world=2)

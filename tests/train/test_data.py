@@ -1,4 +1,6 @@
 """The data interface of the training loop (src/dva_train/data.py): one Batch record, two sources."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -40,8 +42,69 @@ def test_prepare_data_splits_open_set(synthetic_root, tmp_path):
     assert v.num_classes == 6 and v.eval_name == "val" and len(v.eval_paths) == 16
     assert not set(v.eval_paths) & set(v.train_paths) and set(v.eval_paths) <= set(d.train_paths)
     cfg.data.val_classes = 8
-    with pytest.raises(ValueError, match="leaves no training class"):
+    with pytest.raises(ValueError, match="leaves 0 of the 8 training classes to train on"):
         prepare_data(cfg)
+    cfg.data.val_classes = 7  # one class left: the fix offered still trains on 2 or more
+    with pytest.raises(ValueError, match=r"leaves 1 of the 8 .* set --data\.val_classes 2 or 0"):
+        prepare_data(cfg)
+
+
+def _folder(tmp_path, classes, per_class, singles=(), keep=None):
+    """A class-per-folder tree (the open protocol trains on the first half); ``singles``: classes left
+    with one image; ``keep``: {class: images left}."""
+    from dva.data import make_synthetic
+
+    make_synthetic(str(tmp_path), num_classes=classes, per_class=per_class, size=32, seed=0)
+    root = tmp_path / "images"
+    for c, n in {**{c: 1 for c in singles}, **(keep or {})}.items():
+        for f in sorted((root / f"class_{c:03d}").iterdir())[n:]:
+            f.unlink()
+    return root
+
+
+def _folder_cfg(root, *extra):
+    return load_config(None, ["--data.dataset", "folder", "--data.root", str(root), *extra])
+
+
+def test_the_hold_out_skips_classes_of_one_image(tmp_path):
+    # 24 folders: 12 training classes, auto holds out 2; the last two (10, 11) hold one image each:
+    # unscorable, so the two before them (8, 9) are held out, and 10 and 11 stay in training.
+    root = _folder(tmp_path, 24, 4, singles=(10, 11))
+    d = prepare_data(_folder_cfg(root))
+    held = sorted({p.split(os.sep)[-2] for p in d.eval_paths})
+    assert d.eval_name == "val" and held == ["class_008", "class_009"] and d.val_classes == 2
+    assert {p.split(os.sep)[-2] for p in d.train_paths} >= {"class_010", "class_011"}
+    # Too few scorable classes: auto holds none out and says why; an explicit count is refused.
+    root = _folder(tmp_path / "b", 24, 4, singles=range(1, 12))
+    d = prepare_data(_folder_cfg(root))
+    assert d.eval_name == "test" and d.val_classes == 0 and "only 1 of the 12 training classes hold 2" in d.val_note
+    assert not d.select  # nothing is chosen on the test split
+    with pytest.raises(ValueError, match=r"data.val_classes=2: only 1 of the 12 .* set --data.val_classes 0"):
+        prepare_data(_folder_cfg(root, "--data.val_classes", "2"))
+
+
+def test_an_empty_root_and_a_one_class_validation_split_are_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(_folder(tmp_path, 6, 2))  # class folders right here: an empty root must not read them
+    with pytest.raises(ValueError, match="no root folder given .* --data.root PATH"):
+        prepare_data(_folder_cfg(""))
+    with pytest.raises(ValueError, match="data.val_classes=1: a validation split of one class"):
+        _folder_cfg(".", "--data.val_classes", "1")
+
+
+def test_the_batch_is_fitted_to_the_processes_and_the_repeat_note_reads_the_fitted_shape(tmp_path):
+    root = _folder(tmp_path, 6, 3)  # 3 training classes of 3 images
+    d = prepare_data(_folder_cfg(root))
+    assert (d.batch.classes, d.batch.images) == (3, 4)  # the median (3) is below the asked 4: 4 kept
+    assert any(n.startswith("train.images_per_class=4 but 3 of 3 training classes") for n in d.notes)
+    d2 = prepare_data(_folder_cfg(root), world=8)
+    assert d2.batch.size % 8 == 0 and (d2.batch.classes, d2.batch.images) == (3, 8)
+    d3 = prepare_data(_folder_cfg(root, "--train.images_per_class", "2"))  # ceil(16 / 3) = 6, capped by the median 3
+    assert (d3.batch.classes, d3.batch.images) == (3, 3)
+    assert not any("repeat" in n for n in d3.notes)  # 3 images drawn of classes of 3: nothing repeats
+    # Classes of 3, 12 and 12 images: 3 x 11 per batch; the note names the fitted 11, not the asked 4.
+    d4 = prepare_data(_folder_cfg(_folder(tmp_path / "b", 6, 12, keep={0: 3})))
+    assert (d4.batch.classes, d4.batch.images) == (3, 11)
+    assert any(n.startswith("the batch draws 11 images per class but 1 of 3 training classes") for n in d4.notes)
 
 
 def test_both_sources_give_the_same_batch_record(both):

@@ -67,7 +67,12 @@ def load_split(name: str, root: str, protocol: str = "open", strict_counts: bool
 
     Raises:
         FileNotFoundError: Missing annotation or image files (all named).
-        ValueError: Malformed annotations (file and line named), unknown names, or count
-            mismatches with ``strict_counts``.
+        ValueError: Malformed annotations (file and line named), unknown names, an empty
+            ``root``, or count mismatches with ``strict_counts``.
     """
-    return get_reader(name)(str(root), protocol, strict_counts)
+    reader = get_reader(name)
+    if not str(root).strip():
+        # Path("") is the working directory: an unset root would read whatever folders stand there.
+        raise ValueError(f"dataset {canonical_name(name)!r}: no root folder given (data.root is empty): "
+                         "set --data.root PATH to the dataset's folder")
+    return reader(str(root), protocol, strict_counts)

@@ -36,15 +36,19 @@ def run(args: argparse.Namespace) -> int:
     info["root"] = args.root
     info["read_seconds"] = round(time.perf_counter() - t0, 3)
     info["evaluation"] = _evaluation(split)
+    info["validation"] = _validation(split)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
     for key, value in info.items():
-        if key in ("warnings", "train_class_names", "test_class_names", "evaluation"):
+        if key in ("warnings", "train_class_names", "test_class_names", "evaluation", "validation"):
             continue
         print(f"{key:<16} {value}")
     print(f"{'train classes':<16} {_names(info['train_class_names'])}")
     print(f"{'test classes':<16} {_names(info['test_class_names'])}")
+    val = info["validation"]
+    print(f"{'val classes':<16} " + (f"{_names(val['classes'])} (held out of the train classes by `dva train`'s "
+                                     "default, data.val_classes=auto)" if val["classes"] else f"none ({val['note']})"))
     for w in split.warnings:
         print(f"WARNING: {w}", file=sys.stderr)
     ev = info["evaluation"]
@@ -66,3 +70,16 @@ def _evaluation(split: object) -> dict[str, object]:
         return {"refused": None, "warnings": check_evaluable(split, "test")}  # type: ignore[arg-type]
     except ValueError as exc:
         return {"refused": str(exc), "warnings": []}
+
+
+def _validation(split: object) -> dict[str, object]:
+    """The training classes ``dva train`` holds out for validation by default (``data.val_classes=auto``),
+    by name, with the rule's note (dva_train.budget.validation_classes: the one rule both use)."""
+    from collections import Counter
+
+    from dva.config import AUTO
+    from dva_train.budget import validation_classes
+
+    held, note = validation_classes(AUTO, Counter(r.label for r in split.train))  # type: ignore[attr-defined]
+    return {"rule": "data.val_classes=auto", "classes": [split.class_names.get(c, str(c)) for c in held],  # type: ignore[attr-defined]
+            "note": note}

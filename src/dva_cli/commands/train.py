@@ -40,7 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--preset", choices=sorted(presets()), metavar="NAME",
                      help="a packaged per-backbone preset for your own photos (listed below): --config NAME, with "
                           "data.dataset folder unless --data.dataset is given; e.g. --preset lite2 --data.root photos/")
-    p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last.safetensors if present")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from OUTPUT_DIR/train_state.pt (weights, optimiser, schedule, position) if present")
     p.add_argument("--resume-with-changes", action="store_true",
                    help="with --resume: continue even if the config differs from the run's (the differences are logged)")
     p.add_argument("--overwrite", action="store_true",
@@ -52,11 +53,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.set_defaults(overrides=[])
 
 
-def comparison_table(frozen: dict[str, float] | None, trained: dict[str, float] | None, split: str = "test") -> str:
-    """Frozen backbone vs trained model: Recall@1/2/4/8 and MAP@R, and the change."""
+def comparison_table(frozen: dict[str, float] | None, trained: dict[str, float] | None, split: str = "test",
+                     label: str = "trained") -> str:
+    """Frozen backbone vs trained model (its column headed ``label``): Recall@1/2/4/8 and MAP@R, and the change."""
     if not trained:
         return ""
-    cols = ["frozen", "trained", "change"] if frozen else ["trained"]
+    cols = ["frozen", label, "change"] if frozen else [label]
     lines = [f"{split + ' split':<10}" + "".join(f"{c:>10}" for c in cols)]
     for key, name in _ROWS:
         if key not in trained:
@@ -72,11 +74,20 @@ def comparison_table(frozen: dict[str, float] | None, trained: dict[str, float] 
 def report(summary: dict[str, Any]) -> str:
     """What ``dva train`` prints at the end: the table, the checkpoints, the warnings."""
     split = summary.get("eval_split", "test")
-    out = [comparison_table(summary.get("frozen_metrics"), summary.get("metrics"), "val" if split == "val" else split)]
+    model = summary.get("test_model") or {}
+    # A run that validated scores two models: the last (the validation table) and the one validation
+    # chose (the test table). Their columns say which, and the chosen one's validation score is given.
+    two = bool(summary.get("test_metrics")) and model.get("step") != summary.get("steps")
+    out = [comparison_table(summary.get("frozen_metrics"), summary.get("metrics"), "val" if split == "val" else split,
+                            f"last@{summary.get('steps')}" if two else "trained")]
     if summary.get("test_metrics"):  # a run that validated: the test split, scored once for the chosen model
-        model = summary.get("test_model") or {}
-        out.append(comparison_table(summary.get("test_frozen_metrics"), summary["test_metrics"], "test")
-                   + f"\n(test: the model validation chose, step {model.get('step')}; scored once, selects nothing)")
+        best = (summary.get("checkpoints") or {}).get("best") or {}
+        on_val = (f", validation MAP@R {best['map@r']:.3f}" if best.get("map@r") is not None
+                  and best.get("step") == model.get("step") else "")
+        out.append(comparison_table(summary.get("test_frozen_metrics"), summary["test_metrics"], "test",
+                                    f"best@{model.get('step')}" if two else "trained")
+                   + f"\n(test: the model validation chose, step {model.get('step')}{on_val}; scored once, "
+                     "selects nothing)")
     if summary.get("early_stop"):
         out.append(summary["early_stop"])
     cps = summary.get("checkpoints") or {}
