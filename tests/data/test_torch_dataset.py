@@ -38,7 +38,7 @@ def test_dataloader_batches(tmp_path):
 def test_unreadable_file_named(tmp_path):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8 this is not a jpeg")
-    with pytest.raises(ImageReadError, match="broken.jpg"):
+    with pytest.raises(ImageReadError, match="broken.jpg.*remove it from the dataset folder or replace it"):
         load_rgb(str(bad))
     with pytest.raises(ValueError, match="broken.jpg"):  # ImageReadError is a ValueError
         ImageListDataset([ImageRecord(str(bad), 0)])[0]

@@ -31,7 +31,8 @@ def load_rgb(path: str) -> Image.Image:
         with Image.open(path) as img:
             return to_rgb(img)  # decodes (EXIF-upright, 16-bit aware), so the file can be closed here
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise ImageReadError(f"cannot read image {path}: {exc}") from exc
+        raise ImageReadError(f"cannot read image {path}: {exc} (remove it from the dataset folder or replace it "
+                             "with a readable copy)") from exc
 
 
 def _to_tensor(img: Image.Image) -> torch.Tensor:
