@@ -105,8 +105,8 @@ def targets(mains: list[dict[str, Any]]) -> list[str]:
             continue
         full = _r1(rows, "full")
         # The full fine-tune's own gain, where measured: a target above it asks more than training every weight gives.
-        ref = "" if not full or full.get("id_gain") is None else f" (the full fine-tune {full['id_gain']:+.1f})"
-        parts.append(f"{ds} {dva['id_gain']:+.1f}{ref}")
+        ref = "" if not full or full.get("id_gain") is None else f" (the full fine-tune {R.num(full['id_gain'], signed=True)})"
+        parts.append(f"{ds} {R.num(dva['id_gain'], signed=True)}{ref}")
         verdicts.append(dva["id_gain"] >= pts)
     out.append(f"DVA at least +{pts:.0f} R@1 over frozen on {' and '.join(TARGET_GAIN['datasets'])} with {bb}: "
                f"{_verdict(verdicts)} ({'; '.join(parts)}).")
@@ -166,16 +166,16 @@ def findings(mains: list[dict[str, Any]]) -> list[str]:
             dva, full, fz = _r1(rows, "dva"), _r1(rows, "full"), _r1(rows, "frozen")
             if not (dva and fz):
                 continue
-            s = f"{ds}, {b}: DVA R@1 {dva['id_r1']:.1f} against frozen {fz['id_r1']:.1f} ({dva['id_gain']:+.1f})"
+            s = f"{ds}, {b}: DVA R@1 {dva['id_r1']:.1f} against frozen {fz['id_r1']:.1f} ({R.num(dva['id_gain'], signed=True)})"
             if full:
                 g = gap_closed(dva["id_r1"], fz["id_r1"], full["id_r1"])
                 rel = "ahead of" if dva["id_r1"] > full["id_r1"] else "behind"
                 s += (f", {abs(dva['id_r1'] - full['id_r1']):.1f} {rel} the full fine-tune ({full['id_r1']:.1f})"
                       + (f": {g:.0f}% of the gap closed" if g is not None else ""))
             if dva["mean_ood"] is not None and fz["mean_ood"] is not None:
-                s += f"; mean OOD R@1 {dva['mean_ood']:.1f} ({dva['ood_change']:+.1f} from frozen"
+                s += f"; mean OOD R@1 {dva['mean_ood']:.1f} ({R.num(dva['ood_change'], signed=True)} from frozen"
                 if full and full["mean_ood"] is not None:
-                    s += f"; the full fine-tune {full['ood_change']:+.1f}"
+                    s += f"; the full fine-tune {R.num(full['ood_change'], signed=True)}"
                 s += ")"
             out.append(s + ".")
     return out

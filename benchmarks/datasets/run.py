@@ -91,7 +91,7 @@ def _worker(spec_path: str) -> int:
     with test_split_withheld() if withheld else contextlib.nullcontext():
         data = prepare_data(cfg)
         if withheld and (data.eval_name != "val" or data.test_paths):
-            raise RuntimeError(f"{spec_path}: a validation-only run needs --data.val_classes > 0")
+            raise RuntimeError(f"{spec_path}: a validation-only run needs --data.val_classes 2 or more")
         res: dict[str, Any] = {"name": spec["name"], "seed": cfg.train.seed, "img_size": cfg.backbone.img_size,
                                "dataset": cfg.data.dataset, "folder": out.name}
         row = _rows.frozen_row if spec["kind"] == "frozen" else _rows.trained_row

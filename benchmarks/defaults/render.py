@@ -18,6 +18,8 @@ def num(v: float | None, digits: int = 1, signed: bool = False) -> str:
     """A number for a cell; ``-`` for none."""
     if v is None:
         return "-"
+    if round(v, digits) == 0:
+        return f"{0.0:.{digits}f}"  # neither "-0.0" nor "+0.0": a change that rounds to nothing has no sign
     return f"{v:+.{digits}f}" if signed else f"{v:.{digits}f}"
 
 

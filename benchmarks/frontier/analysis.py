@@ -208,7 +208,7 @@ def common_horizon(pts: list[dict[str, Any]], methods: Sequence[str]) -> float |
 def equal_time(pts: list[dict[str, Any]], methods: Sequence[str], minutes: Sequence[float]) -> list[dict[str, Any]]:
     """At each of ``minutes``, and at the :func:`common_horizon` when it is below the first of them
     (``horizon``: True): every method's interpolated ID R@1 (None: not measured), the one ahead (None
-    unless two or more were measured there; ``tie`` when the best two are equal to 0.05 points)."""
+    unless two or more were measured there; ``tie`` when the best two are equal as printed, to one decimal)."""
     curves = {m: time_curve(pts, m) for m in methods}
     h = common_horizon(pts, methods)
     at = [(h, True)] if h is not None and h > 0 and (not minutes or h < min(minutes)) else []
@@ -216,7 +216,7 @@ def equal_time(pts: list[dict[str, Any]], methods: Sequence[str], minutes: Seque
     for t, horizon in at + [(float(t), False) for t in minutes]:
         vals = {m: at_minutes(c, t) for m, c in curves.items()}
         got = sorted(((v, m) for m, v in vals.items() if v is not None), reverse=True)
-        tie = len(got) >= 2 and round(got[0][0] - got[1][0], 1) == 0
+        tie = len(got) >= 2 and round(got[0][0], 1) == round(got[1][0], 1)
         out.append({"minutes": t, "horizon": horizon, "id_r1": vals,
                     "ahead": got[0][1] if len(got) >= 2 and not tie else None, "tie": tie})
     return out

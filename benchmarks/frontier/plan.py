@@ -126,9 +126,9 @@ def load_chosen(table: P.Table, dataset: str, backbone: str, path: Path,
 def common(table: P.Table, dataset: str, backbone: str, root: str, cache: Path, threads: int) -> list[str]:
     """The harness's common overrides with the dataset's validation classes held out (every run of the sweep)."""
     ds = table.datasets[dataset]
-    if ds.val_classes < 1:
+    if ds.val_classes < 2:
         raise ValueError(f"harness.yaml datasets.{dataset}.val_classes is {ds.val_classes}: the frontier chooses "
-                         "its points on held-out validation classes, set it > 0")
+                         "its points on held-out validation classes, set it to 2 or more")
     return P.common_overrides(ds, root, cache, threads, table.backbones[backbone], ds.val_classes)
 
 

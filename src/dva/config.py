@@ -322,7 +322,8 @@ RANGES: dict[str, Bound] = {
     "train.threads": Bound(0, True, 1024, "0 = leave as is"),
     "train.collapse_fraction": Bound(0, True, 1, "0 = off; 0.5 = stop below half the frozen backbone's figures"),
     "train.collapse_cos": Bound(0, False, 1, "1 = off"),
-    "data.val_classes": Bound(AUTO, True, None, "auto (or -1) = the hold-out rule; 0 = evaluate on the test split"),
+    "data.val_classes": Bound(AUTO, True, None,
+                              "auto (or -1) = the hold-out rule; 0 = evaluate on the test split; 1 is refused"),
 }
 AUTO_FIELDS = ("data.val_classes", "train.eval_every")  # int fields that also read "auto" (stored as AUTO = -1)
 MAX_BATCH = 4096  # train.classes_per_batch x train.images_per_class (each image has up to 3 views)

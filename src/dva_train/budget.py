@@ -49,35 +49,34 @@ def validation_classes(requested: int, sizes: Mapping[int, int]) -> tuple[list[i
     """Which training classes ``data.val_classes`` holds out, and the note saying why.
 
     The count comes from :func:`held_out_classes`; the classes are the last training classes that
-    hold two or more images (a class of one image cannot be queried), never a test class.
+    hold two or more images (a class of one image cannot be queried), never a test class, and at
+    least two such classes stay in training (a proxy loss needs classes with positives to learn from).
 
     Args:
         requested: ``data.val_classes`` (``AUTO`` for the rule).
         sizes: images per training class (class id -> count).
 
     Raises:
-        ValueError: an explicit count that leaves fewer than 2 classes to train on, or that more
-            than the classes of 2+ images; ``auto`` then holds none out instead (the note says so).
+        ValueError: an explicit count larger than that allows (the message gives one that works);
+            ``auto`` then holds none out instead, and the note says so.
     """
     classes = sorted(sizes)
     n, note = held_out_classes(requested, len(classes))
     if not n:
         return [], note
-    if n >= len(classes) - 1:
-        fix = max(2, len(classes) // 5)
-        raise ValueError(f"data.val_classes={n} leaves {len(classes) - n} of the {len(classes)} training classes to "
-                         "train on (a proxy loss needs at least 2): set --data.val_classes "
-                         + (f"{fix} or 0" if fix < len(classes) - 1 else "0"))
     scorable = [c for c in classes if sizes[c] >= 2]
-    if len(scorable) >= n:
+    most = len(scorable) - 2  # held out, at most: two classes of 2+ images stay to train on
+    if n <= most:
         return scorable[-n:], note
+    counts = (f"{len(classes)} training classes, {len(scorable)} of them with 2 or more images (the only ones a "
+              "validation query can use, and the ones training learns from)")
     if requested != AUTO:
-        raise ValueError(f"data.val_classes={n}: only {len(scorable)} of the {len(classes)} training classes hold 2 "
-                         "or more images (a validation query needs another image of its class): set "
-                         f"--data.val_classes {len(scorable) if len(scorable) >= 2 else 0}")
-    return [], (f"data.val_classes=auto: only {len(scorable)} of the {len(classes)} training classes hold 2 or more "
-                "images, too few to hold some out for validation: training runs the fixed step budget and the test "
-                "split is evaluated once, at the end, only to report (no best.safetensors; use last.safetensors)")
+        fix = min(max(int(AUTO_VAL_CLASSES["min"]), round(AUTO_VAL_CLASSES["fraction"] * len(classes))), most)
+        raise ValueError(f"data.val_classes={n} is too many: {counts}; holding out {n} would leave fewer than 2 to "
+                         "train on: set --data.val_classes " + (f"{fix} or 0" if fix >= 2 else "0"))
+    return [], (f"data.val_classes=auto: {counts}: too few to hold some out for validation and keep 2 to train on: "
+                "training runs the fixed step budget and the test split is evaluated once, at the end, only to "
+                "report (no best.safetensors; use last.safetensors)")
 
 
 class BatchShape(NamedTuple):

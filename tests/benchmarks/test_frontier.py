@@ -350,6 +350,9 @@ def test_time_curves_start_at_the_frozen_backbone_and_compare_at_the_common_hori
     pts[2]["id_r1"] = 75.04  # equal to the tenth shown: a tie, nobody ahead
     e = A.equal_time(pts, ["dva", "full"], [5.0])
     assert e[0]["tie"] and e[0]["ahead"] is None
+    pts[2]["id_r1"] = 75.06  # 75.1 against 75.0 as printed: ahead, though the gap is 0.06
+    e = A.equal_time(pts, ["dva", "full"], [5.0])
+    assert not e[0]["tie"] and e[0]["ahead"] == "full"
     assert A.minutes_of({"kind": "train"}) is None and A.minutes_of({"kind": "frozen"}) == 0.0
     assert A.minutes_of({"kind": "train", "train_seconds": 0.0}) == 0.0
 

@@ -42,11 +42,14 @@ def test_prepare_data_splits_open_set(synthetic_root, tmp_path):
     assert v.num_classes == 6 and v.eval_name == "val" and len(v.eval_paths) == 16
     assert not set(v.eval_paths) & set(v.train_paths) and set(v.eval_paths) <= set(d.train_paths)
     cfg.data.val_classes = 8
-    with pytest.raises(ValueError, match="leaves 0 of the 8 training classes to train on"):
+    with pytest.raises(ValueError, match=r"data.val_classes=8 is too many: 8 training classes, 8 of them with 2 "
+                                         r"or more images .* set --data\.val_classes 2 or 0"):
         prepare_data(cfg)
-    cfg.data.val_classes = 7  # one class left: the fix offered still trains on 2 or more
-    with pytest.raises(ValueError, match=r"leaves 1 of the 8 .* set --data\.val_classes 2 or 0"):
+    cfg.data.val_classes = 7  # one class left to train on: refused the same way
+    with pytest.raises(ValueError, match=r"data.val_classes=7 is too many: .* set --data\.val_classes 2 or 0"):
         prepare_data(cfg)
+    cfg.data.val_classes = 6  # two left: allowed
+    assert prepare_data(cfg).num_classes == 2
 
 
 def _folder(tmp_path, classes, per_class, singles=(), keep=None):
@@ -77,10 +80,16 @@ def test_the_hold_out_skips_classes_of_one_image(tmp_path):
     # Too few scorable classes: auto holds none out and says why; an explicit count is refused.
     root = _folder(tmp_path / "b", 24, 4, singles=range(1, 12))
     d = prepare_data(_folder_cfg(root))
-    assert d.eval_name == "test" and d.val_classes == 0 and "only 1 of the 12 training classes hold 2" in d.val_note
+    assert d.eval_name == "test" and d.val_classes == 0
+    assert "12 training classes, 1 of them with 2 or more images" in d.val_note
     assert not d.select  # nothing is chosen on the test split
-    with pytest.raises(ValueError, match=r"data.val_classes=2: only 1 of the 12 .* set --data.val_classes 0"):
+    with pytest.raises(ValueError, match=r"data.val_classes=2 is too many: .* set --data.val_classes 0"):
         prepare_data(_folder_cfg(root, "--data.val_classes", "2"))
+    # Only the last two classes can be queried: holding them out would leave training nothing to learn
+    # from, so auto holds none out (and the run trains on all 12).
+    root = _folder(tmp_path / "c", 24, 4, singles=range(10))
+    d = prepare_data(_folder_cfg(root))
+    assert d.val_classes == 0 and d.num_classes == 12 and "2 of them with 2 or more images" in d.val_note
 
 
 def test_an_empty_root_and_a_one_class_validation_split_are_refused(tmp_path, monkeypatch):
