@@ -37,7 +37,7 @@ def readme_body(results: list[dict[str, Any]]) -> str:
     out = []
     for res in results:
         s, sm = res["settings"], R.summary(res)
-        part = "" if res.get("complete") else f" (unfinished: steps measured so far {R.measured_so_far(res)})"
+        part = R.status_tag(res)
         out.append(f"- {s['dataset']} x {s['backbone']}{part}:")
         out.append("  " + R.frontier_words(res, sm).removeprefix("- "))
         out.append("  " + R.target2_words(res, sm).removeprefix("- "))

@@ -99,6 +99,15 @@ def measured_so_far(result: dict[str, Any]) -> str:
     return "; ".join(f"{m} {', '.join(map(str, sorted(b)))}" for m, b in by.items()) or "none"
 
 
+def status_tag(result: dict[str, Any]) -> str:
+    """What an unfinished result still lacks, for its heading ("" when complete)."""
+    if result.get("complete"):
+        return ""
+    if swept(result):
+        return " (every budget and alpha measured; the recommended points' extra seeds still to run)"
+    return f" (unfinished: steps measured so far {measured_so_far(result)})"
+
+
 def _label(result: dict[str, Any], method: str) -> str:
     return "frozen backbone" if method == "frozen" else result["settings"]["methods"][method]["label"]
 
@@ -256,7 +265,7 @@ def section_of(result: dict[str, Any]) -> str:
     s = result["settings"]
     sm = summary(result)
     tags = ("" if s["selected"] else " — UNSELECTED (every select stage's first candidate)") \
-        + ("" if result.get("complete") else f" (unfinished: steps measured so far {measured_so_far(result)})")
+        + status_tag(result)
     ds, bb = s["dataset"], s["backbone"]
     head = (f"### Frontier: {ds} x {bb}{tags}\n\n"
             f"Budgets {', '.join(map(str, s['budgets']))} steps; alphas {', '.join(f'{a:g}' for a in s['alphas'])} "

@@ -379,8 +379,10 @@ def test_words_mark_unfinished_verdicts_and_name_why_nothing_was_compared(tmp_pa
     assert R.swept(open_) and "(of 1 result(s) with every budget and alpha measured)" in text
     assert "(of 0 complete result(s), its seeds in). Not complete: cub100 x mobilenetv2." in text
     assert "level: yes. Target" in line
+    assert R.status_tag(open_) == " (every budget and alpha measured; the recommended points' extra seeds still to run)"
+    assert R.status_tag(res) == ""
     gap = {**open_, "points": [p for p in res["points"] if not (p["method"] == "ica" and p["alpha"] == 1.0)]}
-    assert not R.swept(gap)
+    assert not R.swept(gap) and R.status_tag(gap).startswith(" (unfinished: steps measured so far dva 10, 20;")
     line = next(ln for ln in R.render_section([gap]).splitlines() if ln.startswith("- Frontier"))
     assert "level: yes (provisional: the sweep is unfinished)" in line
     # The DVA point's target waits for the whole result (its seeds): provisional until then.
