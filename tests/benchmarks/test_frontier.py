@@ -635,7 +635,14 @@ def test_the_anchored_dva_is_compared_with_both_references(tmp_path, fake):
         assert f"{c['min_diff']:+.1f} at its least" in line and f"{c['mean_diff']:+.1f} on" in line
     # The fake anchor loses 0.02 OOD per alpha against DVA's 0.05 at the same ID R@1: above DVA everywhere.
     assert sm["pairs"]["dva_anchor_vs_dva"]["at_or_above"] is True
+    # Its validation-chosen point is held to the target's two conditions, in a line of its own.
+    g = sm["target2_extra"]["dva_anchor"]
+    rec = res["recommended"]["dva_anchor"]
+    assert g == R._target2(res, "dva_anchor") and g["id_r1"] == rec["stats"]["id_r1"][0]
+    line = next(ln for ln in text.splitlines() if ln.startswith("- The validation-chosen DVA + frozen anchor point"))
+    assert f"test ID R@1 {g['id_r1']:.1f}" in line and "Both conditions (the target's, for this method): " in line
     assert R.summary(_profile(tmp_path, out="g.json"))["pairs"] == {}
+    assert R.summary(_profile(tmp_path, out="h.json"))["target2_extra"] == {}
 
 
 # ----------------------------------------------------------------------------- end to end (real worker)
