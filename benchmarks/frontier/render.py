@@ -162,7 +162,11 @@ def _verdict(result: dict[str, Any], v: bool | None, final: bool | None = None) 
     """``_yes``, marked provisional while more points can still change it (``final``: default, the result
     is complete)."""
     final = result.get("complete") if final is None else final
-    return _yes(v) + ("" if v is None or final else " (provisional: the sweep is unfinished)")
+    if v is None or final:
+        return _yes(v)
+    why = "the recommended points' seeds still to run" if "settings" in result and swept(result) \
+        else "the sweep is unfinished"
+    return f"{_yes(v)} (provisional: {why})"
 
 
 def _levels(n: int) -> str:

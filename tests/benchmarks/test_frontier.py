@@ -388,6 +388,7 @@ def test_words_mark_unfinished_verdicts_and_name_why_nothing_was_compared(tmp_pa
     # The DVA point's target waits for the whole result (its seeds): provisional until then.
     assert R._verdict({"complete": False}, True) == "yes (provisional: the sweep is unfinished)"
     assert R._verdict({"complete": True}, False) == "no" and R._verdict({"complete": False}, None) == "not measured"
+    assert R._verdict(open_, True) == "yes (provisional: the recommended points' seeds still to run)"
     sm = R.summary(res)
     far = {**sm, "dva_vs_full": None}
     assert "ranges that do not overlap; not compared." in R.frontier_words(res, far)
