@@ -151,11 +151,17 @@ def _yes(v: bool | None) -> str:
 
 
 def swept(result: dict[str, Any]) -> bool:
-    """Whether every (method, budget, alpha > 0) of the settings has its seed-0 point: the frontiers are
-    then final (the recommended points' extra seeds change their test means, not the curves)."""
+    """Whether every (method, budget, alpha > 0) of frontier.yaml's profile has its seed-0 point: the
+    frontiers are then final (the recommended points' extra seeds change their test means, not the curves).
+
+    The profile is ``settings["profile"]``; a JSON written before it was recorded falls back on the
+    settings' own methods, budgets and alphas (those of the sittings gathered in it).
+    """
     s = result["settings"]
+    prof = s.get("profile") or {"methods": list(s["methods"]), "budgets": s["budgets"], "alphas": s["alphas"]}
     have = {(p["method"], p["budget"], p["alpha"]) for p in result["points"] if not p["frozen"]}
-    return all((m, b, float(a)) in have for m in s["methods"] for b in s["budgets"] for a in s["alphas"] if a > 0)
+    return all((m, b, float(a)) in have for m in prof["methods"] for b in prof["budgets"] for a in prof["alphas"]
+               if a > 0)
 
 
 def _verdict(result: dict[str, Any], v: bool | None, final: bool | None = None) -> str:

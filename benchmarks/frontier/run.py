@@ -109,6 +109,8 @@ def settings(ctx: D.Context, sw: Sweep) -> dict[str, Any]:
             "threads": ctx.threads, "val_classes": ctx.table.datasets[ctx.dataset].val_classes,
             "methods": {m.name: _method_settings(m) for m in sw.methods},
             "budgets": sw.budgets, "alphas": sw.alphas, "seeds": sw.seeds, "metric": fr.metric,
+            # frontier.yaml's whole profile: a sitting's own methods and budgets above may be fewer
+            "profile": {"methods": list(fr.methods), "budgets": list(fr.budgets), "alphas": list(fr.alphas)},
             "clock": fr.clock, "minutes": fr.minutes, "targets": fr.targets, "selected": sw.selected,
             "selection": ("the select JSON's chosen values" if sw.selected else
                           "UNSELECTED: every select stage's first candidate (--unselected), not a validation choice"),
