@@ -259,7 +259,13 @@ def target2_words(result: dict[str, Any], sm: dict[str, Any], method: str = DVA)
             f"({_yes(g['id_ok'])}); {g['gallery']} R@1 {num(g['ood_r1'])} against frozen - "
             f"{t['ood_slack']:g} = {num(g['ood_floor'])} ({_yes(g['ood_ok'])}). "
             + ("Target" if method == DVA else "Both conditions (the target's, for this method)")
-            + f": {_verdict(result, g['holds'])}.")
+            + f": {_verdict(result, g['holds'], _seeded(result, rec))}.")
+
+
+def _seeded(result: dict[str, Any], rec: dict[str, Any]) -> bool:
+    """Whether a recommended point is final: every budget and alpha measured (the choice cannot move)
+    and its own seeds all in (the other methods' seeds do not change its figures)."""
+    return swept(result) and len((rec.get("stats") or {}).get("seeds") or []) >= result["settings"]["seeds"]
 
 
 def cost_words(sm: dict[str, Any]) -> str:
@@ -303,17 +309,17 @@ def section_of(result: dict[str, Any]) -> str:
 def render_section(results: list[dict[str, Any]]) -> str:
     """The frontier markdown of ``results`` (one per (dataset, backbone)), then which hold each target."""
     parts = [section_of(r) for r in results]
-    done = [r for r in results if r.get("complete")]
     name = lambda r: f"{r['settings']['dataset']} x {r['settings']['backbone']}"  # noqa: E731
     t1 = [name(r) for r in results if swept(r) and (summary(r)["dva_vs_full"] or {}).get("target_met")]
-    t2 = [name(r) for r in done if (summary(r)["target2"] or {}).get("holds")]
+    decided = [r for r in results if (rec := (r.get("recommended") or {}).get(DVA)) and _seeded(r, rec)]
+    t2 = [name(r) for r in decided if (summary(r)["target2"] or {}).get("holds")]
     if results:
         n_swept = sum(swept(r) for r in results)
         open_ = [name(r) for r in results if not r.get("complete")]
         parts.append(f"Targets: DVA's frontier at least the margin above the full fine-tune's at every measured "
                      f"equal-ID level on: {', '.join(t1) or 'none'} (of {n_swept} result(s) with every budget and "
                      f"alpha measured); the validation-chosen DVA point at or above the reference full fine-tune with "
-                     f"the OOD floor on: {', '.join(t2) or 'none'} (of {len(done)} complete result(s), its seeds in)."
+                     f"the OOD floor on: {', '.join(t2) or 'none'} (of {len(decided)} result(s) with that point's seeds in)."
                      + (f" Not complete: {', '.join(open_)}." if open_ else ""))
     return "\n\n".join(parts) + "\n"
 

@@ -377,7 +377,7 @@ def test_words_mark_unfinished_verdicts_and_name_why_nothing_was_compared(tmp_pa
     line = next(ln for ln in text.splitlines() if ln.startswith("- Frontier"))
     # Every (method, budget, alpha) measured: the frontier verdicts are final even while seeds are missing.
     assert R.swept(open_) and "(of 1 result(s) with every budget and alpha measured)" in text
-    assert "(of 0 complete result(s), its seeds in). Not complete: cub100 x mobilenetv2." in text
+    assert "(of 1 result(s) with that point's seeds in). Not complete: cub100 x mobilenetv2." in text
     assert "level: yes. Target" in line
     assert R.status_tag(open_) == " (every budget and alpha measured; the recommended points' extra seeds still to run)"
     assert R.status_tag(res) == ""
@@ -389,6 +389,11 @@ def test_words_mark_unfinished_verdicts_and_name_why_nothing_was_compared(tmp_pa
     assert R._verdict({"complete": False}, True) == "yes (provisional: the sweep is unfinished)"
     assert R._verdict({"complete": True}, False) == "no" and R._verdict({"complete": False}, None) == "not measured"
     assert R._verdict(open_, True) == "yes (provisional: the recommended points' seeds still to run)"
+    # The DVA point with its own seeds in is final even while other methods' seeds are missing.
+    assert R._verdict(open_, False, R._seeded(open_, open_["recommended"]["dva"])) == "no"
+    one_seed = {**open_, "recommended": {**open_["recommended"], "dva": {**open_["recommended"]["dva"], "stats": {
+        **open_["recommended"]["dva"]["stats"], "seeds": [0]}}}}
+    assert R._seeded(open_, open_["recommended"]["dva"]) and not R._seeded(one_seed, one_seed["recommended"]["dva"])
     sm = R.summary(res)
     far = {**sm, "dva_vs_full": None}
     assert "ranges that do not overlap; not compared." in R.frontier_words(res, far)
