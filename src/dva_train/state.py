@@ -80,6 +80,9 @@ class TrainState:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
     pos: Position = field(default_factory=Position)
+    # The batch composition the run trains with (fitted to the split and the process count,
+    # dva_train.budget.fit_batch): saved, so that a resume that would fit another one is caught.
+    batch: tuple[int, int] = (0, 0)
 
     def save(self, out: Path, cfg: DVAConfig, metrics: dict | None = None) -> None:
         """Write ``last.safetensors``, then ``train_state.pt`` (call on rank 0 only)."""
@@ -91,7 +94,7 @@ class TrainState:
             "best_step": p.best_step, "run_id": p.run_id, "frozen": dict(p.frozen),
             "stale": p.stale, "early_stop": p.early_stop, "train_seconds": p.train_seconds, "images": p.images,
             "scaler": self.scaler.state_dict(), "trainable": trainable_state(self.model),
-            "fingerprint": self.model.fingerprint, "config": cfg.to_dict(),
+            "fingerprint": self.model.fingerprint, "config": cfg.to_dict(), "batch": list(self.batch),
         })
 
     def save_best(self, out: Path, metrics: dict[str, float], epoch: int, split: str) -> None:
@@ -278,3 +281,26 @@ def check_resume_config(saved: dict[str, Any], cfg: DVAConfig, allow_changes: bo
                          "resuming would not continue the same run: restore those settings, use another "
                          "output_dir, or pass --resume-with-changes to continue anyway")
     return changes
+
+
+def check_resume_batch(saved: dict[str, Any], batch: tuple[int, int], out: Path,
+                       allow_changes: bool) -> dict[str, list]:
+    """A fitted batch composition that differs from the saved run's (refused unless ``allow_changes``).
+
+    The config can be unchanged while the batch is not: on a split with fewer classes than
+    ``train.classes_per_batch`` the batch is fitted to the split and to the process count, so a
+    resume under another ``torchrun --nproc-per-node`` would continue with other batches (and
+    another epoch length). Returns ``{"batch": [saved, now]}`` when they differ, else ``{}``.
+    """
+    if "batch" not in saved:  # a state written before the batch was recorded
+        return {}
+    was, now = [int(v) for v in saved["batch"]], [int(v) for v in batch]
+    if was == now:
+        return {}
+    if not allow_changes:
+        raise ValueError(f"{Path(out) / STATE_FILE} was trained with batches of {was[0]} classes x {was[1]} images; "
+                         f"this resume would fit {now[0]} x {now[1]} (the batch is fitted to a split of few classes "
+                         "and to the number of processes): resume with the process count the run started with, "
+                         "set --train.classes_per_batch / --train.images_per_class to a composition that divides "
+                         "over the processes, or pass --resume-with-changes to continue anyway")
+    return {"batch": [was, now]}

@@ -56,6 +56,7 @@ def test_state_holds_tensors_step_and_config(runs):
     st = torch.load(runs / "crashed/train_state.pt", weights_only=True)
     assert st["format"] == S.FORMAT and (st["step"], st["epoch"], st["batch_in_epoch"]) == (3, 0, 3)
     assert st["config"]["train"]["max_steps"] == 6 and st["config"]["output_dir"].endswith("crashed")
+    assert st["batch"] == [4, 2]  # the composition the run trained with (compared on resume)
     last = load_file(runs / "crashed/last.safetensors")
     assert st["trainable"].keys() == last.keys() and "proxies" in last
     for k in last:  # no crash between the writes of step 3: the two files agree
@@ -96,6 +97,44 @@ def test_resume_refuses_a_changed_config(runs, synthetic_root, tmp_path):
     assert "train.lr: 0.001 -> 0.002" in msg and "loss.beta: 1.0 -> 0.5" in msg and "--resume-with-changes" in msg
     assert "train.max_steps" not in msg
     assert [(out / f).read_bytes() for f in files] == before  # nothing ran, nothing was rewritten
+
+
+def test_resume_refuses_another_fitted_batch(runs, synthetic_root, tmp_path):
+    # The config can be unchanged while the batch is not: a split of few classes fits it to the
+    # process count (dva_train.budget.fit_batch). A state trained with 3 x 3 stands for such a run.
+    out = _copy_crashed(runs, tmp_path)
+    st = torch.load(out / "train_state.pt", weights_only=True)
+    st["batch"] = [3, 3]
+    torch.save(st, out / "train_state.pt")
+    files = ("train_state.pt", "log.jsonl", "config.yaml", "last.safetensors")
+    before = [(out / f).read_bytes() for f in files]
+    with pytest.raises(ValueError, match=r"trained with batches of 3 classes x 3 images; this resume would fit 4 x 2.*"
+                                         r"process count the run started with.*--resume-with-changes"):
+        T.train(_cfg(synthetic_root, out), resume=True, progress=False)
+    assert [(out / f).read_bytes() for f in files] == before
+    T.train(_cfg(synthetic_root, out), resume=True, progress=False, allow_config_changes=True)
+    row = [r for r in _log(out) if r["kind"] == "resume"][-1]
+    assert row["changes"] == {"batch": [[3, 3], [4, 2]]}
+    assert torch.load(out / "train_state.pt", weights_only=True)["batch"] == [4, 2]
+
+
+def test_check_resume_batch():
+    assert S.check_resume_batch({"batch": [4, 2]}, (4, 2), Path("r"), False) == {}
+    assert S.check_resume_batch({}, (4, 2), Path("r"), False) == {}  # an older state: nothing recorded
+    with pytest.raises(ValueError, match=r"r/train_state.pt was trained with batches of 3 classes x 8"):
+        S.check_resume_batch({"batch": [3, 8]}, (3, 9), Path("r"), False)
+    assert S.check_resume_batch({"batch": [3, 8]}, (3, 9), Path("r"), True) == {"batch": [[3, 8], [3, 9]]}
+
+
+def test_batch_not_dividing_over_processes_is_refused_before_the_run_folder(synthetic_root, tmp_path):
+    from dva_train.distributed import DistInfo
+
+    out = tmp_path / "run"
+    cfg = _cfg(synthetic_root, out, "--train.classes_per_batch", "3", "--train.images_per_class", "3")
+    opts = T._Options(resume=False, progress=False, allow_changes=False, overwrite=False, on_step=None)
+    with pytest.raises(ValueError, match="9 images per batch do not divide over 2 processes"):
+        T._train(cfg, DistInfo(world=2), opts)  # refused in prepare_data, before any barrier or file
+    assert not out.exists()
 
 
 def test_resume_with_allowed_changes_logs_them(runs, synthetic_root, tmp_path):

@@ -43,7 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue from OUTPUT_DIR/train_state.pt (weights, optimiser, schedule, position) if present")
     p.add_argument("--resume-with-changes", action="store_true",
-                   help="with --resume: continue even if the config differs from the run's (the differences are logged)")
+                   help="with --resume: continue even if the config, or the batch fitted to the split and the process "
+                        "count, differs from the run's (the differences are logged)")
     p.add_argument("--overwrite", action="store_true",
                    help="train from scratch even if OUTPUT_DIR holds another run (its checkpoints, state and "
                         "summary are deleted; log.jsonl keeps its rows); default: refuse")
