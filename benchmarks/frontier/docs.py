@@ -30,7 +30,8 @@ def load(folder: Path = RESULTS) -> list[dict[str, Any]]:
 
 
 def readme_body(results: list[dict[str, Any]]) -> str:
-    """The README's words: the frontier comparison and the recommended DVA point, per result."""
+    """The README's words: the frontier comparison, the recommended DVA point and the recommended points
+    side by side, per result."""
     if not results:
         return ("The frontier (ID against OOD R@1 over budgets and alphas, against the full fine-tune with WiSE-FT): "
                 "not measured yet (`python -m benchmarks.frontier.run`; docs/BENCHMARKS.md).")
@@ -41,6 +42,8 @@ def readme_body(results: list[dict[str, Any]]) -> str:
         out.append(f"- {s['dataset']} x {s['backbone']}{part}:")
         out.append("  " + R.frontier_words(res, sm).removeprefix("- "))
         out.append("  " + R.target2_words(res, sm).removeprefix("- "))
+        if (rec := R.recommended_words(res)) is not None:
+            out.append("  " + rec.removeprefix("- "))
     return "The frontier (docs/BENCHMARKS.md, \"The frontier\"):\n\n" + "\n".join(out)
 
 

@@ -253,13 +253,54 @@ def target2_words(result: dict[str, Any], sm: dict[str, Any], method: str = DVA)
     rec = (result.get("recommended") or {}).get(method)
     if g is None or rec is None:
         return f"- The validation-chosen {_label(result, method)} point: not measured."
-    where = "alpha 0 (the frozen backbone)" if rec["frozen"] else f"{rec['budget']} steps, alpha {rec['alpha']:g}"
-    return (f"- The validation-chosen {_label(result, method)} point ({where}; {rec['seeds_label']}): test ID R@1 "
+    return (f"- The validation-chosen {_label(result, method)} point ({_where(rec)}; {rec['seeds_label']}): test ID R@1 "
             f"{num(g['id_r1'])} against the {t['reference_budget']}-step full fine-tune's {num(g['full_r1'])} "
             f"({_yes(g['id_ok'])}); {g['gallery']} R@1 {num(g['ood_r1'])} against frozen - "
             f"{t['ood_slack']:g} = {num(g['ood_floor'])} ({_yes(g['ood_ok'])}). "
             + ("Target" if method == DVA else "Both conditions (the target's, for this method)")
             + f": {_verdict(result, g['holds'], _seeded(result, rec))}.")
+
+
+def _where(rec: dict[str, Any]) -> str:
+    return "alpha 0 (the frozen backbone)" if rec["frozen"] else f"{rec['budget']} steps, alpha {rec['alpha']:g}"
+
+
+def recommended_deltas(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each method's validation-chosen point against the full fine-tune's (WiSE-FT): the differences of
+    their test means (ID R@1, mean OOD R@1), and whether it is higher (lower) on both as printed."""
+    recs = result.get("recommended") or {}
+    ref = (recs.get(FULL) or {}).get("stats") or {}
+    if not ref.get("id_r1") or not ref.get("mean_ood"):
+        return {}
+    out = {}
+    for m, r in recs.items():
+        st = r.get("stats") or {}
+        if m == FULL or not st.get("id_r1") or not st.get("mean_ood"):
+            continue
+        d_id, d_ood = st["id_r1"][0] - ref["id_r1"][0], st["mean_ood"][0] - ref["mean_ood"][0]
+        shown = (round(d_id, 1), round(d_ood, 1))  # the verdict as printed: a printed 0.0 is no lead
+        out[m] = {"id_r1": d_id, "mean_ood": d_ood, "higher_on_both": min(shown) > 0, "lower_on_both": max(shown) < 0}
+    return out
+
+
+def recommended_words(result: dict[str, Any]) -> str | None:
+    """The validation-chosen points set side by side (test means over their seeds), in words; None
+    without the full fine-tune's point to compare with."""
+    deltas = recommended_deltas(result)
+    if not deltas:
+        return None
+    recs = result["recommended"]
+    parts = []
+    for m, d in deltas.items():
+        both = " (higher on both)" if d["higher_on_both"] else " (lower on both)" if d["lower_on_both"] else ""
+        parts.append(f"{_label(result, m)} ({_where(recs[m])}; {recs[m]['seeds_label']}) "
+                     f"{num(d['id_r1'], signed=True)} ID R@1 and {num(d['mean_ood'], signed=True)} mean OOD R@1{both}")
+    ref = recs[FULL]
+    final = all(_seeded(result, recs[m]) for m in [FULL, *deltas])
+    return (f"- The validation-chosen points against the full fine-tune's (WiSE-FT; {_where(ref)}; "
+            f"{ref['seeds_label']}), test means: " + "; ".join(parts) + "."
+            + ("" if final else " Provisional: " + ("the recommended points' seeds still to run."
+                                                    if swept(result) else "the sweep is unfinished.")))
 
 
 def _seeded(result: dict[str, Any], rec: dict[str, Any]) -> bool:
@@ -300,7 +341,8 @@ def section_of(result: dict[str, Any]) -> str:
             + (f" (not found: {', '.join(s['ood_missing'])})" if s.get("ood_missing") else "") + ".")
     words = "\n".join([frontier_words(result, sm), *pair_words(result, sm), time_words(result, sm),
                        target2_words(result, sm),
-                       *[target2_words(result, sm, a) for a in (sm.get("target2_extra") or {})], cost_words(sm)])
+                       *[target2_words(result, sm, a) for a in (sm.get("target2_extra") or {})],
+                       *filter(None, [recommended_words(result)]), cost_words(sm)])
     figs = (f"![ID against OOD R@1, {ds} x {bb}](frontier_{ds}_{bb}.png)\n"
             f"![ID R@1 against training minutes, {ds} x {bb}](frontier_time_{ds}_{bb}.png)")
     return "\n\n".join([head, words, recommended_table(result), points_table(result), figs])

@@ -651,6 +651,40 @@ def test_the_anchored_dva_is_compared_with_both_references(tmp_path, fake):
     assert R.summary(_profile(tmp_path, out="h.json"))["target2_extra"] == {}
 
 
+def test_recommended_points_side_by_side_against_the_full_fine_tune(tmp_path, fake):
+    res = _profile(tmp_path, "--methods", "dva,ica,full,dva_anchor", "--seeds", "1")
+    recs = res["recommended"]
+    d = R.recommended_deltas(res)
+    assert set(d) == {"dva", "ica", "dva_anchor"}  # every method but the reference
+    for m, v in d.items():
+        assert v["id_r1"] == recs[m]["stats"]["id_r1"][0] - recs["full"]["stats"]["id_r1"][0]
+        assert v["mean_ood"] == recs[m]["stats"]["mean_ood"][0] - recs["full"]["stats"]["mean_ood"][0]
+    line = next(ln for ln in R.render_section([res]).splitlines()
+                if ln.startswith("- The validation-chosen points against the full fine-tune's"))
+    assert f"DVA + frozen anchor ({R._where(recs['dva_anchor'])}; 1 seed) {d['dva_anchor']['id_r1']:+.1f} ID R@1" in line
+    assert "Provisional" not in line  # a complete result
+
+    # Hand-made stats: "higher on both" only when both printed differences are above 0.0.
+    def rec(id_r1, ood):
+        return {"frozen": False, "budget": 5, "alpha": 1.0, "seeds_label": "3 seeds",
+                "stats": {"seeds": [0, 1, 2], "id_r1": [id_r1, 0.1], "mean_ood": [ood, 0.1]}}
+
+    hand = {**res, "settings": {**res["settings"], "seeds": 3}, "recommended": {"full": rec(80.0, 50.0), "dva": rec(81.0, 50.04), "ica": rec(80.5, 50.5),
+                                   "dva_anchor": rec(79.0, 49.0)}}
+    d = R.recommended_deltas(hand)
+    assert not d["dva"]["higher_on_both"] and not d["dva"]["lower_on_both"]  # +0.04 prints as 0.0: no lead
+    assert d["ica"]["higher_on_both"] and d["dva_anchor"]["lower_on_both"]
+    words = R.recommended_words(hand)
+    assert "Provisional" not in words  # every point's 3 seeds in
+    assert "DVA (5 steps, alpha 1; 3 seeds) +1.0 ID R@1 and 0.0 mean OOD R@1;" in words
+    assert "+0.5 ID R@1 and +0.5 mean OOD R@1 (higher on both)" in words and "(lower on both)." in words
+    assert "Provisional: the recommended points' seeds still to run." in R.recommended_words(
+        {**hand, "recommended": {**hand["recommended"], "dva": {
+            **hand["recommended"]["dva"], "stats": {**hand["recommended"]["dva"]["stats"], "seeds": [0]}}}})
+    no_full = {**hand, "recommended": {k: v for k, v in hand["recommended"].items() if k != "full"}}
+    assert R.recommended_deltas(no_full) == {} and R.recommended_words(no_full) is None
+
+
 # ----------------------------------------------------------------------------- end to end (real worker)
 @pytest.mark.slow
 def test_real_profile_on_generated_data(tmp_path, monkeypatch):
