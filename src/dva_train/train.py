@@ -125,7 +125,10 @@ def _train(cfg: DVAConfig, info: DistInfo, opts: _Options) -> dict[str, Any]:
     saved = read_state(Path(cfg.output_dir)) if opts.resume else None
     # Checked first: a refused resume fails at once and leaves the run folder (config.yaml) as it was.
     changes = check_resume_config(saved, cfg, opts.allow_changes) if saved is not None else {}
-    run = _setup(cfg, info, opts, saved, changes)
+    data = prepare_data(cfg, info.world)  # the split checked and the batch fitted, before anything is written
+    if saved is not None:  # the fitted batch too: another process count can change it
+        changes.update(check_resume_batch(saved, data.batch, Path(cfg.output_dir), opts.allow_changes))
+    run = _setup(cfg, info, opts, data, str((saved or {}).get("run_id", "")))
     t0 = time.time()
     boxes, x_prefix = _boxes(run)
     source = build_batches(cfg, run.model, run.data, boxes, info, run.progress, run.frozen, x_prefix)
@@ -150,24 +153,19 @@ def _train(cfg: DVAConfig, info: DistInfo, opts: _Options) -> dict[str, Any]:
     return trainer.finish(n_box, prep_s)
 
 
-def _setup(cfg: DVAConfig, info: DistInfo, opts: _Options, saved: dict[str, Any] | None = None,
-           changes: dict[str, list] | None = None) -> _Run:
-    """Threads, seed, the split (checked at once, the batch fitted to it), run folder and config,
-    log, the model; then, with ``--overwrite``, the previous run's results are deleted (not before:
-    a run refused by these checks leaves them, and the run folder, as they were)."""
+def _setup(cfg: DVAConfig, info: DistInfo, opts: _Options, data: TrainData, run_id: str = "") -> _Run:
+    """Threads, seed, run folder and config, log (with the split's notes), the model; then, with
+    ``--overwrite``, the previous run's results are deleted (not before: a run refused by these
+    checks leaves them as they were)."""
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.train.seed)
     out = Path(cfg.output_dir)
-    data = prepare_data(cfg, info.world)
-    if saved is not None:  # e.g. a fitted batch that another process count changed
-        (changes if changes is not None else {}).update(
-            check_resume_batch(saved, data.batch, out, opts.allow_changes))
     if info.main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
     barrier(info)
-    log = RunLog(out / "log.jsonl", info.main, quiet=not opts.progress, run_id=str((saved or {}).get("run_id", "")))
+    log = RunLog(out / "log.jsonl", info.main, quiet=not opts.progress, run_id=run_id)
     if data.val_note:
         log.alert(data.val_note, kind="validation")
     for note in data.notes:
