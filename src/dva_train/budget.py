@@ -104,7 +104,9 @@ def fit_batch(tc: TrainConfig, counts: Sequence[int], world: int = 1) -> tuple[B
             over ``world`` processes.
     """
     asked = BatchShape(tc.classes_per_batch, tc.images_per_class)
-    if asked.classes <= len(counts) or not counts:  # no classes: prepare_data's check_split says so
+    if not counts:  # no classes: prepare_data's check_split says so, more clearly than a batch could
+        return asked, ""
+    if asked.classes <= len(counts):
         if asked.size % world:
             raise ValueError(f"train.classes_per_batch x train.images_per_class = {asked.classes} x {asked.images} = "
                              f"{asked.size} images per batch do not divide over {world} processes: choose values whose "

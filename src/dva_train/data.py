@@ -131,7 +131,7 @@ def check_split(cfg: DVAConfig, train: Sequence, evals: Sequence, eval_name: str
     held = f" (data.val_classes holds {n_val} more out for validation: --data.val_classes 0 keeps them)" \
         if n_val else ""
     if len(counts) < 2:
-        raise ValueError(f"the training split has {len(counts)} class{held}: a proxy loss needs at least 2 classes "
+        raise ValueError(f"the training split has {len(counts)} class{'es' if not counts else ''}{held}: a proxy loss needs at least 2 classes "
                          "(give the dataset more class folders)")
     if max(counts.values()) < 2:
         raise ValueError(f"training split: every class holds a single image ({len(counts)} classes), so a batch "

@@ -104,3 +104,6 @@ def test_a_batch_is_fitted_to_a_split_with_few_classes():
     assert (shape.classes, shape.images) == (5, 8) and "(a multiple of the 2 processes)" in note
     with pytest.raises(ValueError, match="3 x 3 = 9 images per batch do not divide over 2 processes"):
         fit_batch(_tc("--train.classes_per_batch", "3", "--train.images_per_class", "3"), [10] * 5, world=2)
+    # No classes at all: no batch verdict (check_split names the empty split, the clearer message).
+    assert fit_batch(_tc("--train.classes_per_batch", "3", "--train.images_per_class", "3"), [], world=2) == \
+        ((3, 3), "")

@@ -41,6 +41,18 @@ def test_classes_per_batch_is_fitted_to_the_split_with_validation_classes(synthe
                            "--train.images_per_class to choose)")
 
 
+def test_a_training_split_of_fewer_than_two_classes_is_refused_by_name():
+    from dva_train.data import check_split
+
+    cfg = load_config(None, [])
+    one = [SimpleNamespace(path=f"a{i}.jpg", label=0, box=None) for i in range(4)]
+    with pytest.raises(ValueError, match=r"the training split has 0 classes: a proxy loss needs at least 2 classes"):
+        check_split(cfg, [], one, "test")
+    with pytest.raises(ValueError, match=r"has 1 class \(data.val_classes holds 3 more out for validation: "
+                                         r"--data.val_classes 0 keeps them\): a proxy loss"):
+        check_split(cfg, one, one, "val", n_val=3)
+
+
 def _fake_run(cfg, paths):
     logged = []
     return SimpleNamespace(cfg=cfg, data=SimpleNamespace(train_paths=paths), log=SimpleNamespace(write=logged.append))
