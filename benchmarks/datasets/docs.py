@@ -181,6 +181,55 @@ def findings(mains: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def _stage_val(select: dict[str, Any] | None, opa: bool) -> tuple[str, float] | None:
+    """The chosen candidate and its validation MAP@R (points) of the last ``opa`` (or last other) select stage."""
+    stages = [st for st in (select or {}).get("stages") or [] if (st.get("scope") == "opa") == opa]
+    if not stages:
+        return None
+    c = next((c for c in stages[-1]["candidates"] if c["chosen"]), None)
+    m = (c or {}).get("val_metrics") or {}
+    return None if "map@r" not in m else (c["name"], 100.0 * float(m["map@r"]))
+
+
+def parts_findings(mains: list[dict[str, Any]], selects: list[dict[str, Any]]) -> list[str]:
+    """Per main result: what the object views and DPT add on top of ICA alone, on test and on validation.
+
+    The select profile's adapter, lr and budget stages train ICA alone (OPA off) and its last stage
+    DVA with the candidate DPT weights, on the same held-out classes: the two winners' validation
+    MAP@R compare OPA on against off where the choice was made; the test rows say whether that order held.
+    """
+    sel = {(r["settings"]["dataset"], r["settings"]["backbone"]): r for r in selects}
+    out = []
+    for res in mains:
+        s = res["settings"]
+        rows = {n: R._row(res, n) for n in ("ica", "ica_opa", "dva")}
+        if not (rows["ica"] and rows["dva"]):
+            continue
+
+        def fig(name: str) -> str:
+            r = rows[name]
+            n = len(r["seeds"])
+            return (f"{R.mean_sd(r['stats']['recall@1'], n)} / {R.mean_sd(r['stats']['map@r'], n)}"
+                    + (f" ({n} seeds)" if n > 1 else ""))
+        d_r1 = rows["dva"]["stats"]["recall@1"][0] - rows["ica"]["stats"]["recall@1"][0]
+        d_map = rows["dva"]["stats"]["map@r"][0] - rows["ica"]["stats"]["map@r"][0]
+        line = (f"{s['dataset']}, {s['backbone']}, the parts (test R@1 / MAP@R): ICA alone {fig('ica')}"
+                + (f"; ICA + OPA {fig('ica_opa')}" if rows["ica_opa"] else "") + f"; DVA {fig('dva')}: DVA is "
+                f"{R.num(d_r1, signed=True)} R@1 and {R.num(d_map, signed=True)} MAP@R from ICA alone")
+        off, on = _stage_val(sel.get((s["dataset"], s["backbone"])), False), \
+            _stage_val(sel.get((s["dataset"], s["backbone"])), True)
+        if off and on:
+            d_val = on[1] - off[1]
+            same = round(d_val, 1) != 0 and round(d_map, 1) != 0 and (d_val > 0) == (d_map > 0)
+            line += (f". On validation (MAP@R decides) DVA at the chosen DPT weight ({on[0]}) scored {on[1]:.1f} "
+                     f"against ICA alone's {off[1]:.1f} ({R.num(d_val, signed=True)}): "
+                     + ("the same order on test MAP@R" if same else "not the order of test MAP@R"))
+            if round(d_r1, 1) != 0 and round(d_map, 1) != 0 and (d_r1 > 0) != (d_map > 0):
+                line += ", while test R@1 ranks the two the other way"
+        out.append(line + ".")
+    return out
+
+
 def status(selects: list[dict[str, Any]], mains: list[dict[str, Any]]) -> str:
     """Which (dataset, backbone) pairs have a finished select / main profile, and which are still to run."""
     have_sel = {(r["settings"]["dataset"], r["settings"]["backbone"]): r.get("complete", False) for r in selects}
@@ -209,7 +258,8 @@ def section(selects: list[dict[str, Any]], mains: list[dict[str, Any]], figure: 
                   chosen_table(selects)]
     for res in mains:
         s = res["settings"]
-        parts += [f"**{s['dataset']} x {s['backbone']}, test classes** ({s['img_size']} px):", R.main_table(res)]
+        parts += [f"**{s['dataset']} x {s['backbone']}, test classes** ({s['img_size']} px):", R.main_table(res),
+                  *R.same_run_notes(res)]
     if mains:
         parts += ["**R@1, dataset x method:**", R.dataset_method_table(mains)]
         for bb, per in matrix(mains).items():
@@ -217,7 +267,7 @@ def section(selects: list[dict[str, Any]], mains: list[dict[str, Any]], figure: 
         if figure:
             parts.append(f"![ID gain against mean OOD change]({figure})")
     parts += ["**Targets.**", "\n".join(f"- {t}" for t in targets(mains))]
-    f = findings(mains)
+    f = findings(mains) + parts_findings(mains, selects)
     if f:
         parts += ["**What this says.**", "\n".join(f"- {x}" for x in f)]
     return "\n\n".join(parts) + "\n"

@@ -61,6 +61,21 @@ def main_table(result: dict[str, Any]) -> str:
                       body, "llrrrrrr")
 
 
+def same_run_notes(result: dict[str, Any]) -> list[str]:
+    """One sentence per row whose runs are another row's (the same resolved settings: run once, shown twice)."""
+    owner = {run.get("folder"): (r, run.get("seed")) for r in result["rows"] for run in r.get("runs") or []
+             if not run.get("same_run_as")}
+    out = []
+    for r in result["rows"]:
+        for tag in r.get("same_runs_as") or []:
+            other, seed = owner.get(tag, (None, None))
+            if other is None:
+                continue
+            out.append(f"{r['label']}: the same settings as {other['label']} (seed {seed}; the overrides are "
+                       f"equal once the chosen values are filled in), so that run, not a second one.")
+    return out
+
+
 def ood_table(per_dataset: dict[str, list[dict[str, Any]]]) -> str:
     """The OOD matrix of one backbone (:func:`benchmarks.datasets.ood.matrix`'s value for it)."""
     names = sorted({g for rows in per_dataset.values() for r in rows for g in r["ood"]})
@@ -106,6 +121,7 @@ def render_all(results: list[dict[str, Any]]) -> str:
         parts.append(f"### {s['dataset']} x {s['backbone']}: {s['profile']}"
                      + ("" if res.get("complete", True) else " (unfinished: not every stage ran)"))
         parts.append(select_table(res) if s["profile"] == "select" else main_table(res))
+        parts += same_run_notes(res) if s["profile"] == "main" else []
     if mains:
         parts += ["### R@1, dataset x method", dataset_method_table(mains)]
         for bb, per in matrix(mains).items():

@@ -130,16 +130,31 @@ def reuse_index(files: list[str] | None) -> dict[str, dict[str, Any]]:
     return out
 
 
-def run_all(specs: list[RunSpec], ctx: Context, extra: dict[str, Any]) -> list[dict[str, Any]]:
-    """Run (or resume, or reuse) every run of ``specs`` in order."""
+def run_all(specs: list[RunSpec], ctx: Context, extra: dict[str, Any],
+            done: dict[str, tuple[RunSpec, dict[str, Any]]] | None = None) -> list[dict[str, Any]]:
+    """Run (or resume, or reuse) every run of ``specs`` in order.
+
+    ``done`` (settings digest -> the run and its result, filled here): a run whose settings equal
+    an earlier run's of another row is that run, not trained again; its result is the earlier one's
+    with ``same_run_as`` naming it (the main profile's ICA + OPA row is DVA's seed-0 run when
+    validation chose the DPT weight 0).
+    """
     out = []
     for spec in specs:
+        key = spec.tag.rsplit("_", 1)[-1]
+        if done is not None and key in done and done[key][0].name != spec.name:
+            first, res = done[key]
+            print(f"[{time.strftime('%H:%M:%S')}] {spec.name}: the settings of {first.tag}, its run", flush=True)
+            out.append({**res, "same_run_as": first.tag})
+            continue
         folder = ctx.work / spec.tag
         old = ctx.reused.get(spec.tag)
         if old and not (folder / "result.json").is_file():
             C.write_json(folder / "result.json", old)
         print(f"[{time.strftime('%H:%M:%S')}] {spec.name} -> {folder}", flush=True)
         out.append(run_one(spec, folder, ctx.cache, ctx.threads, extra))
+        if done is not None:
+            done.setdefault(key, (spec, out[-1]))
     return out
 
 
@@ -202,10 +217,13 @@ def aggregate(name: str, label: str, seeds_label: str, overrides: list[str],
         vals = [r[k] for r in runs if r.get(k) is not None]
         stats[k] = C.mean_std(vals) if vals else None
     p = runs[0].get("params") or {}
+    same = {r.get("same_run_as") for r in runs}
     return {"name": name, "label": label, "seeds": [r.get("seed") for r in runs], "seeds_label": seeds_label,
             "overrides": overrides, "steps": runs[0].get("steps", 0), "stats": stats,
             "trainable_params": int(p.get("trainable_params", 0)),
-            "trainable_pct": 100.0 * float(p.get("trainable_fraction", 0.0)), "runs": runs}
+            "trainable_pct": 100.0 * float(p.get("trainable_fraction", 0.0)), "runs": runs,
+            # Every run another row's (the same settings): the row is that row's run(s), not a second measurement.
+            **({"same_runs_as": sorted(same)} if runs and None not in same else {})}
 
 
 def load_select(path: Path, ctx: Context) -> dict[str, list[str]]:
@@ -230,7 +248,8 @@ def run_main(ctx: Context, args: argparse.Namespace, out: Path, argv: list[str])
               "its column is left out", flush=True)
     extra = {"ood": [g._asdict() for g in gals]} if not args.no_ood else {}
     t0 = time.time()
-    rows = [aggregate(name, label, sl, runs[0].row_overrides, run_all(runs, ctx, extra))
+    done: dict[str, tuple[RunSpec, dict[str, Any]]] = {}  # a row of another's settings reuses its run
+    rows = [aggregate(name, label, sl, runs[0].row_overrides, run_all(runs, ctx, extra, done))
             for name, label, sl, runs in plan]  # run cheapest first, shown in the tables' order
     rows.sort(key=lambda r: R.METHODS.index(r["name"]) if r["name"] in R.METHODS else len(R.METHODS))
     result = {"benchmark": "datasets", **C.provenance(__file__, argv),

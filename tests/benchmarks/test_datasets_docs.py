@@ -99,3 +99,27 @@ def test_a_choice_made_by_the_dear_margin_is_said(folder):
 
 def test_the_docs_match_the_committed_results():
     assert D.check() == []
+
+
+def test_parts_findings_compare_object_views_on_validation_and_test():
+    # ICA alone 50.0 / 12.5 (1 seed); DVA 49.0 / 13.0 (3 seeds): R@1 and MAP@R disagree on test.
+    main = _main("cars196", 40.0, 49.0, 55.0, (50.0, 50.0, 45.0))
+    main["rows"].append(_row("ica", 50.0, {}))
+    main["rows"][2]["stats"]["map@r"] = [13.0, 0.2]
+    cand = lambda n, m, c: {"name": n, "overrides": [], "chosen": c,  # noqa: E731
+                            "val_metrics": {"recall@1": 0.5, "map@r": m}}
+    sel = {"settings": {"dataset": "cars196", "backbone": "mobilenetv2", "profile": "select"},
+           "stages": [{"name": "steps", "scope": "trained", "chosen": "st736",
+                       "candidates": [cand("st184", 0.10, False), cand("st736", 0.175, True)]},
+                      {"name": "beta", "scope": "opa", "chosen": "beta0",
+                       "candidates": [cand("beta1", 0.18, False), cand("beta0", 0.185, True)]}]}
+    (line,) = D.parts_findings([main], [sel])
+    assert line.startswith("cars196, mobilenetv2, the parts (test R@1 / MAP@R): ICA alone 50.0 / 12.5; "
+                           "DVA 49.0 ± 0.5 / 13.0 ± 0.2 (3 seeds): DVA is -1.0 R@1 and +0.5 MAP@R from ICA alone.")
+    assert "DPT weight (beta0) scored 18.5 against ICA alone's 17.5 (+1.0): the same order on test MAP@R" in line
+    assert line.endswith(", while test R@1 ranks the two the other way.")
+    # Validation's order reversed on test MAP@R: said so; without a select result, the test half only.
+    main["rows"][2]["stats"]["map@r"] = [12.0, 0.2]
+    assert "not the order of test MAP@R." in D.parts_findings([main], [sel])[0]
+    assert D.parts_findings([main], [])[0].endswith("-0.5 MAP@R from ICA alone.")
+    assert D.parts_findings([_main("cars196", 40.0, 49.0, 55.0, (50.0, 50.0, 45.0))], [sel]) == []  # no ICA row

@@ -271,6 +271,30 @@ def test_main_profile_seeds_ood_and_reuse(tmp_path, fake, monkeypatch):
     assert [r["stats"] for r in again["rows"]] == [r["stats"] for r in res["rows"]]
 
 
+def test_a_row_of_another_rows_settings_is_that_run(tmp_path, fake, monkeypatch):
+    # Validation chose the DPT weight 0: ICA + OPA (its own beta 0) and DVA's seed 0 resolve to the same
+    # overrides. The run is made once; the second row is that run, named so in the JSON and the table.
+    runner.run_select(_ctx(tmp_path), tmp_path / "sel.json", [])
+    sel = json.loads((tmp_path / "sel.json").read_text())
+    sel["chosen_tokens"]["opa"] = ["--loss.beta", "0"]
+    (tmp_path / "sel.json").write_text(json.dumps(sel))
+    monkeypatch.setattr(O, "galleries", lambda *a, **k: ([], []))
+    args = runner.build_parser().parse_args(["--dataset", "cars196", "--select", str(tmp_path / "sel.json")])
+    n_select = len(fake())
+    res = runner.run_main(_ctx(tmp_path), args, tmp_path / "main.json", [])
+    rows = {r["name"]: r for r in res["rows"]}
+    assert len(fake()) - n_select == 10  # 11 runs planned, one of them twice
+    dva0 = rows["dva"]["runs"][0]["folder"]
+    assert dva0.startswith("dva_s0_") and not any(f.startswith("ica_opa") for f in fake())
+    assert rows["ica_opa"]["same_runs_as"] == [dva0] and rows["ica_opa"]["runs"][0]["same_run_as"] == dva0
+    assert list(rows["ica_opa"]["stats"]["map@r"]) == [rows["dva"]["runs"][0]["metrics"]["map@r"] * 100, 0.0]
+    assert "same_runs_as" not in rows["dva"] and "same_runs_as" not in rows["ica"]
+    notes = R.same_run_notes(res)
+    assert notes == [f"{rows['ica_opa']['label']}: the same settings as {rows['dva']['label']} (seed 0; the "
+                     "overrides are equal once the chosen values are filled in), so that run, not a second one."]
+    assert notes[0] in R.render_all([res])
+
+
 def test_main_refuses_without_the_select_json(tmp_path):
     args = runner.build_parser().parse_args(["--dataset", "cars196", "--select", str(tmp_path / "none.json")])
     with pytest.raises(FileNotFoundError, match="run --profile select first"):
