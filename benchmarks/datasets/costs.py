@@ -101,15 +101,23 @@ def format_minutes(seconds: float | None) -> str:
     return "?" if seconds is None else f"{seconds / 60:.0f} min"
 
 
-def plan_lines(rows: list[tuple[str, str, float | None]], budget_s: float = 7200.0) -> list[str]:
-    """The printout: one line per run (name, folder, estimate), the total and whether it fits ``budget_s``."""
-    lines = [f"  {name:<24} {tag:<44} ~{format_minutes(est)}" for name, tag, est in rows]
-    known = [e for *_, e in rows if e is not None]
+def plan_lines(rows: list[tuple[str, str, float | None]], budget_s: float = 7200.0,
+               done: set[str] | frozenset[str] = frozenset()) -> list[str]:
+    """The printout: one line per run (name, folder, estimate), the total and whether it fits ``budget_s``.
+
+    ``done``: the folders whose run finished (``[done]``, not in the total: what is left to run).
+    """
+    lines = [f"  {name:<24} {tag:<44} " + ("[done]" if tag in done else f"~{format_minutes(est)}")
+             for name, tag, est in rows]
+    left = [(tag, e) for _, tag, e in rows if tag not in done]
+    known = [e for _, e in left if e is not None]
     total = sum(known)
     fits = "within" if total <= budget_s else "OVER"
-    missing = len(rows) - len(known)
+    missing = len(left) - len(known)
+    n_done = len({tag for _, tag, _ in rows if tag in done})
     lines.append(f"  estimated total ~{total / 60:.0f} min ({fits} the {budget_s / 3600:.0f} h of a profile"
-                 + (f"; {missing} run(s) without a measured cost" if missing else "") + ")")
+                 + (f"; {missing} run(s) without a measured cost" if missing else "")
+                 + (f"; {n_done} run(s) done, not counted" if n_done else "") + ")")
     return lines
 
 

@@ -302,7 +302,7 @@ def plan_printout(ctx: Context, args: argparse.Namespace) -> list[str]:
             worst += sum(est(s) or 0.0 for s in dear_specs if s.tag not in seen)
             seen |= {s.tag for s in dear_specs}
             dear[st.name] = max(zip(map(est, dear_specs), st.of(ctx.backbone)), key=lambda t: t[0] or 0.0)[1]
-        lines += K.plan_lines(rows)
+        lines += K.plan_lines(rows, done=finished(ctx, [t for _, t, _ in rows]))
         lines.append(f"  worst case (the dearest candidate of each stage wins): ~{worst / 60:.0f} min")
         return lines
     sel = Path(args.select or RESULTS / f"{ctx.dataset}_{ctx.backbone}_select.json")
@@ -315,9 +315,20 @@ def plan_printout(ctx: Context, args: argparse.Namespace) -> list[str]:
     seeds = seeds_of(ctx.table, ctx.backbone, args.seeds, args.quick)
     ood_images = sum(ctx.table.datasets[n].images[1] if n in ctx.table.datasets else sum(ctx.table.ood_extra[n].images)
                      for n in O.ood_names(ctx.table, ctx.dataset)) * (not args.no_ood)
-    rows = [(f"{n} [{sl}]", s.tag, est(s, ood_images)) for n, _l, sl, specs in
-            main_runs(ctx.table, ds, ctx.backbone, common, chosen, seeds, main_rows_of(ctx.table, args)) for s in specs]
-    return lines + K.plan_lines(rows)
+    rows, first = [], {}
+    for n, _l, sl, specs in main_runs(ctx.table, ds, ctx.backbone, common, chosen, seeds, main_rows_of(ctx.table, args)):
+        for s in specs:
+            key = s.tag.rsplit("_", 1)[-1]
+            same = first.setdefault(key, s.tag) != s.tag  # another row's settings: that run (run_all)
+            rows.append((f"{n} [{sl}]" + (f" = {first[key]}" if same else ""), s.tag,
+                         0.0 if same else est(s, ood_images)))
+    done = finished(ctx, list(first.values()))
+    return lines + K.plan_lines(rows, done={t for _, t, _ in rows if first[t.rsplit("_", 1)[-1]] in done})
+
+
+def finished(ctx: Context, tags: list[str]) -> set[str]:
+    """The run folders among ``tags`` whose run finished (a ``result.json``, or one ``--reuse`` supplies)."""
+    return {t for t in tags if (ctx.work / t / "result.json").is_file() or t in ctx.reused}
 
 
 # ----------------------------------------------------------------------------- command line

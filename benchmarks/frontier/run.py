@@ -277,7 +277,7 @@ def measured_costs(table: P.Table, model: str, img_size: int, files: list[Path] 
             for m, d in per.items() if d["ia"]}
 
 
-def plan_lines(ctx: D.Context, sw: Sweep) -> list[str]:
+def plan_lines(ctx: D.Context, sw: Sweep, result: dict[str, Any] | None = None) -> list[str]:
     """The runs of a profile with time estimates; runs nothing.
 
     A method with finished frontier runs on this backbone is estimated from them (:func:`measured_costs`),
@@ -318,15 +318,18 @@ def plan_lines(ctx: D.Context, sw: Sweep) -> list[str]:
     lines = [(f"{ctx.dataset} x {ctx.backbone} ({bb.model}, {bb.img_size} px), frontier{label}: "
              f"budgets {sw.budgets}, alphas {sw.alphas}, {scored} images scored per alpha "
              f"({', '.join(g.name for g in sw.galleries) or 'no OOD gallery found'})")]
-    lines += K.plan_lines(rows)
+    done = D.finished(ctx, [t for _, t, _ in rows])  # finished runs: [done], out of the total and the sittings
+    lines += K.plan_lines(rows, done=done)
     if measured:
         subs = [f"{n} as {o}" for n, o in stand_in.items() if o and n in {m.name for m in sw.methods}]
         lines.append("  (estimated from measured frontier runs of this backbone: "
                      + ", ".join(f"{m} {c.runs}" for m, c in measured.items())
                      + (f"; {', '.join(subs)}" if subs else "") + "; other methods from the datasets harness's runs)")
-    lines += sittings(ctx, [(m.name, b, est(s, len(nonzero), m.name)) for m, b, s in sweep])
+    lines += sittings(ctx, [(m.name, b, est(s, len(nonzero), m.name)) for m, b, s in sweep if s.tag not in done])
     worst = [est(s, 1, m.name) for m, b, s in sweep if b == sw.budgets[-1]]
-    if sw.seeds > 1:
+    if sw.seeds > 1 and result and result.get("complete"):
+        lines.append(f"  the recommended points' seeds: done ({result.get('json', 'the JSON')} is complete)")
+    elif sw.seeds > 1:
         lines.append(f"  then {sw.seeds - 1} more seed(s) of each method's recommended (budget, alpha), known after "
                      f"the sweep: at most ~{(sw.seeds - 1) * sum(w or 0.0 for w in worst) / 60:.0f} min "
                      f"(every method at {sw.budgets[-1]} steps)")
@@ -451,13 +454,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"({e}\n -> planned with every select stage's first candidate)")
                 args.unselected = True
         sw = _sweep(args, ctx)
+        out = Path(args.out) if args.out else RESULTS / f"{args.dataset}_{args.backbone}.json"
         if args.plan:
-            print("\n".join(plan_lines(ctx, sw)))
+            print("\n".join(plan_lines(ctx, sw, json.loads(out.read_text()) if out.is_file() else None)))
             return 0
         for m in sw.ood_missing:
             print(f"OOD gallery {m} not found: its column is left out", flush=True)
         ctx.cache.mkdir(parents=True, exist_ok=True)
-        out = Path(args.out) if args.out else RESULTS / f"{args.dataset}_{args.backbone}.json"
         result = run_profile(ctx, sw, out, argv)
     except (ValueError, FileNotFoundError) as e:  # no select JSON, a wrong flag: one line, no traceback
         print(f"error: {e}", file=sys.stderr)

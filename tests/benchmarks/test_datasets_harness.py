@@ -110,6 +110,37 @@ def test_plan_printout_estimates_every_run(capsys):
     assert lines[0].split()[1] == lines[1].split()[1] and lines[1].endswith("~0 min")
 
 
+def test_plan_lines_leave_finished_runs_out_of_the_total():
+    from benchmarks.datasets import costs as K
+
+    rows = [("a", "a_s0_1", 600.0), ("b", "b_s0_2", 1200.0), ("c", "c_s0_3", None)]
+    assert K.plan_lines(rows)[-1] == "  estimated total ~30 min (within the 2 h of a profile; 1 run(s) without a measured cost)"
+    lines = K.plan_lines(rows, done={"b_s0_2", "c_s0_3"})
+    assert lines[1].endswith("[done]") and lines[0].endswith("~10 min")
+    assert lines[-1] == "  estimated total ~10 min (within the 2 h of a profile; 2 run(s) done, not counted)"
+
+
+def test_main_plan_marks_finished_runs_and_a_row_of_another_rows_settings(tmp_path, capsys):
+    # Validation chose the DPT weight 0: ICA + OPA is DVA's seed-0 run (no cost); a finished run is [done].
+    sel = {"settings": {"dataset": "cars196", "backbone": "mobilenetv2", "profile": "select"}, "complete": True,
+           "chosen_tokens": {"adapters": ["--ica.rank", "8"], "trained": ["--train.steps", "736"],
+                             "opa": ["--loss.beta", "0"]}}
+    (tmp_path / "sel.json").write_text(json.dumps(sel))
+    argv = ["--dataset", "cars196", "--profile", "main", "--plan", "--root", "/nonexistent",
+            "--select", str(tmp_path / "sel.json"), "--work-dir", str(tmp_path / "work")]
+    assert runner.main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    dva0 = next(t for ln in lines for t in ln.split() if t.startswith("dva_s0_"))
+    same = next(ln for ln in lines if ln.strip().startswith("ica_opa"))
+    assert f"= {dva0}" in same and same.endswith("~0 min")
+    (tmp_path / "work" / dva0).mkdir(parents=True)
+    (tmp_path / "work" / dva0 / "result.json").write_text("{}")
+    assert runner.main(argv) == 0
+    out = capsys.readouterr().out
+    assert next(ln for ln in out.splitlines() if dva0 in ln and ln.strip().startswith("dva")).endswith("[done]")
+    assert "2 run(s) done, not counted" in out  # DVA's seed 0, and ICA + OPA, which is that run
+
+
 def test_costs_from_result_files(tmp_path):
     from benchmarks.datasets import costs as K
 

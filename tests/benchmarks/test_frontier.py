@@ -831,3 +831,20 @@ def test_plan_estimates_from_measured_frontier_runs(tmp_path, monkeypatch):
     want = 0.02 * images + 0.5 * 60 + 0.001 * scored * 4
     assert next(ln for ln in lines if ln.lstrip().startswith("dva 60 steps")).endswith(f"~{want / 60:.0f} min")
     assert any("measured frontier runs of this backbone: frozen 1, dva 2" in ln for ln in lines)
+
+
+def test_plan_leaves_finished_runs_and_seeds_out(tmp_path, monkeypatch):
+    monkeypatch.setattr(FR, "RESULTS", tmp_path)
+    ctx = D.Context(P.TABLE, "cub100", "mobilenetv2", "ROOT", tmp_path / "w", tmp_path / "c", 1, {})
+    sw = FR._sweep(_args(tmp_path), ctx)
+    lines = FR.plan_lines(ctx, sw)
+    assert not any(ln.endswith("[done]") for ln in lines) and any(ln.lstrip().startswith("then 1 more seed") for ln in lines)
+    tags = [t for ln in lines for t in ln.split() if t.startswith(("frozen_", "dva_b10_"))]
+    for t in tags:  # the frozen run and DVA's 10-step run finished
+        (tmp_path / "w" / t).mkdir(parents=True)
+        (tmp_path / "w" / t / "result.json").write_text("{}")
+    lines = FR.plan_lines(ctx, sw)
+    assert len(tags) == 2 and sum(ln.endswith("[done]") for ln in lines) == 2
+    assert any("2 run(s) done, not counted" in ln for ln in lines)
+    lines = FR.plan_lines(ctx, sw, {"complete": True, "json": "f.json"})
+    assert lines[-1] == "  the recommended points' seeds: done (f.json is complete)"

@@ -1,0 +1,220 @@
+#!/usr/bin/env python
+"""What the dataset, defaults and frontier benchmarks still have to run, in order; ``--run`` runs it.
+
+Each item is one resumable profile command of ``benchmarks.datasets``, ``benchmarks.defaults`` or
+``benchmarks.frontier``; whether it is done is read from its result JSON under benchmarks/results
+(nothing else is remembered). From the repository root:
+
+    python -m benchmarks.remaining                      # every item: done / to run / waiting, its command
+    python -m benchmarks.remaining --estimate           # + the time estimate each command's own --plan prints
+    python -m benchmarks.remaining --run --minutes 110  # run the items in order; stop at 110 minutes
+
+``--run`` starts the first item that is to run, re-renders its docs section when it finishes and
+goes on. At ``--minutes`` it stops the item in flight (its finished runs are kept, a training run
+resumes from its last save) and exits: the sittings of under 2 hours that a CPU session needs,
+or one long sitting on a machine with a GPU (``--minutes 0``: no limit).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+from benchmarks import _common as C
+from benchmarks.datasets.plan import TABLE
+
+RESULTS = C.RESULTS
+# The order of the work (the issues' order: the datasets harness first, the default command and the
+# frontier build on its choices): MobileNetV2 everywhere, then EfficientNet-Lite2, then the ViT-S/14.
+BACKBONE_ORDER = ("mobilenetv2", "lite2", "vit_s14")
+PRESETS_AFTER = {"mobilenetv2": ("mobilenetv2",), "lite2": ("lite2", "lite0", "lite1"), "vit_s14": ("vit_s14",)}
+
+
+class Item(NamedTuple):
+    """One profile command: what it is, its state (``done`` / ``to run`` / ``waiting: ...``) and argv."""
+
+    benchmark: str  # datasets | defaults | frontier
+    name: str
+    state: str
+    argv: list[str]
+
+
+def _json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def select_done(dataset: str, backbone: str, results: Path = RESULTS) -> bool:
+    """The select profile of the pair finished every stage."""
+    res = _json(results / "datasets" / f"{dataset}_{backbone}_select.json")
+    return bool(res and res.get("complete"))
+
+
+def main_done(dataset: str, backbone: str, results: Path = RESULTS) -> bool:
+    """The main profile of the pair holds every main row at the backbone's default seeds (not ``--quick``)."""
+    res = _json(results / "datasets" / f"{dataset}_{backbone}_main.json")
+    if not res:
+        return False
+    s = res.get("settings") or {}
+    return (not s.get("quick") and set(TABLE.main_rows) <= set(s.get("rows") or [])
+            and len(s.get("seeds") or []) >= TABLE.backbones[backbone].default_seeds)
+
+
+def defaults_done(preset: str, results: Path = RESULTS) -> bool:
+    """Every dataset of the defaults benchmark has a run of ``preset`` made with today's default command."""
+    from benchmarks.defaults import plan as DP
+
+    res = _json(results / "defaults.json") or {}
+    have = {r["dataset"] for r in res.get("runs") or [] if r.get("preset") == preset and DP.is_current(r)}
+    return set(DP.datasets()) <= have
+
+
+def frontier_done(dataset: str, backbone: str, results: Path = RESULTS) -> bool:
+    """The frontier JSON of the pair holds frontier.yaml's whole profile, seeds included."""
+    res = _json(results / "frontier" / f"{dataset}_{backbone}.json")
+    return bool(res and res.get("complete"))
+
+
+def _module(name: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", name, *args]
+
+
+def items(results: Path = RESULTS) -> list[Item]:
+    """Every profile of the three benchmarks in the order of the work, with its state."""
+    from benchmarks.defaults import plan as DP
+    from benchmarks.frontier.plan import FRONTIER
+
+    out: list[Item] = []
+    packaged = DP.presets()
+    for bb in [b for b in BACKBONE_ORDER if b in TABLE.backbones]:
+        for ds in TABLE.datasets:
+            sel = select_done(ds, bb, results)
+            out.append(Item("datasets", f"{ds} x {bb}: select", "done" if sel else "to run",
+                            _module("benchmarks.datasets.run", "--dataset", ds, "--backbone", bb, "--profile", "select")))
+            state = "done" if main_done(ds, bb, results) else ("to run" if sel else "waiting: its select profile")
+            out.append(Item("datasets", f"{ds} x {bb}: main", state,
+                            _module("benchmarks.datasets.run", "--dataset", ds, "--backbone", bb, "--profile", "main")))
+        for p in [p for p in PRESETS_AFTER.get(bb, ()) if p in packaged]:
+            out.append(Item("defaults", f"preset {p}", "done" if defaults_done(p, results) else "to run",
+                            _module("benchmarks.defaults.run", "--presets", p)))
+        if bb in FRONTIER.backbones:
+            for ds in FRONTIER.datasets:
+                state = ("done" if frontier_done(ds, bb, results)
+                         else "to run" if select_done(ds, bb, results) else f"waiting: the {ds} x {bb} select profile")
+                out.append(Item("frontier", f"{ds} x {bb}", state,
+                                _module("benchmarks.frontier.run", "--dataset", ds, "--backbone", bb)))
+    return out
+
+
+def command_text(argv: list[str]) -> str:
+    """The command as a user types it from the repository root."""
+    return " ".join(["python", *argv[1:]])
+
+
+def estimate(item: Item, timeout: float = 300.0) -> str:
+    """The lines of the item's own ``--plan`` that give its total (estimates from measured runs, what is
+    left to run), with the frontier's seeds after its sweep."""
+    done = subprocess.run([*item.argv, "--plan"], capture_output=True, text=True, timeout=timeout,
+                          cwd=C.REPO, env={**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")})
+    lines = [ln.strip() for ln in done.stdout.splitlines()]
+    total = [ln for ln in lines if ln.startswith("estimated total") or re.match(r"then \d+ more seed", ln)]
+    return "; ".join(total) or f"(no estimate: --plan exited {done.returncode})"
+
+
+def listing(todo: list[Item], with_estimates: bool = False) -> list[str]:
+    """One line per item (state, benchmark, name), its command under it when it is not done."""
+    out = []
+    for it in todo:
+        out.append(f"[{it.state}] {it.benchmark}: {it.name}")
+        if it.state != "done":
+            out.append(f"    {command_text(it.argv)}")
+            if with_estimates and it.state == "to run":
+                out.append(f"    {estimate(it)}")
+    n = sum(it.state != "done" for it in todo)
+    out.append(f"{len(todo) - n} of {len(todo)} done; {n} to run or waiting")
+    return out
+
+
+DOCS = {"datasets": ("benchmarks.datasets.docs", "benchmarks.defaults.docs"),
+        "defaults": ("benchmarks.defaults.docs",), "frontier": ("benchmarks.frontier.docs",)}
+
+
+def run_items(minutes: float, results: Path = RESULTS, log=print) -> int:
+    """Run the items that are to run, in order, re-rendering docs after each; stop at ``minutes`` (0: never).
+
+    Returns 0 when nothing is left to run (or the time is up), else the failing command's exit status.
+    """
+    deadline = time.monotonic() + 60.0 * minutes if minutes > 0 else None
+    tried: set[str] = set()
+    while True:
+        nxt = next((it for it in items(results) if it.state == "to run" and it.name not in tried), None)
+        if nxt is None:
+            log("nothing left to run" + ("" if all(it.state == "done" for it in items(results))
+                                         else " (the rest waits on items that did not finish)"))
+            return 0
+        tried.add(nxt.name)
+        log(f"[{time.strftime('%H:%M:%S')}] {nxt.benchmark}: {nxt.name}\n    {command_text(nxt.argv)}")
+        rc = _run_until(nxt.argv, deadline)
+        if rc is None:
+            log(f"[{time.strftime('%H:%M:%S')}] {minutes:g} minutes: stopped (it resumes: run the same command again)")
+            return 0
+        if rc != 0:
+            log(f"{command_text(nxt.argv)} exited {rc}: stopped here")
+            return rc
+        for mod in DOCS[nxt.benchmark]:
+            subprocess.run(_module(mod), cwd=C.REPO, check=False)
+
+
+def _run_until(argv: list[str], deadline: float | None) -> int | None:
+    """Run ``argv`` in its own process group; at ``deadline`` stop the group (None), else its exit status."""
+    proc = subprocess.Popen(argv, cwd=C.REPO, start_new_session=True)
+    try:
+        while True:
+            try:
+                return proc.wait(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _stop(proc)
+                return None
+    except KeyboardInterrupt:
+        _stop(proc)
+        raise
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM to the item's process group (its run subprocesses too), SIGKILL after 60 s."""
+    for sig, wait in ((signal.SIGTERM, 60.0), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=wait)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def main(argv: list[str] | None = None) -> int:
+    """List the items (``--estimate``: with their own estimates) or ``--run`` them."""
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.remaining", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--estimate", action="store_true", help="add each item's estimate (runs its --plan)")
+    ap.add_argument("--run", action="store_true", help="run the items in order (each resumes)")
+    ap.add_argument("--minutes", type=float, default=110.0,
+                    help="with --run: stop the item in flight and exit after this many minutes (0: no limit)")
+    args = ap.parse_args(argv)
+    if args.run:
+        return run_items(args.minutes)
+    print("\n".join(listing(items(), args.estimate)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

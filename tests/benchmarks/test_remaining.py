@@ -1,0 +1,141 @@
+"""benchmarks/remaining.py: the states read from the result files, the order, and --run's sittings."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import pytest
+
+from benchmarks import remaining as M
+from benchmarks.datasets.plan import TABLE
+from benchmarks.defaults import plan as DP
+
+
+def _write(path, obj):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+
+
+def _states(results):
+    return {(it.benchmark, it.name): it.state for it in M.items(results)}
+
+
+def test_states_follow_the_result_files(tmp_path):
+    s = _states(tmp_path)
+    assert s[("datasets", "cars196 x mobilenetv2: select")] == "to run"
+    assert s[("datasets", "cars196 x mobilenetv2: main")] == "waiting: its select profile"
+    assert s[("frontier", "cars196 x mobilenetv2")] == "waiting: the cars196 x mobilenetv2 select profile"
+    assert s[("defaults", "preset mobilenetv2")] == "to run"
+    # An unfinished select profile is not done; a finished one lets its main and frontier run.
+    sel = tmp_path / "datasets" / "cars196_mobilenetv2_select.json"
+    _write(sel, {"complete": False})
+    assert _states(tmp_path)[("datasets", "cars196 x mobilenetv2: main")].startswith("waiting")
+    _write(sel, {"complete": True})
+    s = _states(tmp_path)
+    assert s[("datasets", "cars196 x mobilenetv2: select")] == "done"
+    assert s[("datasets", "cars196 x mobilenetv2: main")] == "to run" and s[("frontier", "cars196 x mobilenetv2")] == "to run"
+    # A main result is done only with every row at the backbone's seeds, not a --quick or --rows part.
+    main = tmp_path / "datasets" / "cars196_mobilenetv2_main.json"
+    whole = {"rows": list(TABLE.main_rows), "seeds": [0, 1, 2], "quick": False}
+    for part in ({**whole, "quick": True}, {**whole, "rows": ["frozen", "dva"]}, {**whole, "seeds": [0]}):
+        _write(main, {"settings": part})
+        assert not M.main_done("cars196", "mobilenetv2", tmp_path)
+    _write(main, {"settings": whole})
+    assert _states(tmp_path)[("datasets", "cars196 x mobilenetv2: main")] == "done"
+    _write(tmp_path / "frontier" / "cars196_mobilenetv2.json", {"complete": True})
+    assert _states(tmp_path)[("frontier", "cars196 x mobilenetv2")] == "done"
+
+
+def test_a_preset_is_done_when_every_dataset_has_a_run_of_todays_command(tmp_path):
+    runs = [{"preset": "mobilenetv2", "dataset": d, "settings_digest": DP.current_digest("mobilenetv2", d)}
+            for d in DP.datasets()]
+    _write(tmp_path / "defaults.json", {"runs": runs[:-1]})
+    assert not M.defaults_done("mobilenetv2", tmp_path)
+    _write(tmp_path / "defaults.json", {"runs": runs[:-1] + [{**runs[-1], "settings_digest": "0ld0ne00"}]})
+    assert not M.defaults_done("mobilenetv2", tmp_path)  # made with an earlier preset or rule
+    _write(tmp_path / "defaults.json", {"runs": runs})
+    assert M.defaults_done("mobilenetv2", tmp_path) and not M.defaults_done("lite2", tmp_path)
+
+
+def test_the_order_is_the_issues_order(tmp_path):
+    names = [(it.benchmark, it.name) for it in M.items(tmp_path)]
+    first_lite2 = next(i for i, (_, n) in enumerate(names) if "lite2" in n)
+    assert all("mobilenetv2" in n for _, n in names[:first_lite2])  # MobileNetV2 everywhere first
+    # Per backbone: the datasets harness (its tuned rows), then the presets, then the frontier.
+    lite2 = [b for b, n in names if "lite2" in n or n in ("preset lite0", "preset lite1")]
+    assert lite2 == sorted(lite2, key=("datasets", "defaults", "frontier").index)
+    assert ("defaults", "preset lite0") in names and names.index(("defaults", "preset lite2")) < names.index(
+        ("defaults", "preset lite0"))
+    assert M.command_text(M.items(tmp_path)[0].argv) == \
+        "python -m benchmarks.datasets.run --dataset cub100 --backbone mobilenetv2 --profile select"
+
+
+def _py(code: str) -> list[str]:
+    return [sys.executable, "-c", code]
+
+
+@pytest.fixture
+def fake_items(tmp_path, monkeypatch):
+    """Three items: a quick one (done once its file exists), a slow one with a child process, a last one."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    pidfile = tmp_path / "child.pid"
+    slow = ("import subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+            f"open({str(pidfile)!r}, 'w').write(str(p.pid)); open({str(marks / 'b.started')!r}, 'w'); time.sleep(60)")
+
+    def items(_results=None):
+        state = lambda n: "done" if (marks / n).exists() else "to run"  # noqa: E731
+        return [M.Item("x", "a", state("a"), _py(f"open({str(marks / 'a')!r}, 'w')")),
+                M.Item("x", "b", state("b"), _py(slow)),
+                M.Item("x", "c", state("c"), _py(f"open({str(marks / 'c')!r}, 'w')"))]
+
+    monkeypatch.setattr(M, "items", items)
+    monkeypatch.setitem(M.DOCS, "x", ())
+    return marks, pidfile
+
+
+def test_run_goes_in_order_and_stops_at_the_time_limit(fake_items):
+    marks, pidfile = fake_items
+    said = []
+    t0 = time.monotonic()
+    assert M.run_items(0.05, log=said.append) == 0  # 3 s: "a" finishes, "b" is stopped
+    assert time.monotonic() - t0 < 40
+    assert (marks / "a").exists() and (marks / "b.started").exists() and not (marks / "c").exists()
+    assert "stopped" in said[-1] and "resumes" in said[-1]
+    child = int(pidfile.read_text())
+    time.sleep(0.5)
+    assert not _alive(child)  # the item's own subprocesses stopped with it
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie, killed and waiting for a reaper that never comes, is not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = f"/proc/{pid}/status"
+    return not (os.path.exists(status) and "\nState:\tZ" in open(status).read())
+
+
+def test_run_stops_at_a_failing_item(fake_items, monkeypatch):
+    marks, _ = fake_items
+    items = M.items
+
+    def failing(_results=None):
+        its = items()
+        return [its[0], its[1]._replace(argv=_py("import sys; sys.exit(3)")), its[2]]
+
+    monkeypatch.setattr(M, "items", failing)
+    said = []
+    assert M.run_items(0, log=said.append) == 3
+    assert (marks / "a").exists() and not (marks / "c").exists() and "exited 3" in said[-1]
+
+
+def test_the_estimate_is_the_commands_own_total(tmp_path):
+    plan = ("print('x'); print('  estimated total ~39 min (within the 2 h of a profile)'); "
+            "print('  then 2 more seed(s) of each method ...')")
+    item = M.Item("x", "a", "to run", _py(plan + "  # --plan is appended"))
+    assert M.estimate(item) == "estimated total ~39 min (within the 2 h of a profile); then 2 more seed(s) of each method ..."
+    assert M.estimate(M.Item("x", "b", "to run", _py("import sys; sys.exit(2)"))) == "(no estimate: --plan exited 2)"
