@@ -98,11 +98,12 @@ def items(results: Path = RESULTS) -> list[Item]:
     for bb in [b for b in BACKBONE_ORDER if b in TABLE.backbones]:
         for ds in TABLE.datasets:
             sel = select_done(ds, bb, results)
+            pair = ("--dataset", ds, "--backbone", bb)
             out.append(Item("datasets", f"{ds} x {bb}: select", "done" if sel else "to run",
-                            _module("benchmarks.datasets.run", "--dataset", ds, "--backbone", bb, "--profile", "select")))
+                            _module("benchmarks.datasets.run", *pair, "--profile", "select")))
             state = "done" if main_done(ds, bb, results) else ("to run" if sel else "waiting: its select profile")
             out.append(Item("datasets", f"{ds} x {bb}: main", state,
-                            _module("benchmarks.datasets.run", "--dataset", ds, "--backbone", bb, "--profile", "main")))
+                            _module("benchmarks.datasets.run", *pair, "--profile", "main")))
         for p in [p for p in PRESETS_AFTER.get(bb, ()) if p in packaged]:
             out.append(Item("defaults", f"preset {p}", "done" if defaults_done(p, results) else "to run",
                             _module("benchmarks.defaults.run", "--presets", p)))

@@ -45,7 +45,7 @@ def load_costs(files: Iterable[Path] | None = None) -> dict[tuple[str, int, str]
             kind = ROW_KIND.get(row.get("name"))
             for run in row.get("runs") or [] if kind else []:
                 steps, wall = run.get("steps") or 0, run.get("wall_seconds")
-                if wall is None or (kind != "frozen" and not steps) or run.get("reused_from"):
+                if wall is None or (kind != "frozen" and not steps) or run.get("reused_from") or run.get("same_run_as"):
                     continue
                 train = run.get("train_seconds") or 0.0
                 samples.setdefault((model, int(img), kind), []).append(

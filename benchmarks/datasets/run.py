@@ -316,7 +316,8 @@ def plan_printout(ctx: Context, args: argparse.Namespace) -> list[str]:
     ood_images = sum(ctx.table.datasets[n].images[1] if n in ctx.table.datasets else sum(ctx.table.ood_extra[n].images)
                      for n in O.ood_names(ctx.table, ctx.dataset)) * (not args.no_ood)
     rows, first = [], {}
-    for n, _l, sl, specs in main_runs(ctx.table, ds, ctx.backbone, common, chosen, seeds, main_rows_of(ctx.table, args)):
+    plan = main_runs(ctx.table, ds, ctx.backbone, common, chosen, seeds, main_rows_of(ctx.table, args))
+    for n, _l, sl, specs in plan:
         for s in specs:
             key = s.tag.rsplit("_", 1)[-1]
             same = first.setdefault(key, s.tag) != s.tag  # another row's settings: that run (run_all)

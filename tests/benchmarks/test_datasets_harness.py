@@ -114,7 +114,8 @@ def test_plan_lines_leave_finished_runs_out_of_the_total():
     from benchmarks.datasets import costs as K
 
     rows = [("a", "a_s0_1", 600.0), ("b", "b_s0_2", 1200.0), ("c", "c_s0_3", None)]
-    assert K.plan_lines(rows)[-1] == "  estimated total ~30 min (within the 2 h of a profile; 1 run(s) without a measured cost)"
+    assert K.plan_lines(rows)[-1] == ("  estimated total ~30 min (within the 2 h of a profile; 1 run(s) without a "
+                                      "measured cost)")
     lines = K.plan_lines(rows, done={"b_s0_2", "c_s0_3"})
     assert lines[1].endswith("[done]") and lines[0].endswith("~10 min")
     assert lines[-1] == "  estimated total ~10 min (within the 2 h of a profile; 2 run(s) done, not counted)"

@@ -35,7 +35,8 @@ def test_states_follow_the_result_files(tmp_path):
     _write(sel, {"complete": True})
     s = _states(tmp_path)
     assert s[("datasets", "cars196 x mobilenetv2: select")] == "done"
-    assert s[("datasets", "cars196 x mobilenetv2: main")] == "to run" and s[("frontier", "cars196 x mobilenetv2")] == "to run"
+    assert s[("datasets", "cars196 x mobilenetv2: main")] == "to run"
+    assert s[("frontier", "cars196 x mobilenetv2")] == "to run"
     # A main result is done only with every row at the backbone's seeds, not a --quick or --rows part.
     main = tmp_path / "datasets" / "cars196_mobilenetv2_main.json"
     whole = {"rows": list(TABLE.main_rows), "seeds": [0, 1, 2], "quick": False}
@@ -82,7 +83,8 @@ def fake_items(tmp_path, monkeypatch):
     marks = tmp_path / "marks"
     marks.mkdir()
     pidfile = tmp_path / "child.pid"
-    slow = ("import subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+    slow = ("import subprocess, sys, time; "
+            "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
             f"open({str(pidfile)!r}, 'w').write(str(p.pid)); open({str(marks / 'b.started')!r}, 'w'); time.sleep(60)")
 
     def items(_results=None):
@@ -137,5 +139,6 @@ def test_the_estimate_is_the_commands_own_total(tmp_path):
     plan = ("print('x'); print('  estimated total ~39 min (within the 2 h of a profile)'); "
             "print('  then 2 more seed(s) of each method ...')")
     item = M.Item("x", "a", "to run", _py(plan + "  # --plan is appended"))
-    assert M.estimate(item) == "estimated total ~39 min (within the 2 h of a profile); then 2 more seed(s) of each method ..."
+    assert M.estimate(item) == ("estimated total ~39 min (within the 2 h of a profile); "
+                                "then 2 more seed(s) of each method ...")
     assert M.estimate(M.Item("x", "b", "to run", _py("import sys; sys.exit(2)"))) == "(no estimate: --plan exited 2)"
