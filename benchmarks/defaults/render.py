@@ -29,12 +29,23 @@ def pair(a: float | None, b: float | None, signed: bool = False) -> str:
 
 
 def steps_cell(run: dict[str, Any]) -> str:
-    """``trained of budget (source)``: e.g. ``200 (auto, floor)``, ``120 of 200 (auto; early stop)``."""
+    """``trained of budget (source)``: e.g. ``200 (auto, floor)``, ``120 of 200 (auto; early stop; kept 80)``.
+
+    ``kept N``: the step of the model validation chose, where it is not the last (step 0: the frozen backbone).
+    """
     src = run.get("budget_source") or "?"
     src += {"min": ", floor", "max": ", cap"}.get(run.get("budget_bound") or "", "")
     steps, budget = run.get("steps"), run.get("budget_steps")
     head = f"{steps}" if steps == budget or budget is None else f"{steps} of {budget}"
-    return f"{head} ({src}{'; early stop' if run.get('early_stop') else ''})"
+    kept = kept_step(run)
+    return (f"{head} ({src}{'; early stop' if run.get('early_stop') else ''}"
+            + ("" if kept is None else f"; kept {kept}{' = frozen' if kept == 0 else ''}") + ")")
+
+
+def kept_step(run: dict[str, Any]) -> int | None:
+    """The step of the model validation chose for the test split, when it is not the last step trained."""
+    step = run.get("model_step")
+    return step if run.get("selection_split") == "val" and step is not None and step != run.get("steps") else None
 
 
 def held_cell(run: dict[str, Any]) -> str:
@@ -125,6 +136,11 @@ def notes(result: dict[str, Any]) -> list[str]:
                        f"the default command holds out {d['val_classes']} of the training classes ({d['val_images']} "
                        f"images) and trains on {d['train_images']}. No tuned row (the datasets harness does not train "
                        "on it): its tuned column is `-`.")
+    frozen = [_who(r) for r in result["runs"] if kept_step(r) == 0]
+    if frozen:
+        out.append(f"Kept step 0 (`= frozen`): no validation evaluation beat the frozen backbone's MAP@R, so the "
+                   f"model scored on the test split is the frozen backbone (zero-initialised adapters): "
+                   f"{', '.join(frozen)}.")
     none = [p for p, b in (s.get("harness_backbones") or {}).items() if b is None]
     if none:
         out.append(f"{', '.join(none)}: no tuned row (the datasets harness tunes "

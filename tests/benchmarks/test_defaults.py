@@ -424,3 +424,17 @@ def test_plan_sittings_and_printout(tmp_path, folder_root, capsys):
     from dva.config import AUTO_STEPS
     assert f"{AUTO_STEPS['min']} steps" in out and "24 train img" in out and "0 val classes" in out
     assert "sitting 1" in out and not (tmp_path / "defaults.json").exists()
+
+
+def test_the_step_validation_kept_is_shown_and_step_0_is_the_frozen_backbone():
+    last = {**_record("mobilenetv2", "cub100", 70.0, 35.0, steps=150), "model_step": 150}
+    earlier = {**last, "model_step": 120, "early_stop": "early stop at step 150 of 200"}
+    frozen = {**_record("mobilenetv2", "pets37", 60.0, 30.0, steps=96), "model_step": 0}
+    on_test = {**last, "model_step": 100, "selection_split": "test"}  # refused by the harness; never "kept"
+    assert V.steps_cell(last) == "150 of 200 (auto, floor)"
+    assert V.steps_cell(earlier) == "150 of 200 (auto, floor; early stop; kept 120)"
+    assert V.steps_cell(frozen) == "96 of 200 (auto, floor; kept 0 = frozen)"
+    assert V.kept_step(on_test) is None and V.kept_step({**last, "model_step": None}) is None
+    res = {"settings": {"open_set": [], "harness_backbones": {}}, "runs": [last, earlier, frozen]}
+    (line,) = [n for n in V.notes(res) if n.startswith("Kept step 0")]
+    assert line.endswith("the frozen backbone (zero-initialised adapters): mobilenetv2/pets37.")
