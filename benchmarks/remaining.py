@@ -162,6 +162,9 @@ def run_items(minutes: float, results: Path = RESULTS, log=print) -> int:
             log("nothing left to run" + ("" if all(it.state == "done" for it in items(results))
                                          else " (the rest waits on items that did not finish)"))
             return 0
+        if deadline is not None and time.monotonic() >= deadline:
+            log(f"[{time.strftime('%H:%M:%S')}] {minutes:g} minutes: stopped before {nxt.benchmark}: {nxt.name}")
+            return 0
         tried.add(nxt.name)
         log(f"[{time.strftime('%H:%M:%S')}] {nxt.benchmark}: {nxt.name}\n    {command_text(nxt.argv)}")
         rc = _run_until(nxt.argv, deadline)
@@ -175,32 +178,53 @@ def run_items(minutes: float, results: Path = RESULTS, log=print) -> int:
             subprocess.run(_module(mod), cwd=C.REPO, check=False)
 
 
+class _Terminated(Exception):
+    """SIGTERM or SIGHUP reached this process (a scheduler, ``timeout``, a closed terminal)."""
+
+
+def _terminated(signum: int, _frame: object) -> None:
+    raise _Terminated(signal.Signals(signum).name)
+
+
 def _run_until(argv: list[str], deadline: float | None) -> int | None:
-    """Run ``argv`` in its own process group; at ``deadline`` stop the group (None), else its exit status."""
+    """Run ``argv`` in its own process group; at ``deadline`` stop the group (None), else its exit status.
+
+    The item runs in a session of its own (so that stopping it reaches its run subprocesses, and a
+    Ctrl-C in the terminal reaches this process first): Ctrl-C, SIGTERM and SIGHUP here stop the
+    item's group before this process exits, so no sitting is left training in the background.
+    """
     proc = subprocess.Popen(argv, cwd=C.REPO, start_new_session=True)
+    old = {sig: signal.signal(sig, _terminated) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        while True:
-            try:
-                return proc.wait(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                _stop(proc)
-                return None
-    except KeyboardInterrupt:
+        return proc.wait(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        _stop(proc)
+        return None
+    except (KeyboardInterrupt, _Terminated):
         _stop(proc)
         raise
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM to the item's process group (its run subprocesses too), SIGKILL after 60 s."""
-    for sig, wait in ((signal.SIGTERM, 60.0), (signal.SIGKILL, 10.0)):
-        try:
-            os.killpg(proc.pid, sig)
-            proc.wait(timeout=wait)
-            return
-        except ProcessLookupError:
-            return
-        except subprocess.TimeoutExpired:
-            continue
+    """SIGTERM to the item's process group (its run subprocesses too), SIGKILL after 60 s; a second
+    Ctrl-C or SIGTERM meanwhile does not cut this short."""
+    held = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        for sig, wait in ((signal.SIGTERM, 60.0), (signal.SIGKILL, 10.0)):
+            try:
+                os.killpg(proc.pid, sig)
+                proc.wait(timeout=wait)
+                return
+            except ProcessLookupError:
+                return
+            except subprocess.TimeoutExpired:
+                continue
+    finally:
+        for sig, handler in held.items():
+            signal.signal(sig, handler)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,7 +236,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="with --run: stop the item in flight and exit after this many minutes (0: no limit)")
     args = ap.parse_args(argv)
     if args.run:
-        return run_items(args.minutes)
+        try:
+            return run_items(args.minutes)
+        except (KeyboardInterrupt, _Terminated) as e:
+            print(f"{type(e).__name__} {e}: the item in flight was stopped (it resumes: run the same command again)")
+            return 130 if isinstance(e, KeyboardInterrupt) else 143
     print("\n".join(listing(items(), args.estimate)))
     return 0
 

@@ -191,6 +191,11 @@ def _stage_val(select: dict[str, Any] | None, opa: bool) -> tuple[str, float] | 
     return None if "map@r" not in m else (c["name"], 100.0 * float(m["map@r"]))
 
 
+def _sign(v: float) -> int:
+    """-1, 0 or 1 for a difference as printed (one decimal)."""
+    return 0 if round(v, 1) == 0 else (1 if v > 0 else -1)
+
+
 def parts_findings(mains: list[dict[str, Any]], selects: list[dict[str, Any]]) -> list[str]:
     """Per main result: what the object views and DPT add on top of ICA alone, on test and on validation.
 
@@ -211,21 +216,25 @@ def parts_findings(mains: list[dict[str, Any]], selects: list[dict[str, Any]]) -
             n = len(r["seeds"])
             return (f"{R.mean_sd(r['stats']['recall@1'], n)} / {R.mean_sd(r['stats']['map@r'], n)}"
                     + (f" ({n} seeds)" if n > 1 else ""))
-        d_r1 = rows["dva"]["stats"]["recall@1"][0] - rows["ica"]["stats"]["recall@1"][0]
-        d_map = rows["dva"]["stats"]["map@r"][0] - rows["ica"]["stats"]["map@r"][0]
+        # Differences of the printed figures (one decimal), so that the sentence adds up as read; an order is
+        # judged on them: a printed 0.0 is a tie.
+        r1, mp = ({n: round(rows[n]["stats"][k][0], 1) for n in ("ica", "dva")} for k in ("recall@1", "map@r"))
+        d_r1, d_map = r1["dva"] - r1["ica"], mp["dva"] - mp["ica"]
         line = (f"{s['dataset']}, {s['backbone']}, the parts (test R@1 / MAP@R): ICA alone {fig('ica')}"
                 + (f"; ICA + OPA {fig('ica_opa')}" if rows["ica_opa"] else "") + f"; DVA {fig('dva')}: DVA is "
                 f"{R.num(d_r1, signed=True)} R@1 and {R.num(d_map, signed=True)} MAP@R from ICA alone")
         off, on = _stage_val(sel.get((s["dataset"], s["backbone"])), False), \
             _stage_val(sel.get((s["dataset"], s["backbone"])), True)
         if off and on:
-            d_val = on[1] - off[1]
-            same = round(d_val, 1) != 0 and round(d_map, 1) != 0 and (d_val > 0) == (d_map > 0)
+            d_val = round(on[1], 1) - round(off[1], 1)
+            order = ("validation could not tell them apart" if _sign(d_val) == 0
+                     else "test MAP@R ties" if _sign(d_map) == 0
+                     else "the same order on test MAP@R" if _sign(d_val) == _sign(d_map)
+                     else "the other order on test MAP@R")
             line += (f". On validation (MAP@R decides) DVA at the chosen DPT weight ({on[0]}) scored {on[1]:.1f} "
-                     f"against ICA alone's {off[1]:.1f} ({R.num(d_val, signed=True)}): "
-                     + ("the same order on test MAP@R" if same else "not the order of test MAP@R"))
-            if round(d_r1, 1) != 0 and round(d_map, 1) != 0 and (d_r1 > 0) != (d_map > 0):
-                line += ", while test R@1 ranks the two the other way"
+                     f"against ICA alone's {off[1]:.1f} ({R.num(d_val, signed=True)}): {order}")
+        if _sign(d_r1) * _sign(d_map) < 0:
+            line += "; test R@1 and MAP@R rank the two differently"
         out.append(line + ".")
     return out
 

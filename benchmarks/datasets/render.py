@@ -62,17 +62,18 @@ def main_table(result: dict[str, Any]) -> str:
 
 
 def same_run_notes(result: dict[str, Any]) -> list[str]:
-    """One sentence per row whose runs are another row's (the same resolved settings: run once, shown twice)."""
-    owner = {run.get("folder"): (r, run.get("seed")) for r in result["rows"] for run in r.get("runs") or []
-             if not run.get("same_run_as")}
+    """One sentence per run that is another row's (the same resolved settings: run once, shown twice)."""
+    owner = {run.get("folder"): r for r in result["rows"] for run in r.get("runs") or [] if not run.get("same_run_as")}
     out = []
     for r in result["rows"]:
-        for tag in r.get("same_runs_as") or []:
-            other, seed = owner.get(tag, (None, None))
-            if other is None:
+        for run in r.get("runs") or []:
+            tag = run.get("same_run_as")
+            if not tag:
                 continue
-            out.append(f"{r['label']}: the same settings as {other['label']} (seed {seed}; the overrides are "
-                       f"equal once the chosen values are filled in), so that run, not a second one.")
+            other = owner.get(tag)
+            whose = f"{other['label']}'s seed-{run.get('seed')} run" if other else f"the run in `{tag}`"
+            out.append(f"{r['label']}, seed {run.get('seed')}: the same settings as {whose} (the overrides are equal "
+                       "once the chosen values are filled in): that run, not a second one.")
     return out
 
 

@@ -118,34 +118,60 @@ def run_one(spec: RunSpec, out: Path, cache: Path, threads: int, extra: dict[str
 
 def reuse_index(files: list[str] | None) -> dict[str, dict[str, Any]]:
     """Finished runs of earlier result files (select or main), keyed by run folder (row or candidate,
-    seed and settings digest): only a run of the very same settings fills a folder."""
+    seed and settings digest): only a run of the very same settings fills a folder. A row's entry that
+    is another row's run (``same_run_as``) is that run's copy, not a run of its own: left out."""
     out: dict[str, dict[str, Any]] = {}
     for f in files or []:
         res = json.loads(Path(f).read_text())
         runs = [r for row in res.get("rows") or [] for r in row.get("runs") or []]
         runs += [c["run"] for st in res.get("stages") or [] for c in st.get("candidates") or [] if c.get("run")]
         for run in runs:
-            if run.get("folder") and "wall_seconds" in run:
+            if run.get("folder") and "wall_seconds" in run and not run.get("same_run_as"):
                 out.setdefault(run["folder"], {**run, "reused_from": C.repo_relative(Path(f))})
     return out
 
 
+def finished_result(folder: Path) -> dict[str, Any] | None:
+    """The result of a finished run in ``folder`` (its ``result.json`` with the runner's measured fields)."""
+    try:
+        res = json.loads((folder / "result.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return res if isinstance(res, dict) and "wall_seconds" in res else None
+
+
+def same_settings_run(spec: RunSpec, ctx: Context,
+                      done: dict[str, tuple[str, dict[str, Any]]]) -> tuple[str, dict[str, Any]] | None:
+    """A finished run of another row with the settings of ``spec`` (its folder's digest), as ``(folder, result)``:
+    made earlier in this invocation; else, unless ``spec``'s own folder holds a finished run (resumed as
+    it is), one found in the work folder (an earlier ``--rows`` sitting) or in a ``--reuse`` file; else None."""
+    key = spec.tag.rsplit("_", 1)[-1]
+    if key in done and done[key][0] != spec.tag:
+        return done[key]
+    if finished_result(ctx.work / spec.tag) is not None or spec.tag in ctx.reused:
+        return None
+    for folder in sorted(ctx.work.glob(f"*_{key}")) if ctx.work.is_dir() else []:
+        res = finished_result(folder) if folder.name != spec.tag else None
+        if res is not None:
+            return folder.name, res
+    return next(((t, r) for t, r in sorted(ctx.reused.items()) if t != spec.tag and t.endswith(f"_{key}")), None)
+
+
 def run_all(specs: list[RunSpec], ctx: Context, extra: dict[str, Any],
-            done: dict[str, tuple[RunSpec, dict[str, Any]]] | None = None) -> list[dict[str, Any]]:
+            done: dict[str, tuple[str, dict[str, Any]]] | None = None) -> list[dict[str, Any]]:
     """Run (or resume, or reuse) every run of ``specs`` in order.
 
-    ``done`` (settings digest -> the run and its result, filled here): a run whose settings equal
-    an earlier run's of another row is that run, not trained again; its result is the earlier one's
-    with ``same_run_as`` naming it (the main profile's ICA + OPA row is DVA's seed-0 run when
-    validation chose the DPT weight 0).
+    ``done`` (settings digest -> run folder and result, filled here; the main profile's): a run whose
+    settings equal another row's finished run (:func:`same_settings_run`) is that run, not trained
+    again; its result is that one's with ``same_run_as`` naming its folder (the main profile's
+    ICA + OPA row is DVA's seed-0 run when validation chose the DPT weight 0).
     """
     out = []
     for spec in specs:
-        key = spec.tag.rsplit("_", 1)[-1]
-        if done is not None and key in done and done[key][0].name != spec.name:
-            first, res = done[key]
-            print(f"[{time.strftime('%H:%M:%S')}] {spec.name}: the settings of {first.tag}, its run", flush=True)
-            out.append({**res, "same_run_as": first.tag})
+        same = same_settings_run(spec, ctx, done) if done is not None else None
+        if same is not None:
+            print(f"[{time.strftime('%H:%M:%S')}] {spec.name}: the settings of {same[0]}, that run", flush=True)
+            out.append({**same[1], "same_run_as": same[0]})
             continue
         folder = ctx.work / spec.tag
         old = ctx.reused.get(spec.tag)
@@ -154,7 +180,7 @@ def run_all(specs: list[RunSpec], ctx: Context, extra: dict[str, Any],
         print(f"[{time.strftime('%H:%M:%S')}] {spec.name} -> {folder}", flush=True)
         out.append(run_one(spec, folder, ctx.cache, ctx.threads, extra))
         if done is not None:
-            done.setdefault(key, (spec, out[-1]))
+            done.setdefault(spec.tag.rsplit("_", 1)[-1], (spec.tag, out[-1]))
     return out
 
 
@@ -217,13 +243,13 @@ def aggregate(name: str, label: str, seeds_label: str, overrides: list[str],
         vals = [r[k] for r in runs if r.get(k) is not None]
         stats[k] = C.mean_std(vals) if vals else None
     p = runs[0].get("params") or {}
-    same = {r.get("same_run_as") for r in runs}
+    same = sorted({r["same_run_as"] for r in runs if r.get("same_run_as")})
     return {"name": name, "label": label, "seeds": [r.get("seed") for r in runs], "seeds_label": seeds_label,
             "overrides": overrides, "steps": runs[0].get("steps", 0), "stats": stats,
             "trainable_params": int(p.get("trainable_params", 0)),
             "trainable_pct": 100.0 * float(p.get("trainable_fraction", 0.0)), "runs": runs,
-            # Every run another row's (the same settings): the row is that row's run(s), not a second measurement.
-            **({"same_runs_as": sorted(same)} if runs and None not in same else {})}
+            # Runs that are another row's (the same settings): not a second measurement (said under the table).
+            **({"same_runs_as": same} if same else {})}
 
 
 def load_select(path: Path, ctx: Context) -> dict[str, list[str]]:
@@ -248,7 +274,7 @@ def run_main(ctx: Context, args: argparse.Namespace, out: Path, argv: list[str])
               "its column is left out", flush=True)
     extra = {"ood": [g._asdict() for g in gals]} if not args.no_ood else {}
     t0 = time.time()
-    done: dict[str, tuple[RunSpec, dict[str, Any]]] = {}  # a row of another's settings reuses its run
+    done: dict[str, tuple[str, dict[str, Any]]] = {}  # a row of another's settings reuses its run
     rows = [aggregate(name, label, sl, runs[0].row_overrides, run_all(runs, ctx, extra, done))
             for name, label, sl, runs in plan]  # run cheapest first, shown in the tables' order
     rows.sort(key=lambda r: R.METHODS.index(r["name"]) if r["name"] in R.METHODS else len(R.METHODS))
@@ -323,13 +349,13 @@ def plan_printout(ctx: Context, args: argparse.Namespace) -> list[str]:
             same = first.setdefault(key, s.tag) != s.tag  # another row's settings: that run (run_all)
             rows.append((f"{n} [{sl}]" + (f" = {first[key]}" if same else ""), s.tag,
                          0.0 if same else est(s, ood_images)))
-    done = finished(ctx, list(first.values()))
-    return lines + K.plan_lines(rows, done={t for _, t, _ in rows if first[t.rsplit("_", 1)[-1]] in done})
+    return lines + K.plan_lines(rows, done=finished(ctx, list(first.values())))
 
 
 def finished(ctx: Context, tags: list[str]) -> set[str]:
-    """The run folders among ``tags`` whose run finished (a ``result.json``, or one ``--reuse`` supplies)."""
-    return {t for t in tags if (ctx.work / t / "result.json").is_file() or t in ctx.reused}
+    """The run folders among ``tags`` whose run finished (as the runner resumes: a measured ``result.json``),
+    or that a ``--reuse`` file supplies."""
+    return {t for t in tags if finished_result(ctx.work / t) is not None or t in ctx.reused}
 
 
 # ----------------------------------------------------------------------------- command line

@@ -110,16 +110,23 @@ def test_parts_findings_compare_object_views_on_validation_and_test():
                             "val_metrics": {"recall@1": 0.5, "map@r": m}}
     sel = {"settings": {"dataset": "cars196", "backbone": "mobilenetv2", "profile": "select"},
            "stages": [{"name": "steps", "scope": "trained", "chosen": "st736",
-                       "candidates": [cand("st184", 0.10, False), cand("st736", 0.175, True)]},
+                       "candidates": [cand("st184", 0.10, False), cand("st736", 0.1746, True)]},
                       {"name": "beta", "scope": "opa", "chosen": "beta0",
-                       "candidates": [cand("beta1", 0.18, False), cand("beta0", 0.185, True)]}]}
+                       "candidates": [cand("beta1", 0.18, False), cand("beta0", 0.1854, True)]}]}
     (line,) = D.parts_findings([main], [sel])
     assert line.startswith("cars196, mobilenetv2, the parts (test R@1 / MAP@R): ICA alone 50.0 / 12.5; "
                            "DVA 49.0 ± 0.5 / 13.0 ± 0.2 (3 seeds): DVA is -1.0 R@1 and +0.5 MAP@R from ICA alone.")
+    # 18.54 - 17.46 is 1.08, printed 18.5 against 17.5: the difference is of the printed figures, +1.0.
     assert "DPT weight (beta0) scored 18.5 against ICA alone's 17.5 (+1.0): the same order on test MAP@R" in line
-    assert line.endswith(", while test R@1 ranks the two the other way.")
-    # Validation's order reversed on test MAP@R: said so; without a select result, the test half only.
+    assert line.endswith("; test R@1 and MAP@R rank the two differently.")
+    # Validation's order reversed on test MAP@R; a printed tie on test or on validation is a tie, not an order.
     main["rows"][2]["stats"]["map@r"] = [12.0, 0.2]
-    assert "not the order of test MAP@R." in D.parts_findings([main], [sel])[0]
+    assert "(+1.0): the other order on test MAP@R." in D.parts_findings([main], [sel])[0]
+    main["rows"][2]["stats"]["map@r"] = [12.54, 0.2]  # printed 12.5, as ICA alone
+    assert "(+1.0): test MAP@R ties." in D.parts_findings([main], [sel])[0]
+    sel["stages"][1]["candidates"][1]["val_metrics"]["map@r"] = 0.1748  # printed 17.5 on both
+    assert "(0.0): validation could not tell them apart." in D.parts_findings([main], [sel])[0]
+    # Without a select result, the test half only.
+    main["rows"][2]["stats"]["map@r"] = [12.0, 0.2]
     assert D.parts_findings([main], [])[0].endswith("-0.5 MAP@R from ICA alone.")
     assert D.parts_findings([_main("cars196", 40.0, 49.0, 55.0, (50.0, 50.0, 45.0))], [sel]) == []  # no ICA row

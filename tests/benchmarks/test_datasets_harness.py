@@ -135,11 +135,14 @@ def test_main_plan_marks_finished_runs_and_a_row_of_another_rows_settings(tmp_pa
     same = next(ln for ln in lines if ln.strip().startswith("ica_opa"))
     assert f"= {dva0}" in same and same.endswith("~0 min")
     (tmp_path / "work" / dva0).mkdir(parents=True)
-    (tmp_path / "work" / dva0 / "result.json").write_text("{}")
+    (tmp_path / "work" / dva0 / "result.json").write_text("{}")  # the worker's, not yet measured: not finished
+    assert runner.main(argv) == 0
+    assert "done" not in capsys.readouterr().out
+    (tmp_path / "work" / dva0 / "result.json").write_text('{"wall_seconds": 1.0}')
     assert runner.main(argv) == 0
     out = capsys.readouterr().out
     assert next(ln for ln in out.splitlines() if dva0 in ln and ln.strip().startswith("dva")).endswith("[done]")
-    assert "2 run(s) done, not counted" in out  # DVA's seed 0, and ICA + OPA, which is that run
+    assert "1 run(s) done, not counted" in out  # DVA's seed 0 (ICA + OPA is that run: ~0 min, not a second)
 
 
 def test_costs_from_result_files(tmp_path):
@@ -322,9 +325,25 @@ def test_a_row_of_another_rows_settings_is_that_run(tmp_path, fake, monkeypatch)
     assert list(rows["ica_opa"]["stats"]["map@r"]) == [rows["dva"]["runs"][0]["metrics"]["map@r"] * 100, 0.0]
     assert "same_runs_as" not in rows["dva"] and "same_runs_as" not in rows["ica"]
     notes = R.same_run_notes(res)
-    assert notes == [f"{rows['ica_opa']['label']}: the same settings as {rows['dva']['label']} (seed 0; the "
-                     "overrides are equal once the chosen values are filled in), so that run, not a second one."]
+    assert notes == [f"{rows['ica_opa']['label']}, seed 0: the same settings as {rows['dva']['label']}'s seed-0 "
+                     "run (the overrides are equal once the chosen values are filled in): that run, not a second one."]
     assert notes[0] in R.render_all([res])
+    # Resumed: the same again, nothing trained. --reuse in a fresh work folder: DVA's run is DVA's own (the
+    # copy under ICA + OPA is not taken for it), and ICA + OPA is that run again.
+    n = len(fake())
+    assert runner.run_main(_ctx(tmp_path), args, tmp_path / "main.json", [])["rows"] == res["rows"]
+    ctx = _ctx(tmp_path, reuse=[str(tmp_path / "main.json")], work="work2")
+    again = {r["name"]: r for r in runner.run_main(ctx, args, tmp_path / "main2.json", [])["rows"]}
+    assert len(fake()) == n and "same_runs_as" not in again["dva"]
+    assert again["ica_opa"]["same_runs_as"] == [dva0] and R.same_run_notes({"rows": list(again.values())}) == notes
+    # A later --rows sitting of ICA + OPA alone finds DVA's finished run in the work folder.
+    args_rows = runner.build_parser().parse_args(["--dataset", "cars196", "--select", str(tmp_path / "sel.json"),
+                                                  "--rows", "ica_opa"])
+    part = runner.run_main(_ctx(tmp_path), args_rows, tmp_path / "part.json", [])
+    assert len(fake()) == n and part["rows"][0]["same_runs_as"] == [dva0]
+    assert R.same_run_notes(part) == [f"{rows['ica_opa']['label']}, seed 0: the same settings as the run in "
+                                      f"`{dva0}` (the overrides are equal once the chosen values are filled in): "
+                                      "that run, not a second one."]
 
 
 def test_main_refuses_without_the_select_json(tmp_path):

@@ -842,7 +842,7 @@ def test_plan_leaves_finished_runs_and_seeds_out(tmp_path, monkeypatch):
     tags = [t for ln in lines for t in ln.split() if t.startswith(("frozen_", "dva_b10_"))]
     for t in tags:  # the frozen run and DVA's 10-step run finished
         (tmp_path / "w" / t).mkdir(parents=True)
-        (tmp_path / "w" / t / "result.json").write_text("{}")
+        (tmp_path / "w" / t / "result.json").write_text('{"wall_seconds": 1.0}')
     lines = FR.plan_lines(ctx, sw)
     assert len(tags) == 2 and sum(ln.endswith("[done]") for ln in lines) == 2
     assert any("2 run(s) done, not counted" in ln for ln in lines)

@@ -142,3 +142,35 @@ def test_the_estimate_is_the_commands_own_total(tmp_path):
     assert M.estimate(item) == ("estimated total ~39 min (within the 2 h of a profile); "
                                 "then 2 more seed(s) of each method ...")
     assert M.estimate(M.Item("x", "b", "to run", _py("import sys; sys.exit(2)"))) == "(no estimate: --plan exited 2)"
+
+
+def test_a_terminated_sitting_stops_its_item(tmp_path):
+    # `timeout` or a scheduler sends SIGTERM to the sitting: the item (in a session of its own) and its run
+    # subprocesses stop with it instead of training on in the background.
+    import signal
+    import subprocess
+    from pathlib import Path
+
+    pidfile = tmp_path / "grandchild.pid"
+    item = ("import subprocess, sys, time; "
+            "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+            f"open({str(pidfile)!r}, 'w').write(str(p.pid)); time.sleep(60)")
+    repo = str(Path(M.__file__).resolve().parents[1])
+    sitting = (f"import sys; sys.path[:0] = [{repo!r}]; from benchmarks import remaining as M; "
+               f"M._run_until([sys.executable, '-c', {item!r}], None)")
+    proc = subprocess.Popen([sys.executable, "-c", sitting], stderr=subprocess.PIPE, text=True)
+    for _ in range(200):
+        if pidfile.exists() and pidfile.read_text():
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) != 0 and "_Terminated: SIGTERM" in proc.stderr.read()
+    time.sleep(0.5)
+    assert not _alive(int(pidfile.read_text()))
+
+
+def test_no_item_starts_after_the_time_limit(fake_items):
+    marks, _ = fake_items
+    said = []
+    assert M.run_items(1e-6, log=said.append) == 0
+    assert not (marks / "a").exists() and said == [said[0]] and "stopped before x: a" in said[0]
