@@ -147,10 +147,7 @@ def build_result(runs: list[dict[str, Any]], facts: dict[str, Any], argv: list[s
                  threads: int, results: Path = C.RESULTS / "datasets") -> dict[str, Any]:
     """The JSON: every run with its tuned row and comparisons (recomputed now: a tuned row that landed
     since is used), the datasets' split facts, the targets' settings."""
-    rows = []
-    for r in sorted(runs, key=order_key):
-        tuned = R.tuned_row(r["dataset"], r.get("backbone"), results) if r["dataset"] not in P.OPEN_SET else None
-        rows.append({**r, "tuned": tuned, "compare": R.compare(r, tuned)})
+    rows = with_tuned(sorted(runs, key=order_key), results)
     return {"benchmark": "defaults", **C.provenance(__file__, argv), "json": C.repo_relative(out),
             "settings": {"presets": sorted({r["preset"] for r in rows}, key=lambda p: order_key({"preset": p, "dataset": ""})),
                          "datasets": [d for d in P.datasets() if any(r["dataset"] == d for r in rows)],
@@ -158,6 +155,22 @@ def build_result(runs: list[dict[str, Any]], facts: dict[str, Any], argv: list[s
                          "harness_backbones": {p: P.harness_backbone(p) for p in P.presets()},
                          "target_r1_gap": V.TARGET_R1_GAP, "threads": threads, "tuned_row": R.TUNED_ROW},
             "datasets": facts, "runs": rows}
+
+
+def with_tuned(runs: list[dict[str, Any]], results: Path = C.RESULTS / "datasets") -> list[dict[str, Any]]:
+    """Each run with the datasets harness's tuned DVA row of its (dataset, backbone) as the result files
+    hold it now, and the comparisons with it (none on the open set)."""
+    out = []
+    for r in runs:
+        tuned = R.tuned_row(r["dataset"], r.get("backbone"), results) if r["dataset"] not in P.OPEN_SET else None
+        out.append({**r, "tuned": tuned, "compare": R.compare(r, tuned)})
+    return out
+
+
+def refresh(result: dict[str, Any], results: Path = C.RESULTS / "datasets") -> dict[str, Any]:
+    """``result`` with every run's tuned row and comparisons read again (a main profile that landed since
+    the defaults ran: its row fills the tuned column without running anything)."""
+    return {**result, "runs": with_tuned(result.get("runs") or [], results)}
 
 
 def _facts(datasets: list[str], roots: dict[str, str | None], preset: str, old: dict[str, Any]) -> dict[str, Any]:

@@ -438,3 +438,15 @@ def test_the_step_validation_kept_is_shown_and_step_0_is_the_frozen_backbone():
     res = {"settings": {"open_set": [], "harness_backbones": {}}, "runs": [last, earlier, frozen]}
     (line,) = [n for n in V.notes(res) if n.startswith("Kept step 0")]
     assert line.endswith("the frozen backbone (zero-initialised adapters): mobilenetv2/pets37.")
+
+
+def test_refresh_reads_a_tuned_row_that_landed_since(tmp_path):
+    results = tmp_path / "datasets"
+    res = runner.build_result([_record("mobilenetv2", "cars196", 56.4, 9.7)], {}, [], tmp_path / "d.json", 2, results)
+    assert res["runs"][0]["tuned"] is None and res["runs"][0]["compare"]["d_r1_vs_tuned"] is None
+    _main_json(results, "cars196", "mobilenetv2", 56.1, 10.5)  # the datasets harness's main profile lands
+    new = runner.refresh(res, results)
+    assert new["runs"][0]["tuned"]["r1"] == 56.1
+    assert new["runs"][0]["compare"]["d_r1_vs_tuned"] == pytest.approx(0.3)
+    assert runner.refresh(new, results) == new and {k: v for k, v in new.items() if k != "runs"} == \
+        {k: v for k, v in res.items() if k != "runs"}
