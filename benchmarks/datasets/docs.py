@@ -283,11 +283,12 @@ def section(selects: list[dict[str, Any]], mains: list[dict[str, Any]], figure: 
 
 
 def readme_table(mains: list[dict[str, Any]]) -> str:
-    """The README's dataset x method R@1 table (or a line saying none is measured yet)."""
+    """The README's dataset x method R@1 table and the findings in words (or a line saying none is measured yet)."""
     if not mains:
         return "No dataset x method table yet: run the datasets harness (docs/BENCHMARKS.md, Six datasets)."
-    return ("Test-class R@1 per ID dataset and method (docs/BENCHMARKS.md, \"Six datasets\"):\n\n"
-            + R.dataset_method_table(mains))
+    return ("Test-class R@1 per ID dataset and method (docs/BENCHMARKS.md, \"Six datasets\", with MAP@R, the OOD "
+            "matrix, the targets and what the parts add):\n\n" + R.dataset_method_table(mains) + "\n\n"
+            + "\n".join(f"- {x}" for x in findings(mains)))
 
 
 def get(doc: str, region: str, where: str) -> str:

@@ -80,6 +80,8 @@ def test_section_renders_and_the_check_catches_an_edited_number(folder):
     edited = doc.replace("(+12.0)", "(+13.0)")
     assert edited != doc and any("13.0" in p for p in D.check(folder, edited, readme))
     assert D.check(folder, doc, readme.replace("52.0", "51.0"))
+    assert "- cars196, mobilenetv2: DVA R@1 52.0 against frozen 40.0 (+12.0), 3.0 behind" in readme  # the words too
+    assert D.check(folder, doc, readme.replace("3.0 behind", "3.0 ahead of"))
 
 
 def test_a_choice_made_by_the_dear_margin_is_said(folder):
