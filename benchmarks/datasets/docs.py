@@ -19,7 +19,7 @@ from typing import Any
 from benchmarks import _common as C
 from benchmarks.cub100 import quantities as Q
 from benchmarks.datasets import render as R
-from benchmarks.datasets.ood import gap_closed, matrix
+from benchmarks.datasets.ood import gap_closed, matrix, matrix_rows
 from benchmarks.datasets.plan import TABLE
 
 RESULTS = C.RESULTS / "datasets"
@@ -235,6 +235,11 @@ def parts_findings(mains: list[dict[str, Any]], selects: list[dict[str, Any]]) -
                      f"against ICA alone's {off[1]:.1f} ({R.num(d_val, signed=True)}): {order}")
         if _sign(d_r1) * _sign(d_map) < 0:
             line += "; test R@1 and MAP@R rank the two differently"
+        ood = {r["name"]: r["mean_ood"] for r in matrix_rows(res)}
+        if ood.get("ica") is not None and ood.get("dva") is not None:
+            o = {n: round(ood[n], 1) for n in ("ica", "dva")}
+            line += (f". Out of distribution (mean OOD R@1) DVA {o['dva']:.1f} against ICA alone's {o['ica']:.1f} "
+                     f"({R.num(o['dva'] - o['ica'], signed=True)})")
         out.append(line + ".")
     return out
 

@@ -128,7 +128,13 @@ def test_parts_findings_compare_object_views_on_validation_and_test():
     assert "(+1.0): test MAP@R ties." in D.parts_findings([main], [sel])[0]
     sel["stages"][1]["candidates"][1]["val_metrics"]["map@r"] = 0.1748  # printed 17.5 on both
     assert "(0.0): validation could not tell them apart." in D.parts_findings([main], [sel])[0]
+    # The OOD means (the _main fixture: DVA 50.0 on every gallery; ICA alone scored on none here, then on all).
+    assert "Out of distribution" not in D.parts_findings([main], [sel])[0]
+    main["rows"][3]["stats"]["ood"] = {g: {"recall@1": [51.26, 0.0], "map@r": [1.0, 0.0]}
+                                       for g in main["settings"]["ood"]}
+    assert D.parts_findings([main], [sel])[0].endswith(
+        ". Out of distribution (mean OOD R@1) DVA 50.0 against ICA alone's 51.3 (-1.3).")
     # Without a select result, the test half only.
     main["rows"][2]["stats"]["map@r"] = [12.0, 0.2]
-    assert D.parts_findings([main], [])[0].endswith("-0.5 MAP@R from ICA alone.")
+    assert "-0.5 MAP@R from ICA alone. Out of" in D.parts_findings([main], [])[0]
     assert D.parts_findings([_main("cars196", 40.0, 49.0, 55.0, (50.0, 50.0, 45.0))], [sel]) == []  # no ICA row
