@@ -131,17 +131,29 @@ def estimate(item: Item, timeout: float = 300.0) -> str:
     return "; ".join(total) or f"(no estimate: --plan exited {done.returncode})"
 
 
+def minutes_of(estimate_line: str) -> float:
+    """The minutes an :func:`estimate` line adds up to (its ``~N min`` figures: the run's total and, for the
+    frontier, its seeds' upper bound); 0 when it gives none."""
+    return float(sum(int(m) for m in re.findall(r"~(\d+) min", estimate_line)))
+
+
 def listing(todo: list[Item], with_estimates: bool = False) -> list[str]:
-    """One line per item (state, benchmark, name), its command under it when it is not done."""
-    out = []
+    """One line per item (state, benchmark, name), its command under it when it is not done; with
+    estimates, each item's own (a waiting item's is planned with every select stage's first candidate)
+    and their sum."""
+    out, total = [], 0.0
     for it in todo:
         out.append(f"[{it.state}] {it.benchmark}: {it.name}")
         if it.state != "done":
             out.append(f"    {command_text(it.argv)}")
-            if with_estimates and it.state == "to run":
-                out.append(f"    {estimate(it)}")
+            if with_estimates:
+                line = estimate(it)
+                total += minutes_of(line)
+                out.append(f"    {line}")
     n = sum(it.state != "done" for it in todo)
-    out.append(f"{len(todo) - n} of {len(todo)} done; {n} to run or waiting")
+    out.append(f"{len(todo) - n} of {len(todo)} done; {n} to run or waiting"
+               + (f"; ~{total / 60:.1f} h by the estimates (2 CPU cores, as the measured runs)"
+                  if with_estimates else ""))
     return out
 
 

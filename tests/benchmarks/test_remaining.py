@@ -180,3 +180,14 @@ def test_no_item_starts_after_the_time_limit(fake_items, monkeypatch):
     said = []
     assert M.run_items(1e-6, log=said.append) == 0
     assert not (marks / "a").exists() and said == [said[0]] and "stopped before x: a" in said[0]
+
+
+def test_the_listing_sums_the_estimates(monkeypatch):
+    assert M.minutes_of("estimated total ~39 min (within the 2 h); then 2 more seed(s) ...: at most ~119 min") == 158
+    assert M.minutes_of("(no estimate: --plan exited 2)") == 0
+    its = [M.Item("x", "a", "done", ["a"]), M.Item("x", "b", "to run", ["b"]), M.Item("x", "c", "waiting: b", ["c"])]
+    said = {"b": "estimated total ~30 min", "c": "estimated total ~60 min"}
+    monkeypatch.setattr(M, "estimate", lambda it: said[it.name])
+    lines = M.listing(its, with_estimates=True)
+    assert lines[-1] == "1 of 3 done; 2 to run or waiting; ~1.5 h by the estimates (2 CPU cores, as the measured runs)"
+    assert "    estimated total ~60 min" in lines and not M.listing(its)[-1].endswith("runs)")
