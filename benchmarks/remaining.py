@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -161,15 +162,15 @@ DOCS = {"datasets": ("benchmarks.datasets.docs", "benchmarks.defaults.docs"),
         "defaults": ("benchmarks.defaults.docs",), "frontier": ("benchmarks.frontier.docs",)}
 
 
-def run_items(minutes: float, results: Path = RESULTS, log=print) -> int:
+def run_items(minutes: float, results: Path = RESULTS, log: Callable[[str], None] = print) -> int:
     """Run the items that are to run, in order, re-rendering docs after each; stop at ``minutes`` (0: never).
 
     Returns 0 when nothing is left to run (or the time is up), else the failing command's exit status.
     """
     deadline = time.monotonic() + 60.0 * minutes if minutes > 0 else None
-    tried: set[str] = set()
+    tried: set[tuple[str, str]] = set()  # run once per invocation: one that ends unfinished is not retried
     while True:
-        nxt = next((it for it in items(results) if it.state == "to run" and it.name not in tried), None)
+        nxt = next((it for it in items(results) if it.state == "to run" and (it.benchmark, it.name) not in tried), None)
         if nxt is None:
             log("nothing left to run" + ("" if all(it.state == "done" for it in items(results))
                                          else " (the rest waits on items that did not finish)"))
@@ -177,7 +178,7 @@ def run_items(minutes: float, results: Path = RESULTS, log=print) -> int:
         if deadline is not None and time.monotonic() >= deadline:
             log(f"[{time.strftime('%H:%M:%S')}] {minutes:g} minutes: stopped before {nxt.benchmark}: {nxt.name}")
             return 0
-        tried.add(nxt.name)
+        tried.add((nxt.benchmark, nxt.name))
         log(f"[{time.strftime('%H:%M:%S')}] {nxt.benchmark}: {nxt.name}\n    {command_text(nxt.argv)}")
         rc = _run_until(nxt.argv, deadline)
         if rc is None:
