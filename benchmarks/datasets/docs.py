@@ -90,9 +90,19 @@ def _r1(rows: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
     return next((r for r in rows if r["name"] == name), None)
 
 
+def _seed_sd(res: dict[str, Any] | None, name: str, key: str = "recall@1") -> float | None:
+    """The sample SD over the seeds of row ``name`` (percent); None for a row of one seed (or none)."""
+    row = R._row(res, name) if res else None
+    return float(row["stats"][key][1]) if row and len(row["seeds"]) > 1 else None
+
+
+def _by_pair(mains: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(r["settings"]["backbone"], r["settings"]["dataset"]): r for r in mains}
+
+
 def targets(mains: list[dict[str, Any]]) -> list[str]:
     """The three targets, each: holds / does not hold / not measured yet, with the figures behind it."""
-    mat = matrix(mains)
+    mat, pairs = matrix(mains), _by_pair(mains)
     out = []
     bb, pts = TARGET_GAIN["backbone"], TARGET_GAIN["points"]
     parts, verdicts = [], []
@@ -116,15 +126,19 @@ def targets(mains: list[dict[str, Any]]) -> list[str]:
         for b, per in mat.items():
             rows = per.get(ds)
             if rows and _r1(rows, "dva") and _r1(rows, "full") and _r1(rows, "frozen"):
-                g = gap_closed(_r1(rows, "dva")["id_r1"], _r1(rows, "frozen")["id_r1"], _r1(rows, "full")["id_r1"])
+                fz, fu = _r1(rows, "frozen")["id_r1"], _r1(rows, "full")["id_r1"]
+                g = gap_closed(_r1(rows, "dva")["id_r1"], fz, fu)
                 if g is not None:
-                    gaps.append((g, b))
+                    sd = _seed_sd(pairs.get((b, ds)), "dva")
+                    # DVA's seed SD in points of the gap: how far the share moves with the seed.
+                    gaps.append((g, b, None if sd is None else 100.0 * sd / (fu - fz)))
         if not gaps:
             parts.append(f"{ds}: not measured yet")
             verdicts.append(None)
             continue
-        g, b = max(gaps)
-        parts.append(f"{ds} best {g:.0f}% ({b})")
+        g, b, spread = max(gaps)
+        parts.append(f"{ds} best {g:.0f}% ({b}" + ("" if spread is None else f"; DVA's seed SD is {spread:.0f} points "
+                                                    "of the gap") + ")")
         verdicts.append(g >= TARGET_GAP_PCT)
     out.append(f"DVA closes at least {TARGET_GAP_PCT:.0f}% of the frozen-to-full-fine-tune R@1 gap on every ID "
                f"dataset, on at least one backbone: {_verdict(verdicts)} ({'; '.join(parts)}).")
@@ -160,7 +174,7 @@ def _verdict(flags: list[bool | None]) -> str:
 
 def findings(mains: list[dict[str, Any]]) -> list[str]:
     """One sentence per main result: DVA against frozen and the full fine-tune, in and out of distribution."""
-    out = []
+    out, pairs = [], _by_pair(mains)
     for b, per in matrix(mains).items():
         for ds, rows in per.items():
             dva, full, fz = _r1(rows, "dva"), _r1(rows, "full"), _r1(rows, "frozen")
@@ -170,7 +184,11 @@ def findings(mains: list[dict[str, Any]]) -> list[str]:
             if full:
                 g = gap_closed(dva["id_r1"], fz["id_r1"], full["id_r1"])
                 rel = "ahead of" if dva["id_r1"] > full["id_r1"] else "behind"
-                s += (f", {abs(dva['id_r1'] - full['id_r1']):.1f} {rel} the full fine-tune ({full['id_r1']:.1f})"
+                sds = [x for x in (_seed_sd(pairs.get((b, ds)), n) for n in ("dva", "full")) if x is not None]
+                # A lead smaller than the larger seed SD of the two rows is said to be one.
+                lead = abs(dva["id_r1"] - full["id_r1"])
+                noise = f"; within the seed SD, {max(sds):.1f}" if sds and lead < max(sds) else ""
+                s += (f", {abs(dva['id_r1'] - full['id_r1']):.1f} {rel} the full fine-tune ({full['id_r1']:.1f}{noise})"
                       + (f": {g:.0f}% of the gap closed" if g is not None else ""))
             if dva["mean_ood"] is not None and fz["mean_ood"] is not None:
                 s += f"; mean OOD R@1 {dva['mean_ood']:.1f} ({R.num(dva['ood_change'], signed=True)} from frozen"
@@ -202,6 +220,8 @@ def parts_findings(mains: list[dict[str, Any]], selects: list[dict[str, Any]]) -
     The select profile's adapter, lr and budget stages train ICA alone (OPA off) and its last stage
     DVA with the candidate DPT weights, on the same held-out classes: the two winners' validation
     MAP@R compare OPA on against off where the choice was made; the test rows say whether that order held.
+    Differences are of the unrounded means, rounded once; an order is only claimed where the difference
+    prints as non-zero and, on test, exceeds DVA's seed SD (ICA alone has one seed).
     """
     sel = {(r["settings"]["dataset"], r["settings"]["backbone"]): r for r in selects}
     out = []
@@ -210,36 +230,45 @@ def parts_findings(mains: list[dict[str, Any]], selects: list[dict[str, Any]]) -
         rows = {n: R._row(res, n) for n in ("ica", "ica_opa", "dva")}
         if not (rows["ica"] and rows["dva"]):
             continue
+        n_dva = len(rows["dva"]["seeds"])
 
         def fig(name: str) -> str:
             r = rows[name]
             n = len(r["seeds"])
             return (f"{R.mean_sd(r['stats']['recall@1'], n)} / {R.mean_sd(r['stats']['map@r'], n)}"
-                    + (f" ({n} seeds)" if n > 1 else ""))
-        # Differences of the printed figures (one decimal), so that the sentence adds up as read; an order is
-        # judged on them: a printed 0.0 is a tie.
-        r1, mp = ({n: round(rows[n]["stats"][k][0], 1) for n in ("ica", "dva")} for k in ("recall@1", "map@r"))
-        d_r1, d_map = r1["dva"] - r1["ica"], mp["dva"] - mp["ica"]
+                    + (f" ({n} seeds)" if n > 1 else " (1 seed)" if n_dva > 1 else ""))
+
+        def diff(key: str) -> tuple[float, int]:
+            """DVA minus ICA alone, and its sign as a claim: 0 for a printed tie or one within DVA's seed SD."""
+            d = rows["dva"]["stats"][key][0] - rows["ica"]["stats"][key][0]
+            sd = _seed_sd(res, "dva", key)
+            return d, 0 if sd is not None and abs(d) < sd else _sign(d)
+        (d_r1, c_r1), (d_map, c_map) = diff("recall@1"), diff("map@r")
         line = (f"{s['dataset']}, {s['backbone']}, the parts (test R@1 / MAP@R): ICA alone {fig('ica')}"
                 + (f"; ICA + OPA {fig('ica_opa')}" if rows["ica_opa"] else "") + f"; DVA {fig('dva')}: DVA is "
                 f"{R.num(d_r1, signed=True)} R@1 and {R.num(d_map, signed=True)} MAP@R from ICA alone")
-        off, on = _stage_val(sel.get((s["dataset"], s["backbone"])), False), \
-            _stage_val(sel.get((s["dataset"], s["backbone"])), True)
+        within = [k for k, d, c in (("R@1", d_r1, c_r1), ("MAP@R", d_map, c_map)) if c == 0 and _sign(d) != 0]
+        if within:
+            line += f" ({' and '.join(within)} within DVA's seed SD)"
+        pick = sel.get((s["dataset"], s["backbone"]))
+        off, on = _stage_val(pick, False), _stage_val(pick, True)
         if off and on:
-            d_val = round(on[1], 1) - round(off[1], 1)
+            d_val = on[1] - off[1]
+            beta = ((pick or {}).get("chosen_tokens") or {}).get("opa") or []
+            dpt_off = len(beta) == 2 and beta[0] == "--loss.beta" and float(beta[1]) == 0.0
             order = ("validation could not tell them apart" if _sign(d_val) == 0
-                     else "test MAP@R ties" if _sign(d_map) == 0
-                     else "the same order on test MAP@R" if _sign(d_val) == _sign(d_map)
+                     else "test MAP@R cannot tell them apart" if c_map == 0
+                     else "the same order on test MAP@R" if _sign(d_val) == c_map
                      else "the other order on test MAP@R")
-            line += (f". On validation (MAP@R decides) DVA at the chosen DPT weight ({on[0]}) scored {on[1]:.1f} "
-                     f"against ICA alone's {off[1]:.1f} ({R.num(d_val, signed=True)}): {order}")
-        if _sign(d_r1) * _sign(d_map) < 0:
+            line += (f". On validation (MAP@R decides) DVA at the chosen DPT weight ({on[0]}"
+                     + ("; 0: no distillation, so DVA here is ICA + OPA" if dpt_off else "")
+                     + f") scored {on[1]:.1f} against ICA alone's {off[1]:.1f} ({R.num(d_val, signed=True)}): {order}")
+        if c_r1 * c_map < 0:
             line += "; test R@1 and MAP@R rank the two differently"
         ood = {r["name"]: r["mean_ood"] for r in matrix_rows(res)}
         if ood.get("ica") is not None and ood.get("dva") is not None:
-            o = {n: round(ood[n], 1) for n in ("ica", "dva")}
-            line += (f". Out of distribution (mean OOD R@1) DVA {o['dva']:.1f} against ICA alone's {o['ica']:.1f} "
-                     f"({R.num(o['dva'] - o['ica'], signed=True)})")
+            line += (f". Out of distribution (mean OOD R@1) DVA {ood['dva']:.1f} against ICA alone's {ood['ica']:.1f} "
+                     f"({R.num(ood['dva'] - ood['ica'], signed=True)})")
         out.append(line + ".")
     return out
 

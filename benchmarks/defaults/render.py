@@ -76,7 +76,9 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     untuned = [_who(r) for r in ids if r not in judged]
     missing = [f"{p}/{d}" for p in every for d in s["id_datasets"] if (p, d) not in done]
     verdict = "fails" if fails else "holds" if judged and not untuned and not missing else "not judged"
-    text = (f"within {gap:.1f} R@1 of the tuned DVA row on every ID dataset for every preset: **{verdict}**"
+    # The issue says "within": what it asks of a default is not to fall short of the tuned row; one above it passes.
+    text = (f"no more than {gap:.1f} R@1 below the tuned DVA row (the issue's \"within {gap:.1f}\") on every ID "
+            f"dataset for every preset: **{verdict}**"
             + (f" — more than {gap:.1f} below: " + ", ".join(f"{_who(r)} ({num(r['compare']['d_r1_vs_tuned'], signed=True)})"
                                                    for r in fails) if fails else "")
             + (f"; held on {len(judged) - len(fails)} of {len(judged)} pairs with a tuned row" if judged else "")
@@ -120,7 +122,8 @@ def table(result: dict[str, Any]) -> str:
                      num(c["d_r1_vs_tuned"], signed=True),
                      num(None if r.get("train_seconds") is None else r["train_seconds"] / 60.0)])
     return C.md_table(["preset", "dataset", "steps (budget)", "val classes held out", "frozen test R@1 / MAP@R",
-                       "default test R@1 / MAP@R", "change vs frozen", "tuned DVA R@1", "default − tuned R@1",
+                       "default test R@1 / MAP@R", "change vs frozen", "tuned DVA R@1 (mean of its seeds)",
+                       "default (one run) − tuned R@1",
                        "train min"], body, "llllrrrrrr")
 
 
@@ -136,6 +139,15 @@ def notes(result: dict[str, Any]) -> list[str]:
                        f"the default command holds out {d['val_classes']} of the training classes ({d['val_images']} "
                        f"images) and trains on {d['train_images']}. No tuned row (the datasets harness does not train "
                        "on it): its tuned column is `-`.")
+    tuned = [f"{r['backbone']}/{r['dataset']} {r['tuned']['steps']} steps, {len(r['tuned'].get('seeds') or [])} seed(s)"
+             for r in result["runs"] if r.get("tuned")]
+    if tuned:
+        out.append("The tuned rows (the datasets harness's DVA, `"
+                   + "`, `".join(sorted({r['tuned']['json'] for r in result['runs'] if r.get('tuned')}))
+                   + "`) train the budget their select profile chose, with no early stopping: "
+                   + "; ".join(dict.fromkeys(tuned)) + ". The default command trains its data-scaled budget and "
+                   "keeps the model its validation classes choose; a difference within the tuned row's seed SD "
+                   "(its `±` in the datasets section) is no lead.")
     frozen = [_who(r) for r in result["runs"] if kept_step(r) == 0]
     if frozen:
         out.append(f"Kept step 0 (`= frozen`): no validation evaluation beat the frozen backbone's MAP@R, so the "

@@ -256,6 +256,9 @@ def test_render_of_a_fake_result(tmp_path):
     assert "| - | - |" in lines[("lite0", "cub100")] and "10 of 50" in lines[("lite0", "cub100")]
     t = {x["name"]: x for x in V.targets(res)}
     assert t["id_r1"]["verdict"] == "fails" and "lite2/cub100 (-1.5)" in t["id_r1"]["text"]
+    assert t["id_r1"]["text"].startswith("no more than 1.0 R@1 below the tuned DVA row (the issue's \"within 1.0\")")
+    # What the tuned column is (its budget and seeds), said under the table: one line per dataset.
+    assert "train the budget their select profile chose, with no early stopping: mobilenetv2/cub100 368 steps, 3 seed(s); lite2/cub100 368 steps, 3 seed(s)." in text
     assert "held on 1 of 2 pairs" in t["id_r1"]["text"] and "no tuned row: lite0/cub100" in t["id_r1"]["text"]
     assert t["pets37_map_r"]["verdict"] == "fails" and "below frozen: mobilenetv2" in t["pets37_map_r"]["text"]
     assert "mobilenetv2 -1.0, lite2 +3.5" in t["pets37_map_r"]["text"]
