@@ -32,8 +32,9 @@ from benchmarks import _common as C
 from benchmarks.datasets.plan import TABLE
 
 RESULTS = C.RESULTS
-# The order of the work (the issues' order: the datasets harness first, the default command and the
-# frontier build on its choices): MobileNetV2 everywhere, then EfficientNet-Lite2, then the ViT-S/14.
+# The order of the work (the issues' order): the datasets harness first, the default command and the
+# frontier build on its choices; within each, MobileNetV2, then EfficientNet-Lite2, then the ViT-S/14
+# (a preset after the backbone whose tuned rows it is compared with).
 BACKBONE_ORDER = ("mobilenetv2", "lite2", "vit_s14")
 PRESETS_AFTER = {"mobilenetv2": ("mobilenetv2",), "lite2": ("lite2", "lite0", "lite1"), "vit_s14": ("vit_s14",)}
 
@@ -90,13 +91,14 @@ def _module(name: str, *args: str) -> list[str]:
 
 
 def items(results: Path = RESULTS) -> list[Item]:
-    """Every profile of the three benchmarks in the order of the work, with its state."""
+    """Every profile of the three benchmarks in the order of the work (datasets, defaults, frontier; each
+    by backbone), with its state."""
     from benchmarks.defaults import plan as DP
     from benchmarks.frontier.plan import FRONTIER
 
     out: list[Item] = []
-    packaged = DP.presets()
-    for bb in [b for b in BACKBONE_ORDER if b in TABLE.backbones]:
+    backbones = [b for b in BACKBONE_ORDER if b in TABLE.backbones]
+    for bb in backbones:  # the datasets harness first: the others build on its choices and tuned rows
         for ds in TABLE.datasets:
             sel = select_done(ds, bb, results)
             pair = ("--dataset", ds, "--backbone", bb)
@@ -105,15 +107,16 @@ def items(results: Path = RESULTS) -> list[Item]:
             state = "done" if main_done(ds, bb, results) else ("to run" if sel else "waiting: its select profile")
             out.append(Item("datasets", f"{ds} x {bb}: main", state,
                             _module("benchmarks.datasets.run", *pair, "--profile", "main")))
-        for p in [p for p in PRESETS_AFTER.get(bb, ()) if p in packaged]:
-            out.append(Item("defaults", f"preset {p}", "done" if defaults_done(p, results) else "to run",
-                            _module("benchmarks.defaults.run", "--presets", p)))
-        if bb in FRONTIER.backbones:
-            for ds in FRONTIER.datasets:
-                state = ("done" if frontier_done(ds, bb, results)
-                         else "to run" if select_done(ds, bb, results) else f"waiting: the {ds} x {bb} select profile")
-                out.append(Item("frontier", f"{ds} x {bb}", state,
-                                _module("benchmarks.frontier.run", "--dataset", ds, "--backbone", bb)))
+    packaged = DP.presets()
+    for p in [p for bb in backbones for p in PRESETS_AFTER.get(bb, ()) if p in packaged]:
+        out.append(Item("defaults", f"preset {p}", "done" if defaults_done(p, results) else "to run",
+                        _module("benchmarks.defaults.run", "--presets", p)))
+    for bb in [b for b in backbones if b in FRONTIER.backbones]:
+        for ds in FRONTIER.datasets:
+            state = ("done" if frontier_done(ds, bb, results)
+                     else "to run" if select_done(ds, bb, results) else f"waiting: the {ds} x {bb} select profile")
+            out.append(Item("frontier", f"{ds} x {bb}", state,
+                            _module("benchmarks.frontier.run", "--dataset", ds, "--backbone", bb)))
     return out
 
 

@@ -61,15 +61,17 @@ def test_a_preset_is_done_when_every_dataset_has_a_run_of_todays_command(tmp_pat
 
 
 def test_the_order_is_the_issues_order(tmp_path):
-    names = [(it.benchmark, it.name) for it in M.items(tmp_path)]
-    first_lite2 = next(i for i, (_, n) in enumerate(names) if "lite2" in n)
-    assert all("mobilenetv2" in n for _, n in names[:first_lite2])  # MobileNetV2 everywhere first
-    # Per backbone: the datasets harness (its tuned rows), then the presets, then the frontier.
-    lite2 = [b for b, n in names if "lite2" in n or n in ("preset lite0", "preset lite1")]
-    assert lite2 == sorted(lite2, key=("datasets", "defaults", "frontier").index)
-    assert ("defaults", "preset lite0") in names and names.index(("defaults", "preset lite2")) < names.index(
-        ("defaults", "preset lite0"))
-    assert M.command_text(M.items(tmp_path)[0].argv) == \
+    its = M.items(tmp_path)
+    kinds = [it.benchmark for it in its]
+    # The datasets harness, then the default command, then the frontier (they build on its choices).
+    assert kinds == sorted(kinds, key=("datasets", "defaults", "frontier").index)
+    for bench in ("datasets", "frontier"):  # within each, MobileNetV2, then Lite2, then the ViT
+        names = [it.name for it in its if it.benchmark == bench]
+        order = [next(i for i, b in enumerate(M.BACKBONE_ORDER) if b in n) for n in names]
+        assert order == sorted(order) and len(set(order)) == 3
+    presets = [it.name for it in its if it.benchmark == "defaults"]
+    assert presets[0] == "preset mobilenetv2" and presets.index("preset lite2") < presets.index("preset lite0")
+    assert M.command_text(its[0].argv) == \
         "python -m benchmarks.datasets.run --dataset cub100 --backbone mobilenetv2 --profile select"
 
 
