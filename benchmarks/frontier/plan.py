@@ -47,6 +47,7 @@ class Frontier(NamedTuple):
     clock: str
     targets: dict[str, Any]
     image_cache: bool
+    prefix_cache: bool
 
 
 def check_alphas(alphas: list[float], where: str) -> list[float]:
@@ -89,7 +90,7 @@ def load_frontier(path: str | Path = FRONTIER_FILE, table: P.Table = P.TABLE) ->
                     alphas=check_alphas(raw["alphas"], f"{where} alphas"), methods=methods,
                     metric=str(raw["select_metric"]), seeds=int(raw["seeds"]),
                     minutes=[float(m) for m in ec["minutes"]], clock=str(ec["clock"]), targets=dict(raw["targets"]),
-                    image_cache=bool(raw["image_cache"]))
+                    image_cache=bool(raw["image_cache"]), prefix_cache=bool(raw["prefix_cache"]))
 
 
 FRONTIER = load_frontier()

@@ -88,7 +88,8 @@ def sweep_cost(result: dict[str, Any]) -> dict[str, Any] | None:
     return {"runs": len(recs), "image_alphas": sum(r["image_alphas"] for r in recs), "embed_seconds": spent,
             "naive_seconds": naive, "saved_fraction": 1.0 - spent / naive if naive else None,
             "decoded_images": sum(r["decoded_images"] for r in recs),
-            "cached_images": sum(r["cached_images"] for r in recs)}
+            "cached_images": sum(r["cached_images"] for r in recs),
+            "cached_prefix_images": sum(r.get("cached_prefix_images", 0) for r in recs)}
 
 
 # ----------------------------------------------------------------------------- markdown
@@ -319,7 +320,9 @@ def cost_words(sm: dict[str, Any]) -> str:
             f"{c['embed_seconds'] / 60:.1f} min, against ~{c['naive_seconds'] / 60:.1f} min for one `embed_paths` "
             f"pass per alpha at each run's measured time per image{saved} (each image decoded once per process, "
             f"{c['cached_images']:,} read back from the crop cache, {c['decoded_images']:,} decoded; the frozen "
-            "prefix once per image for the adapter models).")
+            "prefix once per image for the adapter models"
+            + (f", {c.get('cached_prefix_images', 0):,} of them read back from the prefix cache of an earlier run"
+               if c.get("cached_prefix_images") else "") + ").")
 
 
 def section_of(result: dict[str, Any]) -> str:

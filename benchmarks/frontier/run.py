@@ -54,6 +54,7 @@ class Sweep(NamedTuple):
     galleries: list[O.Gallery]
     ood_missing: list[str]
     image_cache: Path | None
+    prefix_cache: Path | None
     frontier: F.Frontier
 
 
@@ -67,7 +68,8 @@ def covers(res: dict[str, Any], alphas: list[float], sets: list[str]) -> bool:
 def section(sw: Sweep, method: str, budget: int, dial: str, alphas: list[float]) -> dict[str, Any]:
     """A run's ``frontier`` section of its spec (what the worker scores)."""
     return {"method": method, "budget": budget, "dial": dial, "alphas": alphas,
-            "ood": [g._asdict() for g in sw.galleries], "image_cache": str(sw.image_cache) if sw.image_cache else None}
+            "ood": [g._asdict() for g in sw.galleries], "image_cache": str(sw.image_cache) if sw.image_cache else None,
+            "prefix_cache": str(sw.prefix_cache) if sw.prefix_cache else None}
 
 
 def run_point(ctx: D.Context, spec: P.RunSpec, fr: dict[str, Any]) -> dict[str, Any]:
@@ -386,6 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"prefix caches, boxes and decoded images (default {C.repo_relative(D.WORK)}/cache, "
                         "shared with the datasets harness)")
     p.add_argument("--no-image-cache", action="store_true", help="decode the scored images in every run")
+    p.add_argument("--no-prefix-cache", action="store_true",
+                   help="run an adapter model's frozen prefix on the scored images in every run")
     p.add_argument("--render", nargs="+", metavar="JSON", default=None,
                    help="run nothing: print the markdown of these frontier JSONs")
     p.add_argument("--markdown", default=None, help="with --render: also write the markdown to this file")
@@ -414,6 +418,7 @@ def _sweep(args: argparse.Namespace, ctx: D.Context) -> Sweep:
                  seeds=seeds, chosen=chosen, selected=not args.unselected,
                  select_json=None if args.unselected else C.repo_relative(sel), galleries=gals, ood_missing=missing,
                  image_cache=None if args.no_image_cache or not fr.image_cache else ctx.cache / "frontier_images",
+                 prefix_cache=None if args.no_prefix_cache or not fr.prefix_cache else ctx.cache / "frontier_prefix",
                  frontier=fr)
 
 

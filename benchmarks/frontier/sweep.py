@@ -12,7 +12,11 @@ network five times. Here:
 * a :class:`Dial` embeds one batch at every alpha: :class:`AdapterDial` runs the frozen prefix
   (``DVAModel.prefix``, no adapter below ``model.split``) once and only the adapted suffix per alpha
   (``set_ica_scale`` + ``embed_from_prefix``); :class:`ModelsDial` holds one model per alpha (WiSE-FT
-  checkpoints, or the frozen backbone) and runs each on the batch.
+  checkpoints, or the frozen backbone) and runs each on the batch;
+* :class:`PrefixCache` keeps an adapter model's frozen-prefix output of a whole set in a file keyed by
+  the frozen weights' fingerprint, ``model.split`` and the set's crops: every adapter model of a
+  (dataset, backbone, placement) - DVA, ICA alone, the anchored DVA, every budget and seed - has the
+  same prefix, so after the first run only the suffixes are computed.
 
 :func:`score_sets` scores every set leave-one-out (:func:`dva.metrics.retrieval_metrics`) and
 measures the saving against the per-alpha ``embed_paths`` passes on a sample.
@@ -162,27 +166,121 @@ class Dial:
     def embed(self, x: torch.Tensor, alphas: Sequence[float]) -> dict[float, torch.Tensor]:
         raise NotImplementedError
 
+    def embed_crops(self, crops: np.ndarray, pre: Preprocess, alphas: Sequence[float], batch_size: int,
+                    set_key: str | None = None) -> dict[float, list[torch.Tensor]]:
+        """Every crop of a set at every alpha, batch by batch (each batch converted once): ``{alpha: [batches]}``.
+
+        ``set_key``: the set's crop key (:func:`cache_key`), for a dial that keeps per-set work.
+        """
+        parts: dict[float, list[torch.Tensor]] = {a: [] for a in alphas}
+        for s in range(0, len(crops), batch_size):
+            for a, e in self.embed(to_input(crops[s:s + batch_size], pre), alphas).items():
+                parts[a].append(e)
+        return parts
+
 
 class AdapterDial(Dial):
     """An adapter model: the frozen prefix once per batch, the adapted suffix once per alpha."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, prefixes: PrefixCache | None = None) -> None:
         super().__init__()
         self.model = model.eval()
+        self.prefixes = prefixes
 
     @torch.no_grad()
     def embed(self, x: torch.Tensor, alphas: Sequence[float]) -> dict[float, torch.Tensor]:
         """L2-normalised embeddings of ``x`` at each alpha (``set_ica_scale``): the prefix holds no adapter."""
         t0 = time.perf_counter()
         h = self.model.prefix(x)
+        self.prefix_seconds += time.perf_counter() - t0
+        return self.embed_from_prefix(h, alphas)
+
+    @torch.no_grad()
+    def embed_from_prefix(self, h: torch.Tensor, alphas: Sequence[float]) -> dict[float, torch.Tensor]:
+        """L2-normalised embeddings at each alpha from the prefix output ``h``."""
         t1 = time.perf_counter()
         out = {}
         for a in alphas:
             self.model.set_ica_scale(a)
             out[a] = self.model.embed_from_prefix(h, normalize=True).float()
-        self.prefix_seconds += t1 - t0
         self.suffix_seconds += time.perf_counter() - t1
         return out
+
+    @torch.no_grad()
+    def embed_crops(self, crops: np.ndarray, pre: Preprocess, alphas: Sequence[float], batch_size: int,
+                    set_key: str | None = None) -> dict[float, list[torch.Tensor]]:
+        """With a :class:`PrefixCache` and the set's key: the set's prefix read back (or computed whole and
+        stored), then the suffix per alpha batch by batch; else :meth:`Dial.embed_crops`."""
+        if self.prefixes is None or set_key is None or self.model.split == 0:  # split 0: no frozen prefix
+            return super().embed_crops(crops, pre, alphas, batch_size, set_key)
+        key = self.prefixes.key(self.model, set_key)
+        stored = self.prefixes.load(key, len(crops))
+        if stored is None:
+            t0 = time.perf_counter()
+            stored = np.concatenate([_to_store(self.model.prefix(to_input(crops[s:s + batch_size], pre)))
+                                     for s in range(0, len(crops), batch_size)])
+            dt = time.perf_counter() - t0
+            self.prefix_seconds += dt
+            self.prefixes.save(key, stored, dt)
+        parts: dict[float, list[torch.Tensor]] = {a: [] for a in alphas}
+        for s in range(0, len(crops), batch_size):
+            for a, e in self.embed_from_prefix(_from_store(stored[s:s + batch_size]), alphas).items():
+                parts[a].append(e)
+        return parts
+
+
+class PrefixCache:
+    """Frozen-prefix outputs of whole sets, in ``folder``, shared by every adapter model of the same prefix.
+
+    The key is the frozen weights' fingerprint (``DVAModel.fingerprint``: every frozen tensor),
+    ``model.split`` (the layers below the first adapter) and the set's crop key (:func:`cache_key`:
+    every file and the transform): nothing trainable reaches the prefix, so two models with the same
+    key compute the same array. CNN maps are stored channels-last (N, H, W, C), the layout the
+    prefix computes them in, and handed back with those strides: the suffix then runs the same
+    kernels as on a fresh prefix, and the embeddings equal the uncached ones bit for bit.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self.cached_images = 0  # read back instead of computed
+        self.cached_prefix_seconds = 0.0  # what computing those cost when they were cached
+
+    def key(self, model: Any, set_key: str) -> str:
+        """The file key of ``model``'s prefix on the set of crop key ``set_key``."""
+        return hashlib.sha1(f"{model.fingerprint}\0{model.split}\0{set_key}\0float32".encode()).hexdigest()[:20]
+
+    def load(self, key: str, n: int) -> np.ndarray | None:
+        """The stored array of ``key`` (memory-mapped) when it holds ``n`` images, else None."""
+        npy = self.folder / f"{key}.npy"
+        if not (npy.is_file() and npy.with_suffix(".json").is_file()):
+            return None
+        arr = np.load(npy, mmap_mode="r")
+        if len(arr) != n:
+            return None
+        self.cached_images += n
+        self.cached_prefix_seconds += float(json.loads(npy.with_suffix(".json").read_text()).get("prefix_seconds", 0))
+        return arr
+
+    def save(self, key: str, arr: np.ndarray, seconds: float) -> None:
+        """Store ``arr`` under ``key`` atomically (a reader never sees half an array)."""
+        npy = self.folder / f"{key}.npy"
+        npy.parent.mkdir(parents=True, exist_ok=True)
+        tmp = npy.with_name(f".{npy.stem}.{os.getpid()}.tmp.npy")
+        np.save(tmp, arr)
+        os.replace(tmp, npy)
+        C.write_json(npy.with_suffix(".json"), {"images": len(arr), "shape": list(arr.shape[1:]),
+                                                "prefix_seconds": seconds})
+
+
+def _to_store(h: torch.Tensor) -> np.ndarray:
+    """A prefix batch as stored: CNN maps channels-last (N, H, W, C), token sequences as they are."""
+    return (h.permute(0, 2, 3, 1) if h.dim() == 4 else h).contiguous().numpy()
+
+
+def _from_store(a: np.ndarray) -> torch.Tensor:
+    """A stored batch back as the prefix made it: (N, C, H, W) with channels-last strides for CNN maps."""
+    t = torch.from_numpy(np.array(a, copy=True))
+    return t.permute(0, 3, 1, 2) if t.dim() == 4 else t
 
 
 class ModelsDial(Dial):
@@ -202,12 +300,9 @@ class ModelsDial(Dial):
 
 
 def embed_set(dial: Dial, crops: np.ndarray, pre: Preprocess, alphas: Sequence[float],
-              batch_size: int) -> dict[float, np.ndarray]:
-    """Embeddings of every crop at every alpha, batch by batch (each batch converted once)."""
-    parts: dict[float, list[torch.Tensor]] = {a: [] for a in alphas}
-    for s in range(0, len(crops), batch_size):
-        for a, e in dial.embed(to_input(crops[s:s + batch_size], pre), alphas).items():
-            parts[a].append(e)
+              batch_size: int, set_key: str | None = None) -> dict[float, np.ndarray]:
+    """Embeddings of every crop at every alpha (:meth:`Dial.embed_crops`), ``{alpha: (N, dim)}``."""
+    parts = dial.embed_crops(crops, pre, alphas, batch_size, set_key)
     return {a: torch.cat(p).numpy() if p else np.zeros((0, 0), np.float32) for a, p in parts.items()}
 
 
@@ -251,7 +346,7 @@ def score_sets(dial: Dial, sets: list[ImageSet], alphas: Sequence[float], cache:
         if not todo:
             continue
         t0 = time.perf_counter()
-        embs = embed_set(dial, cache.get(s.paths), cache.pre, todo, batch_size)
+        embs = embed_set(dial, cache.get(s.paths), cache.pre, todo, batch_size, cache_key(s.paths, cache.pre))
         t1 = time.perf_counter()
         for a in todo:
             scores.setdefault(akey(a), {})[s.name] = _numbers(retrieval_metrics(embs[a], s.labels))
@@ -272,6 +367,13 @@ def naive_seconds_per_image(embedder: Any, paths: Sequence[str], batch_size: int
     return (time.perf_counter() - t0) / max(1, len(paths))
 
 
+def _prefix_record(dial: Dial) -> dict[str, Any]:
+    """What a :class:`PrefixCache` saved: images whose prefix was read back, and what computing it had cost."""
+    pc = getattr(dial, "prefixes", None)
+    return {} if pc is None else {"cached_prefix_images": pc.cached_images,
+                                  "cached_prefix_seconds": pc.cached_prefix_seconds}
+
+
 def sweep_record(dial: Dial, cache: ImageCache, stats: SweepStats, naive_s_per_img: float | None) -> dict[str, Any]:
     """What the sweep cost and saved against one ``embed_paths`` pass per alpha at the measured time per image.
 
@@ -284,6 +386,6 @@ def sweep_record(dial: Dial, cache: ImageCache, stats: SweepStats, naive_s_per_i
             "metric_seconds": stats.metric_seconds, "decode_seconds": cache.decode_seconds,
             "decoded_images": cache.decoded_images, "cached_images": cache.cached_images,
             "cached_decode_seconds": cache.cached_decode_seconds, "prefix_seconds": dial.prefix_seconds,
-            "suffix_seconds": dial.suffix_seconds, "naive_seconds_per_image": naive_s_per_img,
+            "suffix_seconds": dial.suffix_seconds, **_prefix_record(dial), "naive_seconds_per_image": naive_s_per_img,
             "naive_seconds_estimate": naive, "saved_seconds": None if naive is None else naive - stats.embed_seconds,
             "saved_fraction": None if not naive else 1.0 - stats.embed_seconds / naive}

@@ -8,8 +8,9 @@
    the runner refuses a folder of others) is reused, so a process killed while scoring, or a run
    asked for more alphas, only scores;
 2. score the saved model at every alpha of the section on the validation classes, the ID test
-   classes and each OOD gallery (:mod:`benchmarks.frontier.sweep`), writing ``scores.json`` after
-   every set; kind ``frozen`` scores the frozen backbone (alpha 0 of every method) once.
+   classes and each OOD gallery (:mod:`benchmarks.frontier.sweep`; an adapter model's frozen prefix
+   read from the shared prefix cache when an earlier run of the same prefix stored it), writing
+   ``scores.json`` after every set; kind ``frozen`` scores the frozen backbone (alpha 0 of every method) once.
 """
 from __future__ import annotations
 
@@ -61,8 +62,10 @@ def _training_record(summary: dict[str, Any], reused: bool) -> dict[str, Any]:
     return rec
 
 
-def _dial(kind: str, dial: str, cfg: Any, checkpoint: str, alphas: list[float], tmp: Path) -> tuple[S.Dial, Any]:
-    """The run's dial and the model ``embed_paths`` is timed with (its largest alpha)."""
+def _dial(kind: str, dial: str, cfg: Any, checkpoint: str, alphas: list[float], tmp: Path,
+          prefixes: Path | None = None) -> tuple[S.Dial, Any]:
+    """The run's dial and the model ``embed_paths`` is timed with (its largest alpha); ``prefixes``: the
+    folder of the frozen-prefix cache an adapter model reads and fills (:class:`sweep.PrefixCache`)."""
     from dva.checkpoint import interpolate, load_checkpoint
 
     if kind == "frozen":
@@ -70,7 +73,7 @@ def _dial(kind: str, dial: str, cfg: Any, checkpoint: str, alphas: list[float], 
         return S.ModelsDial({0.0: model}), model
     if dial == "ica_scale":
         model = load_checkpoint(checkpoint)[0]
-        return S.AdapterDial(model), model
+        return S.AdapterDial(model, S.PrefixCache(prefixes) if prefixes else None), model
     models = {}
     for a in alphas:  # WiSE-FT: dva interpolate's mixing, each alpha a checkpoint loaded as a user would
         path = tmp / f"wise_{S.akey(a)}.safetensors"
@@ -120,7 +123,8 @@ def run_frontier(spec: dict[str, Any], cfg: Any, out: Path, withheld: Callable[[
 
     Args:
         spec: the run's ``spec.json`` (``kind``, ``name`` and the ``frontier`` section: ``method``,
-            ``budget``, ``dial``, ``alphas``, ``ood`` galleries, ``image_cache`` folder or None).
+            ``budget``, ``dial``, ``alphas``, ``ood`` galleries, ``image_cache`` and ``prefix_cache``
+            folders or None).
         cfg: the run's config (``demo`` + its overrides, ``output_dir`` = ``out``).
         out: the run folder.
         withheld: a context manager under which the trainer's split holds no test image.
@@ -144,7 +148,8 @@ def run_frontier(spec: dict[str, Any], cfg: Any, out: Path, withheld: Callable[[
     todo = [a for a in alphas if any(s.name not in done.get(S.akey(a), {}) for s in sets)]
     with tempfile.TemporaryDirectory(dir=out, prefix="wise_") as tmp:
         t0 = time.perf_counter()
-        dial, timed = _dial(spec["kind"], fr["dial"], cfg, checkpoint, todo or alphas[-1:], Path(tmp))
+        dial, timed = _dial(spec["kind"], fr["dial"], cfg, checkpoint, todo or alphas[-1:], Path(tmp),
+                            Path(fr["prefix_cache"]) if fr.get("prefix_cache") else None)
         res["load_seconds"] = time.perf_counter() - t0  # building the models (and the WiSE-FT checkpoints)
     if spec["kind"] == "frozen":
         from dva.model import count_parameters

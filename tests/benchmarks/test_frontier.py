@@ -220,6 +220,53 @@ def test_prefix_reuse_equals_embed_paths_and_alpha0_is_frozen(synthetic_root, tm
     np.testing.assert_allclose(fz, ref0, rtol=0, atol=1e-5)
 
 
+def test_prefix_cache_is_shared_by_models_of_one_prefix_and_changes_nothing(synthetic_root, tmp_path, weights):
+    """DVA, ICA alone and the anchored DVA of one placement share the frozen prefix: the second model
+    reads it back, and every embedding equals the uncached sweep's bit for bit."""
+    from dva import build_model
+    from dva.checkpoint import load_checkpoint, save_checkpoint
+    from dva.runtime.torch_embedder import Embedder
+
+    paths, _ = _images(synthetic_root)
+    models = {}
+    for name, seed, blocks in (("a", 3, "-2:"), ("b", 4, "-2:"), ("c", 3, "-3:")):
+        built = perturb_trainable(build_model(_cfg(weights, "ica", blocks), 4), seed=seed, scale=0.05).eval()
+        save_checkpoint(tmp_path / f"{name}.safetensors", built, {"step": 5})
+        models[name] = load_checkpoint(tmp_path / f"{name}.safetensors")[0]
+    pre = S.split_transform(Embedder(models["a"]).transform)
+    crops = S.ImageCache(pre).get(paths)
+    key = S.cache_key(paths, pre)
+    alphas = [0.0, 0.5, 1.0]
+    cache = S.PrefixCache(tmp_path / "prefix")
+    first = S.AdapterDial(models["a"], cache)
+    got = S.embed_set(first, crops, pre, alphas, 5, key)  # 12 images in batches of 5: a short last batch
+    ref = S.embed_set(S.AdapterDial(models["a"]), crops, pre, alphas, 5)
+    assert all(np.array_equal(got[a], ref[a]) for a in alphas)
+    assert first.prefix_seconds > 0 and cache.cached_images == 0 and len(list(cache.folder.glob("*.npy"))) == 1
+    # Another model of the same frozen weights and split: its prefix is read back, not computed.
+    again = S.PrefixCache(tmp_path / "prefix")  # another process
+    second = S.AdapterDial(models["b"], again)
+    got_b = S.embed_set(second, crops, pre, alphas, 5, key)
+    ref_b = S.embed_set(S.AdapterDial(models["b"]), crops, pre, alphas, 5)
+    assert all(np.array_equal(got_b[a], ref_b[a]) for a in alphas)
+    assert second.prefix_seconds == 0 and again.cached_images == 12
+    assert again.cached_prefix_seconds == pytest.approx(first.prefix_seconds)
+    assert not np.allclose(got_b[1.0], got[1.0], atol=1e-3)  # other adapters, other embeddings
+    # Another split (adapters from an earlier stage): another prefix, computed and stored beside the first.
+    assert models["c"].split != models["a"].split
+    third = S.AdapterDial(models["c"], again)
+    got_c = S.embed_set(third, crops, pre, alphas, 5, key)
+    ref_c = S.embed_set(S.AdapterDial(models["c"]), crops, pre, alphas, 5)
+    assert all(np.array_equal(got_c[a], ref_c[a]) for a in alphas)
+    assert third.prefix_seconds > 0 and len(list(cache.folder.glob("*.npy"))) == 2
+    # Without the set's key (or without a cache) nothing is read or stored.
+    S.embed_set(S.AdapterDial(models["b"], again), crops, pre, alphas, 5)
+    assert again.cached_images == 12
+    rec = S.sweep_record(second, S.ImageCache(pre), S.SweepStats(), None)
+    assert rec["cached_prefix_images"] == 12 and "cached_prefix_images" not in S.sweep_record(
+        S.ModelsDial({}), S.ImageCache(pre), S.SweepStats(), None)
+
+
 def test_wise_ft_ends_are_the_frozen_and_the_trained_model(synthetic_root, tmp_path, weights):
     from dva.checkpoint import load_checkpoint
     from dva.metrics import retrieval_metrics
@@ -710,6 +757,11 @@ def test_real_profile_on_generated_data(tmp_path, monkeypatch):
         assert set(r["scores"]) == {"0.5", "1"} and r["images_processed"] > 0 and r["wall_seconds"] > 0
         assert r["sweep"]["image_alphas"] == 2 * r["sweep"]["images"] and "loadavg_1m" in r and "commit" in r
     assert any(r["sweep"]["cached_images"] for r in trained)  # decoded by the frozen run, read from the file cache
+    # The first DVA run stored its frozen prefix on every set; the second (the other budget) read it back.
+    cached = [r["sweep"]["cached_prefix_images"] for r in trained if r["method"] == "dva"]
+    assert sorted(cached) == [0, sum(fz["sets"].values())]
+    assert all("cached_prefix_images" not in r["sweep"] for r in trained if r["method"] == "full")
+    assert len(list((tmp_path / "cache" / "frontier_prefix").glob("*.npy"))) == len(fz["sets"])
     # Finished, but a part of frontier.yaml's profile (two of its methods, other budgets): not complete.
     assert len(res["points"]) == 1 + 4 * 2 and not res["complete"]
     assert set(res["recommended"]) == {"dva", "full"}
