@@ -136,6 +136,7 @@ def test_a_checkpoint_trained_before_a_training_bound_still_loads(tmp_path):
     (["--ica.target", "pw+conv"], "ica.target='pw+conv': no layer kind is called 'conv'"),
     (["--ica.blocks", "last"], "ica.blocks='last': expected 'auto', 'all', a slice like '-2:'"),
     (["--ica.scale", ".nan"], "ica.scale=nan must be a finite number"),
+    (["--train.ica_lr", ".nan"], "train.ica_lr=nan must be a finite number"),  # not train.lr, its copy
     (["--train.epochs", "true"], "train.epochs: expected int, got True"),
     (["--train.epochs", ".inf"], "train.epochs: expected int, got inf"),
     (["--train.cache_prefix", "on", "--train.trainable", "full"], "train.cache_prefix=on cannot train the full"),

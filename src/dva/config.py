@@ -381,7 +381,9 @@ def _check_types(cfg: "DVAConfig", source: str) -> None:
         if not dataclasses.is_dataclass(obj):
             continue
         hints = typing.get_type_hints(type(obj))
-        for f in dataclasses.fields(obj):
+        # The keys a default filled in last (train.lr copies train.ica_lr): a bad value is named where it was given.
+        late = getattr(obj, "defaulted", ())
+        for f in sorted(dataclasses.fields(obj), key=lambda f: f.name in late):
             v, t = getattr(obj, f.name), _plain_type(hints[f.name])
             if v is None and t is not hints[f.name]:  # an optional field left unset
                 continue
