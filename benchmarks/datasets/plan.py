@@ -38,6 +38,9 @@ class DatasetSpec(NamedTuple):
     subdir: str = ""  # the reader's root below the located folder (pets37: images/)
 
 
+PROFILES = ("select", "main")
+
+
 class BackboneSpec(NamedTuple):
     """A backbone: its packaged preset, timm model, input size and default number of seeds."""
 
@@ -45,6 +48,7 @@ class BackboneSpec(NamedTuple):
     model: str
     img_size: int
     default_seeds: int
+    profiles: tuple[str, ...] = PROFILES  # what the harness runs for it
 
 
 class MainRow(NamedTuple):
@@ -113,7 +117,10 @@ def load_table(path: str | Path = TABLE_FILE) -> Table:
     backbones = {}
     for k, b in raw["backbones"].items():
         bb = preset_backbone(str(b["preset"]))
-        backbones[k] = BackboneSpec(str(b["preset"]), bb.model, bb.img_size, int(b["default_seeds"]))
+        profiles = tuple(_tokens(b.get("profiles", list(PROFILES)), f"backbones.{k}.profiles"))
+        if not profiles or set(profiles) - set(PROFILES):
+            raise ValueError(f"harness.yaml backbones.{k}.profiles: each one of {PROFILES}, got {list(profiles)}")
+        backbones[k] = BackboneSpec(str(b["preset"]), bb.model, bb.img_size, int(b["default_seeds"]), profiles)
     main = {n: MainRow(str(r["label"]), _tokens(r["overrides"], f"main.rows.{n}"))
             for n, r in raw["main"]["rows"].items()}
     table = Table(datasets={n: _dataset(n, d) for n, d in raw["datasets"].items()},

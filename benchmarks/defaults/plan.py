@@ -52,8 +52,9 @@ def dataset_spec(name: str) -> DatasetSpec:
 
 
 def harness_backbone(preset: str) -> str | None:
-    """The datasets harness's backbone built on ``preset`` (its tuned rows), or None (lite0, lite1)."""
-    return next((name for name, bb in TABLE.backbones.items() if bb.preset == preset), None)
+    """The datasets harness's backbone built on ``preset`` whose main profile gives tuned rows, or None
+    (lite0 and lite1 run select profiles only)."""
+    return next((name for name, bb in TABLE.backbones.items() if bb.preset == preset and "main" in bb.profiles), None)
 
 
 def find_root(name: str, explicit: str | None = None) -> str | None:

@@ -18,7 +18,7 @@ from benchmarks.datasets import run as runner
 from benchmarks.datasets import select as S
 
 DATASETS = ("cub100", "cars196", "aircraft47")
-BACKBONES = ("mobilenetv2", "lite2", "vit_s14")
+BACKBONES = ("mobilenetv2", "lite2", "vit_s14", "lite0", "lite1")
 
 
 def _value(tokens: list[str], key: str) -> str | None:
@@ -184,7 +184,8 @@ def test_a_dear_candidate_must_win_by_the_margin():
     # The harness: 0.5 MAP@R points; the every-stage candidates (no cached prefix) are the dear ones.
     assert P.TABLE.dear_margin == 0.005
     dear = {bb: [n for n, t in P.TABLE.stages[0].of(bb).items() if P.is_dear(t)] for bb in P.TABLE.backbones}
-    assert dear == {"mobilenetv2": ["r2_all"], "lite2": ["r2_all"], "vit_s14": ["r8_all"]}
+    assert dear == {"mobilenetv2": ["r2_all"], "lite2": ["r2_all"], "vit_s14": ["r8_all"], "lite0": ["r2_all"],
+                    "lite1": ["r2_all"]}
     assert not any(P.is_dear(t) for st in P.TABLE.stages[1:] for t in st.of("mobilenetv2").values())
     assert P.is_dear(["--x", "1", "--train.cache_prefix", "off"]) and not P.is_dear(["--train.cache_prefix", "on"])
 
@@ -492,6 +493,25 @@ def test_cli_errors_are_one_line_and_rows_split_a_profile(capsys):
     assert "full [1 seed]" in out and "frozen [" in out and "dva" not in out
     with pytest.raises(SystemExit, match="for the main profile"):
         runner.main(["--dataset", "cub100", "--profile", "select", "--quick", "--plan"])
+    # Lite0 and Lite1 run their select profiles only (they choose their presets' settings).
+    with pytest.raises(SystemExit, match=r"lite0 has no main profile .*the main profile runs mobilenetv2, lite2, vit_s14"):
+        runner.main(["--dataset", "cub100", "--backbone", "lite0", "--plan", "--root", "/nonexistent"])
+    assert runner.main(["--dataset", "cub100", "--backbone", "lite1", "--profile", "select", "--plan",
+                        "--root", "/nonexistent"]) == 0
+    assert "tf_efficientnet_lite1" in capsys.readouterr().out
+
+
+def test_backbone_profiles_are_checked(tmp_path):
+    t = P.TABLE
+    assert {b: spec.profiles for b, spec in t.backbones.items()} == {
+        "mobilenetv2": ("select", "main"), "lite2": ("select", "main"), "vit_s14": ("select", "main"),
+        "lite0": ("select",), "lite1": ("select",)}
+    # Lite0 and Lite1 choose among Lite2's placements (the same seven-stage network).
+    assert t.stages[0].of("lite0") == t.stages[0].of("lite1") == t.stages[0].of("lite2")
+    text = P.TABLE_FILE.read_text()
+    (tmp_path / "h.yaml").write_text(text.replace('profiles: ["select"]}', 'profiles: ["final"]}', 1))
+    with pytest.raises(ValueError, match=r"backbones.lite0.profiles: each one of \('select', 'main'\)"):
+        P.load_table(tmp_path / "h.yaml")
 
 
 @pytest.mark.slow

@@ -65,10 +65,13 @@ def test_the_order_is_the_issues_order(tmp_path):
     kinds = [it.benchmark for it in its]
     # The datasets harness, then the default command, then the frontier (they build on its choices).
     assert kinds == sorted(kinds, key=("datasets", "defaults", "frontier").index)
-    for bench in ("datasets", "frontier"):  # within each, MobileNetV2, then Lite2, then the ViT
+    for bench, n in (("datasets", 5), ("frontier", 3)):  # within each, MobileNetV2, Lite2, (Lite0, Lite1,) the ViT
         names = [it.name for it in its if it.benchmark == bench]
         order = [next(i for i, b in enumerate(M.BACKBONE_ORDER) if b in n) for n in names]
-        assert order == sorted(order) and len(set(order)) == 3
+        assert order == sorted(order) and len(set(order)) == n
+    # Lite0 and Lite1: select profiles only (they choose their presets), before those presets run.
+    lite0 = [it.name for it in its if "lite0" in it.name]
+    assert lite0 == [f"{d} x lite0: select" for d in TABLE.datasets] + ["preset lite0"]
     presets = [it.name for it in its if it.benchmark == "defaults"]
     assert presets[0] == "preset mobilenetv2" and presets.index("preset lite2") < presets.index("preset lite0")
     assert M.command_text(its[0].argv) == \
