@@ -149,7 +149,7 @@ def listing(todo: list[Item], with_estimates: bool = False) -> list[str]:
     """One line per item (state, benchmark, name), its command under it when it is not done; with
     estimates, each item's own (a waiting item's is planned with every select stage's first candidate)
     and their sum."""
-    out, total = [], 0.0
+    out, total, unknown = [], 0.0, 0
     for it in todo:
         out.append(f"[{it.state}] {it.benchmark}: {it.name}")
         if it.state != "done":
@@ -157,10 +157,13 @@ def listing(todo: list[Item], with_estimates: bool = False) -> list[str]:
             if with_estimates:
                 line = estimate(it)
                 total += minutes_of(line)
+                # an item with runs of no measured cost (a backbone not run yet) adds only what is known
+                unknown += "without a measured cost" in line or line.startswith("(no estimate")
                 out.append(f"    {line}")
     n = sum(it.state != "done" for it in todo)
     out.append(f"{len(todo) - n} of {len(todo)} done; {n} to run or waiting"
                + (f"; ~{total / 60:.1f} h by the estimates (2 CPU cores, as the measured runs)"
+                  + (f", {unknown} item(s) not or not wholly estimated: more" if unknown else "")
                   if with_estimates else ""))
     return out
 

@@ -196,3 +196,6 @@ def test_the_listing_sums_the_estimates(monkeypatch):
     lines = M.listing(its, with_estimates=True)
     assert lines[-1] == "1 of 3 done; 2 to run or waiting; ~1.5 h by the estimates (2 CPU cores, as the measured runs)"
     assert "    estimated total ~60 min" in lines and not M.listing(its)[-1].endswith("runs)")
+    # Runs of a backbone not measured yet: the sum is of what is known, and says so.
+    said["c"] = "estimated total ~60 min (within the 2 h of a profile; 3 run(s) without a measured cost)"
+    assert M.listing(its, with_estimates=True)[-1].endswith("runs), 1 item(s) not or not wholly estimated: more")
