@@ -48,6 +48,7 @@ class Frontier(NamedTuple):
     targets: dict[str, Any]
     image_cache: bool
     prefix_cache: bool
+    runtime: str
 
 
 def check_alphas(alphas: list[float], where: str) -> list[float]:
@@ -80,6 +81,8 @@ def load_frontier(path: str | Path = FRONTIER_FILE, table: P.Table = P.TABLE) ->
     bad += [f"methods.{m.name}.dial {m.dial!r} is not one of {DIALS}" for m in methods.values() if m.dial not in DIALS]
     bad += [f"datasets: {d} is no ID dataset of harness.yaml" for d in raw["datasets"] if d not in table.datasets]
     bad += [f"backbones: {b} is no backbone of harness.yaml" for b in raw["backbones"] if b not in table.backbones]
+    if raw["runtime"] not in ("auto", "torch", "onnx"):
+        bad.append(f"runtime must be auto, torch or onnx, got {raw['runtime']!r}")
     ec = raw["equal_compute"]
     if ec["clock"] not in CLOCKS:
         bad.append(f"equal_compute.clock must be one of {CLOCKS}, got {ec['clock']!r}")
@@ -90,7 +93,8 @@ def load_frontier(path: str | Path = FRONTIER_FILE, table: P.Table = P.TABLE) ->
                     alphas=check_alphas(raw["alphas"], f"{where} alphas"), methods=methods,
                     metric=str(raw["select_metric"]), seeds=int(raw["seeds"]),
                     minutes=[float(m) for m in ec["minutes"]], clock=str(ec["clock"]), targets=dict(raw["targets"]),
-                    image_cache=bool(raw["image_cache"]), prefix_cache=bool(raw["prefix_cache"]))
+                    image_cache=bool(raw["image_cache"]), prefix_cache=bool(raw["prefix_cache"]),
+                    runtime=str(raw["runtime"]))
 
 
 FRONTIER = load_frontier()

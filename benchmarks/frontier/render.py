@@ -89,7 +89,9 @@ def sweep_cost(result: dict[str, Any]) -> dict[str, Any] | None:
             "naive_seconds": naive, "saved_fraction": 1.0 - spent / naive if naive else None,
             "decoded_images": sum(r["decoded_images"] for r in recs),
             "cached_images": sum(r["cached_images"] for r in recs),
-            "cached_prefix_images": sum(r.get("cached_prefix_images", 0) for r in recs)}
+            "cached_prefix_images": sum(r.get("cached_prefix_images", 0) for r in recs),
+            "runtimes": {rt: sum(r.get("runtime", "torch") == rt for r in recs)
+                         for rt in sorted({r.get("runtime", "torch") for r in recs})}}
 
 
 # ----------------------------------------------------------------------------- markdown
@@ -322,7 +324,15 @@ def cost_words(sm: dict[str, Any]) -> str:
             f"{c['cached_images']:,} read back from the crop cache, {c['decoded_images']:,} decoded; the frozen "
             "prefix once per image for the adapter models"
             + (f", {c.get('cached_prefix_images', 0):,} of them read back from the prefix cache of an earlier run"
-               if c.get("cached_prefix_images") else "") + ").")
+               if c.get("cached_prefix_images") else "") + "; " + runtime_words(c.get("runtimes") or {}) + ").")
+
+
+def runtime_words(runtimes: dict[str, int]) -> str:
+    """What ran the networks: ``networks on torch``, or each runtime with its runs when they were mixed."""
+    name = {"torch": "torch", "onnx": "onnxruntime"}
+    if len(runtimes) <= 1:
+        return f"networks on {name.get(next(iter(runtimes), 'torch'), 'torch')}"
+    return "networks on " + " and ".join(f"{name.get(rt, rt)} ({n} runs)" for rt, n in runtimes.items())
 
 
 def section_of(result: dict[str, Any]) -> str:

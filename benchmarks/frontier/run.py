@@ -55,6 +55,7 @@ class Sweep(NamedTuple):
     ood_missing: list[str]
     image_cache: Path | None
     prefix_cache: Path | None
+    runtime: str  # what scores the models: torch, onnx or auto (benchmarks/frontier/sweep.py)
     frontier: F.Frontier
 
 
@@ -69,7 +70,7 @@ def section(sw: Sweep, method: str, budget: int, dial: str, alphas: list[float])
     """A run's ``frontier`` section of its spec (what the worker scores)."""
     return {"method": method, "budget": budget, "dial": dial, "alphas": alphas,
             "ood": [g._asdict() for g in sw.galleries], "image_cache": str(sw.image_cache) if sw.image_cache else None,
-            "prefix_cache": str(sw.prefix_cache) if sw.prefix_cache else None}
+            "prefix_cache": str(sw.prefix_cache) if sw.prefix_cache else None, "runtime": sw.runtime}
 
 
 def run_point(ctx: D.Context, spec: P.RunSpec, fr: dict[str, Any]) -> dict[str, Any]:
@@ -390,6 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-image-cache", action="store_true", help="decode the scored images in every run")
     p.add_argument("--no-prefix-cache", action="store_true",
                    help="run an adapter model's frozen prefix on the scored images in every run")
+    p.add_argument("--runtime", choices=("auto", "torch", "onnx"), default=None,
+                   help="what scores the models (default frontier.yaml's: auto = onnxruntime where installed)")
     p.add_argument("--render", nargs="+", metavar="JSON", default=None,
                    help="run nothing: print the markdown of these frontier JSONs")
     p.add_argument("--markdown", default=None, help="with --render: also write the markdown to this file")
@@ -419,6 +422,7 @@ def _sweep(args: argparse.Namespace, ctx: D.Context) -> Sweep:
                  select_json=None if args.unselected else C.repo_relative(sel), galleries=gals, ood_missing=missing,
                  image_cache=None if args.no_image_cache or not fr.image_cache else ctx.cache / "frontier_images",
                  prefix_cache=None if args.no_prefix_cache or not fr.prefix_cache else ctx.cache / "frontier_prefix",
+                 runtime=args.runtime or fr.runtime,
                  frontier=fr)
 
 

@@ -16,7 +16,14 @@ network five times. Here:
 * :class:`PrefixCache` keeps an adapter model's frozen-prefix output of a whole set in a file keyed by
   the frozen weights' fingerprint, ``model.split`` and the set's crops: every adapter model of a
   (dataset, backbone, placement) - DVA, ICA alone, the anchored DVA, every budget and seed - has the
-  same prefix, so after the first run only the suffixes are computed.
+  same prefix, so after the first run only the suffixes are computed;
+* ``runtime="onnx"`` runs every network of a dial on onnxruntime, as ``dva export`` and the training's
+  frozen jobs do (:mod:`dva.runtime`): the frozen prefix (:class:`dva.runtime.frozen.OnnxFrozenRunner`),
+  each alpha's adapted suffix (``export_suffix`` at that ICA scale) and each alpha's whole model
+  (``export_onnx``), exported once per dial into a private folder. On the CPU each of the three runs
+  several times faster there than in torch (``python -m benchmarks.frontier.runtime_speed``, side by
+  side); the embeddings equal torch's to float rounding (tests/benchmarks/test_frontier.py), and the
+  run records which runtime scored it.
 
 :func:`score_sets` scores every set leave-one-out (:func:`dva.metrics.retrieval_metrics`) and
 measures the saving against the per-alpha ``embed_paths`` passes on a sample.
@@ -26,6 +33,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -156,12 +165,69 @@ class ImageCache:
 
 
 # ----------------------------------------------------------------------------- dials
-class Dial:
-    """Embeds a batch at every alpha; counts its time (``prefix_seconds``, ``suffix_seconds``)."""
+def resolve_runtime(runtime: str) -> str:
+    """``torch`` or ``onnx`` for ``runtime`` (``auto``: onnx where onnx and onnxruntime are installed)."""
+    from dva.runtime import RUNTIMES, sessions
 
-    def __init__(self) -> None:
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    if runtime == "auto":
+        return "onnx" if sessions.onnx_available() else "torch"
+    if runtime == "onnx" and not sessions.onnx_available():
+        raise ValueError("runtime onnx needs the onnx and onnxruntime packages (pip install onnx onnxruntime)")
+    return runtime
+
+
+class OnnxGraphs:
+    """A dial's ONNX graphs: each exported once into a private temporary folder and run by
+    :class:`dva.runtime.onnx_embedder.SplitSessions` with ``threads`` cores; :meth:`close` removes them."""
+
+    def __init__(self, threads: int | None = None) -> None:
+        self.threads = threads
+        self.folder = Path(tempfile.mkdtemp(prefix="dva_sweep_"))
+        self.sessions: dict[str, Any] = {}
+        self.export_seconds = 0.0
+
+    def get(self, name: str, export: Callable[[Path], Any]) -> Any:
+        """The sessions of graph ``name``, exported by ``export(path)`` on first use."""
+        from dva.runtime.onnx_embedder import SplitSessions
+
+        if name not in self.sessions:
+            t0 = time.perf_counter()
+            path = self.folder / f"{name}.onnx"
+            export(path)
+            self.sessions[name] = SplitSessions(path, self.threads)
+            self.export_seconds += time.perf_counter() - t0
+        return self.sessions[name]
+
+    def close(self) -> None:
+        for split in self.sessions.values():
+            split.close()
+        self.sessions.clear()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _run(graph: Any, x: torch.Tensor) -> torch.Tensor:
+    """An ONNX graph on a float32 batch (any strides), as a torch tensor."""
+    return torch.from_numpy(graph.run(np.ascontiguousarray(x.numpy(), dtype=np.float32)))
+
+
+class Dial:
+    """Embeds a batch at every alpha; counts its time (``prefix_seconds``, ``suffix_seconds``).
+
+    ``runtime``: ``torch``, ``onnx`` or ``auto`` (:func:`resolve_runtime`); ``threads``: onnxruntime's cores.
+    """
+
+    def __init__(self, runtime: str = "torch", threads: int | None = None) -> None:
         self.prefix_seconds = 0.0
         self.suffix_seconds = 0.0
+        self.runtime = resolve_runtime(runtime)
+        self.graphs = OnnxGraphs(threads) if self.runtime == "onnx" else None
+
+    def close(self) -> None:
+        """Remove the dial's ONNX graphs (a torch dial holds nothing)."""
+        if self.graphs is not None:
+            self.graphs.close()
 
     def embed(self, x: torch.Tensor, alphas: Sequence[float]) -> dict[float, torch.Tensor]:
         raise NotImplementedError
@@ -182,29 +248,58 @@ class Dial:
 class AdapterDial(Dial):
     """An adapter model: the frozen prefix once per batch, the adapted suffix once per alpha."""
 
-    def __init__(self, model: Any, prefixes: PrefixCache | None = None) -> None:
-        super().__init__()
+    def __init__(self, model: Any, prefixes: PrefixCache | None = None, runtime: str = "torch",
+                 threads: int | None = None) -> None:
+        super().__init__(runtime, threads)
         self.model = model.eval()
         self.prefixes = prefixes
+        self.frozen = None
+        if self.runtime == "onnx":
+            from dva.runtime.frozen import OnnxFrozenRunner
+
+            self.frozen = OnnxFrozenRunner(self.model, "cpu", threads)
+
+    def _prefix(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.model.prefix(x) if self.frozen is None else self.frozen.prefix(x)
 
     @torch.no_grad()
     def embed(self, x: torch.Tensor, alphas: Sequence[float]) -> dict[float, torch.Tensor]:
         """L2-normalised embeddings of ``x`` at each alpha (``set_ica_scale``): the prefix holds no adapter."""
         t0 = time.perf_counter()
-        h = self.model.prefix(x)
+        h = self._prefix(x)
         self.prefix_seconds += time.perf_counter() - t0
         return self.embed_from_prefix(h, alphas)
+
+    def _suffix_graph(self, alpha: float) -> Any:
+        from dva.runtime.onnx_export import export_suffix
+        from dva.runtime.torch_embedder import Embedder
+
+        def export(path: Path) -> None:
+            self.model.set_ica_scale(alpha)  # a constant of the exported graph
+            export_suffix(Embedder(self.model), self.model.split, path)
+
+        return self.graphs.get(f"suffix_{akey(alpha)}", export)
 
     @torch.no_grad()
     def embed_from_prefix(self, h: torch.Tensor, alphas: Sequence[float]) -> dict[float, torch.Tensor]:
         """L2-normalised embeddings at each alpha from the prefix output ``h``."""
+        graphs = {a: self._suffix_graph(a) for a in alphas} if self.graphs is not None else {}
         t1 = time.perf_counter()
         out = {}
         for a in alphas:
-            self.model.set_ica_scale(a)
-            out[a] = self.model.embed_from_prefix(h, normalize=True).float()
+            if a in graphs:
+                out[a] = _run(graphs[a], h)
+            else:
+                self.model.set_ica_scale(a)
+                out[a] = self.model.embed_from_prefix(h, normalize=True).float()
         self.suffix_seconds += time.perf_counter() - t1
         return out
+
+    def close(self) -> None:
+        super().close()
+        if self.frozen is not None:
+            self.frozen.close()
 
     @torch.no_grad()
     def embed_crops(self, crops: np.ndarray, pre: Preprocess, alphas: Sequence[float], batch_size: int,
@@ -213,11 +308,11 @@ class AdapterDial(Dial):
         stored), then the suffix per alpha batch by batch; else :meth:`Dial.embed_crops`."""
         if self.prefixes is None or set_key is None or self.model.split == 0:  # split 0: no frozen prefix
             return super().embed_crops(crops, pre, alphas, batch_size, set_key)
-        key = self.prefixes.key(self.model, set_key)
+        key = self.prefixes.key(self.model, set_key, self.runtime)
         stored = self.prefixes.load(key, len(crops))
         if stored is None:
             t0 = time.perf_counter()
-            stored = np.concatenate([_to_store(self.model.prefix(to_input(crops[s:s + batch_size], pre)))
+            stored = np.concatenate([_to_store(self._prefix(to_input(crops[s:s + batch_size], pre)))
                                      for s in range(0, len(crops), batch_size)])
             dt = time.perf_counter() - t0
             self.prefix_seconds += dt
@@ -233,11 +328,12 @@ class PrefixCache:
     """Frozen-prefix outputs of whole sets, in ``folder``, shared by every adapter model of the same prefix.
 
     The key is the frozen weights' fingerprint (``DVAModel.fingerprint``: every frozen tensor),
-    ``model.split`` (the layers below the first adapter) and the set's crop key (:func:`cache_key`:
-    every file and the transform): nothing trainable reaches the prefix, so two models with the same
-    key compute the same array. CNN maps are stored channels-last (N, H, W, C), the layout the
-    prefix computes them in, and handed back with those strides: the suffix then runs the same
-    kernels as on a fresh prefix, and the embeddings equal the uncached ones bit for bit.
+    ``model.split`` (the layers below the first adapter), the set's crop key (:func:`cache_key`:
+    every file and the transform) and the runtime that computed it: nothing trainable reaches the
+    prefix, so two models with the same key compute the same array. CNN maps are stored
+    channels-last (N, H, W, C), the layout torch's prefix computes them in, and handed back with
+    those strides: the suffix then runs the same kernels as on a fresh prefix, and the embeddings
+    equal the uncached ones bit for bit.
     """
 
     def __init__(self, folder: Path) -> None:
@@ -245,9 +341,10 @@ class PrefixCache:
         self.cached_images = 0  # read back instead of computed
         self.cached_prefix_seconds = 0.0  # what computing those cost when they were cached
 
-    def key(self, model: Any, set_key: str) -> str:
-        """The file key of ``model``'s prefix on the set of crop key ``set_key``."""
-        return hashlib.sha1(f"{model.fingerprint}\0{model.split}\0{set_key}\0float32".encode()).hexdigest()[:20]
+    def key(self, model: Any, set_key: str, runtime: str = "torch") -> str:
+        """The file key of ``model``'s prefix on the set of crop key ``set_key``, computed by ``runtime``."""
+        blob = f"{model.fingerprint}\0{model.split}\0{set_key}\0float32\0{runtime}"
+        return hashlib.sha1(blob.encode()).hexdigest()[:20]
 
     def load(self, key: str, n: int) -> np.ndarray | None:
         """The stored array of ``key`` (memory-mapped) when it holds ``n`` images, else None."""
@@ -286,15 +383,22 @@ def _from_store(a: np.ndarray) -> torch.Tensor:
 class ModelsDial(Dial):
     """One model per alpha (WiSE-FT checkpoints, or the frozen backbone at alpha 0), each run whole."""
 
-    def __init__(self, models: dict[float, Any]) -> None:
-        super().__init__()
+    def __init__(self, models: dict[float, Any], runtime: str = "torch", threads: int | None = None) -> None:
+        super().__init__(runtime, threads)
         self.models = {float(a): m.eval() for a, m in models.items()}
+
+    def _graph(self, alpha: float) -> Any:
+        from dva.runtime.onnx_export import export_onnx
+        from dva.runtime.torch_embedder import Embedder
+
+        return self.graphs.get(f"model_{akey(alpha)}", lambda path: export_onnx(Embedder(self.models[alpha]), path))
 
     @torch.no_grad()
     def embed(self, x: torch.Tensor, alphas: Sequence[float]) -> dict[float, torch.Tensor]:
         """L2-normalised embeddings of ``x`` by each alpha's model."""
+        graphs = {a: self._graph(float(a)) for a in alphas} if self.graphs is not None else {}
         t0 = time.perf_counter()
-        out = {a: self.models[float(a)].embed(x).float() for a in alphas}
+        out = {a: _run(graphs[a], x) if a in graphs else self.models[float(a)].embed(x).float() for a in alphas}
         self.suffix_seconds += time.perf_counter() - t0
         return out
 
@@ -368,10 +472,12 @@ def naive_seconds_per_image(embedder: Any, paths: Sequence[str], batch_size: int
 
 
 def _prefix_record(dial: Dial) -> dict[str, Any]:
-    """What a :class:`PrefixCache` saved: images whose prefix was read back, and what computing it had cost."""
+    """The dial's runtime and export seconds; what a :class:`PrefixCache` saved (images whose prefix was
+    read back, and what computing it had cost)."""
     pc = getattr(dial, "prefixes", None)
-    return {} if pc is None else {"cached_prefix_images": pc.cached_images,
-                                  "cached_prefix_seconds": pc.cached_prefix_seconds}
+    rec = {"runtime": dial.runtime, "export_seconds": dial.graphs.export_seconds if dial.graphs else 0.0}
+    return rec if pc is None else {**rec, "cached_prefix_images": pc.cached_images,
+                                   "cached_prefix_seconds": pc.cached_prefix_seconds}
 
 
 def sweep_record(dial: Dial, cache: ImageCache, stats: SweepStats, naive_s_per_img: float | None) -> dict[str, Any]:

@@ -63,23 +63,24 @@ def _training_record(summary: dict[str, Any], reused: bool) -> dict[str, Any]:
 
 
 def _dial(kind: str, dial: str, cfg: Any, checkpoint: str, alphas: list[float], tmp: Path,
-          prefixes: Path | None = None) -> tuple[S.Dial, Any]:
+          prefixes: Path | None = None, runtime: str = "torch", threads: int | None = None) -> tuple[S.Dial, Any]:
     """The run's dial and the model ``embed_paths`` is timed with (its largest alpha); ``prefixes``: the
-    folder of the frozen-prefix cache an adapter model reads and fills (:class:`sweep.PrefixCache`)."""
+    folder of the frozen-prefix cache an adapter model reads and fills (:class:`sweep.PrefixCache`);
+    ``runtime``/``threads``: what runs the networks (:class:`sweep.Dial`)."""
     from dva.checkpoint import interpolate, load_checkpoint
 
     if kind == "frozen":
         model = frozen_model(cfg)
-        return S.ModelsDial({0.0: model}), model
+        return S.ModelsDial({0.0: model}, runtime, threads), model
     if dial == "ica_scale":
         model = load_checkpoint(checkpoint)[0]
-        return S.AdapterDial(model, S.PrefixCache(prefixes) if prefixes else None), model
+        return S.AdapterDial(model, S.PrefixCache(prefixes) if prefixes else None, runtime, threads), model
     models = {}
     for a in alphas:  # WiSE-FT: dva interpolate's mixing, each alpha a checkpoint loaded as a user would
         path = tmp / f"wise_{S.akey(a)}.safetensors"
         interpolate(checkpoint, a, path)
         models[a] = load_checkpoint(path)[0]
-    return S.ModelsDial(models), models[max(alphas)]
+    return S.ModelsDial(models, runtime, threads), models[max(alphas)]
 
 
 def image_sets(cfg: Any, galleries: list[dict[str, str]]) -> list[S.ImageSet]:
@@ -124,7 +125,7 @@ def run_frontier(spec: dict[str, Any], cfg: Any, out: Path, withheld: Callable[[
     Args:
         spec: the run's ``spec.json`` (``kind``, ``name`` and the ``frontier`` section: ``method``,
             ``budget``, ``dial``, ``alphas``, ``ood`` galleries, ``image_cache`` and ``prefix_cache``
-            folders or None).
+            folders or None, ``runtime``: torch, onnx or auto).
         cfg: the run's config (``demo`` + its overrides, ``output_dir`` = ``out``).
         out: the run folder.
         withheld: a context manager under which the trainer's split holds no test image.
@@ -149,14 +150,18 @@ def run_frontier(spec: dict[str, Any], cfg: Any, out: Path, withheld: Callable[[
     with tempfile.TemporaryDirectory(dir=out, prefix="wise_") as tmp:
         t0 = time.perf_counter()
         dial, timed = _dial(spec["kind"], fr["dial"], cfg, checkpoint, todo or alphas[-1:], Path(tmp),
-                            Path(fr["prefix_cache"]) if fr.get("prefix_cache") else None)
+                            Path(fr["prefix_cache"]) if fr.get("prefix_cache") else None,
+                            fr.get("runtime", "torch"), int(spec["threads"]))
         res["load_seconds"] = time.perf_counter() - t0  # building the models (and the WiSE-FT checkpoints)
     if spec["kind"] == "frozen":
         from dva.model import count_parameters
 
         res["params"] = count_parameters(timed)
-    scores, res["sweep"] = _score(dial, timed, sets, todo, done, fr, cfg, out, int(spec["threads"])) \
-        if todo else (done, None)
+    try:
+        scores, res["sweep"] = _score(dial, timed, sets, todo, done, fr, cfg, out, int(spec["threads"])) \
+            if todo else (done, None)
+    finally:
+        dial.close()
     res["scores"] = {S.akey(a): scores[S.akey(a)] for a in alphas}
     if spec["kind"] == "frozen":
         res["metrics"] = res["scores"][S.akey(0.0)]["val"]

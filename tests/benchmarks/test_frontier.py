@@ -125,6 +125,10 @@ def test_frontier_yaml_is_checked(tmp_path):
     assert {m: v.dial for m, v in fr.methods.items()} == {"dva": "ica_scale", "ica": "ica_scale", "full": "wise_ft",
                                                          "dva_anchor": "ica_scale"}
     assert fr.methods["dva_anchor"].extra == ("--loss.w_anchor", "1") and fr.methods["dva"].extra == ()
+    (tmp_path / "d.yaml").write_text(text.replace('runtime: "auto"', 'runtime: "tensorrt"'))
+    with pytest.raises(ValueError, match="runtime must be auto, torch or onnx, got 'tensorrt'"):
+        F.load_frontier(tmp_path / "d.yaml")
+    assert fr.runtime == "auto" and fr.prefix_cache and fr.image_cache
     (tmp_path / "c.yaml").write_text(text.replace('dial: "wise_ft"}', 'dial: "wise_ft", extras: []}'))
     with pytest.raises(ValueError, match=r"methods.full: unknown key\(s\) \['extras'\]"):
         F.load_frontier(tmp_path / "c.yaml")
@@ -265,6 +269,53 @@ def test_prefix_cache_is_shared_by_models_of_one_prefix_and_changes_nothing(synt
     rec = S.sweep_record(second, S.ImageCache(pre), S.SweepStats(), None)
     assert rec["cached_prefix_images"] == 12 and "cached_prefix_images" not in S.sweep_record(
         S.ModelsDial({}), S.ImageCache(pre), S.SweepStats(), None)
+
+
+def test_onnx_runtime_scores_like_torch(synthetic_root, tmp_path, weights):
+    """The onnxruntime dials (frozen prefix, each alpha's suffix, each WiSE-FT model exported) give
+    torch's embeddings to float rounding and the same retrieval metrics; their graphs are removed on close."""
+    pytest.importorskip("onnxruntime")
+    from dva.checkpoint import load_checkpoint
+    from dva.metrics import retrieval_metrics
+    from dva.runtime.torch_embedder import Embedder
+
+    paths, labels = _images(synthetic_root)
+    _trained(weights, "ica", tmp_path / "ica.safetensors")
+    model = load_checkpoint(tmp_path / "ica.safetensors")[0]
+    pre = S.split_transform(Embedder(model).transform)
+    crops, key = S.ImageCache(pre).get(paths), S.cache_key(paths, pre)
+    alphas = [0.0, 0.5, 1.0]
+    ref = S.embed_set(S.AdapterDial(model), crops, pre, alphas, 5)
+    cache = S.PrefixCache(tmp_path / "prefix")
+    for prefixes in (None, cache, cache):  # no cache, a cache filled, the same cache read back
+        dial = S.AdapterDial(model, prefixes, "onnx", 2)
+        got = S.embed_set(dial, crops, pre, alphas, 5, key)
+        folder = dial.graphs.folder
+        assert sorted(p.name for p in folder.iterdir()) == ["suffix_0.5.onnx", "suffix_0.onnx", "suffix_1.onnx"]
+        dial.close()
+        assert not folder.exists() and dial.runtime == "onnx"
+        for a in alphas:
+            np.testing.assert_allclose(got[a], ref[a], rtol=0, atol=1e-5)
+            assert retrieval_metrics(got[a], labels) == pytest.approx(retrieval_metrics(ref[a], labels), abs=1e-9)
+    assert cache.cached_images == 12 and len(list(cache.folder.glob("*.npy"))) == 1
+    # torch's prefix is another file: the two runtimes agree only to float rounding
+    S.embed_set(S.AdapterDial(model, cache), crops, pre, alphas, 5, key)
+    assert len(list(cache.folder.glob("*.npy"))) == 2
+    # WiSE-FT: each alpha's whole model exported
+    _trained(weights, "full", tmp_path / "full.safetensors")
+    tdial, _ = W._dial("train", "wise_ft", _cfg(weights, "full"), str(tmp_path / "full.safetensors"), alphas, tmp_path)
+    odial, _ = W._dial("train", "wise_ft", _cfg(weights, "full"), str(tmp_path / "full.safetensors"), alphas, tmp_path,
+                       runtime="onnx", threads=2)
+    want, got = S.embed_set(tdial, crops, pre, alphas, 5), S.embed_set(odial, crops, pre, alphas, 5)
+    rec = S.sweep_record(odial, S.ImageCache(pre), S.SweepStats(), None)
+    odial.close()
+    assert rec["runtime"] == "onnx" and rec["export_seconds"] > 0
+    assert S.sweep_record(tdial, S.ImageCache(pre), S.SweepStats(), None)["runtime"] == "torch"
+    for a in alphas:
+        np.testing.assert_allclose(got[a], want[a], rtol=0, atol=1e-5)
+    assert not np.allclose(got[0.0], got[1.0], atol=1e-3)
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        S.resolve_runtime("tensorrt")
 
 
 def test_wise_ft_ends_are_the_frozen_and_the_trained_model(synthetic_root, tmp_path, weights):
@@ -666,6 +717,9 @@ def test_render_traces_every_number_to_the_json(tmp_path, fake):
     # the sweeps: frozen (1 alpha) + 6 runs x 2 alphas + 3 seeds x 1 alpha = 16 (run, alpha) pairs of 100 images
     assert sm["sweep_cost"]["image_alphas"] == 1600 and sm["sweep_cost"]["saved_fraction"] == pytest.approx(0.5)
     assert "1,600 (image, alpha) embeddings in 8.0 min, against ~16.0 min" in text and "50% less" in text
+    assert "; networks on torch)." in text  # the fake runs name no runtime: torch, as every run before the field
+    assert R.runtime_words({"onnx": 3}) == "networks on onnxruntime"
+    assert R.runtime_words({"onnx": 3, "torch": 2}) == "networks on onnxruntime (3 runs) and torch (2 runs)"
     figs = R.figures([res], tmp_path / "docs")
     assert [f.name for f in figs] == ["frontier_cub100_mobilenetv2.png", "frontier_time_cub100_mobilenetv2.png"]
     assert all(f.stat().st_size > 1000 for f in figs)
@@ -900,3 +954,21 @@ def test_plan_leaves_finished_runs_and_seeds_out(tmp_path, monkeypatch):
     assert any("2 run(s) done, not counted" in ln for ln in lines)
     lines = FR.plan_lines(ctx, sw, {"complete": True, "json": "f.json"})
     assert lines[-1] == "  the recommended points' seeds: done (f.json is complete)"
+
+
+def test_runtime_speed_times_both_runtimes_on_the_same_networks(tmp_path, capsys):
+    """The benchmark behind frontier.yaml's runtime: torch and onnxruntime on the same three networks agree."""
+    pytest.importorskip("onnxruntime")
+    from benchmarks.frontier import runtime_speed as RS
+
+    out = tmp_path / "speed.json"
+    assert RS.main(["--backbones", "mobilenetv2", "--batch", "4", "--repeats", "1", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    r = res["backbones"]["mobilenetv2"]
+    assert r["split"] == 5 and r["img_size"] == 224 and set(r["networks"]) == {"prefix", "suffix", "whole"}
+    for n in r["networks"].values():
+        assert n["torch_s"] > 0 and n["onnx_s"] > 0 and n["ratio"] == pytest.approx(n["torch_s"] / n["onnx_s"])
+        assert n["max_abs_diff"] < 1e-4
+    assert "machine" in res and "command" in res and "| mobilenetv2 |" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        RS.main(["--backbones", "resnet50", "--out", str(out)])
