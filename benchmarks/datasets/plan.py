@@ -38,9 +38,6 @@ class DatasetSpec(NamedTuple):
     subdir: str = ""  # the reader's root below the located folder (pets37: images/)
 
 
-PROFILES = ("select", "main")
-
-
 class BackboneSpec(NamedTuple):
     """A backbone: its packaged preset, timm model, input size and default number of seeds."""
 
@@ -48,7 +45,7 @@ class BackboneSpec(NamedTuple):
     model: str
     img_size: int
     default_seeds: int
-    profiles: tuple[str, ...] = PROFILES  # what the harness runs for it
+    main_rows: tuple[str, ...] = ()  # the main rows it runs, in the table's order (harness.yaml)
 
 
 class MainRow(NamedTuple):
@@ -114,15 +111,16 @@ def load_table(path: str | Path = TABLE_FILE) -> Table:
         with candidates for every backbone (its own or ``default``).
     """
     raw = _strict_yaml(Path(path).read_text())
+    main = {n: MainRow(str(r["label"]), _tokens(r["overrides"], f"main.rows.{n}"))
+            for n, r in raw["main"]["rows"].items()}
     backbones = {}
     for k, b in raw["backbones"].items():
         bb = preset_backbone(str(b["preset"]))
-        profiles = tuple(_tokens(b.get("profiles", list(PROFILES)), f"backbones.{k}.profiles"))
-        if not profiles or set(profiles) - set(PROFILES):
-            raise ValueError(f"harness.yaml backbones.{k}.profiles: each one of {PROFILES}, got {list(profiles)}")
-        backbones[k] = BackboneSpec(str(b["preset"]), bb.model, bb.img_size, int(b["default_seeds"]), profiles)
-    main = {n: MainRow(str(r["label"]), _tokens(r["overrides"], f"main.rows.{n}"))
-            for n, r in raw["main"]["rows"].items()}
+        rows = _tokens(b.get("main_rows", list(main)), f"backbones.{k}.main_rows")
+        if not rows or set(rows) - set(main):
+            raise ValueError(f"harness.yaml backbones.{k}.main_rows: main rows ({list(main)}), got {rows}")
+        backbones[k] = BackboneSpec(str(b["preset"]), bb.model, bb.img_size, int(b["default_seeds"]),
+                                    tuple(n for n in main if n in rows))
     table = Table(datasets={n: _dataset(n, d) for n, d in raw["datasets"].items()},
                   ood_extra={n: _dataset(n, d) for n, d in (raw.get("ood_extra") or {}).items()},
                   backbones=backbones, seeded_rows=_tokens(raw["seeded_rows"], "seeded_rows"), main_rows=main,
@@ -285,10 +283,11 @@ def main_runs(table: Table, ds: DatasetSpec, backbone: str, common: list[str], c
     dataset's COCO class; every trained row gets the chosen budget. The frozen row embeds the
     test split itself (trained rows skip their frozen pass: ``--train.eval_frozen false``).
     """
-    names = rows or list(table.main_rows)
-    unknown = [n for n in names if n not in table.main_rows]
+    own_rows = table.backbones[backbone].main_rows or tuple(table.main_rows)
+    names = rows or list(own_rows)
+    unknown = [n for n in names if n not in own_rows]
     if unknown:
-        raise ValueError(f"unknown row(s) {unknown}; the main rows: {list(table.main_rows)}")
+        raise ValueError(f"unknown row(s) {unknown}; the main rows of {backbone}: {list(own_rows)}")
     marks = {"@chosen": chosen["adapters"], "@beta": chosen["opa"], "@coco": [ds.coco_class]}
     out = []
     for name in [n for n in table.main_rows if n in names]:

@@ -399,11 +399,6 @@ def _context(args: argparse.Namespace) -> Context:
         raise SystemExit("--dataset is required (cub100 | cars196 | aircraft47)")
     if args.quick and args.profile == "select":
         raise SystemExit("--quick is for the main profile (the select grid is harness.yaml's)")
-    if args.profile not in TABLE.backbones[args.backbone].profiles:
-        runs = [b for b, spec in TABLE.backbones.items() if args.profile in spec.profiles]
-        raise SystemExit(f"{args.backbone} has no {args.profile} profile (harness.yaml backbones.{args.backbone}"
-                         f".profiles: {list(TABLE.backbones[args.backbone].profiles)}); the {args.profile} profile "
-                         f"runs {', '.join(runs)}")
     spec = TABLE.datasets[args.dataset]
     folder = locate(spec, args.root)
     if folder is None and not args.plan:

@@ -52,9 +52,8 @@ def dataset_spec(name: str) -> DatasetSpec:
 
 
 def harness_backbone(preset: str) -> str | None:
-    """The datasets harness's backbone built on ``preset`` whose main profile gives tuned rows, or None
-    (lite0 and lite1 run select profiles only)."""
-    return next((name for name, bb in TABLE.backbones.items() if bb.preset == preset and "main" in bb.profiles), None)
+    """The datasets harness's backbone built on ``preset`` (its main profile's DVA row is the tuned row), or None."""
+    return next((name for name, bb in TABLE.backbones.items() if bb.preset == preset), None)
 
 
 def find_root(name: str, explicit: str | None = None) -> str | None:

@@ -162,15 +162,17 @@ def with_tuned(runs: list[dict[str, Any]], results: Path = C.RESULTS / "datasets
     hold it now, and the comparisons with it (none on the open set)."""
     out = []
     for r in runs:
-        tuned = R.tuned_row(r["dataset"], r.get("backbone"), results) if r["dataset"] not in P.OPEN_SET else None
-        out.append({**r, "tuned": tuned, "compare": R.compare(r, tuned)})
+        bb = P.harness_backbone(r["preset"])  # today's harness (a preset may have gained a main profile since)
+        tuned = R.tuned_row(r["dataset"], bb, results) if r["dataset"] not in P.OPEN_SET else None
+        out.append({**r, "backbone": bb, "tuned": tuned, "compare": R.compare(r, tuned)})
     return out
 
 
 def refresh(result: dict[str, Any], results: Path = C.RESULTS / "datasets") -> dict[str, Any]:
     """``result`` with every run's tuned row and comparisons read again (a main profile that landed since
     the defaults ran: its row fills the tuned column without running anything)."""
-    return {**result, "runs": with_tuned(result.get("runs") or [], results)}
+    settings = {**result.get("settings", {}), "harness_backbones": {p: P.harness_backbone(p) for p in P.presets()}}
+    return {**result, "settings": settings, "runs": with_tuned(result.get("runs") or [], results)}
 
 
 def _facts(datasets: list[str], roots: dict[str, str | None], preset: str, old: dict[str, Any]) -> dict[str, Any]:

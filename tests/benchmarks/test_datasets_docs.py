@@ -58,6 +58,12 @@ def test_targets_are_computed_from_the_results(folder):
     only_cars = [m for m in mains if m["settings"]["dataset"] == "cars196"]
     assert "**holds so far**" in D.targets(only_cars)[0]
     assert D.targets([])[0].split(": ")[1].startswith("not measured yet")
+    # A Lite0 main profile (frozen and DVA only, for its preset) is no (backbone, dataset) pair of the targets.
+    lite0 = json.loads(json.dumps(mains[0]))
+    lite0["settings"]["backbone"] = "lite0"
+    lite0["rows"] = [r for r in lite0["rows"] if r["name"] != "full"]
+    assert D.targets(mains + [lite0]) == t
+    assert "lite0" not in D.STUDY_BACKBONES and "mobilenetv2" in D.STUDY_BACKBONES
 
 
 def test_findings_say_behind_or_ahead_from_the_numbers(folder):

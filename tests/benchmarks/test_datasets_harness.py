@@ -64,6 +64,8 @@ def test_plan_over_datasets_and_backbones(dataset, backbone, tmp_path):
     assert any(int(_value(o, "--ica.rank")) > preset_rank for o in place.values())
     assert any(int(_value(o, "--train.steps")) > 184 for o in t.stages[2].of(backbone).values())
 
+    if bb.main_rows != tuple(t.main_rows):  # Lite0/Lite1: two rows (test_backbone_main_rows_are_checked)
+        return
     chosen = {"adapters": ["--ica.rank", "8", "--train.lr", "3e-3"], "trained": ["--train.steps", "368"],
               "opa": ["--loss.beta", "2"]}
     main = P.main_runs(t, ds, backbone, P.common_overrides(ds, "ROOT", tmp_path, 2, bb, 0), chosen, [0, 1, 2])
@@ -493,24 +495,27 @@ def test_cli_errors_are_one_line_and_rows_split_a_profile(capsys):
     assert "full [1 seed]" in out and "frozen [" in out and "dva" not in out
     with pytest.raises(SystemExit, match="for the main profile"):
         runner.main(["--dataset", "cub100", "--profile", "select", "--quick", "--plan"])
-    # Lite0 and Lite1 run their select profiles only (they choose their presets' settings).
-    with pytest.raises(SystemExit, match=r"lite0 has no main profile .*the main profile runs mobilenetv2, lite2, vit_s14"):
-        runner.main(["--dataset", "cub100", "--backbone", "lite0", "--plan", "--root", "/nonexistent"])
+    # Lite0 and Lite1 run two main rows (the frozen backbone and the tuned DVA row of their presets).
     assert runner.main(["--dataset", "cub100", "--backbone", "lite1", "--profile", "select", "--plan",
                         "--root", "/nonexistent"]) == 0
     assert "tf_efficientnet_lite1" in capsys.readouterr().out
+    assert runner.main(["--dataset", "cub100", "--backbone", "lite0", "--plan", "--rows", "full",
+                        "--root", "/nonexistent"]) == 2
+    assert "unknown row(s) ['full']; the main rows of lite0: ['dva', 'frozen']" in capsys.readouterr().err
 
 
-def test_backbone_profiles_are_checked(tmp_path):
+def test_backbone_main_rows_are_checked(tmp_path):
     t = P.TABLE
-    assert {b: spec.profiles for b, spec in t.backbones.items()} == {
-        "mobilenetv2": ("select", "main"), "lite2": ("select", "main"), "vit_s14": ("select", "main"),
-        "lite0": ("select",), "lite1": ("select",)}
+    every = tuple(t.main_rows)
+    assert {b: spec.main_rows for b, spec in t.backbones.items()} == {
+        "mobilenetv2": every, "lite2": every, "vit_s14": every, "lite0": ("dva", "frozen"), "lite1": ("dva", "frozen")}
     # Lite0 and Lite1 choose among Lite2's placements (the same seven-stage network).
     assert t.stages[0].of("lite0") == t.stages[0].of("lite1") == t.stages[0].of("lite2")
+    main = P.main_runs(t, t.datasets["cub100"], "lite0", [], {"adapters": [], "trained": [], "opa": []}, [0])
+    assert [name for name, *_ in main] == ["dva", "frozen"]
     text = P.TABLE_FILE.read_text()
-    (tmp_path / "h.yaml").write_text(text.replace('profiles: ["select"]}', 'profiles: ["final"]}', 1))
-    with pytest.raises(ValueError, match=r"backbones.lite0.profiles: each one of \('select', 'main'\)"):
+    (tmp_path / "h.yaml").write_text(text.replace('main_rows: ["frozen", "dva"]}', 'main_rows: ["final"]}', 1))
+    with pytest.raises(ValueError, match=r"backbones.lite0.main_rows: main rows \(.*\), got \['final'\]"):
         P.load_table(tmp_path / "h.yaml")
 
 

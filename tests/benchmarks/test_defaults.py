@@ -182,13 +182,13 @@ def test_tuned_row_lookup(tmp_path):
     row = R.tuned_row("cub100", "lite2", tmp_path)
     assert (row["r1"], row["r1_sd"], row["map_r"], row["seeds"], row["steps"]) == (71.5, 0.4, 30.25, [0, 1, 2], 368)
     assert R.tuned_row("cars196", "lite2", tmp_path) is None  # no main JSON yet
-    assert R.tuned_row("cub100", None, tmp_path) is None  # lite0 / lite1: no harness backbone
+    assert R.tuned_row("cub100", None, tmp_path) is None  # a preset of no harness backbone
     (tmp_path / "cars196_lite2_main.json").write_text(json.dumps({"settings": {"dataset": "cub100",
                                                                                "backbone": "lite2"}}))
     with pytest.raises(ValueError, match="not \\(cars196, lite2\\)"):
         R.tuned_row("cars196", "lite2", tmp_path)
-    assert [P.harness_backbone(p) for p in ("mobilenetv2", "lite0", "lite1", "lite2", "vit_s14")] == \
-        ["mobilenetv2", None, None, "lite2", "vit_s14"]
+    assert [P.harness_backbone(p) for p in ("mobilenetv2", "lite0", "lite1", "lite2", "vit_s14", "demo")] == \
+        ["mobilenetv2", "lite0", "lite1", "lite2", "vit_s14", None]
     c = R.compare({"test_trained": {"recall@1": 0.72, "map@r": 0.3}, "test_frozen": {"recall@1": 0.7, "map@r": 0.31}},
                   row)
     assert c["d_r1_vs_tuned"] == pytest.approx(0.5) and c["d_map_r_vs_frozen"] == pytest.approx(-1.0)
@@ -264,7 +264,7 @@ def test_render_of_a_fake_result(tmp_path):
     assert "mobilenetv2 -1.0, lite2 +3.5" in t["pets37_map_r"]["text"]
     assert t["no_test_selection"]["verdict"] == "holds"
     assert "of 5 runs, 4 chose their model on validation classes, 1 chose nothing" in t["no_test_selection"]["text"]
-    assert "lite0, lite1: no tuned row" in text
+    assert ": no tuned row (the datasets harness tunes" not in text  # every preset has a harness backbone now
     # Every fake record says the old rule (2 epochs, floor 200), not the one in force: named so.
     assert "earlier step-budget rule than the one in force (clamp(6 epochs, 240, 2000))" in text
     assert "mobilenetv2 x cub100, mobilenetv2 x pets37, lite0 x cub100, lite2 x cub100, lite2 x pets37;" in text

@@ -69,9 +69,15 @@ def test_the_order_is_the_issues_order(tmp_path):
         names = [it.name for it in its if it.benchmark == bench]
         order = [next(i for i, b in enumerate(M.BACKBONE_ORDER) if b in n) for n in names]
         assert order == sorted(order) and len(set(order)) == n
-    # Lite0 and Lite1: select profiles only (they choose their presets), before those presets run.
+    # Lite0 and Lite1 (their select profiles choose their presets; their main profiles, two rows, hold the
+    # tuned DVA row): before those presets run.
     lite0 = [it.name for it in its if "lite0" in it.name]
-    assert lite0 == [f"{d} x lite0: select" for d in TABLE.datasets] + ["preset lite0"]
+    assert lite0 == [f"{d} x lite0: {p}" for d in TABLE.datasets for p in ("select", "main")] + ["preset lite0"]
+    # Their main profile is done with its own rows.
+    _write(tmp_path / "datasets" / "cub100_lite0_main.json", {"settings": {"rows": ["frozen", "dva"], "seeds": [0]}})
+    assert M.main_done("cub100", "lite0", tmp_path)
+    _write(tmp_path / "datasets" / "cub100_lite2_main.json", {"settings": {"rows": ["frozen", "dva"], "seeds": [0]}})
+    assert not M.main_done("cub100", "lite2", tmp_path)
     presets = [it.name for it in its if it.benchmark == "defaults"]
     assert presets[0] == "preset mobilenetv2" and presets.index("preset lite2") < presets.index("preset lite0")
     assert M.command_text(its[0].argv) == \
