@@ -114,7 +114,16 @@ def status_tag(result: dict[str, Any]) -> str:
 
 
 def _label(result: dict[str, Any], method: str) -> str:
-    return "frozen backbone" if method == "frozen" else result["settings"]["methods"][method]["label"]
+    """A method's label: the JSON's; frontier.yaml's for a method this JSON holds no run of (a first sitting of
+    other methods), so that the words can say it is not measured."""
+    if method == "frozen":
+        return "frozen backbone"
+    own = (result["settings"].get("methods") or {}).get(method)
+    if own:
+        return own["label"]
+    from benchmarks.frontier.plan import FRONTIER
+
+    return FRONTIER.methods[method].label if method in FRONTIER.methods else method
 
 
 def points_table(result: dict[str, Any]) -> str:

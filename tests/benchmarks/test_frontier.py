@@ -598,6 +598,9 @@ def _pairs(res):
 
 
 def test_sittings_by_method_keep_every_point_and_complete_needs_every_pair(tmp_path, fake):
+    # A first sitting without DVA: the words say DVA's points are not measured (frontier.yaml's label).
+    first = _profile(tmp_path, "--budgets", "20", "--methods", "ica", "--seeds", "1", out="h.json")
+    assert "- The validation-chosen DVA point: not measured." in R.render_section([first])
     a = _profile(tmp_path, "--budgets", "20", "--methods", "dva", "--seeds", "1")
     b = _profile(tmp_path, "--budgets", "20", "--methods", "ica,full", "--seeds", "1")
     assert _pairs(b) == {("dva", 20), ("ica", 20), ("full", 20)} and not a["complete"] and not b["complete"]
