@@ -35,7 +35,7 @@ from benchmarks.datasets import run as D
 from benchmarks.frontier import analysis as A
 from benchmarks.frontier import plan as F
 from benchmarks.frontier import render as R
-from benchmarks.frontier.sweep import akey
+from benchmarks.frontier.sweep import akey, resolve_runtime
 
 RESULTS = C.RESULTS / "frontier"
 WORK = C.REPO / "runs" / "bench_frontier"
@@ -251,12 +251,15 @@ def _median(xs: list[float]) -> float | None:
     return None if not xs else (xs[len(xs) // 2] + xs[(len(xs) - 1) // 2]) / 2
 
 
-def measured_costs(table: P.Table, model: str, img_size: int, files: list[Path] | None = None) -> dict[str, RunCost]:
+def measured_costs(table: P.Table, model: str, img_size: int, files: list[Path] | None = None,
+                   runtime: str | None = None) -> dict[str, RunCost]:
     """method -> :class:`RunCost` from every frontier JSON's finished runs on this backbone and input size.
 
     A frontier run's scoring is what the datasets harness's costs cannot tell: an adapter model
     embeds the frozen prefix once per image and only its suffix per alpha, the full fine-tune's
     WiSE-FT a whole pass per alpha. A run re-scored with its training reused adds no overhead or step figure.
+    ``runtime`` (torch or onnx): a method's scoring cost from its runs scored on that runtime when it
+    has any (a run's record names it; one without scored on torch), else from all of them.
     """
     per: dict[str, dict[str, list[float]]] = {}
     for f in files if files is not None else sorted(RESULTS.glob("*.json")):
@@ -269,14 +272,16 @@ def measured_costs(table: P.Table, model: str, img_size: int, files: list[Path] 
             sw, wall = r.get("sweep") or {}, r.get("wall_seconds")
             if not sw.get("image_alphas") or wall is None or r.get("reused_from"):
                 continue
-            d = per.setdefault(r["method"], {"over": [], "step": [], "ia": []})
+            d = per.setdefault(r["method"], {"over": [], "step": [], "ia": [], "ia_rt": []})
             d["ia"].append(sw["embed_seconds"] / sw["image_alphas"])
+            if runtime is not None and sw.get("runtime", "torch") == runtime:
+                d["ia_rt"].append(d["ia"][-1])
             if not r.get("training_reused"):
                 train = r.get("train_seconds") or 0.0
                 d["over"].append(max(0.0, wall - train - sw["embed_seconds"]) / images)
                 if r.get("steps"):
                     d["step"].append(train / r["steps"])
-    return {m: RunCost(_median(d["over"]) or 0.0, _median(d["step"]), _median(d["ia"]), len(d["ia"]))
+    return {m: RunCost(_median(d["over"]) or 0.0, _median(d["step"]), _median(d["ia_rt"] or d["ia"]), len(d["ia"]))
             for m, d in per.items() if d["ia"]}
 
 
@@ -297,7 +302,8 @@ def plan_lines(ctx: D.Context, sw: Sweep, result: dict[str, Any] | None = None) 
     # A method's measured runs serve when they include a trained one (the frozen run trains nothing);
     # an unmeasured method is estimated as a measured one of the same row and dial (the anchored DVA as
     # DVA: its extra frozen suffix pass per step not counted).
-    measured = {m: c for m, c in measured_costs(ctx.table, bb.model, bb.img_size).items()
+    measured = {m: c for m, c in measured_costs(ctx.table, bb.model, bb.img_size,
+                                                runtime=resolve_runtime(sw.runtime)).items()
                 if c.s_per_step is not None or m == "frozen"}
     every = sw.frontier.methods
     stand_in = {n: next((o for o, mo in every.items() if o in measured and (mo.row, mo.dial) == (m.row, m.dial)), "")

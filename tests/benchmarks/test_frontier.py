@@ -931,6 +931,15 @@ def test_plan_estimates_from_measured_frontier_runs(tmp_path, monkeypatch):
     assert got["dva"].overhead_per_image == pytest.approx(0.02) and got["dva"].runs == 2
     assert got["full"].s_per_step is None and got["full"].s_per_image_alpha == pytest.approx(0.01)
     assert got["frozen"].overhead_per_image == pytest.approx(0.01)
+    # Scored on onnxruntime: a method's runs of that runtime set its scoring cost, when it has any.
+    res["runs"].append(run("dva", 200, 100.0, 10.0, 40_000, 150.0 + images * 0.02))
+    res["runs"][-1]["sweep"]["runtime"] = "onnx"
+    (tmp_path / "a.json").write_text(json.dumps(res))
+    onnx = FR.measured_costs(P.TABLE, "mobilenetv2_100", 224, sorted(tmp_path.glob("*.json")), runtime="onnx")
+    assert onnx["dva"].s_per_image_alpha == pytest.approx(0.00025) and onnx["dva"].runs == 3
+    assert onnx["full"].s_per_image_alpha == pytest.approx(0.01)  # no onnx run of its own: all of them
+    res["runs"].pop()
+    (tmp_path / "a.json").write_text(json.dumps(res))
     # The plan uses them: dva 60 steps = overhead + 60 steps + 4 alphas x the images scored.
     monkeypatch.setattr(FR, "RESULTS", tmp_path)
     ctx = D.Context(P.TABLE, "cub100", "mobilenetv2", "ROOT", tmp_path / "w", tmp_path / "c", 1, {})
