@@ -120,6 +120,16 @@ def cache_key(paths: Sequence[str], pre: Preprocess) -> str:
     return h.hexdigest()[:20]
 
 
+def save_array(npy: Path, arr: np.ndarray, meta: dict[str, Any]) -> None:
+    """``arr`` to ``npy`` atomically (a reader never sees half an array), then ``meta`` beside it (``.json``):
+    a reader takes the array only when both are there."""
+    npy.parent.mkdir(parents=True, exist_ok=True)
+    tmp = npy.with_name(f".{npy.stem}.{os.getpid()}.tmp.npy")
+    np.save(tmp, arr)
+    os.replace(tmp, npy)
+    C.write_json(npy.with_suffix(".json"), meta)
+
+
 class ImageCache:
     """Decoded crops of image sets: in memory until forgotten, and in ``folder`` (when given) for later processes."""
 
@@ -151,11 +161,7 @@ class ImageCache:
         self.decode_seconds += dt
         self.decoded_images += len(arr)
         if npy is not None:
-            npy.parent.mkdir(parents=True, exist_ok=True)
-            tmp = npy.with_name(f".{npy.stem}.{os.getpid()}.tmp.npy")
-            np.save(tmp, arr)
-            os.replace(tmp, npy)  # atomic: a reader never sees half an array
-            C.write_json(npy.with_suffix(".json"), {"images": len(arr), "decode_seconds": dt, "transform": self.pre.key})
+            save_array(npy, arr, {"images": len(arr), "decode_seconds": dt, "transform": self.pre.key})
         self._mem[key] = arr
         return arr
 
@@ -360,13 +366,8 @@ class PrefixCache:
 
     def save(self, key: str, arr: np.ndarray, seconds: float) -> None:
         """Store ``arr`` under ``key`` atomically (a reader never sees half an array)."""
-        npy = self.folder / f"{key}.npy"
-        npy.parent.mkdir(parents=True, exist_ok=True)
-        tmp = npy.with_name(f".{npy.stem}.{os.getpid()}.tmp.npy")
-        np.save(tmp, arr)
-        os.replace(tmp, npy)
-        C.write_json(npy.with_suffix(".json"), {"images": len(arr), "shape": list(arr.shape[1:]),
-                                                "prefix_seconds": seconds})
+        save_array(self.folder / f"{key}.npy", arr, {"images": len(arr), "shape": list(arr.shape[1:]),
+                                                     "prefix_seconds": seconds})
 
 
 def _to_store(h: torch.Tensor) -> np.ndarray:
