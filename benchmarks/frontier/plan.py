@@ -31,6 +31,16 @@ class Method(NamedTuple):
     row: str
     dial: str
     extra: tuple[str, ...] = ()  # overrides after the row's own (e.g. a loss weight the row does not set)
+    variant: bool = False  # a design change of frontier.yaml's ``variants``: run when named (--methods)
+    per_backbone: tuple[tuple[str, tuple[str, ...]], ...] = ()  # a variant's extra per backbone (resolve())
+
+    def resolve(self, backbone: str) -> Method | None:
+        """The method on ``backbone``: a variant's extra for it (None: the variant has none for it)."""
+        if not self.per_backbone:
+            return self
+        by = dict(self.per_backbone)
+        extra = by.get(backbone, by.get("default"))
+        return None if extra is None else self._replace(extra=extra, per_backbone=())
 
 
 class Frontier(NamedTuple):
@@ -41,6 +51,7 @@ class Frontier(NamedTuple):
     budgets: list[int]
     alphas: list[float]
     methods: dict[str, Method]
+    variants: dict[str, Method]  # run when named (--methods), not part of the profile
     metric: str
     seeds: int
     minutes: list[float]
@@ -74,11 +85,25 @@ def load_frontier(path: str | Path = FRONTIER_FILE, table: P.Table = P.TABLE) ->
     where = Path(path).name
     methods = {n: Method(n, str(m["label"]), str(m["row"]), str(m["dial"]),
                          tuple(_tokens(m.get("extra", []), f"methods.{n}.extra"))) for n, m in raw["methods"].items()}
-    bad = [f"methods.{n}: unknown key(s) {sorted(set(m) - {'label', 'row', 'dial', 'extra'})}"
-           for n, m in raw["methods"].items() if set(m) - {"label", "row", "dial", "extra"}]
-    bad += [f"methods.{m.name}.row {m.row!r} is no main row of harness.yaml" for m in methods.values()
-            if m.row not in table.main_rows or m.row == "frozen"]
-    bad += [f"methods.{m.name}.dial {m.dial!r} is not one of {DIALS}" for m in methods.values() if m.dial not in DIALS]
+    keys = {"label", "row", "dial", "extra"}
+    bad = [f"methods.{n}: unknown key(s) {sorted(set(m) - keys)}" for n, m in raw["methods"].items() if set(m) - keys]
+    variants, vkeys = {}, {"label", "row", "dial", "extra", "extra_per_backbone"}
+    for n, m in (raw.get("variants") or {}).items():
+        if set(m) - vkeys or n in methods:
+            bad.append(f"variants.{n}: " + (f"unknown key(s) {sorted(set(m) - vkeys)}" if set(m) - vkeys
+                                             else "a name of methods too"))
+            continue
+        per = tuple((str(b), tuple(_tokens(t, f"variants.{n}.extra_per_backbone.{b}")))
+                    for b, t in (m.get("extra_per_backbone") or {}).items())
+        bad += [f"variants.{n}.extra_per_backbone: {b} is no backbone of harness.yaml (or default)"
+                for b, _ in per if b != "default" and b not in table.backbones]
+        variants[n] = Method(n, str(m["label"]), str(m["row"]), str(m["dial"]),
+                             tuple(_tokens(m.get("extra", []), f"variants.{n}.extra")), True, per)
+    every = {**methods, **variants}
+    bad += [f"{'variants' if m.variant else 'methods'}.{m.name}.row {m.row!r} is no main row of harness.yaml"
+            for m in every.values() if m.row not in table.main_rows or m.row == "frozen"]
+    bad += [f"{'variants' if m.variant else 'methods'}.{m.name}.dial {m.dial!r} is not one of {DIALS}"
+            for m in every.values() if m.dial not in DIALS]
     bad += [f"datasets: {d} is no ID dataset of harness.yaml" for d in raw["datasets"] if d not in table.datasets]
     bad += [f"backbones: {b} is no backbone of harness.yaml" for b in raw["backbones"] if b not in table.backbones]
     if raw["runtime"] not in ("auto", "torch", "onnx"):
@@ -90,7 +115,7 @@ def load_frontier(path: str | Path = FRONTIER_FILE, table: P.Table = P.TABLE) ->
         raise ValueError(f"{where}: {bad}")
     return Frontier(datasets=_tokens(raw["datasets"], "datasets"), backbones=_tokens(raw["backbones"], "backbones"),
                     budgets=check_budgets(raw["budgets"], f"{where} budgets"),
-                    alphas=check_alphas(raw["alphas"], f"{where} alphas"), methods=methods,
+                    alphas=check_alphas(raw["alphas"], f"{where} alphas"), methods=methods, variants=variants,
                     metric=str(raw["select_metric"]), seeds=int(raw["seeds"]),
                     minutes=[float(m) for m in ec["minutes"]], clock=str(ec["clock"]), targets=dict(raw["targets"]),
                     image_cache=bool(raw["image_cache"]), prefix_cache=bool(raw["prefix_cache"]),
@@ -154,6 +179,20 @@ def method_run(table: P.Table, dataset: str, backbone: str, base: list[str], cho
         spec = spec._replace(overrides=spec.overrides + list(method.extra),
                              row_overrides=spec.row_overrides + list(method.extra))
     return spec._replace(name=method.name, tag=f"{method.name}_b{budget}_s{seed}_{P.digest(spec.overrides)}")
+
+
+def effective(tokens: list[str]) -> dict[str, str]:
+    """``--key value`` overrides as the config sees them: the last value of each key wins."""
+    return {k: v for k, v in zip(tokens, tokens[1:]) if k.startswith("--")}
+
+
+def same_as_row(table: P.Table, dataset: str, backbone: str, base: list[str], chosen: dict[str, list[str]],
+                method: Method, budget: int) -> bool:
+    """Whether ``method`` trains exactly what its row does on this pair (a variant whose change the select
+    profile had already chosen, e.g. a DPT weight equal to the chosen one): nothing new to measure."""
+    plain = method._replace(name=method.row, extra=())
+    return (effective(method_run(table, dataset, backbone, base, chosen, method, budget, 0).overrides)
+            == effective(method_run(table, dataset, backbone, base, chosen, plain, budget, 0).overrides))
 
 
 def sweep_runs(table: P.Table, dataset: str, backbone: str, base: list[str], chosen: dict[str, list[str]],

@@ -17,7 +17,14 @@ from benchmarks.datasets.render import num
 from benchmarks.frontier import analysis as A
 
 DVA, FULL = "dva", "full"
-EXTRA_PAIRS = (("dva_anchor", FULL), ("dva_anchor", DVA))  # compared at equal ID R@1 where both were measured
+ANCHOR = "dva_anchor"
+
+
+def design_changes(result: dict[str, Any]) -> list[str]:
+    """The design changes a result holds (the anchored DVA, frontier.yaml's variants), in its order: each is
+    compared with the full fine-tune (WiSE-FT) and with DVA at equal ID R@1, where both were measured."""
+    ms = result["settings"]["methods"]
+    return [m for m in ms if m == ANCHOR or (ms[m] or {}).get("variant")]
 
 
 # ----------------------------------------------------------------------------- derived figures
@@ -68,13 +75,15 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
     cmp = A.compare(fronts[DVA], fronts[FULL], skip) if DVA in fronts and FULL in fronts else None
     if cmp is not None:
         cmp["target_met"] = None if cmp["min_diff"] is None else cmp["min_diff"] >= s["targets"]["ood_margin"]
-    # A design change for the trade-off (frontier.yaml: the anchored DVA) against both references.
-    pairs = {f"{a}_vs_{b}": A.compare(fronts[a], fronts[b], skip) for a, b in EXTRA_PAIRS if a in fronts and b in fronts}
+    # Each design change for the trade-off (the anchored DVA, the variants) against both references.
+    extra = [(a, b) for a in design_changes(result) for b in (FULL, DVA)]
+    pairs = {f"{a}_vs_{b}": A.compare(fronts[a], fronts[b], skip) for a, b in extra if a in fronts and b in fronts}
     return {"frontiers": {m: [list(p) for p in f] for m, f in fronts.items()}, "dva_vs_full": cmp, "pairs": pairs,
             "equal_time": A.equal_time(result["points"], list(s["methods"]), s["minutes"]),
             "target2": _target2(result), "sweep_cost": sweep_cost(result),
             # The design change's own validation-chosen point, held to the same two conditions (not the target).
-            "target2_extra": {a: g for a, _ in EXTRA_PAIRS if a in fronts and (g := _target2(result, a)) is not None}}
+            "target2_extra": {a: g for a in design_changes(result) if a in fronts
+                              and (g := _target2(result, a)) is not None}}
 
 
 def sweep_cost(result: dict[str, Any]) -> dict[str, Any] | None:
@@ -123,7 +132,8 @@ def _label(result: dict[str, Any], method: str) -> str:
         return own["label"]
     from benchmarks.frontier.plan import FRONTIER
 
-    return FRONTIER.methods[method].label if method in FRONTIER.methods else method
+    every = {**FRONTIER.methods, **FRONTIER.variants}
+    return every[method].label if method in every else method
 
 
 def points_table(result: dict[str, Any]) -> str:
@@ -219,7 +229,7 @@ def frontier_words(result: dict[str, Any], sm: dict[str, Any]) -> str:
 
 
 def pair_words(result: dict[str, Any], sm: dict[str, Any]) -> list[str]:
-    """Each of :data:`EXTRA_PAIRS` measured: the first method's mean OOD R@1 minus the second's at equal ID R@1."""
+    """Each design change (:func:`design_changes`) against each reference, measured: the first method's mean OOD R@1 minus the second's at equal ID R@1."""
     out = []
     for key, c in (sm.get("pairs") or {}).items():
         a, b = key.split("_vs_")
@@ -259,7 +269,7 @@ def time_words(result: dict[str, Any], sm: dict[str, Any]) -> str:
 
 def target2_words(result: dict[str, Any], sm: dict[str, Any], method: str = DVA) -> str:
     """The validation-chosen point of ``method`` against the reference full fine-tune and frozen - slack:
-    the target for DVA; for the design change (:data:`EXTRA_PAIRS`), the same two conditions."""
+    the target for DVA; for a design change (:func:`design_changes`), the same two conditions."""
     t = result["settings"]["targets"]
     g = sm["target2"] if method == DVA else (sm.get("target2_extra") or {}).get(method)
     rec = (result.get("recommended") or {}).get(method)
@@ -308,7 +318,9 @@ def recommended_words(result: dict[str, Any]) -> str | None:
         parts.append(f"{_label(result, m)} ({_where(recs[m])}; {recs[m]['seeds_label']}) "
                      f"{num(d['id_r1'], signed=True)} ID R@1 and {num(d['mean_ood'], signed=True)} mean OOD R@1{both}")
     ref = recs[FULL]
-    final = all(_seeded(result, recs[m]) for m in [FULL, *deltas])
+    # the profile's methods decide "provisional"; a variant's seeds are in its own label
+    variants = {m for m, v in result["settings"]["methods"].items() if (v or {}).get("variant")}
+    final = all(_seeded(result, recs[m]) for m in [FULL, *deltas] if m not in variants)
     return (f"- The validation-chosen points against the full fine-tune's (WiSE-FT; {_where(ref)}; "
             f"{ref['seeds_label']}), test means: " + "; ".join(parts) + "."
             + ("" if final else " Provisional: " + ("the recommended points' seeds still to run."
@@ -409,7 +421,8 @@ def figures(results: list[dict[str, Any]], folder: Path) -> list[Path]:
                 ax.annotate(f"{p['budget']}/{p['alpha']:g}", (p["id_r1"], p["mean_ood"]), fontsize=5,
                             xytext=(2, 2), textcoords="offset points", color=color)
             f = sm["frontiers"][m]
-            ax.plot([x for x, _ in f], [y for _, y in f], "-o", color=color, ms=4, label=_label(res, m))
+            style = "--o" if (s["methods"][m] or {}).get("variant") else "-o"  # a design variant: dashed
+            ax.plot([x for x, _ in f], [y for _, y in f], style, color=color, ms=4, label=_label(res, m))
         fz = _frozen(res)
         if fz is not None and fz["mean_ood"] is not None:
             ax.scatter([fz["id_r1"]], [fz["mean_ood"]], marker="*", s=160, color="k", zorder=5, label="frozen")

@@ -111,7 +111,9 @@ def settings(ctx: D.Context, sw: Sweep) -> dict[str, Any]:
     return {"dataset": ctx.dataset, "backbone": ctx.backbone, "model": bb.model, "img_size": bb.img_size,
             "threads": ctx.threads, "val_classes": ctx.table.datasets[ctx.dataset].val_classes,
             "methods": {m.name: _method_settings(m) for m in sw.methods},
-            "budgets": sw.budgets, "alphas": sw.alphas, "seeds": sw.seeds, "metric": fr.metric,
+            # the seeds the recommended points are to have: frontier.yaml's (a --seeds 1 sitting does not
+            # make one seed final), or more when asked
+            "budgets": sw.budgets, "alphas": sw.alphas, "seeds": max(sw.seeds, fr.seeds), "metric": fr.metric,
             # frontier.yaml's whole profile: a sitting's own methods and budgets above may be fewer
             "profile": {"methods": list(fr.methods), "budgets": list(fr.budgets), "alphas": list(fr.alphas)},
             "clock": fr.clock, "minutes": fr.minutes, "targets": fr.targets, "selected": sw.selected,
@@ -122,8 +124,9 @@ def settings(ctx: D.Context, sw: Sweep) -> dict[str, Any]:
 
 
 def build_result(ctx: D.Context, sw: Sweep, frozen: dict[str, Any] | None, runs: list[dict[str, Any]],
-                 seeds: dict[str, list[dict[str, Any]]], argv: list[str], out: Path, complete: bool) -> dict[str, Any]:
-    """The profile JSON from the runs finished so far (points, recommended points and their seeds)."""
+                 seeds: dict[str, list[dict[str, Any]]], argv: list[str], out: Path, final: bool) -> dict[str, Any]:
+    """The profile JSON from the runs finished so far (points, recommended points and their seeds);
+    ``complete`` when the sitting ended (``final``) and the JSON holds the whole profile (:func:`is_full`)."""
     s = settings(ctx, sw)
     pts = A.points(frozen, runs, sw.alphas, s["ood"], sw.frontier.clock)
     rec = {}
@@ -142,7 +145,7 @@ def build_result(ctx: D.Context, sw: Sweep, frozen: dict[str, Any] | None, runs:
         rec[m.name] = r
     every = ([frozen] if frozen else []) + runs + [x for v in seeds.values() for x in v]
     result = {"benchmark": "frontier", **C.provenance(__file__, argv), "settings": s, "json": C.repo_relative(out),
-              "complete": complete, "frozen_folder": frozen.get("folder") if frozen else None, "points": pts,
+              "complete": final and is_full(sw, runs, rec), "frozen_folder": frozen.get("folder") if frozen else None, "points": pts,
               "recommended": rec, "runs": every}
     result["summary"] = R.summary(result)
     return result
@@ -155,14 +158,25 @@ SAME_SWEEP = ("dataset", "backbone", "model", "img_size", "val_classes", "chosen
 
 def _method_settings(m: F.Method) -> dict[str, Any]:
     """A method as the JSON's settings record it (what its runs were trained with)."""
-    return {"label": m.label, "row": m.row, "dial": m.dial, **({"extra": list(m.extra)} if m.extra else {})}
+    return {"label": m.label, "row": m.row, "dial": m.dial, **({"extra": list(m.extra)} if m.extra else {}),
+            **({"variant": True} if m.variant else {})}
+
+
+def yaml_methods(sw: Sweep, backbone: str) -> dict[str, F.Method]:
+    """frontier.yaml's methods, then its variants that have overrides for ``backbone``, resolved for it."""
+    every = {**sw.frontier.methods, **sw.frontier.variants}
+    return {n: r for n, m in every.items() if (r := m.resolve(backbone)) is not None}
 
 
 def earlier_runs(out: Path, ctx: D.Context, sw: Sweep) -> list[dict[str, Any]]:
-    """The seed-0 runs of ``out`` (an earlier sitting's JSON) of every (method, budget) this sitting
-    does not run, of the methods frontier.yaml still holds with the same settings, when the JSON swept
-    the same settings (:data:`SAME_SWEEP`): a profile split into sittings (``--budgets``, ``--methods``)
-    gathers every finished point in one JSON, in any order. What does not match is left out, said."""
+    """The runs of ``out`` (an earlier sitting's JSON) that this sitting does not run: the seed-0 runs
+    of every (method, budget) it does not sweep and the extra seeds of every method it does not run, of
+    the methods (and variants) frontier.yaml still holds with the same settings, when the JSON swept the
+    same settings (:data:`SAME_SWEEP`). A profile split into sittings (``--budgets``, ``--methods``) so
+    gathers every finished point in one JSON, in any order. What does not match is left out, said.
+
+    The JSON's finished runs also join ``ctx.reused`` (as ``--reuse`` does): a run of this sitting
+    that an earlier sitting finished on another machine is taken from the JSON, not trained again."""
     if not out.is_file():
         return []
     old = json.loads(out.read_text())
@@ -171,14 +185,18 @@ def earlier_runs(out: Path, ctx: D.Context, sw: Sweep) -> list[dict[str, Any]]:
     if differ:
         print(f"({C.repo_relative(out)}: swept other settings ({', '.join(differ)}); its runs are not carried over)")
         return []
+    for tag, run in reuse_index([str(out)]).items():
+        ctx.reused.setdefault(tag, run)
     doing = {(m.name, b) for m in sw.methods for b in sw.budgets}
-    yaml_methods = {n: _method_settings(m) for n, m in sw.frontier.methods.items()}
+    running = {m.name for m in sw.methods}
+    known = {n: _method_settings(m) for n, m in yaml_methods(sw, ctx.backbone).items()}
     keep, changed = [], set()
     for r in old.get("runs") or []:
         m = r.get("method")
-        if r.get("seed") != 0 or m not in yaml_methods or (m, r.get("budget")) in doing:
+        ours = (m, r.get("budget")) in doing if r.get("seed") == 0 else m in running
+        if m not in known or ours:
             continue
-        if json.dumps((was.get("methods") or {}).get(m)) != json.dumps(yaml_methods[m]):
+        if json.dumps((was.get("methods") or {}).get(m)) != json.dumps(known[m]):
             changed.add(m)
             continue
         keep.append(r)
@@ -187,14 +205,14 @@ def earlier_runs(out: Path, ctx: D.Context, sw: Sweep) -> list[dict[str, Any]]:
     return keep
 
 
-def is_full(sw: Sweep, runs: list[dict[str, Any]]) -> bool:
+def is_full(sw: Sweep, runs: list[dict[str, Any]], rec: dict[str, dict[str, Any]]) -> bool:
     """Whether ``runs`` hold frontier.yaml's whole profile: a seed-0 run of every (method, budget), the
-    sweep scoring every alpha, and this invocation running every method's seeds."""
+    sweep scoring every alpha, and each method's recommended point with all its seeds (variants aside)."""
     fr = sw.frontier
     have = {(r.get("method"), r.get("budget")) for r in runs if r.get("seed") == 0}
-    return (all((m, b) in have for m in fr.methods for b in fr.budgets)
-            and set(fr.methods) <= {m.name for m in sw.methods}
-            and set(fr.alphas) <= set(sw.alphas) and sw.seeds >= fr.seeds)
+    seeded = all(m in rec and (rec[m]["frozen"] or len((rec[m].get("stats") or {}).get("seeds") or []) >= fr.seeds)
+                 for m in fr.methods)
+    return all((m, b) in have for m in fr.methods for b in fr.budgets) and set(fr.alphas) <= set(sw.alphas) and seeded
 
 
 def run_profile(ctx: D.Context, sw: Sweep, out: Path, argv: list[str]) -> dict[str, Any]:
@@ -206,16 +224,20 @@ def run_profile(ctx: D.Context, sw: Sweep, out: Path, argv: list[str]) -> dict[s
     nonzero = [a for a in sw.alphas if a > 0]
     prior = earlier_runs(out, ctx, sw)
     carried = {r["method"] for r in prior}
+    running = {m.name for m in sw.methods}
     shown = sw._replace(budgets=sorted(set(sw.budgets) | {r["budget"] for r in prior}),
-                        methods=[m for n, m in sw.frontier.methods.items() if n in carried or m in sw.methods]
-                        + [m for m in sw.methods if m.name not in sw.frontier.methods])
+                        methods=[m for n, m in yaml_methods(sw, ctx.backbone).items() if n in carried | running]
+                        + [m for m in sw.methods if m.name not in yaml_methods(sw, ctx.backbone)])
     frozen = run_point(ctx, F.frozen_run(ctx.table, ctx.dataset, ctx.backbone, base),
                        section(sw, "frozen", 0, "frozen", [0.0]))
-    runs: list[dict[str, Any]] = list(prior)
+    runs: list[dict[str, Any]] = [r for r in prior if r["seed"] == 0]
     seeds: dict[str, list[dict[str, Any]]] = {}
+    for r in prior:  # the other methods' seeds, kept as they were
+        if r["seed"] != 0:
+            seeds.setdefault(r["method"], []).append(r)
 
-    def write(complete: bool = False) -> dict[str, Any]:
-        result = build_result(ctx, shown, frozen, runs, seeds, argv, out, complete and is_full(sw, runs))
+    def write(final: bool = False) -> dict[str, Any]:
+        result = build_result(ctx, shown, frozen, runs, seeds, argv, out, final)
         C.write_json(out, result)
         return result
 
@@ -232,7 +254,7 @@ def run_profile(ctx: D.Context, sw: Sweep, out: Path, argv: list[str]) -> dict[s
             seeds.setdefault(m.name, []).append(
                 run_point(ctx, spec, section(sw, m.name, rec["budget"], m.dial, [rec["alpha"]])))
             write()
-    return write(complete=True)
+    return write(final=True)
 
 
 # ----------------------------------------------------------------------------- --plan
@@ -305,7 +327,7 @@ def plan_lines(ctx: D.Context, sw: Sweep, result: dict[str, Any] | None = None) 
     measured = {m: c for m, c in measured_costs(ctx.table, bb.model, bb.img_size,
                                                 runtime=resolve_runtime(sw.runtime)).items()
                 if c.s_per_step is not None or m == "frozen"}
-    every = sw.frontier.methods
+    every = {**sw.frontier.methods, **sw.frontier.variants}
     stand_in = {n: next((o for o, mo in every.items() if o in measured and (mo.row, mo.dial) == (m.row, m.dial)), "")
                 for n, m in every.items() if n not in measured}
 
@@ -411,16 +433,33 @@ def _sweep(args: argparse.Namespace, ctx: D.Context) -> Sweep:
     """The invocation's sweep: frontier.yaml narrowed by the flags, the chosen tokens and the OOD galleries."""
     fr = F.FRONTIER
     names = args.methods.split(",") if args.methods else list(fr.methods)
-    unknown = [n for n in names if n not in fr.methods]
+    every = {**fr.methods, **fr.variants}
+    unknown = [n for n in names if n not in every]
     if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; frontier.yaml's: {list(fr.methods)}")
+        raise ValueError(f"unknown method(s) {unknown}; frontier.yaml's: {list(fr.methods)}, "
+                         f"its variants: {list(fr.variants)}")
+    none_here = [n for n in names if every[n].resolve(ctx.backbone) is None]
+    if none_here:
+        raise ValueError(f"variant(s) {none_here} have no overrides for {ctx.backbone} (frontier.yaml: "
+                         "variants.<name>.extra_per_backbone)")
     sel = Path(args.select) if args.select else D.RESULTS / f"{ctx.dataset}_{ctx.backbone}_select.json"
     chosen = F.load_chosen(ctx.table, ctx.dataset, ctx.backbone, sel, args.unselected)
     gals, missing = O.galleries(ctx.table, ctx.dataset, dict(kv.split("=", 1) for kv in args.data or []))
     seeds = fr.seeds if args.seeds is None else args.seeds
     if seeds < 1:
         raise ValueError(f"--seeds must be at least 1, got {seeds}")
-    return Sweep(methods=[fr.methods[n] for n in names],
+    methods = [every[n].resolve(ctx.backbone) for n in names]
+    if any(m.variant for m in methods):  # a variant that is DVA itself on this pair measures nothing new
+        base = F.common(ctx.table, ctx.dataset, ctx.backbone, ctx.root, ctx.cache, ctx.threads)
+        same = [m for m in methods if m.variant and F.same_as_row(ctx.table, ctx.dataset, ctx.backbone, base, chosen,
+                                                                  m, fr.budgets[0])]
+        for m in same:
+            print(f"({m.name}: on {ctx.dataset} x {ctx.backbone} it trains exactly what {m.row} does (the select "
+                  "profile chose its setting); skipped)")
+        methods = [m for m in methods if m not in same]
+        if not methods:
+            raise ValueError("nothing to run: every variant named is DVA itself on this pair")
+    return Sweep(methods=methods,
                  budgets=F.check_budgets([int(b) for b in args.budgets.split(",")], "--budgets")
                  if args.budgets else fr.budgets,
                  alphas=F.check_alphas(_floats(args.alphas), "--alphas") if args.alphas else fr.alphas,

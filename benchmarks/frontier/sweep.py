@@ -185,12 +185,15 @@ def resolve_runtime(runtime: str) -> str:
 
 
 class OnnxGraphs:
-    """A dial's ONNX graphs: each exported once into a private temporary folder and run by
+    """A dial's ONNX graphs: each exported once into a private temporary folder (``onnx_*`` in ``parent``,
+    e.g. the run folder, where a killed process's leftovers are found; else the system's) and run by
     :class:`dva.runtime.onnx_embedder.SplitSessions` with ``threads`` cores; :meth:`close` removes them."""
 
-    def __init__(self, threads: int | None = None) -> None:
+    def __init__(self, threads: int | None = None, parent: Path | None = None) -> None:
         self.threads = threads
-        self.folder = Path(tempfile.mkdtemp(prefix="dva_sweep_"))
+        if parent is not None:
+            Path(parent).mkdir(parents=True, exist_ok=True)
+        self.folder = Path(tempfile.mkdtemp(prefix="onnx_", dir=parent))
         self.sessions: dict[str, Any] = {}
         self.export_seconds = 0.0
 
@@ -221,14 +224,15 @@ def _run(graph: Any, x: torch.Tensor) -> torch.Tensor:
 class Dial:
     """Embeds a batch at every alpha; counts its time (``prefix_seconds``, ``suffix_seconds``).
 
-    ``runtime``: ``torch``, ``onnx`` or ``auto`` (:func:`resolve_runtime`); ``threads``: onnxruntime's cores.
+    ``runtime``: ``torch``, ``onnx`` or ``auto`` (:func:`resolve_runtime`); ``threads``: onnxruntime's cores;
+    ``tmp``: where the ONNX graphs' temporary folder goes (:class:`OnnxGraphs`).
     """
 
-    def __init__(self, runtime: str = "torch", threads: int | None = None) -> None:
+    def __init__(self, runtime: str = "torch", threads: int | None = None, tmp: Path | None = None) -> None:
         self.prefix_seconds = 0.0
         self.suffix_seconds = 0.0
         self.runtime = resolve_runtime(runtime)
-        self.graphs = OnnxGraphs(threads) if self.runtime == "onnx" else None
+        self.graphs = OnnxGraphs(threads, tmp) if self.runtime == "onnx" else None
 
     def close(self) -> None:
         """Remove the dial's ONNX graphs (a torch dial holds nothing)."""
@@ -255,8 +259,8 @@ class AdapterDial(Dial):
     """An adapter model: the frozen prefix once per batch, the adapted suffix once per alpha."""
 
     def __init__(self, model: Any, prefixes: PrefixCache | None = None, runtime: str = "torch",
-                 threads: int | None = None) -> None:
-        super().__init__(runtime, threads)
+                 threads: int | None = None, tmp: Path | None = None) -> None:
+        super().__init__(runtime, threads, tmp)
         self.model = model.eval()
         self.prefixes = prefixes
         self.frozen = None
@@ -384,8 +388,9 @@ def _from_store(a: np.ndarray) -> torch.Tensor:
 class ModelsDial(Dial):
     """One model per alpha (WiSE-FT checkpoints, or the frozen backbone at alpha 0), each run whole."""
 
-    def __init__(self, models: dict[float, Any], runtime: str = "torch", threads: int | None = None) -> None:
-        super().__init__(runtime, threads)
+    def __init__(self, models: dict[float, Any], runtime: str = "torch", threads: int | None = None,
+                 tmp: Path | None = None) -> None:
+        super().__init__(runtime, threads, tmp)
         self.models = {float(a): m.eval() for a, m in models.items()}
 
     def _graph(self, alpha: float) -> Any:

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -63,24 +64,34 @@ def _training_record(summary: dict[str, Any], reused: bool) -> dict[str, Any]:
 
 
 def _dial(kind: str, dial: str, cfg: Any, checkpoint: str, alphas: list[float], tmp: Path,
-          prefixes: Path | None = None, runtime: str = "torch", threads: int | None = None) -> tuple[S.Dial, Any]:
+          prefixes: Path | None = None, runtime: str = "torch", threads: int | None = None,
+          graphs: Path | None = None) -> tuple[S.Dial, Any]:
     """The run's dial and the model ``embed_paths`` is timed with (its largest alpha); ``prefixes``: the
     folder of the frozen-prefix cache an adapter model reads and fills (:class:`sweep.PrefixCache`);
-    ``runtime``/``threads``: what runs the networks (:class:`sweep.Dial`)."""
+    ``runtime``/``threads``: what runs the networks, ``graphs``: where its ONNX graphs go (:class:`sweep.Dial`)."""
     from dva.checkpoint import interpolate, load_checkpoint
 
     if kind == "frozen":
         model = frozen_model(cfg)
-        return S.ModelsDial({0.0: model}, runtime, threads), model
+        return S.ModelsDial({0.0: model}, runtime, threads, graphs), model
     if dial == "ica_scale":
         model = load_checkpoint(checkpoint)[0]
-        return S.AdapterDial(model, S.PrefixCache(prefixes) if prefixes else None, runtime, threads), model
+        return S.AdapterDial(model, S.PrefixCache(prefixes) if prefixes else None, runtime, threads, graphs), model
     models = {}
     for a in alphas:  # WiSE-FT: dva interpolate's mixing, each alpha a checkpoint loaded as a user would
         path = tmp / f"wise_{S.akey(a)}.safetensors"
         interpolate(checkpoint, a, path)
         models[a] = load_checkpoint(path)[0]
-    return S.ModelsDial(models, runtime, threads), models[max(alphas)]
+    return S.ModelsDial(models, runtime, threads, graphs), models[max(alphas)]
+
+
+def clear_stale(out: Path) -> list[str]:
+    """Remove the temporary folders a killed process of this run left in ``out`` (WiSE-FT checkpoints,
+    ONNX graphs: hundreds of MB a run); their names."""
+    stale = sorted(p for p in [*out.glob("wise_*"), *out.glob("onnx_*")] if p.is_dir())
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True)
+    return [p.name for p in stale]
 
 
 def image_sets(cfg: Any, galleries: list[dict[str, str]]) -> list[S.ImageSet]:
@@ -147,11 +158,12 @@ def run_frontier(spec: dict[str, Any], cfg: Any, out: Path, withheld: Callable[[
     prior = out / SCORES_FILE  # what an earlier process of this run scored (killed, or asked for fewer alphas)
     done = json.loads(prior.read_text()) if prior.is_file() else {}
     todo = [a for a in alphas if any(s.name not in done.get(S.akey(a), {}) for s in sets)]
+    clear_stale(out)
     with tempfile.TemporaryDirectory(dir=out, prefix="wise_") as tmp:
         t0 = time.perf_counter()
         dial, timed = _dial(spec["kind"], fr["dial"], cfg, checkpoint, todo or alphas[-1:], Path(tmp),
                             Path(fr["prefix_cache"]) if fr.get("prefix_cache") else None,
-                            fr.get("runtime", "torch"), int(spec["threads"]))
+                            fr.get("runtime", "torch"), int(spec["threads"]), out)
         res["load_seconds"] = time.perf_counter() - t0  # building the models (and the WiSE-FT checkpoints)
     if spec["kind"] == "frozen":
         from dva.model import count_parameters

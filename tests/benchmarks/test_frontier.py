@@ -304,10 +304,14 @@ def test_onnx_runtime_scores_like_torch(synthetic_root, tmp_path, weights):
     # WiSE-FT: each alpha's whole model exported
     _trained(weights, "full", tmp_path / "full.safetensors")
     tdial, _ = W._dial("train", "wise_ft", _cfg(weights, "full"), str(tmp_path / "full.safetensors"), alphas, tmp_path)
+    run = tmp_path / "run"  # the graphs go into the run folder, where a killed process's are found again
     odial, _ = W._dial("train", "wise_ft", _cfg(weights, "full"), str(tmp_path / "full.safetensors"), alphas, tmp_path,
-                       runtime="onnx", threads=2)
+                       runtime="onnx", threads=2, graphs=run)
     want, got = S.embed_set(tdial, crops, pre, alphas, 5), S.embed_set(odial, crops, pre, alphas, 5)
     rec = S.sweep_record(odial, S.ImageCache(pre), S.SweepStats(), None)
+    assert odial.graphs.folder.parent == run and odial.graphs.folder.name.startswith("onnx_")
+    (run / "wise_killed").mkdir()  # what a killed worker leaves: its next process clears it
+    assert W.clear_stale(run) == sorted(["wise_killed", odial.graphs.folder.name]) and not any(run.iterdir())
     odial.close()
     assert rec["runtime"] == "onnx" and rec["export_seconds"] > 0
     assert S.sweep_record(tdial, S.ImageCache(pre), S.SweepStats(), None)["runtime"] == "torch"
@@ -524,7 +528,7 @@ FAKE_WORKER = textwrap.dedent('''
     if os.environ.get("FAKE_FAIL") and out.name.startswith(os.environ["FAKE_FAIL"]):
         sys.exit(3)
     seed, b = int(last("--train.seed", "0")), fr["budget"]
-    m0 = {"dva": 0.40, "ica": 0.38, "full": 0.42, "frozen": 0.30, "dva_anchor": 0.39}[fr["method"]]
+    m0 = {"dva": 0.40, "ica": 0.38, "full": 0.42, "frozen": 0.30, "dva_anchor": 0.39}.get(fr["method"], 0.395)
     drop = {"full": 0.2, "dva_anchor": 0.02}.get(fr["method"], 0.05)  # OOD R@1 lost per unit of alpha
     def scores(a):
         v = 0.30 if a == 0 else m0 + 0.001 * b * a * (1.5 - a) + 0.001 * seed   # 0.5 and 1 tie on validation
@@ -680,7 +684,11 @@ def test_unselected_profile_is_labelled(tmp_path, fake):
     words = FD.readme_body([{**res, "complete": False}])  # a sitting of some budgets: the README says so
     assert "- cub100 x mobilenetv2 (unfinished: steps measured so far dva 10):" in words  # the points, not the plan
     assert "(unfinished" not in FD.readme_body([{**res, "complete": True}])
-    assert "; the recommended points (validation MAP@R) 1 seed. OOD" in R.render_section([res])
+    # a --seeds 1 sitting does not lower the profile's seeds (the fixture's frontier.yaml: 2): one seed is
+    # not final, the words say 2 are due
+    assert res["settings"]["seeds"] == 2 and not res["complete"]
+    assert ("; the recommended points (validation MAP@R) 2 seeds once the sweep is finished"
+            in R.render_section([res]))
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -756,7 +764,7 @@ def test_the_anchored_dva_is_compared_with_both_references(tmp_path, fake):
 
 
 def test_recommended_points_side_by_side_against_the_full_fine_tune(tmp_path, fake):
-    res = _profile(tmp_path, "--methods", "dva,ica,full,dva_anchor", "--seeds", "1")
+    res = _profile(tmp_path, "--methods", "dva,ica,full,dva_anchor", "--seeds", "2")
     recs = res["recommended"]
     d = R.recommended_deltas(res)
     assert set(d) == {"dva", "ica", "dva_anchor"}  # every method but the reference
@@ -765,7 +773,7 @@ def test_recommended_points_side_by_side_against_the_full_fine_tune(tmp_path, fa
         assert v["mean_ood"] == recs[m]["stats"]["mean_ood"][0] - recs["full"]["stats"]["mean_ood"][0]
     line = next(ln for ln in R.render_section([res]).splitlines()
                 if ln.startswith("- The validation-chosen points against the full fine-tune's"))
-    assert f"DVA + frozen anchor ({R._where(recs['dva_anchor'])}; 1 seed) {d['dva_anchor']['id_r1']:+.1f} ID R@1" in line
+    assert f"DVA + frozen anchor ({R._where(recs['dva_anchor'])}; 2 seeds) {d['dva_anchor']['id_r1']:+.1f} ID R@1" in line
     assert "Provisional" not in line  # a complete result
 
     # Hand-made stats: "higher on both" only when both printed differences are above 0.0.
@@ -984,3 +992,83 @@ def test_runtime_speed_times_both_runtimes_on_the_same_networks(tmp_path, capsys
     assert "machine" in res and "command" in res and "| mobilenetv2 |" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         RS.main(["--backbones", "resnet50", "--out", str(out)])
+
+
+# ----------------------------------------------------------------------------- design variants
+def test_variants_resolve_per_backbone_and_skip_what_dva_already_is(tmp_path):
+    """frontier.yaml's variants are not in the profile; each resolves its overrides per backbone, and a
+    variant that trains exactly DVA's settings on a pair (the select profile chose its value) is DVA itself."""
+    fr, t = F.FRONTIER, P.TABLE
+    assert set(fr.variants) == {"dva_beta1", "dva_deeper"} and not set(fr.variants) & set(fr.methods)
+    assert all(m.variant and not m.variant for m in fr.methods.values()) or all(not m.variant for m in fr.methods.values())
+    assert fr.variants["dva_beta1"].resolve("vit_s14").extra == ("--loss.beta", "1")
+    deeper = fr.variants["dva_deeper"]
+    assert deeper.resolve("mobilenetv2").extra == ("--ica.blocks", "'-3:'")
+    assert deeper.resolve("lite2").extra == ("--ica.blocks", "'-5:'") and deeper.resolve("vit_s14") is None
+    base = F.common(t, "cub100", "mobilenetv2", "ROOT", tmp_path, 2)
+    chosen = F.load_chosen(t, "cub100", "mobilenetv2", _select_json(tmp_path / "sel.json"))  # '-2:', beta 2
+    spec = F.method_run(t, "cub100", "mobilenetv2", base, chosen, deeper.resolve("mobilenetv2"), 184, 0)
+    assert F.effective(spec.overrides)["--ica.blocks"] == "'-3:'" and F.effective(spec.overrides)["--ica.rank"] == "8"
+    assert not F.same_as_row(t, "cub100", "mobilenetv2", base, chosen, deeper.resolve("mobilenetv2"), 184)
+    assert not F.same_as_row(t, "cub100", "mobilenetv2", base, chosen, fr.variants["dva_beta1"], 184)
+    three = {**chosen, "adapters": [*chosen["adapters"][:5], "'-3:'", *chosen["adapters"][6:]]}
+    assert F.same_as_row(t, "cub100", "mobilenetv2", base, three, deeper.resolve("mobilenetv2"), 184)
+    assert F.same_as_row(t, "cub100", "mobilenetv2", base, {**chosen, "opa": ["--loss.beta", "1"]},
+                         fr.variants["dva_beta1"], 184)
+    assert F.effective(["--a", "1", "--b", "x", "--a", "2"]) == {"--a": "2", "--b": "x"}
+
+
+def test_a_variant_sitting_joins_a_complete_profile_and_keeps_it_complete(tmp_path, fake):
+    """Variants run by name after the profile: their points join the JSON and the words (against the full
+    fine-tune and DVA), nothing else is trained again, the other methods' seeds stay, the JSON stays complete."""
+    whole = _profile(tmp_path)
+    assert whole["complete"]
+    n = len(fake())
+    res = _profile(tmp_path, "--methods", "dva_beta1", "--seeds", "1")
+    ran = [c[0] for c in fake()[n:]]
+    assert len(ran) == 2 and all(r.startswith("dva_beta1_b") for r in ran)  # its two budgets, nothing else
+    assert res["complete"] and res["recommended"]["dva"] == whole["recommended"]["dva"]
+    assert [r for r in res["runs"] if r["method"] != "dva_beta1"] == whole["runs"]  # seeds kept as they were
+    assert res["settings"]["methods"]["dva_beta1"] == {"label": "DVA, DPT weight 1", "row": "dva",
+                                                       "dial": "ica_scale", "extra": ["--loss.beta", "1"],
+                                                       "variant": True}
+    assert R.design_changes(res) == ["dva_beta1"]
+    sm = R.summary(res)
+    assert set(sm["pairs"]) == {"dva_beta1_vs_full", "dva_beta1_vs_dva"}
+    text = R.render_section([res])
+    assert "- DVA, DPT weight 1 against full fine-tune (WiSE-FT), at equal ID R@1" in text
+    assert "- DVA, DPT weight 1 against DVA, at equal ID R@1" in text
+    # the variant's single seed is in its label; it does not make the profile's comparison provisional
+    assert "DVA, DPT weight 1 (20 steps, alpha 0.5; 1 seed)" in text and "Provisional" not in text
+    assert "- The validation-chosen DVA, DPT weight 1 point (" in text
+    # and the next sitting of the profile keeps the variant's points
+    again = _profile(tmp_path)
+    assert {(q["method"], q["budget"]) for q in again["points"] if q["method"] == "dva_beta1"} == {
+        ("dva_beta1", 10), ("dva_beta1", 20)} and again["complete"]
+
+
+def test_a_variant_that_is_dva_itself_is_skipped(tmp_path, fake, capsys):
+    """dva_deeper on a pair whose select profile chose the last three stages trains nothing."""
+    sel = tmp_path / "sel3.json"
+    _select_json(sel)
+    d = json.loads(sel.read_text())
+    d["chosen_tokens"]["adapters"][5] = "'-3:'"
+    sel.write_text(json.dumps(d))
+    ctx = D.Context(P.TABLE, "cub100", "mobilenetv2", "ROOT", tmp_path / "w", tmp_path / "cache", 1, {})
+    with pytest.raises(ValueError, match="every variant named is DVA itself"):
+        FR._sweep(_args(tmp_path, "--select", str(sel), "--methods", "dva_deeper"), ctx)
+    sw = FR._sweep(_args(tmp_path, "--select", str(sel), "--methods", "dva,dva_deeper,dva_beta1"), ctx)
+    assert [m.name for m in sw.methods] == ["dva", "dva_beta1"]
+    assert "dva_deeper: on cub100 x mobilenetv2 it trains exactly what dva does" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="no overrides for vit_s14"):
+        FR._sweep(_args(tmp_path, "--methods", "dva_deeper"), ctx._replace(backbone="vit_s14"))
+
+
+def test_a_finished_run_in_the_json_is_not_trained_again_on_a_fresh_machine(tmp_path, fake):
+    """The run folders lost (another machine), the JSON kept: the seeds and the sweep come from the JSON."""
+    whole = _profile(tmp_path)
+    n = len(fake())
+    again = _profile(tmp_path, work="fresh")
+    ran = [c[0] for c in fake()[n:]]
+    assert ran == [] or all(r.startswith("frozen") for r in ran)  # the frozen run is not in "runs"' reuse: cheap
+    assert again["complete"] and again["points"] == whole["points"] and again["recommended"] == whole["recommended"]
