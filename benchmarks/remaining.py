@@ -90,6 +90,31 @@ def frontier_done(dataset: str, backbone: str, results: Path = RESULTS) -> bool:
     return bool(res and res.get("complete"))
 
 
+def variants_to_run(dataset: str, backbone: str, results: Path = RESULTS) -> tuple[str, list[str], str] | None:
+    """The state of the frontier's design variants on the pair, the variants still to run and a note; None when
+    frontier.yaml has none for the backbone. They are wanted once the pair's sweep is in and shows DVA's
+    frontier not at or above the full fine-tune's (WiSE-FT), as issue 26 asks; a variant that is DVA
+    itself on the pair (the select profile chose its setting) is not wanted."""
+    from benchmarks.frontier import plan as F
+    from benchmarks.frontier import render as R
+
+    names = [n for n, m in F.FRONTIER.variants.items() if m.resolve(backbone) is not None]
+    if not names:
+        return None
+    res = _json(results / "frontier" / f"{dataset}_{backbone}.json")
+    if not res or "settings" not in res or not R.swept(res):
+        return f"waiting: the {dataset} x {backbone} frontier's sweep", names, ""
+    if (R.summary(res)["dva_vs_full"] or {}).get("at_or_above"):
+        return "done", [], " (not needed: DVA's frontier at or above the full fine-tune's)"
+    chosen = F.load_chosen(TABLE, dataset, backbone, results / "datasets" / f"{dataset}_{backbone}_select.json")
+    base = F.common(TABLE, dataset, backbone, "ROOT", Path("cache"), 2)
+    wanted = [n for n in names if not F.same_as_row(TABLE, dataset, backbone, base, chosen,
+                                                    F.FRONTIER.variants[n].resolve(backbone), F.FRONTIER.budgets[0])]
+    have = {(p["method"], p["budget"]) for p in res.get("points") or []}
+    todo = [n for n in wanted if not all((n, b) in have for b in F.FRONTIER.budgets)]
+    return ("to run" if todo else "done"), todo, ""
+
+
 def _module(name: str, *args: str) -> list[str]:
     return [sys.executable, "-m", name, *args]
 
@@ -121,6 +146,13 @@ def items(results: Path = RESULTS) -> list[Item]:
                      else "to run" if select_done(ds, bb, results) else f"waiting: the {ds} x {bb} select profile")
             out.append(Item("frontier", f"{ds} x {bb}", state,
                             _module("benchmarks.frontier.run", "--dataset", ds, "--backbone", bb)))
+            var = variants_to_run(ds, bb, results)
+            if var is not None:  # after the pair's profile: its design variants, one seed each, by name
+                vstate, todo, note = var
+                names = todo or [n for n, m in FRONTIER.variants.items() if m.resolve(bb) is not None]
+                out.append(Item("frontier", f"{ds} x {bb}: variants{note}", vstate,
+                                _module("benchmarks.frontier.run", "--dataset", ds, "--backbone", bb,
+                                        "--methods", ",".join(names), "--seeds", "1")))
     return out
 
 

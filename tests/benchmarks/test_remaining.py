@@ -206,3 +206,32 @@ def test_the_listing_sums_the_estimates(monkeypatch):
     # Runs of a backbone not measured yet: the sum is of what is known, and says so.
     said["c"] = "estimated total ~60 min (within the 2 h of a profile; 3 run(s) without a measured cost)"
     assert M.listing(its, with_estimates=True)[-1].endswith("runs), 1 item(s) not or not wholly estimated: more")
+
+
+def test_frontier_variants_are_wanted_where_dva_sits_under_wise_ft(tmp_path, monkeypatch):
+    """After a pair's frontier sweep, its design variants are an item of their own: to run where DVA's frontier
+    is not at or above the full fine-tune's, without a variant that is DVA itself on the pair (cub100 x
+    MobileNetV2 chose adapters in the last three stages: dva_deeper is DVA there), done once every budget of
+    each is in, and not needed where DVA is at or above."""
+    from benchmarks.frontier import render as R
+    from benchmarks.frontier.plan import FRONTIER
+
+    name = ("frontier", "cub100 x mobilenetv2: variants")
+    assert _states(tmp_path)[name] == "waiting: the cub100 x mobilenetv2 frontier's sweep"
+    real = json.loads((M.RESULTS / "frontier" / "cub100_mobilenetv2.json").read_text())
+    _write(tmp_path / "datasets" / "cub100_mobilenetv2_select.json",
+           json.loads((M.RESULTS / "datasets" / "cub100_mobilenetv2_select.json").read_text()))
+    _write(tmp_path / "frontier" / "cub100_mobilenetv2.json", real)
+    assert R.summary(real)["dva_vs_full"]["at_or_above"] is False  # the committed result: DVA under WiSE-FT
+    item = next(it for it in M.items(tmp_path) if (it.benchmark, it.name) == name)
+    assert item.state == "to run" and item.argv[-4:] == ["--methods", "dva_beta1", "--seeds", "1"]
+    pts = real["points"] + [{**real["points"][-1], "method": "dva_beta1", "budget": b} for b in FRONTIER.budgets[:-1]]
+    _write(tmp_path / "frontier" / "cub100_mobilenetv2.json", {**real, "points": pts})
+    assert _states(tmp_path)[name] == "to run"  # one budget missing
+    pts.append({**real["points"][-1], "method": "dva_beta1", "budget": FRONTIER.budgets[-1]})
+    _write(tmp_path / "frontier" / "cub100_mobilenetv2.json", {**real, "points": pts})
+    assert _states(tmp_path)[name] == "done"
+    monkeypatch.setattr(R, "summary", lambda res: {"dva_vs_full": {"at_or_above": True}})
+    s = _states(tmp_path)
+    assert s[("frontier", "cub100 x mobilenetv2: variants (not needed: DVA's frontier at or above the full "
+              "fine-tune's)")] == "done"
