@@ -106,11 +106,20 @@ def variants_to_run(dataset: str, backbone: str, results: Path = RESULTS) -> tup
         return f"waiting: the {dataset} x {backbone} frontier's sweep", names, ""
     if (R.summary(res)["dva_vs_full"] or {}).get("at_or_above"):
         return "done", [], " (not needed: DVA's frontier at or above the full fine-tune's)"
-    chosen = F.load_chosen(TABLE, dataset, backbone, results / "datasets" / f"{dataset}_{backbone}_select.json")
+    # the tokens the pair's runs trained with (the select JSON's at the time), not today's select JSON
+    chosen = (res["settings"].get("chosen_tokens") or {})
     base = F.common(TABLE, dataset, backbone, "ROOT", Path("cache"), 2)
-    wanted = [n for n in names if not F.same_as_row(TABLE, dataset, backbone, base, chosen,
-                                                    F.FRONTIER.variants[n].resolve(backbone), F.FRONTIER.budgets[0])]
-    have = {(p["method"], p["budget"]) for p in res.get("points") or []}
+    resolved = {n: F.FRONTIER.variants[n].resolve(backbone) for n in names}
+    wanted = [n for n in names if not F.same_as_row(TABLE, dataset, backbone, base, chosen, resolved[n],
+                                                    F.FRONTIER.budgets[0])]
+    if not wanted:
+        return "done", [], " (not needed: every variant is DVA itself on this pair)"
+    from benchmarks.frontier.run import _method_settings
+
+    # a variant's points count when they were made with today's settings of it (else the next sitting drops them)
+    same = {n for n in wanted if json.dumps((res["settings"].get("methods") or {}).get(n))
+            == json.dumps(_method_settings(resolved[n]))}
+    have = {(p["method"], p["budget"]) for p in res.get("points") or [] if p["method"] in same}
     todo = [n for n in wanted if not all((n, b) in have for b in F.FRONTIER.budgets)]
     return ("to run" if todo else "done"), todo, ""
 

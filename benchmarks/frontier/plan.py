@@ -35,12 +35,13 @@ class Method(NamedTuple):
     per_backbone: tuple[tuple[str, tuple[str, ...]], ...] = ()  # a variant's extra per backbone (resolve())
 
     def resolve(self, backbone: str) -> Method | None:
-        """The method on ``backbone``: a variant's extra for it (None: the variant has none for it)."""
+        """The method on ``backbone``: a variant's common extra, then its extra for ``backbone`` (None: the
+        variant has none for it)."""
         if not self.per_backbone:
             return self
         by = dict(self.per_backbone)
         extra = by.get(backbone, by.get("default"))
-        return None if extra is None else self._replace(extra=extra, per_backbone=())
+        return None if extra is None else self._replace(extra=self.extra + extra, per_backbone=())
 
 
 class Frontier(NamedTuple):

@@ -186,15 +186,38 @@ def swept(result: dict[str, Any]) -> bool:
                if a > 0)
 
 
-def _verdict(result: dict[str, Any], v: bool | None, final: bool | None = None) -> str:
+def _verdict(result: dict[str, Any], v: bool | None, final: bool | None = None, methods: tuple[str, ...] = ()) -> str:
     """``_yes``, marked provisional while more points can still change it (``final``: default, the result
-    is complete)."""
+    is complete); ``methods``: the compared ones, a variant among them naming its own missing budgets."""
     final = result.get("complete") if final is None else final
     if v is None or final:
         return _yes(v)
-    why = "the recommended points' seeds still to run" if "settings" in result and swept(result) \
-        else "the sweep is unfinished"
+    if "settings" in result and swept(result) and any(is_variant(result, m) and not variant_swept(result, m)
+                                                      for m in methods):
+        why = "the variant's other budgets still to run"
+    elif "settings" in result and swept(result):
+        why = "the recommended points' seeds still to run"
+    else:
+        why = "the sweep is unfinished"
     return f"{_yes(v)} (provisional: {why})"
+
+
+def is_variant(result: dict[str, Any], method: str) -> bool:
+    return bool(((result["settings"].get("methods") or {}).get(method) or {}).get("variant"))
+
+
+def variant_swept(result: dict[str, Any], method: str) -> bool:
+    """Whether a design variant has a point at every budget and alpha > 0 of the profile (a variant is
+    run with one seed, by name: its figures are final then, once the profile's sweep is in too)."""
+    s = result["settings"]
+    prof = s.get("profile") or {"budgets": s["budgets"], "alphas": s["alphas"]}
+    have = {(p["budget"], float(p["alpha"])) for p in result["points"] if p["method"] == method}
+    return swept(result) and all((b, float(a)) in have for b in prof["budgets"] for a in prof["alphas"] if a > 0)
+
+
+def _final(result: dict[str, Any], *methods: str) -> bool:
+    """Whether a comparison of ``methods``' frontiers is final: the profile swept, and each variant among them."""
+    return swept(result) and all(variant_swept(result, m) for m in methods if is_variant(result, m))
 
 
 def _levels(n: int) -> str:
@@ -240,7 +263,7 @@ def pair_words(result: dict[str, Any], sm: dict[str, Any]) -> list[str]:
         out.append(f"- {la} against {lb}, at equal ID R@1 over {num(c['lo'])} to {num(c['hi'])}: mean OOD R@1 "
                    f"{num(c['min_diff'], signed=True)} at its least and {num(c['mean_diff'], signed=True)} on "
                    f"average ({_levels(len(c['levels']))}); at or above at every level: "
-                   f"{_verdict(result, c['at_or_above'], swept(result))}.")
+                   f"{_verdict(result, c['at_or_above'], _final(result, a, b), (a, b))}.")
     return out
 
 
@@ -275,12 +298,15 @@ def target2_words(result: dict[str, Any], sm: dict[str, Any], method: str = DVA)
     rec = (result.get("recommended") or {}).get(method)
     if g is None or rec is None:
         return f"- The validation-chosen {_label(result, method)} point: not measured."
+    # a variant runs one seed (labelled): final once its own points are all in
+    final = _final(result, method) if is_variant(result, method) else _seeded(result, rec)
     return (f"- The validation-chosen {_label(result, method)} point ({_where(rec)}; {rec['seeds_label']}): test ID R@1 "
             f"{num(g['id_r1'])} against the {t['reference_budget']}-step full fine-tune's {num(g['full_r1'])} "
             f"({_yes(g['id_ok'])}); {g['gallery']} R@1 {num(g['ood_r1'])} against frozen - "
             f"{t['ood_slack']:g} = {num(g['ood_floor'])} ({_yes(g['ood_ok'])}). "
             + ("Target" if method == DVA else "Both conditions (the target's, for this method)")
-            + f": {_verdict(result, g['holds'], _seeded(result, rec))}.")
+            # a variant runs one seed (labelled): final once its own points are all in
+            + f": {_verdict(result, g['holds'], final, (method,))}.")
 
 
 def _where(rec: dict[str, Any]) -> str:
@@ -318,13 +344,14 @@ def recommended_words(result: dict[str, Any]) -> str | None:
         parts.append(f"{_label(result, m)} ({_where(recs[m])}; {recs[m]['seeds_label']}) "
                      f"{num(d['id_r1'], signed=True)} ID R@1 and {num(d['mean_ood'], signed=True)} mean OOD R@1{both}")
     ref = recs[FULL]
-    # the profile's methods decide "provisional"; a variant's seeds are in its own label
-    variants = {m for m, v in result["settings"]["methods"].items() if (v or {}).get("variant")}
-    final = all(_seeded(result, recs[m]) for m in [FULL, *deltas] if m not in variants)
+    # the profile's methods' seeds decide "provisional"; a variant (one seed, in its label) its own points
+    final = all(_final(result, m) if is_variant(result, m) else _seeded(result, recs[m]) for m in [FULL, *deltas])
     return (f"- The validation-chosen points against the full fine-tune's (WiSE-FT; {_where(ref)}; "
             f"{ref['seeds_label']}), test means: " + "; ".join(parts) + "."
-            + ("" if final else " Provisional: " + ("the recommended points' seeds still to run."
-                                                    if swept(result) else "the sweep is unfinished.")))
+            + ("" if final else " Provisional: " + (
+                "the sweep is unfinished." if not swept(result)
+                else "a variant's other budgets still to run." if any(is_variant(result, m) and not variant_swept(
+                    result, m) for m in deltas) else "the recommended points' seeds still to run.")))
 
 
 def _seeded(result: dict[str, Any], rec: dict[str, Any]) -> bool:

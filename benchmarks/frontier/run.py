@@ -113,7 +113,8 @@ def settings(ctx: D.Context, sw: Sweep) -> dict[str, Any]:
             "methods": {m.name: _method_settings(m) for m in sw.methods},
             # the seeds the recommended points are to have: frontier.yaml's (a --seeds 1 sitting does not
             # make one seed final), or more when asked
-            "budgets": sw.budgets, "alphas": sw.alphas, "seeds": max(sw.seeds, fr.seeds), "metric": fr.metric,
+            "budgets": sw.budgets, "alphas": sw.alphas, "metric": fr.metric,
+            "seeds": max(sw.seeds, fr.seeds) if any(not m.variant for m in sw.methods) else fr.seeds,
             # frontier.yaml's whole profile: a sitting's own methods and budgets above may be fewer
             "profile": {"methods": list(fr.methods), "budgets": list(fr.budgets), "alphas": list(fr.alphas)},
             "clock": fr.clock, "minutes": fr.minutes, "targets": fr.targets, "selected": sw.selected,
@@ -183,6 +184,9 @@ def earlier_runs(out: Path, ctx: D.Context, sw: Sweep) -> list[dict[str, Any]]:
     now, was = settings(ctx, sw), old.get("settings") or {}
     differ = [k for k in SAME_SWEEP if json.dumps(now.get(k)) != json.dumps(was.get(k))]
     if differ:
+        if all(m.variant for m in sw.methods):  # a variants sitting would replace the profile's JSON with itself
+            raise ValueError(f"{C.repo_relative(out)} swept other settings ({', '.join(differ)}): the variants "
+                             "join a profile swept with this sitting's settings; run the profile first (or --out)")
         print(f"({C.repo_relative(out)}: swept other settings ({', '.join(differ)}); its runs are not carried over)")
         return []
     for tag, run in reuse_index([str(out)]).items():
@@ -193,7 +197,8 @@ def earlier_runs(out: Path, ctx: D.Context, sw: Sweep) -> list[dict[str, Any]]:
     keep, changed = [], set()
     for r in old.get("runs") or []:
         m = r.get("method")
-        ours = (m, r.get("budget")) in doing if r.get("seed") == 0 else m in running
+        # this sitting's own: its (method, budget) at seed 0; a running method's seeds up to its --seeds
+        ours = (m, r.get("budget")) in doing if r.get("seed") == 0 else m in running and r["seed"] < sw.seeds
         if m not in known or ours:
             continue
         if json.dumps((was.get("methods") or {}).get(m)) != json.dumps(known[m]):

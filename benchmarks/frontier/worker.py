@@ -147,6 +147,7 @@ def run_frontier(spec: dict[str, Any], cfg: Any, out: Path, withheld: Callable[[
                            "seed": cfg.train.seed, "kind": spec["kind"], "img_size": cfg.backbone.img_size,
                            "dataset": cfg.data.dataset, "folder": out.name, "dial": fr["dial"]}
     checkpoint = ""
+    clear_stale(out)  # before anything else: a killed process's temporary folders
     if spec["kind"] == "train":
         summary, reused = _train(cfg, out, withheld)
         res.update(_training_record(summary, reused))
@@ -158,7 +159,6 @@ def run_frontier(spec: dict[str, Any], cfg: Any, out: Path, withheld: Callable[[
     prior = out / SCORES_FILE  # what an earlier process of this run scored (killed, or asked for fewer alphas)
     done = json.loads(prior.read_text()) if prior.is_file() else {}
     todo = [a for a in alphas if any(s.name not in done.get(S.akey(a), {}) for s in sets)]
-    clear_stale(out)
     with tempfile.TemporaryDirectory(dir=out, prefix="wise_") as tmp:
         t0 = time.perf_counter()
         dial, timed = _dial(spec["kind"], fr["dial"], cfg, checkpoint, todo or alphas[-1:], Path(tmp),

@@ -1000,7 +1000,7 @@ def test_variants_resolve_per_backbone_and_skip_what_dva_already_is(tmp_path):
     variant that trains exactly DVA's settings on a pair (the select profile chose its value) is DVA itself."""
     fr, t = F.FRONTIER, P.TABLE
     assert set(fr.variants) == {"dva_beta1", "dva_deeper"} and not set(fr.variants) & set(fr.methods)
-    assert all(m.variant and not m.variant for m in fr.methods.values()) or all(not m.variant for m in fr.methods.values())
+    assert not any(m.variant for m in fr.methods.values()) and all(m.variant for m in fr.variants.values())
     assert fr.variants["dva_beta1"].resolve("vit_s14").extra == ("--loss.beta", "1")
     deeper = fr.variants["dva_deeper"]
     assert deeper.resolve("mobilenetv2").extra == ("--ica.blocks", "'-3:'")
@@ -1038,8 +1038,12 @@ def test_a_variant_sitting_joins_a_complete_profile_and_keeps_it_complete(tmp_pa
     text = R.render_section([res])
     assert "- DVA, DPT weight 1 against full fine-tune (WiSE-FT), at equal ID R@1" in text
     assert "- DVA, DPT weight 1 against DVA, at equal ID R@1" in text
-    # the variant's single seed is in its label; it does not make the profile's comparison provisional
-    assert "DVA, DPT weight 1 (20 steps, alpha 0.5; 1 seed)" in text and "Provisional" not in text
+    # the variant's single seed is in its label; with every budget of it in, nothing it says is provisional
+    assert "DVA, DPT weight 1 (20 steps, alpha 0.5; 1 seed)" in text and "provisional" not in text.lower()
+    at20 = {**res, "settings": {**res["settings"], "targets": {**res["settings"]["targets"], "reference_budget": 20}}}
+    line = next(ln for ln in R.render_section([at20]).splitlines()
+                if ln.startswith("- The validation-chosen DVA, DPT weight 1 point"))
+    assert "(not measured)" not in line and "provisional" not in line.lower()  # its verdict is final at one seed
     assert "- The validation-chosen DVA, DPT weight 1 point (" in text
     # and the next sitting of the profile keeps the variant's points
     again = _profile(tmp_path)
@@ -1072,3 +1076,25 @@ def test_a_finished_run_in_the_json_is_not_trained_again_on_a_fresh_machine(tmp_
     ran = [c[0] for c in fake()[n:]]
     assert ran == [] or all(r.startswith("frozen") for r in ran)  # the frozen run is not in "runs"' reuse: cheap
     assert again["complete"] and again["points"] == whole["points"] and again["recommended"] == whole["recommended"]
+
+
+def test_a_variant_of_some_budgets_is_provisional_and_a_narrow_sitting_keeps_the_seeds(tmp_path, fake):
+    """A variant run at some budgets only: its comparisons say which points are missing. A later sitting of
+    one method at one budget (--seeds 1) keeps that method's finished extra seeds: the JSON stays complete."""
+    whole = _profile(tmp_path)
+    part = _profile(tmp_path, "--methods", "dva_beta1", "--seeds", "1", "--budgets", "10")
+    assert part["complete"] and not R.variant_swept(part, "dva_beta1") and R.variant_swept(part, "dva")
+    pair = next(ln for ln in R.render_section([part]).splitlines() if ln.startswith("- DVA, DPT weight 1 against DVA"))
+    assert pair.endswith("(provisional: the variant's other budgets still to run).")
+    narrow = _profile(tmp_path, "--methods", "dva", "--budgets", "20", "--seeds", "1")
+    seeds = lambda r: sorted((x["method"], x["seed"]) for x in r["runs"] if x["seed"] > 0)  # noqa: E731
+    assert seeds(narrow) == seeds(whole) and narrow["complete"]
+    assert narrow["recommended"]["dva"] == whole["recommended"]["dva"]
+
+
+def test_a_variants_sitting_does_not_replace_a_profile_of_other_settings(tmp_path, fake):
+    """Variants join the profile's JSON; where it swept other settings (here other alphas), they refuse
+    rather than write a JSON of the variant alone over it."""
+    _profile(tmp_path)
+    with pytest.raises(ValueError, match="swept other settings .*alphas.*run the profile first"):
+        _profile(tmp_path, "--methods", "dva_beta1", "--seeds", "1", "--alphas", "0,1")

@@ -226,11 +226,21 @@ def test_frontier_variants_are_wanted_where_dva_sits_under_wise_ft(tmp_path, mon
     item = next(it for it in M.items(tmp_path) if (it.benchmark, it.name) == name)
     assert item.state == "to run" and item.argv[-4:] == ["--methods", "dva_beta1", "--seeds", "1"]
     pts = real["points"] + [{**real["points"][-1], "method": "dva_beta1", "budget": b} for b in FRONTIER.budgets[:-1]]
-    _write(tmp_path / "frontier" / "cub100_mobilenetv2.json", {**real, "points": pts})
+    beta1 = {"label": "DVA, DPT weight 1", "row": "dva", "dial": "ica_scale", "extra": ["--loss.beta", "1"],
+             "variant": True}
+    methods = {**real["settings"]["methods"], "dva_beta1": beta1}
+
+    def write(points, ms=methods):
+        _write(tmp_path / "frontier" / "cub100_mobilenetv2.json",
+               {**real, "points": points, "settings": {**real["settings"], "methods": ms}})
+
+    write(pts)
     assert _states(tmp_path)[name] == "to run"  # one budget missing
     pts.append({**real["points"][-1], "method": "dva_beta1", "budget": FRONTIER.budgets[-1]})
-    _write(tmp_path / "frontier" / "cub100_mobilenetv2.json", {**real, "points": pts})
+    write(pts)
     assert _states(tmp_path)[name] == "done"
+    write(pts, {**methods, "dva_beta1": {**beta1, "extra": ["--loss.beta", "0.5"]}})
+    assert _states(tmp_path)[name] == "to run"  # made with other settings of the variant: the next sitting drops them
     monkeypatch.setattr(R, "summary", lambda res: {"dva_vs_full": {"at_or_above": True}})
     s = _states(tmp_path)
     assert s[("frontier", "cub100 x mobilenetv2: variants (not needed: DVA's frontier at or above the full "
