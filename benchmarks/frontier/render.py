@@ -79,7 +79,9 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
     extra = [(a, b) for a in design_changes(result) for b in (FULL, DVA)]
     pairs = {f"{a}_vs_{b}": A.compare(fronts[a], fronts[b], skip) for a, b in extra if a in fronts and b in fronts}
     return {"frontiers": {m: [list(p) for p in f] for m, f in fronts.items()}, "dva_vs_full": cmp, "pairs": pairs,
-            "equal_time": A.equal_time(result["points"], list(s["methods"]), s["minutes"]),
+            # a variant with budgets still to run would cut the common horizon short: it joins once all are in
+            "equal_time": A.equal_time(result["points"], [m for m in s["methods"] if not is_variant(result, m)
+                                                          or variant_swept(result, m)], s["minutes"]),
             "target2": _target2(result), "sweep_cost": sweep_cost(result),
             # The design change's own validation-chosen point, held to the same two conditions (not the target).
             "target2_extra": {a: g for a in design_changes(result) if a in fronts
@@ -227,8 +229,8 @@ def _levels(n: int) -> str:
 def _not_compared(c: dict[str, Any] | None, a: str, b: str) -> str:
     """Why two frontiers were not compared: ranges apart, or only the shared frozen point in common."""
     if c is None:
-        return f"{a}'s and {b}'s frontiers cover ID R@1 ranges that do not overlap; not compared."
-    return f"{a}'s and {b}'s frontiers share no measured ID R@1 level but the frozen point; not compared."
+        return f"the frontiers of {a} and of {b} cover ID R@1 ranges that do not overlap; not compared."
+    return f"the frontiers of {a} and of {b} share no measured ID R@1 level but the frozen point; not compared."
 
 
 def frontier_words(result: dict[str, Any], sm: dict[str, Any]) -> str:

@@ -1086,6 +1086,10 @@ def test_a_variant_of_some_budgets_is_provisional_and_a_narrow_sitting_keeps_the
     assert part["complete"] and not R.variant_swept(part, "dva_beta1") and R.variant_swept(part, "dva")
     pair = next(ln for ln in R.render_section([part]).splitlines() if ln.startswith("- DVA, DPT weight 1 against DVA"))
     assert pair.endswith("(provisional: the variant's other budgets still to run).")
+    # its one budget would cut the equal-compute horizon short: it joins that comparison once all are in
+    assert all("dva_beta1" not in e["id_r1"] for e in R.summary(part)["equal_time"])
+    assert any("dva_beta1" in e["id_r1"] for e in R.summary(_profile(tmp_path, "--methods", "dva_beta1", "--seeds",
+                                                                     "1"))["equal_time"])
     narrow = _profile(tmp_path, "--methods", "dva", "--budgets", "20", "--seeds", "1")
     seeds = lambda r: sorted((x["method"], x["seed"]) for x in r["runs"] if x["seed"] > 0)  # noqa: E731
     assert seeds(narrow) == seeds(whole) and narrow["complete"]
