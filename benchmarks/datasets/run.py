@@ -117,18 +117,45 @@ def run_one(spec: RunSpec, out: Path, cache: Path, threads: int, extra: dict[str
 
 
 def reuse_index(files: list[str] | None) -> dict[str, dict[str, Any]]:
-    """Finished runs of earlier result files (select or main), keyed by run folder (row or candidate,
-    seed and settings digest): only a run of the very same settings fills a folder. A row's entry that
-    is another row's run (``same_run_as``) is that run's copy, not a run of its own: left out."""
+    """Finished runs of earlier result files (select, main, or a profile's :func:`partial_path` file),
+    keyed by run folder (row or candidate, seed and settings digest): only a run of the very same
+    settings fills a folder. A row's entry that is another row's run (``same_run_as``) is that run's
+    copy, not a run of its own: left out."""
     out: dict[str, dict[str, Any]] = {}
     for f in files or []:
         res = json.loads(Path(f).read_text())
-        runs = [r for row in res.get("rows") or [] for r in row.get("runs") or []]
+        runs = [r for row in res.get("rows") or [] for r in row.get("runs") or []] + list(res.get("runs") or [])
         runs += [c["run"] for st in res.get("stages") or [] for c in st.get("candidates") or [] if c.get("run")]
         for run in runs:
             if run.get("folder") and "wall_seconds" in run and not run.get("same_run_as"):
                 out.setdefault(run["folder"], {**run, "reused_from": C.repo_relative(Path(f))})
     return out
+
+
+def partial_path(out: Path) -> Path:
+    """Where a profile keeps its finished runs while it runs: ``partial/<out's name>`` beside ``out`` (the
+    docs read only the folder's own files). A main profile writes its JSON at the end and a select
+    profile after each stage; this file holds every run as it finishes, so that a sitting stopped on one
+    machine goes on from the repository on another (the run folders stay behind). Removed when the
+    profile's JSON is complete."""
+    return out.parent / "partial" / out.name
+
+
+def record_partial(out: Path, result: dict[str, Any]) -> None:
+    """Add one finished run to ``out``'s :func:`partial_path` file (atomic)."""
+    path = partial_path(out)
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    runs = {r["folder"]: r for r in old.get("runs") or [] if r.get("folder")}
+    if result.get("folder") and "wall_seconds" in result and not result.get("same_run_as"):
+        runs[result["folder"]] = result
+    C.write_json(path, {"what": f"finished runs of {C.repo_relative(out)} while its profile runs (the "
+                                "command reuses them; removed when the profile is complete)",
+                        "runs": sorted(runs.values(), key=lambda r: r["folder"])})
+
+
+def own_runs(out: Path) -> list[str]:
+    """The profile's own files whose finished runs it reuses: its JSON and its partial file, where present."""
+    return [str(p) for p in (out, partial_path(out)) if p.is_file()]
 
 
 def finished_result(folder: Path) -> dict[str, Any] | None:
@@ -158,13 +185,15 @@ def same_settings_run(spec: RunSpec, ctx: Context,
 
 
 def run_all(specs: list[RunSpec], ctx: Context, extra: dict[str, Any],
-            done: dict[str, tuple[str, dict[str, Any]]] | None = None) -> list[dict[str, Any]]:
+            done: dict[str, tuple[str, dict[str, Any]]] | None = None,
+            on_run: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
     """Run (or resume, or reuse) every run of ``specs`` in order.
 
     ``done`` (settings digest -> run folder and result, filled here; the main profile's): a run whose
     settings equal another row's finished run (:func:`same_settings_run`) is that run, not trained
     again; its result is that one's with ``same_run_as`` naming its folder (the main profile's
-    ICA + OPA row is DVA's seed-0 run when validation chose the DPT weight 0).
+    ICA + OPA row is DVA's seed-0 run when validation chose the DPT weight 0). ``on_run``: called with
+    each run's result as it finishes (:func:`record_partial`).
     """
     out = []
     for spec in specs:
@@ -179,6 +208,8 @@ def run_all(specs: list[RunSpec], ctx: Context, extra: dict[str, Any],
             C.write_json(folder / "result.json", old)
         print(f"[{time.strftime('%H:%M:%S')}] {spec.name} -> {folder}", flush=True)
         out.append(run_one(spec, folder, ctx.cache, ctx.threads, extra))
+        if on_run is not None:
+            on_run(out[-1])
         if done is not None:
             done.setdefault(spec.tag.rsplit("_", 1)[-1], (spec.tag, out[-1]))
     return out
@@ -217,7 +248,7 @@ def run_select(ctx: Context, out: Path, argv: list[str]) -> dict[str, Any]:
         # The frozen backbone on the validation classes, once (reference): the first candidate's pass.
         specs = [s if (k, i) == (0, 0) else s._replace(overrides=s.overrides + ["--train.eval_frozen", "false"])
                  for i, s in enumerate(specs)]
-        results = run_all(specs, ctx, {"validation_only": True})
+        results = run_all(specs, ctx, {"validation_only": True}, on_run=lambda r: record_partial(out, r))
         frozen_val = frozen_val or results[0].get("frozen_metrics")
         rec = stage_record(st.name, st.scope, specs, results, ctx.table.metric, ctx.table.dear_margin)
         for c, res in zip(rec["candidates"], results):
@@ -229,6 +260,8 @@ def run_select(ctx: Context, out: Path, argv: list[str]) -> dict[str, Any]:
                   "json": C.repo_relative(out), **select_record(ctx.table, ctx.backbone, stages, frozen_val)}
         C.write_json(out, result)
         print(f"stage {st.name}: chosen {rec['chosen']} (wrote {out})", flush=True)
+    if result.get("complete"):
+        partial_path(out).unlink(missing_ok=True)
     return result
 
 
@@ -275,7 +308,8 @@ def run_main(ctx: Context, args: argparse.Namespace, out: Path, argv: list[str])
     extra = {"ood": [g._asdict() for g in gals]} if not args.no_ood else {}
     t0 = time.time()
     done: dict[str, tuple[str, dict[str, Any]]] = {}  # a row of another's settings reuses its run
-    rows = [aggregate(name, label, sl, runs[0].row_overrides, run_all(runs, ctx, extra, done))
+    keep = lambda r: record_partial(out, r)  # noqa: E731
+    rows = [aggregate(name, label, sl, runs[0].row_overrides, run_all(runs, ctx, extra, done, keep))
             for name, label, sl, runs in plan]  # run cheapest first, shown in the tables' order
     rows.sort(key=lambda r: R.METHODS.index(r["name"]) if r["name"] in R.METHODS else len(R.METHODS))
     result = {"benchmark": "datasets", **C.provenance(__file__, argv),
@@ -285,6 +319,7 @@ def run_main(ctx: Context, args: argparse.Namespace, out: Path, argv: list[str])
                                    ood=[] if args.no_ood else [g.name for g in gals], ood_missing=missing),
               "wall_seconds_total": time.time() - t0, "json": C.repo_relative(out), "rows": rows}
     C.write_json(out, result)
+    partial_path(out).unlink(missing_ok=True)
     return result
 
 
@@ -426,12 +461,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {R.figure(results, Path(args.figure))}")
         return 0
     ctx = _context(args)
+    out = Path(args.out) if args.out else RESULTS / f"{args.dataset}_{args.backbone}_{args.profile}.json"
+    # its own finished runs (the JSON, the partial file) are taken back, as --reuse would: a sitting
+    # stopped on another machine goes on without training them again; --reuse files first
+    for tag, run in reuse_index(own_runs(out)).items():
+        ctx.reused.setdefault(tag, run)
     try:
         if args.plan:
             print("\n".join(plan_printout(ctx, args)))
             return 0
         ctx.cache.mkdir(parents=True, exist_ok=True)
-        out = Path(args.out) if args.out else RESULTS / f"{args.dataset}_{args.backbone}_{args.profile}.json"
         result = run_select(ctx, out, argv) if args.profile == "select" else run_main(ctx, args, out, argv)
     except (ValueError, FileNotFoundError) as e:  # a wrong select file, row name, ...: one line, no traceback
         print(f"error: {e}", file=sys.stderr)

@@ -101,9 +101,10 @@ def test_folder_digest_ignores_places_and_threads():
     assert P.digest(a) == P.digest(b) and P.digest(a) != P.digest(b[:-1] + ["8"])
 
 
-def test_plan_printout_estimates_every_run(capsys):
+def test_plan_printout_estimates_every_run(capsys, tmp_path):
+    # --out: a profile JSON of nothing finished (the committed one's runs would be [done]: reused)
     assert runner.main(["--dataset", "cars196", "--backbone", "mobilenetv2", "--profile", "select", "--plan",
-                        "--root", "/nonexistent"]) == 0
+                        "--root", "/nonexistent", "--out", str(tmp_path / "none.json")]) == 0
     out = capsys.readouterr().out
     assert "placement:r4_2st" in out and "beta:beta2" in out
     assert "estimated total ~" in out and "worst case" in out and "min" in out
@@ -130,7 +131,8 @@ def test_main_plan_marks_finished_runs_and_a_row_of_another_rows_settings(tmp_pa
                              "opa": ["--loss.beta", "0"]}}
     (tmp_path / "sel.json").write_text(json.dumps(sel))
     argv = ["--dataset", "cars196", "--profile", "main", "--plan", "--root", "/nonexistent",
-            "--select", str(tmp_path / "sel.json"), "--work-dir", str(tmp_path / "work")]
+            "--select", str(tmp_path / "sel.json"), "--work-dir", str(tmp_path / "work"),
+            "--out", str(tmp_path / "main.json")]
     assert runner.main(argv) == 0
     lines = capsys.readouterr().out.splitlines()
     dva0 = next(t for ln in lines for t in ln.split() if t.startswith("dva_s0_"))
@@ -548,3 +550,52 @@ def test_real_ood_galleries_of_cars196():
         pytest.skip(f"OOD data not found: {missing}")
     sizes = {g.name: len(O.gallery_images(g)[0]) for g in gals}
     assert sizes == {"cub100": 2953, "aircraft47": 1551, "pets37": 370}
+
+
+def test_a_stopped_profile_goes_on_from_its_partial_file_on_another_machine(tmp_path, fake, monkeypatch):
+    """Every finished run goes to the profile's partial file as it finishes: a sitting stopped on one machine
+    (its run folders left behind) goes on from the repository on another, training only what was not
+    finished; the file is removed once the profile's JSON is written."""
+    runner.run_select(_ctx(tmp_path), tmp_path / "sel.json", [])
+    assert not runner.partial_path(tmp_path / "sel.json").exists()  # a complete select profile
+    monkeypatch.setattr(O, "galleries", lambda *a, **k: ([], []))
+    args = runner.build_parser().parse_args(["--dataset", "cars196", "--select", str(tmp_path / "sel.json")])
+    out = tmp_path / "results" / "cars196_mobilenetv2_main.json"
+    monkeypatch.setenv("FAKE_FAIL", "--train.seed 2")  # stopped at the first third seed
+    before = len(fake())
+    with pytest.raises(RuntimeError, match="failed"):
+        runner.run_main(_ctx(tmp_path), args, out, [])
+    partial = runner.partial_path(out)
+    assert partial.parent.name == "partial" and partial.name == out.name and not out.exists()
+    finished = {r["folder"] for r in json.loads(partial.read_text())["runs"]}
+    tried = fake()[before:]
+    assert finished == set(tried[:-1]) and tried[-1] not in finished and len(finished) >= 2
+    monkeypatch.delenv("FAKE_FAIL")
+    ctx = _ctx(tmp_path, work="another_machine")  # no run folders: what main() reuses is the files
+    assert runner.own_runs(out) == [str(partial)]
+    ctx.reused.update(runner.reuse_index(runner.own_runs(out)))
+    n = len(fake())
+    res = runner.run_main(ctx, args, out, [])
+    assert not set(fake()[n:]) & finished and tried[-1] in fake()[n:]  # only the unfinished runs ran
+    assert len(res["rows"]) == 7 and not partial.exists() and runner.own_runs(out) == [str(out)]
+    whole = runner.run_main(_ctx(tmp_path, work="third"), args, tmp_path / "ref.json", [])  # uninterrupted
+    assert [r["stats"]["map@r"] for r in res["rows"]] == [r["stats"]["map@r"] for r in whole["rows"]]
+
+
+def test_the_plan_counts_the_committed_runs_of_its_own_json_as_done(tmp_path, capsys):
+    """main() takes back the profile's own finished runs (its JSON, its partial file): --plan marks them [done]."""
+    sel = tmp_path / "sel.json"
+    sel.write_text(json.dumps({"settings": {"dataset": "cars196", "backbone": "mobilenetv2", "profile": "select"},
+                               "complete": True, "chosen_tokens": {"adapters": ["--ica.rank", "8"],
+                                                                   "trained": ["--train.steps", "736"],
+                                                                   "opa": ["--loss.beta", "0"]}}))
+    out = tmp_path / "main.json"
+    argv = ["--dataset", "cars196", "--profile", "main", "--plan", "--root", "/nonexistent", "--select", str(sel),
+            "--work-dir", str(tmp_path / "work"), "--out", str(out)]
+    assert runner.main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    frozen = next(t for ln in lines for t in ln.split() if t.startswith("frozen_s0_"))
+    assert not any(ln.endswith("[done]") for ln in lines)
+    runner.record_partial(out, {"folder": frozen, "wall_seconds": 3.0, "metrics": {}})
+    assert runner.main(argv) == 0
+    assert next(ln for ln in capsys.readouterr().out.splitlines() if frozen in ln).endswith("[done]")
