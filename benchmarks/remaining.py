@@ -114,11 +114,11 @@ def variants_to_run(dataset: str, backbone: str, results: Path = RESULTS) -> tup
                                                     F.FRONTIER.budgets[0])]
     if not wanted:
         return "done", [], " (not needed: every variant is DVA itself on this pair)"
-    from benchmarks.frontier.run import _method_settings
+    from benchmarks.frontier.run import method_settings
 
     # a variant's points count when they were made with today's settings of it (else the next sitting drops them)
     same = {n for n in wanted if json.dumps((res["settings"].get("methods") or {}).get(n))
-            == json.dumps(_method_settings(resolved[n]))}
+            == json.dumps(method_settings(resolved[n]))}
     have = {(p["method"], p["budget"]) for p in res.get("points") or [] if p["method"] in same}
     todo = [n for n in wanted if not all((n, b) in have for b in F.FRONTIER.budgets)]
     return ("to run" if todo else "done"), todo, ""

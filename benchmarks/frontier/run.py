@@ -110,7 +110,7 @@ def settings(ctx: D.Context, sw: Sweep) -> dict[str, Any]:
     bb, fr = ctx.table.backbones[ctx.backbone], sw.frontier
     return {"dataset": ctx.dataset, "backbone": ctx.backbone, "model": bb.model, "img_size": bb.img_size,
             "threads": ctx.threads, "val_classes": ctx.table.datasets[ctx.dataset].val_classes,
-            "methods": {m.name: _method_settings(m) for m in sw.methods},
+            "methods": {m.name: method_settings(m) for m in sw.methods},
             # the seeds the recommended points are to have: frontier.yaml's (a --seeds 1 sitting does not
             # make one seed final), or more when asked
             "budgets": sw.budgets, "alphas": sw.alphas, "metric": fr.metric,
@@ -157,7 +157,7 @@ SAME_SWEEP = ("dataset", "backbone", "model", "img_size", "val_classes", "chosen
               "threads")
 
 
-def _method_settings(m: F.Method) -> dict[str, Any]:
+def method_settings(m: F.Method) -> dict[str, Any]:
     """A method as the JSON's settings record it (what its runs were trained with)."""
     return {"label": m.label, "row": m.row, "dial": m.dial, **({"extra": list(m.extra)} if m.extra else {}),
             **({"variant": True} if m.variant else {})}
@@ -193,7 +193,7 @@ def earlier_runs(out: Path, ctx: D.Context, sw: Sweep) -> list[dict[str, Any]]:
         ctx.reused.setdefault(tag, run)
     doing = {(m.name, b) for m in sw.methods for b in sw.budgets}
     running = {m.name for m in sw.methods}
-    known = {n: _method_settings(m) for n, m in yaml_methods(sw, ctx.backbone).items()}
+    known = {n: method_settings(m) for n, m in yaml_methods(sw, ctx.backbone).items()}
     keep, changed = [], set()
     for r in old.get("runs") or []:
         m = r.get("method")
