@@ -308,8 +308,8 @@ def run_main(ctx: Context, args: argparse.Namespace, out: Path, argv: list[str])
     extra = {"ood": [g._asdict() for g in gals]} if not args.no_ood else {}
     t0 = time.time()
     done: dict[str, tuple[str, dict[str, Any]]] = {}  # a row of another's settings reuses its run
-    keep = lambda r: record_partial(out, r)  # noqa: E731
-    rows = [aggregate(name, label, sl, runs[0].row_overrides, run_all(runs, ctx, extra, done, keep))
+    rows = [aggregate(name, label, sl, runs[0].row_overrides,
+                      run_all(runs, ctx, extra, done, lambda r: record_partial(out, r)))
             for name, label, sl, runs in plan]  # run cheapest first, shown in the tables' order
     rows.sort(key=lambda r: R.METHODS.index(r["name"]) if r["name"] in R.METHODS else len(R.METHODS))
     result = {"benchmark": "datasets", **C.provenance(__file__, argv),

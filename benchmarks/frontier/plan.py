@@ -8,6 +8,7 @@ Nothing here trains or reads images.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -184,7 +185,7 @@ def method_run(table: P.Table, dataset: str, backbone: str, base: list[str], cho
 
 def effective(tokens: list[str]) -> dict[str, str]:
     """``--key value`` overrides as the config sees them: the last value of each key wins."""
-    return {k: v for k, v in zip(tokens, tokens[1:]) if k.startswith("--")}
+    return {k: v for k, v in itertools.pairwise(tokens) if k.startswith("--")}
 
 
 def same_as_row(table: P.Table, dataset: str, backbone: str, base: list[str], chosen: dict[str, list[str]],

@@ -1091,7 +1091,8 @@ def test_a_variant_of_some_budgets_is_provisional_and_a_narrow_sitting_keeps_the
     assert any("dva_beta1" in e["id_r1"] for e in R.summary(_profile(tmp_path, "--methods", "dva_beta1", "--seeds",
                                                                      "1"))["equal_time"])
     narrow = _profile(tmp_path, "--methods", "dva", "--budgets", "20", "--seeds", "1")
-    seeds = lambda r: sorted((x["method"], x["seed"]) for x in r["runs"] if x["seed"] > 0)  # noqa: E731
+    def seeds(r):
+        return sorted((x["method"], x["seed"]) for x in r["runs"] if x["seed"] > 0)
     assert seeds(narrow) == seeds(whole) and narrow["complete"]
     assert narrow["recommended"]["dva"] == whole["recommended"]["dva"]
 

@@ -243,5 +243,5 @@ def test_frontier_variants_are_wanted_where_dva_sits_under_wise_ft(tmp_path, mon
     assert _states(tmp_path)[name] == "to run"  # made with other settings of the variant: the next sitting drops them
     monkeypatch.setattr(R, "summary", lambda res: {"dva_vs_full": {"at_or_above": True}})
     s = _states(tmp_path)
-    assert s[("frontier", "cub100 x mobilenetv2: variants (not needed: DVA's frontier at or above the full "
-              "fine-tune's)")] == "done"
+    note = "(not needed: DVA's frontier at or above the full fine-tune's)"
+    assert s[("frontier", f"cub100 x mobilenetv2: variants {note}")] == "done"
