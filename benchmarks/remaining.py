@@ -98,7 +98,7 @@ def variants_to_run(dataset: str, backbone: str, results: Path = RESULTS) -> tup
     from benchmarks.frontier import plan as F
     from benchmarks.frontier import render as R
 
-    names = [n for n, m in F.FRONTIER.variants.items() if m.resolve(backbone) is not None]
+    names = [n for n, m in F.FRONTIER.variants.items() if m.applies_to(backbone)]
     if not names:
         return None
     res = _json(results / "frontier" / f"{dataset}_{backbone}.json")
@@ -109,11 +109,11 @@ def variants_to_run(dataset: str, backbone: str, results: Path = RESULTS) -> tup
     # the tokens the pair's runs trained with (the select JSON's at the time), not today's select JSON
     chosen = (res["settings"].get("chosen_tokens") or {})
     base = F.common(TABLE, dataset, backbone, "ROOT", Path("cache"), 2)
-    resolved = {n: F.FRONTIER.variants[n].resolve(backbone) for n in names}
-    wanted = [n for n in names if not F.same_as_row(TABLE, dataset, backbone, base, chosen, resolved[n],
-                                                    F.FRONTIER.budgets[0])]
+    resolved = {n: F.FRONTIER.variants[n].resolve(backbone, chosen) for n in names}
+    wanted = [n for n in names if resolved[n] is not None and not F.same_as_row(
+        TABLE, dataset, backbone, base, chosen, resolved[n], F.FRONTIER.budgets[0])]
     if not wanted:
-        return "done", [], " (not needed: every variant is DVA itself on this pair)"
+        return "done", [], " (not needed: no variant differs from DVA on this pair)"
     from benchmarks.frontier.run import method_settings
 
     # a variant's points count when they were made with today's settings of it (else the next sitting drops them)
@@ -158,7 +158,7 @@ def items(results: Path = RESULTS) -> list[Item]:
             var = variants_to_run(ds, bb, results)
             if var is not None:  # after the pair's profile: its design variants, one seed each, by name
                 vstate, todo, note = var
-                names = todo or [n for n, m in FRONTIER.variants.items() if m.resolve(bb) is not None]
+                names = todo or [n for n, m in FRONTIER.variants.items() if m.applies_to(bb)]
                 out.append(Item("frontier", f"{ds} x {bb}: variants{note}", vstate,
                                 _module("benchmarks.frontier.run", "--dataset", ds, "--backbone", bb,
                                         "--methods", ",".join(names), "--seeds", "1")))

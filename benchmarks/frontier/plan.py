@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -34,15 +35,30 @@ class Method(NamedTuple):
     extra: tuple[str, ...] = ()  # overrides after the row's own (e.g. a loss weight the row does not set)
     variant: bool = False  # a design change of frontier.yaml's ``variants``: run when named (--methods)
     per_backbone: tuple[tuple[str, tuple[str, ...]], ...] = ()  # a variant's extra per backbone (resolve())
+    more_stages: int = 0  # a variant's adapters in this many stages (blocks) more than the chosen placement
 
-    def resolve(self, backbone: str) -> Method | None:
-        """The method on ``backbone``: a variant's common extra, then its extra for ``backbone`` (None: the
-        variant has none for it)."""
-        if not self.per_backbone:
-            return self
+    def applies_to(self, backbone: str) -> bool:
+        """Whether the method runs on ``backbone`` (a variant with per-backbone overrides: where it has some)."""
         by = dict(self.per_backbone)
-        extra = by.get(backbone, by.get("default"))
-        return None if extra is None else self._replace(extra=self.extra + extra, per_backbone=())
+        return not by or backbone in by or "default" in by
+
+    def resolve(self, backbone: str, chosen: dict[str, list[str]]) -> Method | None:
+        """The method on ``backbone`` with the pair's chosen tokens: a variant's common extra, its extra for
+        ``backbone``, and its placement ``more_stages`` deeper than the chosen ``--ica.blocks '-N:'`` (None:
+        the variant has nothing for ``backbone``, or the chosen placement has no stage to add, e.g. ``all``)."""
+        if not self.variant:
+            return self
+        if not self.applies_to(backbone):
+            return None
+        by = dict(self.per_backbone)
+        extra = self.extra + by.get(backbone, by.get("default", ()))
+        if self.more_stages:
+            blocks = effective(list(chosen.get("adapters") or []) + list(extra)).get("--ica.blocks", "")
+            last = re.fullmatch(r"'?-(\d+):'?", blocks)
+            if last is None:
+                return None
+            extra += ("--ica.blocks", f"'-{int(last.group(1)) + self.more_stages}:'")
+        return self._replace(extra=extra, per_backbone=(), more_stages=0)
 
 
 class Frontier(NamedTuple):
@@ -89,7 +105,7 @@ def load_frontier(path: str | Path = FRONTIER_FILE, table: P.Table = P.TABLE) ->
                          tuple(_tokens(m.get("extra", []), f"methods.{n}.extra"))) for n, m in raw["methods"].items()}
     keys = {"label", "row", "dial", "extra"}
     bad = [f"methods.{n}: unknown key(s) {sorted(set(m) - keys)}" for n, m in raw["methods"].items() if set(m) - keys]
-    variants, vkeys = {}, {"label", "row", "dial", "extra", "extra_per_backbone"}
+    variants, vkeys = {}, {"label", "row", "dial", "extra", "extra_per_backbone", "more_stages"}
     for n, m in (raw.get("variants") or {}).items():
         if set(m) - vkeys or n in methods:
             bad.append(f"variants.{n}: " + (f"unknown key(s) {sorted(set(m) - vkeys)}" if set(m) - vkeys
@@ -100,7 +116,8 @@ def load_frontier(path: str | Path = FRONTIER_FILE, table: P.Table = P.TABLE) ->
         bad += [f"variants.{n}.extra_per_backbone: {b} is no backbone of harness.yaml (or default)"
                 for b, _ in per if b != "default" and b not in table.backbones]
         variants[n] = Method(n, str(m["label"]), str(m["row"]), str(m["dial"]),
-                             tuple(_tokens(m.get("extra", []), f"variants.{n}.extra")), True, per)
+                             tuple(_tokens(m.get("extra", []), f"variants.{n}.extra")), True, per,
+                             int(m.get("more_stages", 0)))
     every = {**methods, **variants}
     bad += [f"{'variants' if m.variant else 'methods'}.{m.name}.row {m.row!r} is no main row of harness.yaml"
             for m in every.values() if m.row not in table.main_rows or m.row == "frozen"]

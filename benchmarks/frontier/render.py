@@ -254,7 +254,8 @@ def frontier_words(result: dict[str, Any], sm: dict[str, Any]) -> str:
 
 
 def pair_words(result: dict[str, Any], sm: dict[str, Any]) -> list[str]:
-    """Each design change (:func:`design_changes`) against each reference, measured: the first method's mean OOD R@1 minus the second's at equal ID R@1."""
+    """Each design change (:func:`design_changes`) against each reference, measured: the first method's mean
+    OOD R@1 minus the second's at equal ID R@1."""
     out = []
     for key, c in (sm.get("pairs") or {}).items():
         a, b = key.split("_vs_")

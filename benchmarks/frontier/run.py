@@ -146,7 +146,8 @@ def build_result(ctx: D.Context, sw: Sweep, frozen: dict[str, Any] | None, runs:
         rec[m.name] = r
     every = ([frozen] if frozen else []) + runs + [x for v in seeds.values() for x in v]
     result = {"benchmark": "frontier", **C.provenance(__file__, argv), "settings": s, "json": C.repo_relative(out),
-              "complete": final and is_full(sw, runs, rec), "frozen_folder": frozen.get("folder") if frozen else None, "points": pts,
+              "complete": final and is_full(sw, runs, rec),
+              "frozen_folder": frozen.get("folder") if frozen else None, "points": pts,
               "recommended": rec, "runs": every}
     result["summary"] = R.summary(result)
     return result
@@ -164,9 +165,10 @@ def method_settings(m: F.Method) -> dict[str, Any]:
 
 
 def yaml_methods(sw: Sweep, backbone: str) -> dict[str, F.Method]:
-    """frontier.yaml's methods, then its variants that have overrides for ``backbone``, resolved for it."""
+    """frontier.yaml's methods, then its variants that apply to ``backbone``, resolved for it and the sweep's
+    chosen tokens."""
     every = {**sw.frontier.methods, **sw.frontier.variants}
-    return {n: r for n, m in every.items() if (r := m.resolve(backbone)) is not None}
+    return {n: r for n, m in every.items() if (r := m.resolve(backbone, sw.chosen)) is not None}
 
 
 def earlier_runs(out: Path, ctx: D.Context, sw: Sweep) -> list[dict[str, Any]]:
@@ -443,17 +445,18 @@ def _sweep(args: argparse.Namespace, ctx: D.Context) -> Sweep:
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; frontier.yaml's: {list(fr.methods)}, "
                          f"its variants: {list(fr.variants)}")
-    none_here = [n for n in names if every[n].resolve(ctx.backbone) is None]
-    if none_here:
-        raise ValueError(f"variant(s) {none_here} have no overrides for {ctx.backbone} (frontier.yaml: "
-                         "variants.<name>.extra_per_backbone)")
     sel = Path(args.select) if args.select else D.RESULTS / f"{ctx.dataset}_{ctx.backbone}_select.json"
     chosen = F.load_chosen(ctx.table, ctx.dataset, ctx.backbone, sel, args.unselected)
+    none_here = [n for n in names if every[n].resolve(ctx.backbone, chosen) is None]
+    if none_here:
+        raise ValueError(f"variant(s) {none_here} have nothing for {ctx.backbone} with the chosen placement "
+                         f"{F.effective(chosen.get('adapters') or []).get('--ica.blocks')} (frontier.yaml: "
+                         "variants.<name>.extra_per_backbone, more_stages)")
     gals, missing = O.galleries(ctx.table, ctx.dataset, dict(kv.split("=", 1) for kv in args.data or []))
     seeds = fr.seeds if args.seeds is None else args.seeds
     if seeds < 1:
         raise ValueError(f"--seeds must be at least 1, got {seeds}")
-    methods = [every[n].resolve(ctx.backbone) for n in names]
+    methods = [every[n].resolve(ctx.backbone, chosen) for n in names]
     if any(m.variant for m in methods):  # a variant that is DVA itself on this pair measures nothing new
         base = F.common(ctx.table, ctx.dataset, ctx.backbone, ctx.root, ctx.cache, ctx.threads)
         same = [m for m in methods if m.variant and F.same_as_row(ctx.table, ctx.dataset, ctx.backbone, base, chosen,

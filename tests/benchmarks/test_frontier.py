@@ -995,27 +995,33 @@ def test_runtime_speed_times_both_runtimes_on_the_same_networks(tmp_path, capsys
 
 
 # ----------------------------------------------------------------------------- design variants
-def test_variants_resolve_per_backbone_and_skip_what_dva_already_is(tmp_path):
-    """frontier.yaml's variants are not in the profile; each resolves its overrides per backbone, and a
-    variant that trains exactly DVA's settings on a pair (the select profile chose its value) is DVA itself."""
+def test_variants_resolve_per_pair_and_skip_what_dva_already_is(tmp_path):
+    """frontier.yaml's variants are not in the profile; each resolves its overrides for the pair's chosen
+    tokens (the deeper one: one stage more than the chosen placement), and a variant that trains exactly
+    DVA's settings on a pair (the select profile chose its value) is DVA itself."""
     fr, t = F.FRONTIER, P.TABLE
     assert set(fr.variants) == {"dva_beta1", "dva_deeper"} and not set(fr.variants) & set(fr.methods)
     assert not any(m.variant for m in fr.methods.values()) and all(m.variant for m in fr.variants.values())
-    assert fr.variants["dva_beta1"].resolve("vit_s14").extra == ("--loss.beta", "1")
-    deeper = fr.variants["dva_deeper"]
-    assert deeper.resolve("mobilenetv2").extra == ("--ica.blocks", "'-3:'")
-    assert deeper.resolve("lite2").extra == ("--ica.blocks", "'-5:'") and deeper.resolve("vit_s14") is None
     base = F.common(t, "cub100", "mobilenetv2", "ROOT", tmp_path, 2)
     chosen = F.load_chosen(t, "cub100", "mobilenetv2", _select_json(tmp_path / "sel.json"))  # '-2:', beta 2
-    spec = F.method_run(t, "cub100", "mobilenetv2", base, chosen, deeper.resolve("mobilenetv2"), 184, 0)
-    assert F.effective(spec.overrides)["--ica.blocks"] == "'-3:'" and F.effective(spec.overrides)["--ica.rank"] == "8"
-    assert not F.same_as_row(t, "cub100", "mobilenetv2", base, chosen, deeper.resolve("mobilenetv2"), 184)
-    assert not F.same_as_row(t, "cub100", "mobilenetv2", base, chosen, fr.variants["dva_beta1"], 184)
+    assert fr.variants["dva_beta1"].resolve("vit_s14", chosen).extra == ("--loss.beta", "1")
+    deeper = fr.variants["dva_deeper"]
+    assert deeper.resolve("mobilenetv2", chosen).extra == ("--ica.blocks", "'-3:'")
     three = {**chosen, "adapters": [*chosen["adapters"][:5], "'-3:'", *chosen["adapters"][6:]]}
-    assert F.same_as_row(t, "cub100", "mobilenetv2", base, three, deeper.resolve("mobilenetv2"), 184)
-    assert F.same_as_row(t, "cub100", "mobilenetv2", base, {**chosen, "opa": ["--loss.beta", "1"]},
-                         fr.variants["dva_beta1"], 184)
+    assert deeper.resolve("lite2", three).extra == ("--ica.blocks", "'-4:'")
+    every = {**chosen, "adapters": [*chosen["adapters"][:5], "all", *chosen["adapters"][6:]]}
+    assert deeper.resolve("mobilenetv2", every) is None and deeper.applies_to("vit_s14")  # no stage to add
+    assert fr.methods["dva"].resolve("mobilenetv2", every) is fr.methods["dva"]
+    spec = F.method_run(t, "cub100", "mobilenetv2", base, chosen, deeper.resolve("mobilenetv2", chosen), 184, 0)
+    assert F.effective(spec.overrides)["--ica.blocks"] == "'-3:'" and F.effective(spec.overrides)["--ica.rank"] == "8"
+    assert not F.same_as_row(t, "cub100", "mobilenetv2", base, chosen, deeper.resolve("mobilenetv2", chosen), 184)
+    beta1 = fr.variants["dva_beta1"].resolve("mobilenetv2", chosen)
+    assert not F.same_as_row(t, "cub100", "mobilenetv2", base, chosen, beta1, 184)
+    assert F.same_as_row(t, "cub100", "mobilenetv2", base, {**chosen, "opa": ["--loss.beta", "1"]}, beta1, 184)
     assert F.effective(["--a", "1", "--b", "x", "--a", "2"]) == {"--a": "2", "--b": "x"}
+    # per-backbone overrides: a backbone without an entry does not run the variant
+    per = deeper._replace(more_stages=0, per_backbone=(("lite2", ("--ica.rank", "2")),))
+    assert per.resolve("lite2", chosen).extra == ("--ica.rank", "2") and per.resolve("mobilenetv2", chosen) is None
 
 
 def test_a_variant_sitting_joins_a_complete_profile_and_keeps_it_complete(tmp_path, fake):
@@ -1052,20 +1058,25 @@ def test_a_variant_sitting_joins_a_complete_profile_and_keeps_it_complete(tmp_pa
 
 
 def test_a_variant_that_is_dva_itself_is_skipped(tmp_path, fake, capsys):
-    """dva_deeper on a pair whose select profile chose the last three stages trains nothing."""
-    sel = tmp_path / "sel3.json"
+    """dva_beta1 on a pair whose select profile chose the DPT weight 1 trains nothing; dva_deeper where every
+    stage is adapted already has nothing to add."""
+    sel = tmp_path / "sel1.json"
     _select_json(sel)
     d = json.loads(sel.read_text())
-    d["chosen_tokens"]["adapters"][5] = "'-3:'"
+    d["chosen_tokens"]["opa"] = ["--loss.beta", "1"]
     sel.write_text(json.dumps(d))
     ctx = D.Context(P.TABLE, "cub100", "mobilenetv2", "ROOT", tmp_path / "w", tmp_path / "cache", 1, {})
     with pytest.raises(ValueError, match="every variant named is DVA itself"):
+        FR._sweep(_args(tmp_path, "--select", str(sel), "--methods", "dva_beta1"), ctx)
+    sw = FR._sweep(_args(tmp_path, "--select", str(sel), "--methods", "dva,dva_beta1,dva_deeper"), ctx)
+    assert [m.name for m in sw.methods] == ["dva", "dva_deeper"]
+    assert sw.methods[1].extra == ("--ica.blocks", "'-3:'")
+    assert "dva_beta1: on cub100 x mobilenetv2 it trains exactly what dva does" in capsys.readouterr().out
+    d["chosen_tokens"]["adapters"][5] = "all"
+    sel.write_text(json.dumps(d))
+    with pytest.raises(ValueError, match=r"\['dva_deeper'\] have nothing for mobilenetv2 with the chosen "
+                                         r"placement all"):
         FR._sweep(_args(tmp_path, "--select", str(sel), "--methods", "dva_deeper"), ctx)
-    sw = FR._sweep(_args(tmp_path, "--select", str(sel), "--methods", "dva,dva_deeper,dva_beta1"), ctx)
-    assert [m.name for m in sw.methods] == ["dva", "dva_beta1"]
-    assert "dva_deeper: on cub100 x mobilenetv2 it trains exactly what dva does" in capsys.readouterr().out
-    with pytest.raises(ValueError, match="no overrides for vit_s14"):
-        FR._sweep(_args(tmp_path, "--methods", "dva_deeper"), ctx._replace(backbone="vit_s14"))
 
 
 def test_a_finished_run_in_the_json_is_not_trained_again_on_a_fresh_machine(tmp_path, fake):

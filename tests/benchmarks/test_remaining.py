@@ -210,9 +210,9 @@ def test_the_listing_sums_the_estimates(monkeypatch):
 
 def test_frontier_variants_are_wanted_where_dva_sits_under_wise_ft(tmp_path, monkeypatch):
     """After a pair's frontier sweep, its design variants are an item of their own: to run where DVA's frontier
-    is not at or above the full fine-tune's, without a variant that is DVA itself on the pair (cub100 x
-    MobileNetV2 chose adapters in the last three stages: dva_deeper is DVA there), done once every budget of
-    each is in, and not needed where DVA is at or above."""
+    is not at or above the full fine-tune's (with the tokens the pair's runs trained with: cub100 x MobileNetV2
+    chose the last three stages, its deeper variant has four), done once every budget of each is in (made with
+    today's settings of it), and not needed where DVA is at or above or where every variant is DVA itself."""
     from benchmarks.frontier import render as R
     from benchmarks.frontier.plan import FRONTIER
 
@@ -224,11 +224,14 @@ def test_frontier_variants_are_wanted_where_dva_sits_under_wise_ft(tmp_path, mon
     _write(tmp_path / "frontier" / "cub100_mobilenetv2.json", real)
     assert R.summary(real)["dva_vs_full"]["at_or_above"] is False  # the committed result: DVA under WiSE-FT
     item = next(it for it in M.items(tmp_path) if (it.benchmark, it.name) == name)
-    assert item.state == "to run" and item.argv[-4:] == ["--methods", "dva_beta1", "--seeds", "1"]
-    pts = real["points"] + [{**real["points"][-1], "method": "dva_beta1", "budget": b} for b in FRONTIER.budgets[:-1]]
+    assert item.state == "to run" and item.argv[-4:] == ["--methods", "dva_beta1,dva_deeper", "--seeds", "1"]
+    pts = real["points"] + [{**real["points"][-1], "method": m, "budget": b}
+                            for m in ("dva_beta1", "dva_deeper") for b in FRONTIER.budgets[:-1]]
     beta1 = {"label": "DVA, DPT weight 1", "row": "dva", "dial": "ica_scale", "extra": ["--loss.beta", "1"],
              "variant": True}
-    methods = {**real["settings"]["methods"], "dva_beta1": beta1}
+    deeper = {"label": "DVA, adapters in more stages", "row": "dva", "dial": "ica_scale",
+              "extra": ["--ica.blocks", "'-4:'"], "variant": True}
+    methods = {**real["settings"]["methods"], "dva_beta1": beta1, "dva_deeper": deeper}
 
     def write(points, ms=methods):
         _write(tmp_path / "frontier" / "cub100_mobilenetv2.json",
@@ -238,9 +241,19 @@ def test_frontier_variants_are_wanted_where_dva_sits_under_wise_ft(tmp_path, mon
     assert _states(tmp_path)[name] == "to run"  # one budget missing
     pts.append({**real["points"][-1], "method": "dva_beta1", "budget": FRONTIER.budgets[-1]})
     write(pts)
+    item = next(it for it in M.items(tmp_path) if (it.benchmark, it.name) == name)
+    assert item.state == "to run" and item.argv[-3] == "dva_deeper"  # only what is missing
+    pts.append({**real["points"][-1], "method": "dva_deeper", "budget": FRONTIER.budgets[-1]})
+    write(pts)
     assert _states(tmp_path)[name] == "done"
     write(pts, {**methods, "dva_beta1": {**beta1, "extra": ["--loss.beta", "0.5"]}})
     assert _states(tmp_path)[name] == "to run"  # made with other settings of the variant: the next sitting drops them
+    every = json.loads(json.dumps(real["settings"]))
+    every["chosen_tokens"]["adapters"][every["chosen_tokens"]["adapters"].index("--ica.blocks") + 1] = "all"
+    every["chosen_tokens"]["opa"] = ["--loss.beta", "1"]
+    _write(tmp_path / "frontier" / "cub100_mobilenetv2.json", {**real, "settings": every})
+    none = "(not needed: no variant differs from DVA on this pair)"  # beta 1 chosen; no stage to add to "all"
+    assert _states(tmp_path)[("frontier", f"cub100 x mobilenetv2: variants {none}")] == "done"
     monkeypatch.setattr(R, "summary", lambda res: {"dva_vs_full": {"at_or_above": True}})
     s = _states(tmp_path)
     note = "(not needed: DVA's frontier at or above the full fine-tune's)"
