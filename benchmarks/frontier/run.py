@@ -243,8 +243,12 @@ def run_profile(ctx: D.Context, sw: Sweep, out: Path, argv: list[str]) -> dict[s
         if r["seed"] != 0:
             seeds.setdefault(r["method"], []).append(r)
 
+    # a sitting of variants alone leaves the profile's methods as they were: its JSON is complete (or not) while it
+    # runs too, so a sitting cut short does not make a finished profile read as one to run again
+    variants_only = all(m.variant for m in sw.methods)
+
     def write(final: bool = False) -> dict[str, Any]:
-        result = build_result(ctx, shown, frozen, runs, seeds, argv, out, final)
+        result = build_result(ctx, shown, frozen, runs, seeds, argv, out, final or variants_only)
         C.write_json(out, result)
         return result
 
@@ -356,7 +360,12 @@ def plan_lines(ctx: D.Context, sw: Sweep, result: dict[str, Any] | None = None) 
     lines = [(f"{ctx.dataset} x {ctx.backbone} ({bb.model}, {bb.img_size} px), frontier{label}: "
              f"budgets {sw.budgets}, alphas {sw.alphas}, {scored} images scored per alpha "
              f"({', '.join(g.name for g in sw.galleries) or 'no OOD gallery found'})")]
-    done = D.finished(ctx, [t for _, t, _ in rows])  # finished runs: [done], out of the total and the sittings
+    # finished runs: [done], out of the total and the sittings; one the profile's JSON holds (ctx.reused, filled by
+    # earlier_runs) counts when it scored what this sitting asks, as run_point takes it back only then
+    sets = ["val", "test", *[g.name for g in sw.galleries]]
+    wants = {fz.tag: [0.0], **{s.tag: nonzero for _, _, s in sweep}}
+    done = {t for t in D.finished(ctx, [t for _, t, _ in rows])
+            if D.finished_result(ctx.work / t) is not None or covers(ctx.reused[t], wants[t], sets)}
     lines += K.plan_lines(rows, done=done)
     if measured:
         subs = [f"{n} as {o}" for n, o in stand_in.items() if o and n in {m.name for m in sw.methods}]
@@ -372,6 +381,13 @@ def plan_lines(ctx: D.Context, sw: Sweep, result: dict[str, Any] | None = None) 
                      f"the sweep: at most ~{(sw.seeds - 1) * sum(w or 0.0 for w in worst) / 60:.0f} min "
                      f"(every method at {sw.budgets[-1]} steps)")
     return lines
+
+
+def plan(ctx: D.Context, sw: Sweep, out: Path) -> list[str]:
+    """:func:`plan_lines` of a sitting whose JSON is ``out``: the runs it holds are [done] (a sitting takes them
+    back and trains none, on any machine)."""
+    earlier_runs(out, ctx, sw)
+    return plan_lines(ctx, sw, json.loads(out.read_text()) if out.is_file() else None)
 
 
 def sittings(ctx: D.Context, items: list[tuple[str, int, float | None]], limit_s: float = 6600.0) -> list[str]:
@@ -518,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
         sw = _sweep(args, ctx)
         out = Path(args.out) if args.out else RESULTS / f"{args.dataset}_{args.backbone}.json"
         if args.plan:
-            print("\n".join(plan_lines(ctx, sw, json.loads(out.read_text()) if out.is_file() else None)))
+            print("\n".join(plan(ctx, sw, out)))
             return 0
         for m in sw.ood_missing:
             print(f"OOD gallery {m} not found: its column is left out", flush=True)

@@ -1057,6 +1057,43 @@ def test_a_variant_sitting_joins_a_complete_profile_and_keeps_it_complete(tmp_pa
         ("dva_beta1", 10), ("dva_beta1", 20)} and again["complete"]
 
 
+def test_plan_on_a_fresh_machine_counts_the_runs_its_json_holds(tmp_path, fake):
+    """Every run folder gone (a fresh machine): the plan marks [done] what the JSON holds, as the sitting
+    takes it back, and plans again a run the JSON scored at fewer alphas than asked."""
+    _profile(tmp_path)
+    ctx = D.Context(P.TABLE, "cub100", "mobilenetv2", "ROOT", tmp_path / "fresh", tmp_path / "cache", 1, {})
+    sw = FR._sweep(_args(tmp_path), ctx)
+    three = {k: v for k, v in sw.frontier.methods.items() if k in ("dva", "ica", "full")}
+    sw = sw._replace(frontier=sw.frontier._replace(budgets=[10, 20], alphas=[0.0, 0.5, 1.0], seeds=2, methods=three))
+    rows = [ln for ln in FR.plan(ctx, sw, tmp_path / "f.json") if "_s0_" in ln]
+    assert len(rows) == 7 and all(ln.endswith("[done]") for ln in rows)  # frozen + 3 methods x 2 budgets
+    fresh = D.Context(P.TABLE, "cub100", "mobilenetv2", "ROOT", tmp_path / "fresh2", tmp_path / "cache", 1, {})
+    more = sw._replace(alphas=[0.0, 0.25, 0.5, 1.0])  # a sitting asking for an alpha the JSON's runs lack
+    assert FR.earlier_runs(tmp_path / "f.json", fresh, more) == []  # other alphas: a sweep of other settings
+    rows = [ln for ln in FR.plan_lines(fresh, more) if "_s0_" in ln]
+    assert len(rows) == 7 and not any(ln.endswith("[done]") for ln in rows)
+    fresh.reused.update(FR.reuse_index([str(tmp_path / "f.json")]))  # --reuse of it: scored at fewer alphas
+    rows = [ln for ln in FR.plan_lines(fresh, more) if "_s0_" in ln]
+    assert sum(ln.endswith("[done]") for ln in rows) == 1  # the frozen run alone (alpha 0)
+
+
+def test_a_variants_sitting_keeps_the_profile_complete_while_it_runs(tmp_path, fake, monkeypatch):
+    """The JSON a variants sitting writes between its runs still says the profile is complete (a sitting cut
+    short there leaves the profile's verdict as it was); its variant's points so far are in it."""
+    assert _profile(tmp_path)["complete"]
+    seen, run_point = [], FR.run_point
+
+    def spy(ctx, spec, fr):
+        if spec.name == "dva_beta1":
+            seen.append(json.loads((tmp_path / "f.json").read_text()))
+        return run_point(ctx, spec, fr)
+
+    monkeypatch.setattr(FR, "run_point", spy)
+    _profile(tmp_path, "--methods", "dva_beta1", "--seeds", "1")
+    assert len(seen) == 2 and all(j["complete"] for j in seen)
+    assert {q["budget"] for q in seen[1]["points"] if q["method"] == "dva_beta1"} == {10}
+
+
 def test_a_variant_that_is_dva_itself_is_skipped(tmp_path, fake, capsys):
     """dva_beta1 on a pair whose select profile chose the DPT weight 1 trains nothing; dva_deeper where every
     stage is adapted already has nothing to add."""
