@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import statistics
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,11 +26,45 @@ def _pct(metrics: dict[str, Any] | None, key: str) -> float | None:
     return None if not metrics or metrics.get(key) is None else 100.0 * float(metrics[key])
 
 
-def minutes_of(run: dict[str, Any], clock: str = "train_seconds") -> float | None:
-    """A run's training minutes on ``clock`` (``train_seconds`` or ``train_and_prep_seconds``); the frozen
-    run's 0; None when a trained run did not record them (it then stays off the equal-compute curves)."""
+def step_seconds(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per method, its training seconds per step over its trained runs (every budget and seed): the median,
+    the least and the most, and how many runs; a run whose training was reused (re-scored) is left out.
+
+    Why a median: one run's wall clock on a shared machine moves with whatever else runs beside it, and the
+    first run of a dataset fills the shared frozen-prefix cache inside its steps; runs of the same settings
+    (the seeds) differed up to several-fold. The median of a method's runs is its per-step cost with those
+    accidents out (:func:`spread` says how large they were)."""
+    by: dict[str, list[float]] = {}
+    for r in runs:
+        n = r.get("steps") or 0
+        if r.get("kind") == "frozen" or not n or r.get("train_seconds") is None or r.get("training_reused"):
+            continue
+        by.setdefault(r["method"], []).append(float(r["train_seconds"]) / n)
+    return {m: {"median": statistics.median(v), "min": min(v), "max": max(v), "runs": len(v)} for m, v in by.items()}
+
+
+def spread(runs: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The largest ratio of training seconds between two runs of the same settings (a method's seeds at one
+    budget: the same work), with where it was; None without two such runs."""
+    by: dict[tuple[str, int], list[float]] = {}
+    for r in runs:
+        if r.get("kind") != "frozen" and r.get("train_seconds") and not r.get("training_reused"):
+            by.setdefault((r["method"], int(r.get("steps") or 0)), []).append(float(r["train_seconds"]))
+    worst = max(((max(v) / min(v), k, len(v)) for k, v in by.items() if len(v) >= 2), default=None)
+    return None if worst is None else {"ratio": worst[0], "method": worst[1][0], "steps": worst[1][1], "runs": worst[2]}
+
+
+def minutes_of(run: dict[str, Any], clock: str = "train_seconds",
+               per_step: dict[str, dict[str, Any]] | None = None) -> float | None:
+    """A run's training minutes on ``clock``: ``train_seconds`` or ``train_and_prep_seconds`` (as the run
+    measured them), or ``median_step_seconds`` (its steps x its method's median seconds per step,
+    ``per_step`` from :func:`step_seconds`); the frozen run's 0; None when a trained run did not record
+    them (it then stays off the equal-compute curves)."""
     if run.get("kind") == "frozen":
         return 0.0
+    if clock == "median_step_seconds":
+        med = (per_step or {}).get(run.get("method") or "")
+        return None if med is None or not run.get("steps") else float(run["steps"]) * med["median"] / 60.0
     if run.get("train_seconds") is None:
         return None
     s = float(run["train_seconds"])
@@ -39,7 +74,7 @@ def minutes_of(run: dict[str, Any], clock: str = "train_seconds") -> float | Non
 
 
 def point_of(run: dict[str, Any], alpha: float, ood: Sequence[str], method: str | None = None,
-             clock: str = "train_seconds") -> dict[str, Any] | None:
+             clock: str = "train_seconds", per_step: dict[str, dict[str, Any]] | None = None) -> dict[str, Any] | None:
     """A run's figures at ``alpha``: validation and ID test R@1/MAP@R, each OOD R@1 and their mean.
 
     The mean is over every gallery of ``ood``; None when one was not scored. None when the run
@@ -55,18 +90,20 @@ def point_of(run: dict[str, Any], alpha: float, ood: Sequence[str], method: str 
             "val_r1": _pct(sc.get("val"), "recall@1"), "val_map": _pct(sc.get("val"), "map@r"),
             "id_r1": _pct(sc.get("test"), "recall@1"), "id_map": _pct(sc.get("test"), "map@r"), "ood": o,
             "mean_ood": sum(vals) / len(vals) if vals and None not in vals else None,
-            "train_minutes": minutes_of(run, clock), "images": run.get("images_processed") or 0}
+            "train_minutes": minutes_of(run, clock, per_step), "images": run.get("images_processed") or 0}
 
 
 def points(frozen: dict[str, Any] | None, runs: list[dict[str, Any]], alphas: Sequence[float], ood: Sequence[str],
-           clock: str = "train_seconds") -> list[dict[str, Any]]:
-    """Every measured point: the frozen backbone (alpha 0, once), then each seed-0 run at each alpha > 0."""
+           clock: str = "train_seconds", per_step: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Every measured point: the frozen backbone (alpha 0, once), then each seed-0 run at each alpha > 0
+    (``per_step``: the :func:`step_seconds` of the ``median_step_seconds`` clock)."""
     out = []
     if frozen is not None and (p := point_of(frozen, 0.0, ood, "frozen", clock)) is not None:
         out.append({**p, "budget": 0})
     for run in runs:
         if run.get("seed") == 0 and run.get("kind") == "train":
-            out += [p for a in alphas if a > 0 and (p := point_of(run, a, ood, clock=clock)) is not None]
+            out += [p for a in alphas if a > 0 and (p := point_of(run, a, ood, clock=clock, per_step=per_step))
+                    is not None]
     return out
 
 

@@ -272,8 +272,7 @@ def pair_words(result: dict[str, Any], sm: dict[str, Any]) -> list[str]:
 
 def time_words(result: dict[str, Any], sm: dict[str, Any]) -> str:
     """Who is ahead in ID R@1 at each of the equal-compute minutes, in words."""
-    clock = ("training minutes (optimisation steps; the one-off prefix caches and boxes not counted)"
-             if result["settings"]["clock"] == "train_seconds" else "training minutes (steps + caches and boxes)")
+    clock = CLOCK_WORDS[result["settings"]["clock"]]
     parts = []
     for e in sm["equal_time"]:
         got = {m: v for m, v in e["id_r1"].items() if v is not None}
@@ -289,8 +288,28 @@ def time_words(result: dict[str, Any], sm: dict[str, Any]) -> str:
         else:
             parts.append(f"{when}: not measured" + (f" (only {vals})" if got else ""))
     return (f"- Equal compute, ID R@1 of the alpha-1 models at equal {clock}, linear between measured budgets and "
-            "from the frozen backbone at 0 min (wall time on a shared machine: each run's load average is in the "
-            "JSON): " + "; ".join(parts) + ".")
+            f"from the frozen backbone at 0 min ({clock_note(result)}): " + "; ".join(parts) + ".")
+
+
+CLOCK_WORDS = {
+    "median_step_seconds": "training minutes (a run's steps x its method's median seconds per step over all its runs; "
+                           "the one-off prefix caches and boxes not counted)",
+    "train_seconds": "training minutes (optimisation steps; the one-off prefix caches and boxes not counted)",
+    "train_and_prep_seconds": "training minutes (steps + caches and boxes)",
+}
+
+
+def clock_note(result: dict[str, Any]) -> str:
+    """What the clock rests on: each method's seconds per step (median, least-most, runs) and how far apart
+    runs of the same settings were; for a clock of each run's own time, that it is wall time."""
+    per, sp = result.get("step_seconds") or {}, result.get("step_spread")
+    same = (f"runs of the same settings took up to {sp['ratio']:.1f}x as long as each other "
+            f"({_label(result, sp['method'])}, {sp['steps']} steps, {sp['runs']} runs)" if sp else "")
+    if result["settings"]["clock"] != "median_step_seconds":
+        return "wall time on a shared machine: each run's load average is in the JSON" + (f"; {same}" if same else "")
+    each = ", ".join(f"{_label(result, m)} {v['median']:.2f} ({v['min']:.2f}-{v['max']:.2f}, {v['runs']})"
+                     for m, v in per.items())
+    return f"seconds per step, median (least-most, runs): {each}" + (f"; {same}" if same else "")
 
 
 def target2_words(result: dict[str, Any], sm: dict[str, Any], method: str = DVA) -> str:
@@ -477,7 +496,8 @@ def figures(results: list[dict[str, Any]], folder: Path) -> list[Path]:
         if fz is not None and fz["id_r1"] is not None:
             ax.axhline(fz["id_r1"], color="k", lw=0.8, ls="--", label="frozen")
         ax.set_xlim(left=0)  # linear: every curve starts at the frozen backbone, 0 min
-        ax.set_xlabel(f"training minutes ({s['clock']}); point labels: steps")
+        ax.set_xlabel("training minutes (" + ("steps x median s/step" if s["clock"] == "median_step_seconds"
+                                              else s["clock"]) + "); point labels: steps")
         ax.set_ylabel(f"ID R@1 (%), {ds}")
         ax.set_title(f"{ds} x {bb}: equal compute (alpha 1)", fontsize=9)
         ax.legend(fontsize=7)

@@ -129,7 +129,9 @@ def build_result(ctx: D.Context, sw: Sweep, frozen: dict[str, Any] | None, runs:
     """The profile JSON from the runs finished so far (points, recommended points and their seeds);
     ``complete`` when the sitting ended (``final``) and the JSON holds the whole profile (:func:`is_full`)."""
     s = settings(ctx, sw)
-    pts = A.points(frozen, runs, sw.alphas, s["ood"], sw.frontier.clock)
+    trained = runs + [x for v in seeds.values() for x in v]
+    per_step = A.step_seconds(trained)
+    pts = A.points(frozen, runs, sw.alphas, s["ood"], sw.frontier.clock, per_step)
     rec = {}
     for m in sw.methods:
         r = A.recommend(pts, m.name, sw.budgets, sw.alphas, sw.frontier.metric)
@@ -148,7 +150,7 @@ def build_result(ctx: D.Context, sw: Sweep, frozen: dict[str, Any] | None, runs:
     result = {"benchmark": "frontier", **C.provenance(__file__, argv), "settings": s, "json": C.repo_relative(out),
               "complete": final and is_full(sw, runs, rec),
               "frozen_folder": frozen.get("folder") if frozen else None, "points": pts,
-              "recommended": rec, "runs": every}
+              "recommended": rec, "step_seconds": per_step, "step_spread": A.spread(trained), "runs": every}
     result["summary"] = R.summary(result)
     return result
 
