@@ -27,20 +27,20 @@ def _pct(metrics: dict[str, Any] | None, key: str) -> float | None:
 
 
 def step_seconds(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per method, its training seconds per step over its trained runs (every budget and seed): the median,
-    the least and the most, and how many runs; a run whose training was reused (re-scored) is left out.
+    """Per method, its training seconds per step over its trained runs (every budget and seed): the least,
+    the median and the most, and how many runs; a run whose training was reused (re-scored) is left out.
 
-    Why a median: one run's wall clock on a shared machine moves with whatever else runs beside it, and the
-    first run of a dataset fills the shared frozen-prefix cache inside its steps; runs of the same settings
-    (the seeds) differed up to several-fold. The median of a method's runs is its per-step cost with those
-    accidents out (:func:`spread` says how large they were)."""
+    Why the least: on a shared machine whatever runs beside a run only adds to its clock, as does filling
+    the shared frozen-prefix cache inside its steps (the first run of a dataset); runs of the same settings
+    (the seeds) differed up to several-fold. The least time per step of a method's runs is the one nearest
+    its cost alone (timeit's rule); :func:`spread` says how large the accidents were."""
     by: dict[str, list[float]] = {}
     for r in runs:
         n = r.get("steps") or 0
         if r.get("kind") == "frozen" or not n or r.get("train_seconds") is None or r.get("training_reused"):
             continue
         by.setdefault(r["method"], []).append(float(r["train_seconds"]) / n)
-    return {m: {"median": statistics.median(v), "min": min(v), "max": max(v), "runs": len(v)} for m, v in by.items()}
+    return {m: {"min": min(v), "median": statistics.median(v), "max": max(v), "runs": len(v)} for m, v in by.items()}
 
 
 def spread(runs: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
@@ -57,14 +57,14 @@ def spread(runs: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
 def minutes_of(run: dict[str, Any], clock: str = "train_seconds",
                per_step: dict[str, dict[str, Any]] | None = None) -> float | None:
     """A run's training minutes on ``clock``: ``train_seconds`` or ``train_and_prep_seconds`` (as the run
-    measured them), or ``median_step_seconds`` (its steps x its method's median seconds per step,
+    measured them), or ``least_step_seconds`` (its steps x its method's least seconds per step,
     ``per_step`` from :func:`step_seconds`); the frozen run's 0; None when a trained run did not record
     them (it then stays off the equal-compute curves)."""
     if run.get("kind") == "frozen":
         return 0.0
-    if clock == "median_step_seconds":
-        med = (per_step or {}).get(run.get("method") or "")
-        return None if med is None or not run.get("steps") else float(run["steps"]) * med["median"] / 60.0
+    if clock == "least_step_seconds":
+        least = (per_step or {}).get(run.get("method") or "")
+        return None if least is None or not run.get("steps") else float(run["steps"]) * least["min"] / 60.0
     if run.get("train_seconds") is None:
         return None
     s = float(run["train_seconds"])
@@ -96,7 +96,7 @@ def point_of(run: dict[str, Any], alpha: float, ood: Sequence[str], method: str 
 def points(frozen: dict[str, Any] | None, runs: list[dict[str, Any]], alphas: Sequence[float], ood: Sequence[str],
            clock: str = "train_seconds", per_step: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Every measured point: the frozen backbone (alpha 0, once), then each seed-0 run at each alpha > 0
-    (``per_step``: the :func:`step_seconds` of the ``median_step_seconds`` clock)."""
+    (``per_step``: the :func:`step_seconds` of the ``least_step_seconds`` clock)."""
     out = []
     if frozen is not None and (p := point_of(frozen, 0.0, ood, "frozen", clock)) is not None:
         out.append({**p, "budget": 0})

@@ -292,8 +292,9 @@ def time_words(result: dict[str, Any], sm: dict[str, Any]) -> str:
 
 
 CLOCK_WORDS = {
-    "median_step_seconds": "training minutes (a run's steps x its method's median seconds per step over all its runs; "
-                           "the one-off prefix caches and boxes not counted)",
+    "least_step_seconds": "training minutes (a run's steps x its method's least seconds per step over all its runs, "
+                          "as the cost of a step alone: load beside a run only adds to its clock; the one-off prefix "
+                          "caches and boxes not counted)",
     "train_seconds": "training minutes (optimisation steps; the one-off prefix caches and boxes not counted)",
     "train_and_prep_seconds": "training minutes (steps + caches and boxes)",
 }
@@ -305,11 +306,11 @@ def clock_note(result: dict[str, Any]) -> str:
     per, sp = result.get("step_seconds") or {}, result.get("step_spread")
     same = (f"runs of the same settings took up to {sp['ratio']:.1f}x as long as each other "
             f"({_label(result, sp['method'])}, {sp['steps']} steps, {sp['runs']} runs)" if sp else "")
-    if result["settings"]["clock"] != "median_step_seconds":
+    if result["settings"]["clock"] != "least_step_seconds":
         return "wall time on a shared machine: each run's load average is in the JSON" + (f"; {same}" if same else "")
-    each = ", ".join(f"{_label(result, m)} {v['median']:.2f} ({v['min']:.2f}-{v['max']:.2f}, {v['runs']})"
-                     for m, v in per.items())
-    return f"seconds per step, median (least-most, runs): {each}" + (f"; {same}" if same else "")
+    each = ", ".join(f"{_label(result, m)} {v['min']:.2f} (median {v['median']:.2f}, most {v['max']:.2f}, "
+                     f"{v['runs']} run{'s' * (v['runs'] != 1)})" for m, v in per.items())
+    return f"seconds per step, least: {each}" + (f"; {same}" if same else "")
 
 
 def target2_words(result: dict[str, Any], sm: dict[str, Any], method: str = DVA) -> str:
@@ -496,7 +497,7 @@ def figures(results: list[dict[str, Any]], folder: Path) -> list[Path]:
         if fz is not None and fz["id_r1"] is not None:
             ax.axhline(fz["id_r1"], color="k", lw=0.8, ls="--", label="frozen")
         ax.set_xlim(left=0)  # linear: every curve starts at the frozen backbone, 0 min
-        ax.set_xlabel("training minutes (" + ("steps x median s/step" if s["clock"] == "median_step_seconds"
+        ax.set_xlabel("training minutes (" + ("steps x least s/step" if s["clock"] == "least_step_seconds"
                                               else s["clock"]) + "); point labels: steps")
         ax.set_ylabel(f"ID R@1 (%), {ds}")
         ax.set_title(f"{ds} x {bb}: equal compute (alpha 1)", fontsize=9)
