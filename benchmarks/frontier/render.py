@@ -291,6 +291,12 @@ def time_words(result: dict[str, Any], sm: dict[str, Any]) -> str:
             f"from the frozen backbone at 0 min ({clock_note(result)}): " + "; ".join(parts) + ".")
 
 
+def _order(result: dict[str, Any]) -> list[str]:
+    """The JSON's methods in its settings' order (the profile's, then the variants), then any other."""
+    own = list((result["settings"].get("methods") or {}))
+    return own + sorted({r.get("method") for r in result.get("runs") or []} - set(own) - {None})
+
+
 CLOCK_WORDS = {
     "least_step_seconds": "training minutes (a run's steps x its method's least seconds per step over all its runs, "
                           "as the cost of a step alone: load beside a run only adds to its clock; the one-off prefix "
@@ -308,8 +314,10 @@ def clock_note(result: dict[str, Any]) -> str:
             f"({_label(result, sp['method'])}, {sp['steps']} steps, {sp['runs']} runs)" if sp else "")
     if result["settings"]["clock"] != "least_step_seconds":
         return "wall time on a shared machine: each run's load average is in the JSON" + (f"; {same}" if same else "")
+    order = _order(result)
     each = ", ".join(f"{_label(result, m)} {v['min']:.2f} (median {v['median']:.2f}, most {v['max']:.2f}, "
-                     f"{v['runs']} run{'s' * (v['runs'] != 1)})" for m, v in per.items())
+                     f"{v['runs']} run{'s' * (v['runs'] != 1)})"
+                     for m, v in sorted(per.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99))
     return f"seconds per step, least: {each}" + (f"; {same}" if same else "")
 
 
