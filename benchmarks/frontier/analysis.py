@@ -28,7 +28,8 @@ def _pct(metrics: dict[str, Any] | None, key: str) -> float | None:
 
 def step_seconds(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per method, its training seconds per step over its trained runs (every budget and seed): the least,
-    the median and the most, and how many runs; a run whose training was reused (re-scored) is left out.
+    the median and the most, and how many runs (a re-scored run whose training was reused counts with the
+    seconds of that training, which it carries).
 
     Why the least: on a shared machine whatever runs beside a run only adds to its clock, as does filling
     the shared frozen-prefix cache inside its steps (the first run of a dataset); runs of the same settings
@@ -37,7 +38,7 @@ def step_seconds(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     by: dict[str, list[float]] = {}
     for r in runs:
         n = r.get("steps") or 0
-        if r.get("kind") == "frozen" or not n or r.get("train_seconds") is None or r.get("training_reused"):
+        if r.get("kind") == "frozen" or not n or r.get("train_seconds") is None:
             continue
         by.setdefault(r["method"], []).append(float(r["train_seconds"]) / n)
     return {m: {"min": min(v), "median": statistics.median(v), "max": max(v), "runs": len(v)} for m, v in by.items()}
@@ -48,8 +49,8 @@ def spread(runs: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     budget: the same work), with where it was; None without two such runs."""
     by: dict[tuple[str, int], list[float]] = {}
     for r in runs:
-        if r.get("kind") != "frozen" and r.get("train_seconds") and not r.get("training_reused"):
-            by.setdefault((r["method"], int(r.get("steps") or 0)), []).append(float(r["train_seconds"]))
+        if r.get("kind") != "frozen" and r.get("steps") and r.get("train_seconds"):
+            by.setdefault((r["method"], int(r["steps"])), []).append(float(r["train_seconds"]))
     worst = max(((max(v) / min(v), k, len(v)) for k, v in by.items() if len(v) >= 2), default=None)
     return None if worst is None else {"ratio": worst[0], "method": worst[1][0], "steps": worst[1][1], "runs": worst[2]}
 

@@ -307,7 +307,7 @@ CLOCK_WORDS = {
 
 
 def clock_note(result: dict[str, Any]) -> str:
-    """What the clock rests on: each method's seconds per step (median, least-most, runs) and how far apart
+    """What the clock rests on: each method's seconds per step (least; median, most, runs) and how far apart
     runs of the same settings were; for a clock of each run's own time, that it is wall time."""
     per, sp = result.get("step_seconds") or {}, result.get("step_spread")
     same = (f"runs of the same settings took up to {sp['ratio']:.1f}x as long as each other "

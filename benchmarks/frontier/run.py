@@ -389,7 +389,10 @@ def plan(ctx: D.Context, sw: Sweep, out: Path) -> list[str]:
     """:func:`plan_lines` of a sitting whose JSON is ``out``: the runs it holds are [done] (a sitting takes them
     back and trains none, on any machine)."""
     earlier_runs(out, ctx, sw)
-    return plan_lines(ctx, sw, json.loads(out.read_text()) if out.is_file() else None)
+    old = json.loads(out.read_text()) if out.is_file() else None
+    now, was = settings(ctx, sw), (old or {}).get("settings") or {}
+    same = old is not None and all(json.dumps(now.get(k)) == json.dumps(was.get(k)) for k in SAME_SWEEP)
+    return plan_lines(ctx, sw, old if same else None)  # a JSON of other settings: its seeds are not this sweep's
 
 
 def sittings(ctx: D.Context, items: list[tuple[str, int, float | None]], limit_s: float = 6600.0) -> list[str]:

@@ -466,18 +466,19 @@ def test_the_least_step_clock_takes_each_method_s_least_seconds_per_step():
     runs = [{"method": "dva", "kind": "train", "steps": 100, "train_seconds": 50.0, "seed": 0, "budget": 100},
             {"method": "dva", "kind": "train", "steps": 300, "train_seconds": 1200.0, "seed": 0, "budget": 300},
             {"method": "dva", "kind": "train", "steps": 300, "train_seconds": 180.0, "seed": 1, "budget": 300},
-            {"method": "dva", "kind": "train", "steps": 300, "train_seconds": 9.0, "seed": 2, "budget": 300,
-             "training_reused": True},  # re-scored: its seconds are not a training's
+            {"method": "dva", "kind": "train", "steps": 300, "train_seconds": 900.0, "seed": 2, "budget": 300,
+             "training_reused": True},  # re-scored: it carries its training's seconds
+            {"method": "dva", "kind": "train", "train_seconds": 1.0, "seed": 3, "budget": 300},  # no steps: out
             {"method": "full", "kind": "train", "steps": 100, "train_seconds": 200.0, "seed": 0, "budget": 100},
             {"method": "frozen", "kind": "frozen", "steps": 0, "train_seconds": 0.0, "seed": 0, "budget": 0}]
     per = A.step_seconds(runs)
-    assert per == {"dva": {"min": 0.5, "median": 0.6, "max": 4.0, "runs": 3},
+    assert per == {"dva": {"min": 0.5, "median": 1.8, "max": 4.0, "runs": 4},
                    "full": {"min": 2.0, "median": 2.0, "max": 2.0, "runs": 1}}
     assert A.minutes_of(runs[1], "least_step_seconds", per) == pytest.approx(300 * 0.5 / 60)
     assert A.minutes_of(runs[1]) == pytest.approx(20.0)  # its own clock: 20 min
-    assert A.minutes_of(runs[5], "least_step_seconds", per) == 0.0
+    assert A.minutes_of(runs[-1], "least_step_seconds", per) == 0.0
     assert A.minutes_of({"method": "ica", "kind": "train", "steps": 5}, "least_step_seconds", per) is None
-    assert A.spread(runs) == {"ratio": pytest.approx(1200 / 180), "method": "dva", "steps": 300, "runs": 2}
+    assert A.spread(runs) == {"ratio": pytest.approx(1200 / 180), "method": "dva", "steps": 300, "runs": 3}
     assert A.spread(runs[:2]) is None  # no two runs of the same settings
     for r in runs:
         r["scores"] = {A.akey(1.0): {"test": {"recall@1": 0.5}}}
@@ -485,9 +486,9 @@ def test_the_least_step_clock_takes_each_method_s_least_seconds_per_step():
     assert [round(p["train_minutes"], 2) for p in pts] == [0.83, 2.5, 3.33]  # seed 0: dva 100, 300; full 100
     res = {"settings": {"clock": "least_step_seconds", "methods": {}}, "step_seconds": per,
            "step_spread": A.spread(runs)}
-    assert R.clock_note(res) == ("seconds per step, least: DVA 0.50 (median 0.60, most 4.00, 3 runs), full "
+    assert R.clock_note(res) == ("seconds per step, least: DVA 0.50 (median 1.80, most 4.00, 4 runs), full "
                                  "fine-tune (WiSE-FT) 2.00 (median 2.00, most 2.00, 1 run); runs of the same settings "
-                                 "took up to 6.7x as long as each other (DVA, 300 steps, 2 runs)")
+                                 "took up to 6.7x as long as each other (DVA, 300 steps, 3 runs)")
     res["settings"]["clock"] = "train_seconds"
     assert R.clock_note(res).startswith("wall time on a shared machine: each run's load average is in the JSON; runs")
 
@@ -1105,6 +1106,8 @@ def test_plan_on_a_fresh_machine_counts_the_runs_its_json_holds(tmp_path, fake):
     assert FR.earlier_runs(tmp_path / "f.json", fresh, more) == []  # other alphas: a sweep of other settings
     rows = [ln for ln in FR.plan_lines(fresh, more) if "_s0_" in ln]
     assert len(rows) == 7 and not any(ln.endswith("[done]") for ln in rows)
+    assert not any("seeds: done" in ln for ln in FR.plan(fresh, more, tmp_path / "f.json"))  # not its sweep
+    assert any("seeds: done" in ln for ln in FR.plan(ctx, sw, tmp_path / "f.json"))
     fresh.reused.update(FR.reuse_index([str(tmp_path / "f.json")]))  # --reuse of it: scored at fewer alphas
     rows = [ln for ln in FR.plan_lines(fresh, more) if "_s0_" in ln]
     assert sum(ln.endswith("[done]") for ln in rows) == 1  # the frozen run alone (alpha 0)
