@@ -406,6 +406,27 @@ def cost_words(sm: dict[str, Any]) -> str:
                if c.get("cached_prefix_images") else "") + "; " + runtime_words(c.get("runtimes") or {}) + ").")
 
 
+def validation_words(result: dict[str, Any]) -> str | None:
+    """The design changes against DVA where a choice between them is made, on the validation classes: each
+    validation-chosen point's validation score (seed 0, as chosen), its difference from DVA's and the highest;
+    None without DVA's point or a design change's."""
+    rec, metric = result.get("recommended") or {}, result["settings"]["metric"]
+    key = {"map@r": "val_map", "recall@1": "val_r1"}.get(metric)
+    d = rec.get(DVA) or {}
+    changes = [m for m in design_changes(result) if (rec.get(m) or {}).get(key) is not None]
+    if key is None or d.get(key) is None or not changes:
+        return None
+    parts = [f"{_label(result, m)} {num(rec[m][key])} ({num(rec[m][key] - d[key], signed=True)}"
+             + ("" if not is_variant(result, m) or variant_swept(result, m) else "; budgets still to run") + ")"
+             for m in changes]
+    top = sorted([DVA, *changes], key=lambda m: -rec[m][key])
+    tie = [m for m in (DVA, *changes) if num(rec[m][key]) == num(rec[top[0]][key])]  # equal as printed
+    best = (f"highest: {_label(result, top[0])}" if len(tie) == 1
+            else f"a tie at the top ({', '.join(_label(result, m) for m in tie)})")
+    return (f"- On the validation classes (the test split takes no part), {metric.upper()} of each validation-chosen "
+            f"point (seed 0): DVA {num(d[key])}; " + "; ".join(parts) + f"; {best}.")
+
+
 def runtime_words(runtimes: dict[str, int]) -> str:
     """What ran the networks: ``networks on torch``, or each runtime with its runs when they were mixed."""
     name = {"torch": "torch", "onnx": "onnxruntime"}
@@ -431,7 +452,8 @@ def section_of(result: dict[str, Any]) -> str:
                else " once the sweep is finished (the table says how many so far)")
             + f". OOD: {', '.join(s['ood'])}"
             + (f" (not found: {', '.join(s['ood_missing'])})" if s.get("ood_missing") else "") + ".")
-    words = "\n".join([frontier_words(result, sm), *pair_words(result, sm), time_words(result, sm),
+    words = "\n".join([frontier_words(result, sm), *pair_words(result, sm),
+                       *filter(None, [validation_words(result)]), time_words(result, sm),
                        target2_words(result, sm),
                        *[target2_words(result, sm, a) for a in (sm.get("target2_extra") or {})],
                        *filter(None, [recommended_words(result)]), cost_words(sm)])

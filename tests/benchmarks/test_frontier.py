@@ -1078,6 +1078,19 @@ def test_a_variant_sitting_joins_a_complete_profile_and_keeps_it_complete(tmp_pa
     text = R.render_section([res])
     assert "- DVA, DPT weight 1 against full fine-tune (WiSE-FT), at equal ID R@1" in text
     assert "- DVA, DPT weight 1 against DVA, at equal ID R@1" in text
+    # what validation says of the design change against DVA (their chosen points' validation MAP@R, seed 0)
+    rv, rd = res["recommended"]["dva_beta1"]["val_map"], res["recommended"]["dva"]["val_map"]
+    want = (f"- On the validation classes (the test split takes no part), MAP@R of each validation-chosen point "
+            f"(seed 0): DVA {rd:.1f}; DVA, DPT weight 1 {rv:.1f} ({rv - rd:+.1f}); ")
+    assert want in text and R.validation_words(res).startswith(want)
+    lower = json.loads(json.dumps(res))
+    lower["recommended"]["dva_beta1"]["val_map"] = rd - 2.0
+    assert R.validation_words(lower).endswith("(-2.0); highest: DVA.")
+    lower["recommended"]["dva_beta1"]["val_map"] = rd + 0.5
+    assert R.validation_words(lower).endswith("(+0.5); highest: DVA, DPT weight 1.")
+    lower["recommended"]["dva_beta1"]["val_map"] = rd + 0.01  # equal as printed
+    assert R.validation_words(lower).endswith("(0.0); a tie at the top (DVA, DVA, DPT weight 1).")
+    assert R.validation_words(whole) is None  # no design change in the profile alone
     # the variant's single seed is in its label; with every budget of it in, nothing it says is provisional
     assert "DVA, DPT weight 1 (20 steps, alpha 0.5; 1 seed)" in text and "provisional" not in text.lower()
     at20 = {**res, "settings": {**res["settings"], "targets": {**res["settings"]["targets"], "reference_budget": 20}}}
