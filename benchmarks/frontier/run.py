@@ -127,7 +127,8 @@ def settings(ctx: D.Context, sw: Sweep) -> dict[str, Any]:
 def build_result(ctx: D.Context, sw: Sweep, frozen: dict[str, Any] | None, runs: list[dict[str, Any]],
                  seeds: dict[str, list[dict[str, Any]]], argv: list[str], out: Path, final: bool) -> dict[str, Any]:
     """The profile JSON from the runs finished so far (points, recommended points and their seeds);
-    ``complete`` when the sitting ended (``final``) and the JSON holds the whole profile (:func:`is_full`)."""
+    ``complete`` when ``final`` (the sitting ended, or it runs variants alone) and the JSON holds the whole
+    profile (:func:`is_full`)."""
     s = settings(ctx, sw)
     trained = runs + [x for v in seeds.values() for x in v]
     per_step = A.step_seconds(trained)
