@@ -124,6 +124,22 @@ def variants_to_run(dataset: str, backbone: str, results: Path = RESULTS) -> tup
     return ("to run" if todo else "done"), todo, ""
 
 
+def timed_to_run(dataset: str, backbone: str, minutes: float, results: Path = RESULTS) -> tuple[str, list[str]]:
+    """The state of the pair's equal-compute runs at ``minutes`` (``--timed``) and the methods still to run:
+    wanted once the pair's profile is complete, for each of frontier.yaml's ``timed_methods`` whose curve
+    (budgets and timed runs so far) ends before ``minutes`` and that has no timed run of that minute."""
+    from benchmarks.frontier import analysis as A
+    from benchmarks.frontier.plan import FRONTIER
+
+    res = _json(results / "frontier" / f"{dataset}_{backbone}.json")
+    if not res or not res.get("complete"):
+        return f"waiting: the {dataset} x {backbone} frontier", []
+    pts = (res.get("points") or []) + (res.get("timed_points") or [])
+    done = {(r.get("method"), float(r["timed"]["minutes"])) for r in res.get("runs") or [] if r.get("timed")}
+    todo = [m for m in FRONTIER.timed_methods if (m, float(minutes)) not in done and not A.reaches(pts, m, minutes)]
+    return ("to run" if todo else "done"), todo
+
+
 def _module(name: str, *args: str) -> list[str]:
     return [sys.executable, "-m", name, *args]
 
@@ -162,6 +178,12 @@ def items(results: Path = RESULTS) -> list[Item]:
                 out.append(Item("frontier", f"{ds} x {bb}: variants{note}", vstate,
                                 _module("benchmarks.frontier.run", "--dataset", ds, "--backbone", bb,
                                         "--methods", ",".join(names), "--seeds", "1")))
+            for t in FRONTIER.minutes:  # then the runs that carry the equal-compute curves to each minute
+                tstate, tmethods = timed_to_run(ds, bb, t, results)
+                out.append(Item("frontier", f"{ds} x {bb}: equal compute at {t:g} min"
+                                + (f" ({', '.join(tmethods)})" if tmethods else ""), tstate,
+                                _module("benchmarks.frontier.run", "--dataset", ds, "--backbone", bb,
+                                        "--timed", f"{t:g}")))
     return out
 
 

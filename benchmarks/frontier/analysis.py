@@ -6,7 +6,8 @@ Pure functions of JSON-shaped dicts (nothing trains or reads images), every valu
 * :func:`recommend` — a method's (budget, alpha) by validation scores alone;
 * :func:`pareto`, :func:`interp`, :func:`compare` — the upper ID/OOD frontier of a method, its
   piecewise-linear interpolation, and the OOD difference of two frontiers at equal ID R@1;
-* :func:`time_curve`, :func:`equal_time` — ID R@1 against training minutes and who is ahead.
+* :func:`time_curve`, :func:`equal_time` — ID R@1 against training minutes and who is ahead;
+  :func:`timed_steps`, :func:`reaches` — the runs that extend a curve to a comparison minute.
 """
 from __future__ import annotations
 
@@ -258,3 +259,17 @@ def equal_time(pts: list[dict[str, Any]], methods: Sequence[str], minutes: Seque
         out.append({"minutes": t, "horizon": horizon, "id_r1": vals,
                     "ahead": got[0][1] if len(got) >= 2 and not tie else None, "tie": tie})
     return out
+
+
+def reaches(pts: list[dict[str, Any]], method: str, minutes: float) -> bool:
+    """Whether the method's :func:`time_curve` reaches ``minutes`` (a measured point at or past it)."""
+    curve = time_curve(pts, method)
+    return bool(curve) and curve[-1][0] >= minutes
+
+
+def timed_steps(minutes: float, least_s_per_step: float, margin: float = 1.0) -> int:
+    """The steps of a run sized to train ``minutes`` at ``least_s_per_step`` (the least-step clock), times
+    ``margin`` (so it stays past the minute when a later run lowers the least)."""
+    if not least_s_per_step > 0:
+        raise ValueError(f"seconds per step must be positive, got {least_s_per_step}")
+    return max(1, math.ceil(minutes * 60.0 * margin / least_s_per_step))

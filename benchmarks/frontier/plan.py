@@ -74,6 +74,8 @@ class Frontier(NamedTuple):
     seeds: int
     minutes: list[float]
     clock: str
+    timed_methods: list[str]  # the methods whose equal-compute curves --timed runs extend
+    margin: float  # a timed run's steps: minutes x 60 x margin / least seconds per step
     targets: dict[str, Any]
     image_cache: bool
     prefix_cache: bool
@@ -130,13 +132,21 @@ def load_frontier(path: str | Path = FRONTIER_FILE, table: P.Table = P.TABLE) ->
     ec = raw["equal_compute"]
     if ec["clock"] not in CLOCKS:
         bad.append(f"equal_compute.clock must be one of {CLOCKS}, got {ec['clock']!r}")
+    bad += [f"equal_compute.timed_methods: {m} is no method of methods" for m in ec.get("timed_methods", [])
+            if m not in methods]
+    if not 1.0 <= float(ec.get("margin", 1.0)) <= 2.0:
+        bad.append(f"equal_compute.margin must be in [1, 2], got {ec.get('margin')!r}")
+    if any(not (float(m) > 0) for m in ec["minutes"]):
+        bad.append(f"equal_compute.minutes must be positive, got {ec['minutes']!r}")
     if bad:
         raise ValueError(f"{where}: {bad}")
     return Frontier(datasets=_tokens(raw["datasets"], "datasets"), backbones=_tokens(raw["backbones"], "backbones"),
                     budgets=check_budgets(raw["budgets"], f"{where} budgets"),
                     alphas=check_alphas(raw["alphas"], f"{where} alphas"), methods=methods, variants=variants,
                     metric=str(raw["select_metric"]), seeds=int(raw["seeds"]),
-                    minutes=[float(m) for m in ec["minutes"]], clock=str(ec["clock"]), targets=dict(raw["targets"]),
+                    minutes=[float(m) for m in ec["minutes"]], clock=str(ec["clock"]),
+                    timed_methods=[str(m) for m in ec.get("timed_methods", [])], margin=float(ec.get("margin", 1.0)),
+                    targets=dict(raw["targets"]),
                     image_cache=bool(raw["image_cache"]), prefix_cache=bool(raw["prefix_cache"]),
                     runtime=str(raw["runtime"]))
 

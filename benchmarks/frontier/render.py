@@ -28,6 +28,11 @@ def design_changes(result: dict[str, Any]) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- derived figures
+def time_points(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The points of the equal-compute curves: the sweep's, then the timed runs' (alpha 1; ``--timed``)."""
+    return result["points"] + (result.get("timed_points") or [])
+
+
 def _frozen(result: dict[str, Any]) -> dict[str, Any] | None:
     return next((p for p in result["points"] if p["frozen"]), None)
 
@@ -80,7 +85,7 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
     pairs = {f"{a}_vs_{b}": A.compare(fronts[a], fronts[b], skip) for a, b in extra if a in fronts and b in fronts}
     return {"frontiers": {m: [list(p) for p in f] for m, f in fronts.items()}, "dva_vs_full": cmp, "pairs": pairs,
             # a variant with budgets still to run would cut the common horizon short: it joins once all are in
-            "equal_time": A.equal_time(result["points"], [m for m in s["methods"] if not is_variant(result, m)
+            "equal_time": A.equal_time(time_points(result), [m for m in s["methods"] if not is_variant(result, m)
                                                           or variant_swept(result, m)], s["minutes"]),
             "target2": _target2(result), "sweep_cost": sweep_cost(result),
             # The design change's own validation-chosen point, held to the same two conditions (not the target).
@@ -141,9 +146,10 @@ def _label(result: dict[str, Any], method: str) -> str:
 def points_table(result: dict[str, Any]) -> str:
     """Every point: method, budget, alpha, validation and ID scores, each OOD R@1 and the mean, training."""
     ood = result["settings"]["ood"]
-    body = [[_label(result, p["method"]), "-" if p["frozen"] else p["budget"], f"{p['alpha']:g}", num(p["val_r1"]),
+    body = [[_label(result, p["method"]), "-" if p["frozen"] else p["budget"] if p.get("timed") is None
+             else f"{p['budget']} (timed, {p['timed']:g} min)", f"{p['alpha']:g}", num(p["val_r1"]),
              num(p["val_map"]), num(p["id_r1"]), num(p["id_map"]), *[num(p["ood"].get(g)) for g in ood],
-             num(p["mean_ood"]), num(p["train_minutes"]), f"{p['images']:,}"] for p in result["points"]]
+             num(p["mean_ood"]), num(p["train_minutes"]), f"{p['images']:,}"] for p in time_points(result)]
     header = ["method", "steps", "alpha", "val R@1", "val MAP@R", "ID R@1", "ID MAP@R",
               *[f"OOD R@1 {g}" for g in ood], "mean OOD R@1", "train min", "images"]
     return C.md_table(header, body, "lrr" + "r" * (len(header) - 3))
@@ -288,7 +294,22 @@ def time_words(result: dict[str, Any], sm: dict[str, Any]) -> str:
         else:
             parts.append(f"{when}: not measured" + (f" (only {vals})" if got else ""))
     return (f"- Equal compute, ID R@1 of the alpha-1 models at equal {clock}, linear between measured budgets and "
-            f"from the frozen backbone at 0 min ({clock_note(result)}): " + "; ".join(parts) + ".")
+            f"from the frozen backbone at 0 min ({clock_note(result)}): " + "; ".join(parts) + "." + timed_note(result))
+
+
+def timed_note(result: dict[str, Any]) -> str:
+    """What the timed runs (``--timed``) add to the equal-compute words; "" without any."""
+    tp = result.get("timed_points") or []
+    if not tp:
+        return ""
+    plan = result.get("timed_plan") or {}
+    each = "; ".join(f"{_label(result, p['method'])} {p['budget']:,} steps for {p['timed']:g} min "
+                     f"({num(p['train_minutes'])} min on the clock)" for p in tp)
+    margin = {v.get("margin") for v in plan.values()} - {None}
+    return (" Past the sweep's budgets the curves rest on runs sized to a comparison minute (steps = minutes x 60"
+            + (f" x {', '.join(f'{m:g}' for m in sorted(margin))}" if margin else "")
+            + f" / the method's least seconds per step when planned), alpha 1 only, not candidates of the "
+            f"recommended points: {each}.")
 
 
 def _order(result: dict[str, Any]) -> list[str]:
@@ -513,14 +534,16 @@ def figures(results: list[dict[str, Any]], folder: Path) -> list[Path]:
         fig.tight_layout()
         out.append(C.save_figure(fig, Path(folder) / f"frontier_{ds}_{bb}.png"))
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        tpts = time_points(res)
         for i, m in enumerate(s["methods"]):
-            c = A.time_curve(res["points"], m)
+            c = A.time_curve(tpts, m)
             ax.plot([x for x, _ in c], [y for _, y in c], "-o", color=f"C{i}", label=_label(res, m))
-            for p in (p for p in res["points"] if p["method"] == m and p["alpha"] == 1.0 and p["id_r1"] is not None
+            for p in (p for p in tpts if p["method"] == m and p["alpha"] == 1.0 and p["id_r1"] is not None
                       and p["train_minutes"] is not None):
-                ax.annotate(str(p["budget"]), (p["train_minutes"], p["id_r1"]), fontsize=6, xytext=(2, 2),
+                ax.annotate(str(p["budget"]) + ("*" if p.get("timed") is not None else ""),
+                            (p["train_minutes"], p["id_r1"]), fontsize=6, xytext=(2, 2),
                             textcoords="offset points", color=f"C{i}")
-        longest = max((x for m in s["methods"] for x, _ in A.time_curve(res["points"], m)), default=0.0)
+        longest = max((x for m in s["methods"] for x, _ in A.time_curve(tpts, m)), default=0.0)
         for t in s["minutes"]:
             if t <= 1.2 * longest:  # a comparison minute far right of every run would only squash the curves
                 ax.axvline(t, color="grey", lw=0.5, ls=":")
@@ -528,7 +551,7 @@ def figures(results: list[dict[str, Any]], folder: Path) -> list[Path]:
             ax.axhline(fz["id_r1"], color="k", lw=0.8, ls="--", label="frozen")
         ax.set_xlim(left=0)  # linear: every curve starts at the frozen backbone, 0 min
         ax.set_xlabel("training minutes (" + ("steps x least s/step" if s["clock"] == "least_step_seconds"
-                                              else s["clock"]) + "); point labels: steps")
+                                              else s["clock"]) + "); point labels: steps (* a timed run)")
         ax.set_ylabel(f"ID R@1 (%), {ds}")
         ax.set_title(f"{ds} x {bb}: equal compute (alpha 1)", fontsize=9)
         ax.legend(fontsize=7)

@@ -4,6 +4,7 @@ From the repository root (issue 26; frontier.yaml holds the grid):
 
     python -m benchmarks.frontier.run --dataset cub100 --backbone mobilenetv2 --plan
     python -m benchmarks.frontier.run --dataset cub100 --backbone mobilenetv2
+    python -m benchmarks.frontier.run --dataset cub100 --backbone mobilenetv2 --timed 15
     python -m benchmarks.frontier.run --render benchmarks/results/frontier/*.json [--markdown F] [--figures docs]
 
 Every run trains on the dataset's training classes less its validation classes for a fixed budget
@@ -16,11 +17,16 @@ JSON (benchmarks/results/frontier/<dataset>_<backbone>.json) is written after ev
 stop the command at any time and start it again to go on. The adapter tokens come from the
 datasets harness's select JSON (``python -m benchmarks.datasets.run ... --profile select``), or,
 with ``--unselected``, from each select stage's first candidate (labelled so).
+
+``--timed MINUTES`` extends the equal-compute curves: where a method's budgets end before a comparison
+minute, one run of it sized to reach it (frontier.yaml ``equal_compute``), scored at alpha 1; its point
+joins the ID R@1 against training time curve only.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -57,6 +63,7 @@ class Sweep(NamedTuple):
     prefix_cache: Path | None
     runtime: str  # what scores the models: torch, onnx or auto (benchmarks/frontier/sweep.py)
     frontier: F.Frontier
+    timed: tuple[float, ...] = ()  # --timed: the minutes this sitting's timed runs reach (no sweep, no seeds)
 
 
 # ----------------------------------------------------------------------------- one run
@@ -125,14 +132,20 @@ def settings(ctx: D.Context, sw: Sweep) -> dict[str, Any]:
 
 
 def build_result(ctx: D.Context, sw: Sweep, frozen: dict[str, Any] | None, runs: list[dict[str, Any]],
-                 seeds: dict[str, list[dict[str, Any]]], argv: list[str], out: Path, final: bool) -> dict[str, Any]:
-    """The profile JSON from the runs finished so far (points, recommended points and their seeds);
-    ``complete`` when ``final`` (the sitting ended, or it runs variants alone) and the JSON holds the whole
-    profile (:func:`is_full`)."""
+                 seeds: dict[str, list[dict[str, Any]]], argv: list[str], out: Path, final: bool,
+                 timed: list[dict[str, Any]] | None = None,
+                 timed_plan: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The profile JSON from the runs finished so far (points, recommended points and their seeds, the
+    timed runs' points); ``complete`` when ``final`` (the sitting ended, or it runs variants or timed runs
+    alone) and the JSON holds the whole profile (:func:`is_full`)."""
     s = settings(ctx, sw)
-    trained = runs + [x for v in seeds.values() for x in v]
+    timed = timed or []
+    trained = runs + [x for v in seeds.values() for x in v] + timed
     per_step = A.step_seconds(trained)
     pts = A.points(frozen, runs, sw.alphas, s["ood"], sw.frontier.clock, per_step)
+    # a timed run: a point of the equal-compute curve only (alpha 1), never a candidate of the choice below
+    tpts = [{**p, "timed": r["timed"]["minutes"]} for r in timed
+            if (p := A.point_of(r, 1.0, s["ood"], clock=sw.frontier.clock, per_step=per_step)) is not None]
     rec = {}
     for m in sw.methods:
         r = A.recommend(pts, m.name, sw.budgets, sw.alphas, sw.frontier.metric)
@@ -147,11 +160,12 @@ def build_result(ctx: D.Context, sw: Sweep, frozen: dict[str, Any] | None, runs:
             stats = A.seed_stats(pool, r["alpha"], s["ood"])
             r.update(seeds_label=f"{len(stats['seeds'])} seed{'s' * (len(stats['seeds']) != 1)}", stats=stats)
         rec[m.name] = r
-    every = ([frozen] if frozen else []) + runs + [x for v in seeds.values() for x in v]
+    every = ([frozen] if frozen else []) + runs + [x for v in seeds.values() for x in v] + timed
     result = {"benchmark": "frontier", **C.provenance(__file__, argv), "settings": s, "json": C.repo_relative(out),
               "complete": final and is_full(sw, runs, rec),
-              "frozen_folder": frozen.get("folder") if frozen else None, "points": pts,
-              "recommended": rec, "step_seconds": per_step, "step_spread": A.spread(trained), "runs": every}
+              "frozen_folder": frozen.get("folder") if frozen else None, "points": pts, "timed_points": tpts,
+              "timed_plan": dict(timed_plan or {}), "recommended": rec, "step_seconds": per_step,
+              "step_spread": A.spread(trained), "runs": every}
     result["summary"] = R.summary(result)
     return result
 
@@ -202,8 +216,12 @@ def earlier_runs(out: Path, ctx: D.Context, sw: Sweep) -> list[dict[str, Any]]:
     keep, changed = [], set()
     for r in old.get("runs") or []:
         m = r.get("method")
-        # this sitting's own: its (method, budget) at seed 0; a running method's seeds up to its --seeds
-        ours = (m, r.get("budget")) in doing if r.get("seed") == 0 else m in running and r["seed"] < sw.seeds
+        # this sitting's own: its (method, budget) at seed 0; a running method's seeds up to its --seeds. A timed
+        # sitting runs neither (and takes its timed runs back from ctx.reused); a timed run is nobody else's.
+        if sw.timed or r.get("timed"):
+            ours = False
+        else:
+            ours = (m, r.get("budget")) in doing if r.get("seed") == 0 else m in running and r["seed"] < sw.seeds
         if m not in known or ours:
             continue
         if json.dumps((was.get("methods") or {}).get(m)) != json.dumps(known[m]):
@@ -225,14 +243,66 @@ def is_full(sw: Sweep, runs: list[dict[str, Any]], rec: dict[str, dict[str, Any]
     return all((m, b) in have for m in fr.methods for b in fr.budgets) and set(fr.alphas) <= set(sw.alphas) and seeded
 
 
+def same_sweep(out: Path, ctx: D.Context, sw: Sweep) -> dict[str, Any] | None:
+    """The JSON ``out`` when it swept this sitting's settings (:data:`SAME_SWEEP`), else None."""
+    if not out.is_file():
+        return None
+    old = json.loads(out.read_text())
+    now, was = settings(ctx, sw), old.get("settings") or {}
+    return old if all(json.dumps(now.get(k)) == json.dumps(was.get(k)) for k in SAME_SWEEP) else None
+
+
+def timed_runs(ctx: D.Context, sw: Sweep, base: list[str], result: dict[str, Any],
+               tplan: dict[str, dict[str, Any]], say: Any = print) -> list[tuple[F.Method, float, int, P.RunSpec]]:
+    """The timed runs of a ``--timed`` sitting: (method, minutes, steps, spec) for every minute of ``sw.timed``
+    that a method's equal-compute curve in ``result`` does not reach yet.
+
+    A run's steps are fixed when first planned and kept in ``tplan`` (the JSON's ``timed_plan``), so a
+    sitting cut short resumes the same run even after other runs have moved the method's least seconds per
+    step; a (method, minute) with a finished timed run is done."""
+    pts = result["points"] + (result.get("timed_points") or [])
+    per = result.get("step_seconds") or {}
+    done = {(r["method"], float(r["timed"]["minutes"])) for r in result.get("runs") or [] if r.get("timed")}
+    out = []
+    for t in sw.timed:
+        for m in sw.methods:
+            key = f"{m.name}@{t:g}"
+            if (m.name, float(t)) in done:
+                say(f"[done] {m.name}: its {t:g}-min timed run")
+                continue
+            if A.reaches(pts, m.name, t):
+                say(f"({m.name}: its budgets reach {t:g} min already; no timed run)")
+                continue
+            if key not in tplan:
+                if m.name not in per:
+                    say(f"({m.name}: no trained run of it on this pair to size a {t:g}-min run from; run the profile "
+                        "first)")
+                    continue
+                least = per[m.name]["min"]
+                tplan[key] = {"method": m.name, "minutes": float(t), "s_per_step": least,
+                              "margin": sw.frontier.margin, "steps": A.timed_steps(t, least, sw.frontier.margin)}
+            steps = int(tplan[key]["steps"])
+            out.append((m, float(t), steps, F.method_run(ctx.table, ctx.dataset, ctx.backbone, base, sw.chosen, m,
+                                                         steps, 0)))
+    return out
+
+
 def run_profile(ctx: D.Context, sw: Sweep, out: Path, argv: list[str]) -> dict[str, Any]:
-    """The frozen run, every (budget, method) at seed 0, then the recommended points' other seeds.
+    """The frozen run, every (budget, method) at seed 0, then the recommended points' other seeds; or, in a
+    ``--timed`` sitting, the timed runs alone (:func:`timed_runs`).
 
     The JSON also holds the earlier sittings' budgets (:func:`earlier_runs`); it is ``complete`` when
     the whole of frontier.yaml's profile (every method, budget and alpha, its seeds) is in it."""
     base = F.common(ctx.table, ctx.dataset, ctx.backbone, ctx.root, ctx.cache, ctx.threads)
     nonzero = [a for a in sw.alphas if a > 0]
+    old = same_sweep(out, ctx, sw)
+    if sw.timed and old is None:
+        raise ValueError(f"{C.repo_relative(out)}: no frontier JSON of these settings to size the timed runs from; "
+                         "run the profile first")
+    tplan: dict[str, dict[str, Any]] = dict((old or {}).get("timed_plan") or {})
     prior = earlier_runs(out, ctx, sw)
+    timed = [r for r in prior if r.get("timed")]
+    prior = [r for r in prior if not r.get("timed")]
     carried = {r["method"] for r in prior}
     running = {m.name for m in sw.methods}
     shown = sw._replace(budgets=sorted(set(sw.budgets) | {r["budget"] for r in prior}),
@@ -246,15 +316,23 @@ def run_profile(ctx: D.Context, sw: Sweep, out: Path, argv: list[str]) -> dict[s
         if r["seed"] != 0:
             seeds.setdefault(r["method"], []).append(r)
 
-    # a sitting of variants alone leaves the profile's methods as they were: its JSON is complete (or not) while it
-    # runs too, so a sitting cut short does not make a finished profile read as one to run again
-    variants_only = all(m.variant for m in sw.methods)
+    # a sitting of variants (or timed runs) alone leaves the profile's methods as they were: its JSON is complete
+    # (or not) while it runs too, so a sitting cut short does not make a finished profile read as one to run again
+    keeps = all(m.variant for m in sw.methods) or bool(sw.timed)
 
     def write(final: bool = False) -> dict[str, Any]:
-        result = build_result(ctx, shown, frozen, runs, seeds, argv, out, final or variants_only)
+        result = build_result(ctx, shown, frozen, runs, seeds, argv, out, final or keeps, timed, tplan)
         C.write_json(out, result)
         return result
 
+    if sw.timed:
+        todo = timed_runs(ctx, sw, base, write(), tplan)
+        write()  # the planned steps first: a sitting cut short resumes the same runs
+        for m, t, steps, spec in todo:
+            res = run_point(ctx, spec, section(sw, m.name, steps, m.dial, [1.0]))
+            timed = [r for r in timed if r.get("folder") != res.get("folder")] + [{**res, "timed": {"minutes": t}}]
+            write()
+        return write(final=True)
     write()
     for m, b, spec in F.sweep_runs(ctx.table, ctx.dataset, ctx.backbone, base, sw.chosen, sw.methods, sw.budgets):
         if nonzero:
@@ -321,8 +399,9 @@ def measured_costs(table: P.Table, model: str, img_size: int, files: list[Path] 
             for m, d in per.items() if d["ia"]}
 
 
-def plan_lines(ctx: D.Context, sw: Sweep, result: dict[str, Any] | None = None) -> list[str]:
-    """The runs of a profile with time estimates; runs nothing.
+def plan_lines(ctx: D.Context, sw: Sweep, result: dict[str, Any] | None = None,
+               timed: list[tuple[F.Method, float, int, P.RunSpec]] | None = None) -> list[str]:
+    """The runs of a profile (or of a ``--timed`` sitting: ``timed``) with time estimates; runs nothing.
 
     A method with finished frontier runs on this backbone is estimated from them (:func:`measured_costs`),
     the others from the datasets harness's measured runs (benchmarks/datasets/costs.py), which count
@@ -357,19 +436,25 @@ def plan_lines(ctx: D.Context, sw: Sweep, result: dict[str, Any] | None = None) 
     base = F.common(ctx.table, ctx.dataset, ctx.backbone, ctx.root, ctx.cache, ctx.threads)
     fz = F.frozen_run(ctx.table, ctx.dataset, ctx.backbone, base)
     rows = [("frozen (alpha 0)", fz.tag, est(fz, 1, "frozen"))]
-    sweep = F.sweep_runs(ctx.table, ctx.dataset, ctx.backbone, base, sw.chosen, sw.methods, sw.budgets)
+    sweep = ([] if timed is not None else
+             F.sweep_runs(ctx.table, ctx.dataset, ctx.backbone, base, sw.chosen, sw.methods, sw.budgets))
     rows += [(f"{m.name} {b} steps", s.tag, est(s, len(nonzero), m.name)) for m, b, s in sweep]
+    rows += [(f"{m.name} {t:g} min ({n} steps, alpha 1)", s.tag, est(s, 1, m.name)) for m, t, n, s in timed or []]
     label = "" if sw.selected else " [UNSELECTED: each select stage's first candidate]"
+    what = (f"timed runs to {', '.join(f'{t:g}' for t in sw.timed)} min (alpha 1)" if timed is not None
+            else f"budgets {sw.budgets}, alphas {sw.alphas}")
     lines = [(f"{ctx.dataset} x {ctx.backbone} ({bb.model}, {bb.img_size} px), frontier{label}: "
-             f"budgets {sw.budgets}, alphas {sw.alphas}, {scored} images scored per alpha "
+             f"{what}, {scored} images scored per alpha "
              f"({', '.join(g.name for g in sw.galleries) or 'no OOD gallery found'})")]
     # finished runs: [done], out of the total and the sittings; one the profile's JSON holds (ctx.reused, filled by
     # earlier_runs) counts when it scored what this sitting asks, as run_point takes it back only then
     sets = ["val", "test", *[g.name for g in sw.galleries]]
-    wants = {fz.tag: [0.0], **{s.tag: nonzero for _, _, s in sweep}}
+    wants = {fz.tag: [0.0], **{s.tag: nonzero for _, _, s in sweep}, **{s.tag: [1.0] for *_, s in timed or []}}
     done = {t for t in D.finished(ctx, [t for _, t, _ in rows])
             if D.finished_result(ctx.work / t) is not None or covers(ctx.reused[t], wants[t], sets)}
     lines += K.plan_lines(rows, done=done)
+    if timed is not None:
+        return lines
     if measured:
         subs = [f"{n} as {o}" for n, o in stand_in.items() if o and n in {m.name for m in sw.methods}]
         lines.append("  (estimated from measured frontier runs of this backbone: "
@@ -390,10 +475,16 @@ def plan(ctx: D.Context, sw: Sweep, out: Path) -> list[str]:
     """:func:`plan_lines` of a sitting whose JSON is ``out``: the runs it holds are [done] (a sitting takes them
     back and trains none, on any machine)."""
     earlier_runs(out, ctx, sw)
-    old = json.loads(out.read_text()) if out.is_file() else None
-    now, was = settings(ctx, sw), (old or {}).get("settings") or {}
-    same = old is not None and all(json.dumps(now.get(k)) == json.dumps(was.get(k)) for k in SAME_SWEEP)
-    return plan_lines(ctx, sw, old if same else None)  # a JSON of other settings: its seeds are not this sweep's
+    old = same_sweep(out, ctx, sw)  # a JSON of other settings: its seeds are not this sweep's
+    if sw.timed:
+        if old is None:
+            return [f"{C.repo_relative(out)}: no frontier JSON of these settings to size the timed runs from; "
+                    "run the profile first"]
+        base = F.common(ctx.table, ctx.dataset, ctx.backbone, ctx.root, ctx.cache, ctx.threads)
+        said: list[str] = []
+        todo = timed_runs(ctx, sw, base, old, dict(old.get("timed_plan") or {}), said.append)
+        return plan_lines(ctx, sw, old, todo) + [f"  {s}" for s in said]
+    return plan_lines(ctx, sw, old)
 
 
 def sittings(ctx: D.Context, items: list[tuple[str, int, float | None]], limit_s: float = 6600.0) -> list[str]:
@@ -428,6 +519,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default=None, help=f"comma-separated (default all: {','.join(fr.methods)})")
     p.add_argument("--budgets", default=None, help=f"comma-separated steps (default {fr.budgets})")
     p.add_argument("--alphas", default=None, help=f"comma-separated in [0, 1] (default {fr.alphas})")
+    p.add_argument("--timed", default=None, metavar="MINUTES",
+                   help="comma-separated minutes (e.g. 15 or 15,45; frontier.yaml equal_compute): instead of the sweep, "
+                        "a run of each method (default " + ",".join(fr.timed_methods) + ") whose budgets end before "
+                        "a minute, sized to reach it, scored at alpha 1")
     p.add_argument("--seeds", type=int, default=None,
                    help=f"seeds of each recommended point (default {fr.seeds}); 1 elsewhere")
     p.add_argument("--unselected", action="store_true",
@@ -461,7 +556,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _sweep(args: argparse.Namespace, ctx: D.Context) -> Sweep:
     """The invocation's sweep: frontier.yaml narrowed by the flags, the chosen tokens and the OOD galleries."""
     fr = F.FRONTIER
-    names = args.methods.split(",") if args.methods else list(fr.methods)
+    timed = tuple(sorted({float(t) for t in _floats(args.timed)})) if getattr(args, "timed", None) else ()
+    if any(not (math.isfinite(t) and t > 0) for t in timed):
+        raise ValueError(f"--timed: minutes must be positive numbers, got {args.timed!r}")
+    if timed and args.budgets:
+        raise ValueError("--timed sizes its runs in minutes: --budgets does not apply")
+    names = args.methods.split(",") if args.methods else list(fr.timed_methods if timed else fr.methods)
     every = {**fr.methods, **fr.variants}
     unknown = [n for n in names if n not in every]
     if unknown:
@@ -490,7 +590,7 @@ def _sweep(args: argparse.Namespace, ctx: D.Context) -> Sweep:
         if not methods:
             raise ValueError("nothing to run: every variant named is DVA itself on this pair")
     return Sweep(methods=methods,
-                 budgets=F.check_budgets([int(b) for b in args.budgets.split(",")], "--budgets")
+                 budgets=[] if timed else F.check_budgets([int(b) for b in args.budgets.split(",")], "--budgets")
                  if args.budgets else fr.budgets,
                  alphas=F.check_alphas(_floats(args.alphas), "--alphas") if args.alphas else fr.alphas,
                  seeds=seeds, chosen=chosen, selected=not args.unselected,
@@ -498,7 +598,7 @@ def _sweep(args: argparse.Namespace, ctx: D.Context) -> Sweep:
                  image_cache=None if args.no_image_cache or not fr.image_cache else ctx.cache / "frontier_images",
                  prefix_cache=None if args.no_prefix_cache or not fr.prefix_cache else ctx.cache / "frontier_prefix",
                  runtime=args.runtime or fr.runtime,
-                 frontier=fr)
+                 frontier=fr, timed=timed)
 
 
 def _context(args: argparse.Namespace) -> D.Context:

@@ -1200,3 +1200,90 @@ def test_a_variants_sitting_does_not_replace_a_profile_of_other_settings(tmp_pat
     _profile(tmp_path)
     with pytest.raises(ValueError, match="swept other settings .*alphas.*run the profile first"):
         _profile(tmp_path, "--methods", "dva_beta1", "--seeds", "1", "--alphas", "0,1")
+
+
+def _timed(tmp_path, minutes, *extra, out="f.json"):
+    """A --timed sitting on the JSON of :func:`_profile` (its frontier.yaml and alphas)."""
+    ctx = D.Context(P.TABLE, "cub100", "mobilenetv2", "ROOT", tmp_path / "work", tmp_path / "cache", 1, {})
+    args = FR.build_parser().parse_args(["--dataset", "cub100", "--select", str(_select_json(tmp_path / "sel.json")),
+                                         "--alphas", "0,0.5,1", "--timed", minutes, *extra])
+    sw = FR._sweep(args, ctx)
+    three = {k: v for k, v in sw.frontier.methods.items() if k in ("dva", "ica", "full")}
+    sw = sw._replace(frontier=sw.frontier._replace(budgets=[10, 20], alphas=[0.0, 0.5, 1.0], seeds=2, methods=three,
+                                                   timed_methods=["dva", "ica", "full"], margin=1.05))
+    return ctx, sw
+
+
+def test_timed_runs_carry_the_equal_compute_curves_to_a_minute(tmp_path, fake):
+    """--timed: a run of each method whose budgets end before the minute, sized on its least seconds per step,
+    scored at alpha 1; its point joins the time curve only, the JSON stays complete, and nothing runs twice."""
+    res = _profile(tmp_path)
+    n = len(fake())
+    # fake seconds per step: dva 15, ica 18, full 24 -> the 20-step budgets end at 5, 6 and 8 min
+    assert [res["step_seconds"][m]["min"] for m in ("dva", "ica", "full")] == [15.0, 18.0, 24.0]
+    assert [e["id_r1"]["dva"] for e in res["summary"]["equal_time"] if e["minutes"] == 15.0] == [None]
+    ctx, sw = _timed(tmp_path, "15,7")
+    timed = FR.run_profile(ctx, sw, tmp_path / "f.json", ["--timed", "15,7"])
+    calls = fake()[n:]
+    # steps = ceil(minutes x 60 x 1.05 / least): at 7 dva ceil(29.4) = 30, ica ceil(24.5) = 25 (full's 8 min reach
+    # 7 already); at 15 dva 63, ica 53, full 40 (the 7-min runs do not reach 15)
+    assert [(c[0].split("_s0_")[0], c[1]) for c in calls] == [  # (the frozen run: resumed from its folder)
+        ("dva_b30", "1.0"), ("ica_b25", "1.0"), ("dva_b63", "1.0"), ("ica_b53", "1.0"), ("full_b40", "1.0")]
+    assert timed["timed_plan"]["dva@7"] == {"method": "dva", "minutes": 7.0, "s_per_step": 15.0, "margin": 1.05,
+                                            "steps": 30}
+    assert [(p["method"], p["budget"], p["alpha"], p["timed"]) for p in timed["timed_points"]] == [
+        ("dva", 30, 1.0, 7.0), ("ica", 25, 1.0, 7.0), ("dva", 63, 1.0, 15.0), ("ica", 53, 1.0, 15.0),
+        ("full", 40, 1.0, 15.0)]
+    assert timed["timed_points"][0]["train_minutes"] == pytest.approx(30 * 15 / 60)
+    # the sweep's points, the choice and completeness are untouched
+    assert timed["points"] == res["points"] and timed["recommended"] == res["recommended"] and timed["complete"]
+    at15 = next(e for e in timed["summary"]["equal_time"] if e["minutes"] == 15.0)
+    r1 = {b: 100 * (0.5 + 0.2 + 0.002 * b) for b in (20, 63)}  # the fake's ID R@1 of dva at alpha 1
+    assert at15["id_r1"]["dva"] == pytest.approx(r1[20] + (r1[63] - r1[20]) * (15 - 5) / (63 * 15 / 60 - 5))
+    assert at15["ahead"] == "full"  # the fake's full fine-tune: +10 ID R@1 at every budget
+    words = R.render_section([timed])
+    assert "runs sized to a comparison minute" in words and "30 steps for 7 min" in words
+    assert "| 63 (timed, 15 min) |" in words and "at 15 min: full fine-tune (WiSE-FT) ahead" in words
+    # again: all done, nothing runs; a profile sitting afterwards keeps the timed runs
+    m = len(fake())
+    FR.run_profile(ctx, sw, tmp_path / "f.json", ["--timed", "15,7"])
+    assert len(fake()) == m
+    again = _profile(tmp_path)
+    assert len(fake()) == m and again["timed_points"] == timed["timed_points"] and again["complete"]
+
+
+def test_a_timed_run_keeps_its_planned_steps_and_needs_the_profile(tmp_path, fake, monkeypatch):
+    ctx, sw = _timed(tmp_path, "7")
+    with pytest.raises(ValueError, match="run the profile first"):
+        FR.run_profile(ctx, sw, tmp_path / "f.json", [])
+    assert "run the profile first" in FR.plan(ctx, sw, tmp_path / "f.json")[0]
+    _profile(tmp_path)
+    lines = FR.plan(ctx, sw, tmp_path / "f.json")
+    assert any("dva 7 min (30 steps, alpha 1)" in ln for ln in lines) and "timed runs to 7 min" in lines[0]
+    assert any("full: its budgets reach 7 min already" in ln for ln in lines)
+    monkeypatch.setenv("FAKE_FAIL", "dva_b30")  # the sitting is cut short in its first timed run
+    with pytest.raises(RuntimeError):
+        FR.run_profile(ctx, sw, tmp_path / "f.json", [])
+    res = json.loads((tmp_path / "f.json").read_text())
+    assert res["timed_plan"]["dva@7"]["steps"] == 30 and not res["timed_points"] and res["complete"]
+    # the plan is kept: the next sitting runs the planned steps even if the least moved since
+    res["timed_plan"]["dva@7"]["steps"] = 33
+    (tmp_path / "f.json").write_text(json.dumps(res))
+    monkeypatch.delenv("FAKE_FAIL")
+    n = len(fake())
+    FR.run_profile(ctx, sw, tmp_path / "f.json", [])
+    assert [c[0].split("_s0_")[0] for c in fake()[n:]] == ["dva_b33", "ica_b25"]
+    with pytest.raises(ValueError, match="--budgets does not apply"):
+        _timed(tmp_path, "7", "--budgets", "10")
+    with pytest.raises(ValueError, match="positive"):
+        _timed(tmp_path, "0")
+
+
+def test_timed_steps_and_reaches():
+    assert A.timed_steps(15, 0.47, 1.05) == 2011 and A.timed_steps(1, 120.0) == 1
+    with pytest.raises(ValueError):
+        A.timed_steps(5, 0.0)
+    pts = [{"method": "frozen", "frozen": True, "alpha": 0.0, "id_r1": 40.0, "train_minutes": 0.0},
+           {"method": "dva", "frozen": False, "alpha": 1.0, "id_r1": 50.0, "train_minutes": 4.3},
+           {"method": "dva", "frozen": False, "alpha": 0.5, "id_r1": 45.0, "train_minutes": 9.0}]
+    assert A.reaches(pts, "dva", 4.3) and not A.reaches(pts, "dva", 5) and not A.reaches(pts, "ica", 1)

@@ -263,3 +263,26 @@ def test_frontier_variants_are_wanted_where_dva_sits_under_wise_ft(tmp_path, mon
     s = _states(tmp_path)
     note = "(not needed: DVA's frontier at or above the full fine-tune's)"
     assert s[("frontier", f"cub100 x mobilenetv2: variants {note}")] == "done"
+
+
+def test_timed_runs_are_wanted_where_a_curve_ends_before_the_minute(tmp_path):
+    from benchmarks.frontier.plan import FRONTIER
+
+    key = ("frontier", "cars196 x mobilenetv2: equal compute at 15 min")
+    assert _states(tmp_path)[key[0], key[1]] == "waiting: the cars196 x mobilenetv2 frontier"
+    pts = [{"method": "frozen", "frozen": True, "alpha": 0.0, "id_r1": 40.0, "train_minutes": 0.0},
+           {"method": "dva", "frozen": False, "alpha": 1.0, "id_r1": 50.0, "train_minutes": 4.3},
+           {"method": "ica", "frozen": False, "alpha": 1.0, "id_r1": 55.0, "train_minutes": 1.3},
+           {"method": "full", "frozen": False, "alpha": 1.0, "id_r1": 52.0, "train_minutes": 8.7}]
+    f = tmp_path / "frontier" / "cars196_mobilenetv2.json"
+    _write(f, {"complete": True, "points": pts, "runs": []})
+    assert M.timed_to_run("cars196", "mobilenetv2", 5, tmp_path) == ("to run", ["dva", "ica"])  # full reaches 8.7
+    items = {it.name: it for it in M.items(tmp_path)}
+    it = items["cars196 x mobilenetv2: equal compute at 15 min (dva, ica, full)"]
+    assert it.state == "to run" and it.argv[-2:] == ["--timed", "15"]
+    # a timed run of the minute makes the method done there, whatever its curve (a later run moved the least)
+    timed = [{"method": m, "timed": {"minutes": 5.0}} for m in ("dva", "ica")]
+    _write(f, {"complete": True, "points": pts, "runs": timed,
+               "timed_points": [{**pts[1], "train_minutes": 5.2, "timed": 5.0}]})
+    assert M.timed_to_run("cars196", "mobilenetv2", 5, tmp_path) == ("done", [])
+    assert M.timed_to_run("cars196", "mobilenetv2", 15, tmp_path) == ("to run", list(FRONTIER.timed_methods))
