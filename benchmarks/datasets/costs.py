@@ -109,12 +109,19 @@ def plan_lines(rows: list[tuple[str, str, float | None]], budget_s: float = 7200
     """
     lines = [f"  {name:<24} {tag:<44} " + ("[done]" if tag in done else f"~{format_minutes(est)}")
              for name, tag, est in rows]
-    left = [(tag, e) for _, tag, e in rows if tag not in done]
-    known = [e for _, e in left if e is not None]
+    left: dict[str, float | None] = {}
+    for _, tag, e in rows:  # a run listed twice (a select candidate equal to an earlier stage's) counts once
+        if tag not in done:
+            left.setdefault(tag, e)
+    known = [e for e in left.values() if e is not None]
     total = sum(known)
     fits = "within" if total <= budget_s else "OVER"
     missing = len(left) - len(known)
     n_done = len({tag for _, tag, _ in rows if tag in done})
+    if left and not known:  # no figure at all (a backbone with no measured run): "~0 min" would read as nothing to do
+        lines.append(f"  estimated total: unknown ({missing} run(s) without a measured cost: no run of this kind "
+                     "measured yet)")
+        return lines
     lines.append(f"  estimated total ~{total / 60:.0f} min ({fits} the {budget_s / 3600:.0f} h of a profile"
                  + (f"; {missing} run(s) without a measured cost" if missing else "")
                  + (f"; {n_done} run(s) done, not counted" if n_done else "") + ")")

@@ -358,13 +358,16 @@ def plan_printout(ctx: Context, args: argparse.Namespace) -> list[str]:
         for k, st in enumerate(ctx.table.stages):
             specs = select_stage_runs(ctx.table, ctx.backbone, common, k, {})
             # A candidate equal to an earlier stage's run is that run (its folder): no second cost.
-            rows += [(s.name, s.tag, 0.0 if s.tag in {t for _, t, _ in rows} else est(s)) for s in specs]
+            for s in specs:  # a repeat costs nothing more (0), unless its cost is unknown anyway
+                e = est(s)
+                rows.append((s.name, s.tag, e if s.tag not in {t for _, t, _ in rows} or e is None else 0.0))
             dear_specs = select_stage_runs(ctx.table, ctx.backbone, common, k, dear)
             worst += sum(est(s) or 0.0 for s in dear_specs if s.tag not in seen)
             seen |= {s.tag for s in dear_specs}
             dear[st.name] = max(zip(map(est, dear_specs), st.of(ctx.backbone)), key=lambda t: t[0] or 0.0)[1]
         lines += K.plan_lines(rows, done=finished(ctx, [t for _, t, _ in rows]))
-        lines.append(f"  worst case (the dearest candidate of each stage wins): ~{worst / 60:.0f} min")
+        if any(e is not None for *_, e in rows):  # else nothing is measured: no worst case either
+            lines.append(f"  worst case (the dearest candidate of each stage wins): ~{worst / 60:.0f} min")
         return lines
     sel = Path(args.select or RESULTS / f"{ctx.dataset}_{ctx.backbone}_select.json")
     if sel.is_file():

@@ -122,6 +122,9 @@ def test_plan_lines_leave_finished_runs_out_of_the_total():
     lines = K.plan_lines(rows, done={"b_s0_2", "c_s0_3"})
     assert lines[1].endswith("[done]") and lines[0].endswith("~10 min")
     assert lines[-1] == "  estimated total ~10 min (within the 2 h of a profile; 2 run(s) done, not counted)"
+    # nothing measured: no total (not "~0 min", which would read as nothing to do)
+    assert K.plan_lines([("c", "c_s0_3", None), ("d", "d_s0_4", None)])[-1] == (
+        "  estimated total: unknown (2 run(s) without a measured cost: no run of this kind measured yet)")
 
 
 def test_main_plan_marks_finished_runs_and_a_row_of_another_rows_settings(tmp_path, capsys):
