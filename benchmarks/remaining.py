@@ -127,7 +127,7 @@ def variants_to_run(dataset: str, backbone: str, results: Path = RESULTS) -> tup
 def timed_to_run(dataset: str, backbone: str, minutes: float, results: Path = RESULTS) -> tuple[str, list[str]]:
     """The state of the pair's equal-compute runs at ``minutes`` (``--timed``) and the methods still to run:
     wanted once the pair's profile is complete, for each of frontier.yaml's ``timed_methods`` whose curve
-    (budgets and timed runs so far) ends before ``minutes`` and that has no timed run of that minute."""
+    (budgets and timed runs so far) ends before ``minutes``."""
     from benchmarks.frontier import analysis as A
     from benchmarks.frontier.plan import FRONTIER
 
@@ -135,8 +135,7 @@ def timed_to_run(dataset: str, backbone: str, minutes: float, results: Path = RE
     if not res or not res.get("complete"):
         return f"waiting: the {dataset} x {backbone} frontier", []
     pts = (res.get("points") or []) + (res.get("timed_points") or [])
-    done = {(r.get("method"), float(r["timed"]["minutes"])) for r in res.get("runs") or [] if r.get("timed")}
-    todo = [m for m in FRONTIER.timed_methods if (m, float(minutes)) not in done and not A.reaches(pts, m, minutes)]
+    todo = [m for m in FRONTIER.timed_methods if not A.reaches(pts, m, minutes)]
     return ("to run" if todo else "done"), todo
 
 

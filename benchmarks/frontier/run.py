@@ -259,20 +259,23 @@ def timed_runs(ctx: D.Context, sw: Sweep, base: list[str], result: dict[str, Any
 
     A run's steps are fixed when first planned and kept in ``tplan`` (the JSON's ``timed_plan``), so a
     sitting cut short resumes the same run even after other runs have moved the method's least seconds per
-    step; a (method, minute) with a finished timed run is done."""
+    step. A finished timed run whose point fell short of its minute (it, or a later run, lowered the least)
+    stays on the curve, and the minute is planned again on today's least: only a curve that reaches the
+    minute makes it done."""
     pts = result["points"] + (result.get("timed_points") or [])
     per = result.get("step_seconds") or {}
-    done = {(r["method"], float(r["timed"]["minutes"])) for r in result.get("runs") or [] if r.get("timed")}
+    finished = {(r["method"], int(r["steps"])) for r in result.get("runs") or [] if r.get("timed")}
     out = []
     for t in sw.timed:
         for m in sw.methods:
             key = f"{m.name}@{t:g}"
-            if (m.name, float(t)) in done:
-                say(f"[done] {m.name}: its {t:g}-min timed run")
-                continue
             if A.reaches(pts, m.name, t):
-                say(f"({m.name}: its budgets reach {t:g} min already; no timed run)")
+                say(f"[done] {m.name}: its curve reaches {t:g} min (its budgets or a timed run)")
                 continue
+            if key in tplan and (m.name, tplan[key]["steps"]) in finished and m.name in per:
+                say(f"({m.name}: its {tplan[key]['steps']}-step timed run fell short of {t:g} min on today's "
+                    "least seconds per step; planned again)")
+                del tplan[key]
             if key not in tplan:
                 if m.name not in per:
                     say(f"({m.name}: no trained run of it on this pair to size a {t:g}-min run from; run the profile "
@@ -299,7 +302,12 @@ def run_profile(ctx: D.Context, sw: Sweep, out: Path, argv: list[str]) -> dict[s
     if sw.timed and old is None:
         raise ValueError(f"{C.repo_relative(out)}: no frontier JSON of these settings to size the timed runs from; "
                          "run the profile first")
-    tplan: dict[str, dict[str, Any]] = dict((old or {}).get("timed_plan") or {})
+    # a plan of a method whose settings changed since is void (its runs are not carried over either)
+    known = {n: method_settings(m) for n, m in yaml_methods(sw, ctx.backbone).items()}
+    was = ((old or {}).get("settings") or {}).get("methods") or {}
+    tplan: dict[str, dict[str, Any]] = {k: v for k, v in ((old or {}).get("timed_plan") or {}).items()
+                                        if v["method"] in known
+                                        and json.dumps(was.get(v["method"])) == json.dumps(known[v["method"]])}
     prior = earlier_runs(out, ctx, sw)
     timed = [r for r in prior if r.get("timed")]
     prior = [r for r in prior if not r.get("timed")]
@@ -465,9 +473,10 @@ def plan_lines(ctx: D.Context, sw: Sweep, result: dict[str, Any] | None = None,
     if sw.seeds > 1 and result and result.get("complete"):
         lines.append(f"  the recommended points' seeds: done ({result.get('json', 'the JSON')} is complete)")
     elif sw.seeds > 1:
+        most = ("unknown (no measured run of this kind)" if not worst or None in worst
+                else f"~{(sw.seeds - 1) * sum(w or 0.0 for w in worst) / 60:.0f} min")
         lines.append(f"  then {sw.seeds - 1} more seed(s) of each method's recommended (budget, alpha), known after "
-                     f"the sweep: at most ~{(sw.seeds - 1) * sum(w or 0.0 for w in worst) / 60:.0f} min "
-                     f"(every method at {sw.budgets[-1]} steps)")
+                     f"the sweep: at most {most} (every method at {sw.budgets[-1]} steps)")
     return lines
 
 

@@ -572,8 +572,9 @@ FAKE_WORKER = textwrap.dedent('''
         sets.update({g["name"]: {"recall@1": ood, "map@r": ood / 2} for g in fr["ood"]})
         return sets
     train = spec["kind"] == "train"
+    fast = 0.8 if os.environ.get("FAKE_FAST") and out.name.startswith(os.environ["FAKE_FAST"]) else 1.0
     res = {"name": spec["name"], "method": fr["method"], "budget": b, "seed": seed, "kind": spec["kind"],
-           "folder": out.name, "steps": b if train else 0, "train_seconds": {"dva": 15.0, "ica": 18.0, "full": 24.0, "dva_anchor": 16.0}.get(fr["method"], 0.0) * b
+           "folder": out.name, "steps": b if train else 0, "train_seconds": {"dva": 15.0, "ica": 18.0, "full": 24.0, "dva_anchor": 16.0}.get(fr["method"], 0.0) * b * fast
            if train else 0.0, "prep_seconds": 0.0, "images_processed": 32 * b if train else 0,
            "metrics": {"recall@1": 0.5, "map@r": 0.3}, "scores": {format(float(a), "g"): scores(a) for a in fr["alphas"]},
            "sweep": {"image_alphas": 100 * len(fr["alphas"]), "embed_seconds": 30.0 * len(fr["alphas"]),
@@ -1260,7 +1261,7 @@ def test_a_timed_run_keeps_its_planned_steps_and_needs_the_profile(tmp_path, fak
     _profile(tmp_path)
     lines = FR.plan(ctx, sw, tmp_path / "f.json")
     assert any("dva 7 min (30 steps, alpha 1)" in ln for ln in lines) and "timed runs to 7 min" in lines[0]
-    assert any("full: its budgets reach 7 min already" in ln for ln in lines)
+    assert any("[done] full: its curve reaches 7 min" in ln for ln in lines)
     monkeypatch.setenv("FAKE_FAIL", "dva_b30")  # the sitting is cut short in its first timed run
     with pytest.raises(RuntimeError):
         FR.run_profile(ctx, sw, tmp_path / "f.json", [])
@@ -1277,6 +1278,38 @@ def test_a_timed_run_keeps_its_planned_steps_and_needs_the_profile(tmp_path, fak
         _timed(tmp_path, "7", "--budgets", "10")
     with pytest.raises(ValueError, match="positive"):
         _timed(tmp_path, "0")
+
+
+def test_a_timed_run_that_fell_short_of_its_minute_is_planned_again(tmp_path, fake, monkeypatch):
+    """A timed run that lowers its method's least seconds per step can land short of its minute: it stays on the
+    curve, the next sitting sizes a longer one on the new least; a plan of a method whose settings changed is void."""
+    _profile(tmp_path)
+    ctx, sw = _timed(tmp_path, "15", "--methods", "dva")
+    monkeypatch.setenv("FAKE_FAST", "dva_b63")  # this run trains at 12 s/step, not 15
+    first = FR.run_profile(ctx, sw, tmp_path / "f.json", [])
+    assert first["step_seconds"]["dva"]["min"] == pytest.approx(12.0)
+    assert first["timed_points"][0]["train_minutes"] == pytest.approx(63 * 12 / 60)  # 12.6 < 15
+    assert next(e for e in first["summary"]["equal_time"] if e["minutes"] == 15.0)["id_r1"]["dva"] is None
+    monkeypatch.delenv("FAKE_FAST")
+    n = len(fake())
+    said = []
+    assert [(m.name, st) for m, _, st, _ in FR.timed_runs(ctx, sw, [], first, dict(first["timed_plan"]), said.append)
+            ] == [("dva", 79)]  # ceil(15 x 60 x 1.05 / 12)
+    assert "fell short of 15 min" in said[0]
+    again = FR.run_profile(ctx, sw, tmp_path / "f.json", [])
+    assert [c[0].split("_s0_")[0] for c in fake()[n:]] == ["dva_b79"]
+    assert [p["budget"] for p in again["timed_points"]] == [63, 79] and again["timed_plan"]["dva@15"]["steps"] == 79
+    at15 = next(e for e in again["summary"]["equal_time"] if e["minutes"] == 15.0)
+    assert at15["id_r1"]["dva"] is not None
+    FR.run_profile(ctx, sw, tmp_path / "f.json", [])
+    assert len(fake()) == n + 1  # reached: nothing more
+    # a plan made for other settings of the method is dropped with its runs
+    res = json.loads((tmp_path / "f.json").read_text())
+    res["settings"]["methods"]["dva"]["label"] = "DVA (older)"
+    res["timed_plan"]["dva@45"] = {**res["timed_plan"]["dva@15"], "minutes": 45.0, "steps": 5}
+    (tmp_path / "f.json").write_text(json.dumps(res))
+    ctx, sw = _timed(tmp_path, "45", "--methods", "ica")
+    assert "dva@45" not in FR.run_profile(ctx, sw, tmp_path / "f.json", [])["timed_plan"]
 
 
 def test_timed_steps_and_reaches():

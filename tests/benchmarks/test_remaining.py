@@ -280,9 +280,11 @@ def test_timed_runs_are_wanted_where_a_curve_ends_before_the_minute(tmp_path):
     items = {it.name: it for it in M.items(tmp_path)}
     it = items["cars196 x mobilenetv2: equal compute at 15 min (dva, ica, full)"]
     assert it.state == "to run" and it.argv[-2:] == ["--timed", "15"]
-    # a timed run of the minute makes the method done there, whatever its curve (a later run moved the least)
+    # done where the curve reaches the minute: a timed run that fell short of it (the least moved) is not enough
     timed = [{"method": m, "timed": {"minutes": 5.0}} for m in ("dva", "ica")]
-    _write(f, {"complete": True, "points": pts, "runs": timed,
-               "timed_points": [{**pts[1], "train_minutes": 5.2, "timed": 5.0}]})
+    tp = [{**pts[1], "train_minutes": 5.2, "timed": 5.0}, {**pts[2], "train_minutes": 4.9, "timed": 5.0}]
+    _write(f, {"complete": True, "points": pts, "runs": timed, "timed_points": tp})
+    assert M.timed_to_run("cars196", "mobilenetv2", 5, tmp_path) == ("to run", ["ica"])
+    _write(f, {"complete": True, "points": pts, "runs": timed, "timed_points": [tp[0], {**tp[1], "train_minutes": 5.0}]})
     assert M.timed_to_run("cars196", "mobilenetv2", 5, tmp_path) == ("done", [])
     assert M.timed_to_run("cars196", "mobilenetv2", 15, tmp_path) == ("to run", list(FRONTIER.timed_methods))
