@@ -30,6 +30,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -252,8 +253,17 @@ def same_sweep(out: Path, ctx: D.Context, sw: Sweep) -> dict[str, Any] | None:
     return old if all(json.dumps(now.get(k)) == json.dumps(was.get(k)) for k in SAME_SWEEP) else None
 
 
-def timed_runs(ctx: D.Context, sw: Sweep, base: list[str], result: dict[str, Any],
-               tplan: dict[str, dict[str, Any]], say: Any = print) -> list[tuple[F.Method, float, int, P.RunSpec]]:
+def kept_timed_plan(old: dict[str, Any] | None, ctx: D.Context, sw: Sweep) -> dict[str, dict[str, Any]]:
+    """The JSON's ``timed_plan`` less the plans of methods whose settings changed since (their runs are not
+    carried over either, :func:`earlier_runs`)."""
+    known = {n: method_settings(m) for n, m in yaml_methods(sw, ctx.backbone).items()}
+    was = ((old or {}).get("settings") or {}).get("methods") or {}
+    return {k: v for k, v in ((old or {}).get("timed_plan") or {}).items()
+            if v["method"] in known and json.dumps(was.get(v["method"])) == json.dumps(known[v["method"]])}
+
+
+def timed_runs(ctx: D.Context, sw: Sweep, base: list[str], result: dict[str, Any], tplan: dict[str, dict[str, Any]],
+               say: Callable[[str], None] = print) -> list[tuple[F.Method, float, int, P.RunSpec]]:
     """The timed runs of a ``--timed`` sitting: (method, minutes, steps, spec) for every minute of ``sw.timed``
     that a method's equal-compute curve in ``result`` does not reach yet.
 
@@ -302,12 +312,7 @@ def run_profile(ctx: D.Context, sw: Sweep, out: Path, argv: list[str]) -> dict[s
     if sw.timed and old is None:
         raise ValueError(f"{C.repo_relative(out)}: no frontier JSON of these settings to size the timed runs from; "
                          "run the profile first")
-    # a plan of a method whose settings changed since is void (its runs are not carried over either)
-    known = {n: method_settings(m) for n, m in yaml_methods(sw, ctx.backbone).items()}
-    was = ((old or {}).get("settings") or {}).get("methods") or {}
-    tplan: dict[str, dict[str, Any]] = {k: v for k, v in ((old or {}).get("timed_plan") or {}).items()
-                                        if v["method"] in known
-                                        and json.dumps(was.get(v["method"])) == json.dumps(known[v["method"]])}
+    tplan = kept_timed_plan(old, ctx, sw)
     prior = earlier_runs(out, ctx, sw)
     timed = [r for r in prior if r.get("timed")]
     prior = [r for r in prior if not r.get("timed")]
@@ -491,7 +496,7 @@ def plan(ctx: D.Context, sw: Sweep, out: Path) -> list[str]:
                     "run the profile first"]
         base = F.common(ctx.table, ctx.dataset, ctx.backbone, ctx.root, ctx.cache, ctx.threads)
         said: list[str] = []
-        todo = timed_runs(ctx, sw, base, old, dict(old.get("timed_plan") or {}), said.append)
+        todo = timed_runs(ctx, sw, base, old, kept_timed_plan(old, ctx, sw), said.append)
         return plan_lines(ctx, sw, old, todo) + [f"  {s}" for s in said]
     return plan_lines(ctx, sw, old)
 
