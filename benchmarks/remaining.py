@@ -129,12 +129,13 @@ def timed_to_run(dataset: str, backbone: str, minutes: float, results: Path = RE
     wanted once the pair's profile is complete, for each of frontier.yaml's ``timed_methods`` whose curve
     (budgets and timed runs so far) ends before ``minutes``."""
     from benchmarks.frontier import analysis as A
+    from benchmarks.frontier import render as R
     from benchmarks.frontier.plan import FRONTIER
 
     res = _json(results / "frontier" / f"{dataset}_{backbone}.json")
     if not res or not res.get("complete"):
         return f"waiting: the {dataset} x {backbone} frontier", []
-    pts = (res.get("points") or []) + (res.get("timed_points") or [])
+    pts = R.time_points(res)
     todo = [m for m in FRONTIER.timed_methods if not A.reaches(pts, m, minutes)]
     return ("to run" if todo else "done"), todo
 

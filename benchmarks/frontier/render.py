@@ -30,7 +30,7 @@ def design_changes(result: dict[str, Any]) -> list[str]:
 # ----------------------------------------------------------------------------- derived figures
 def time_points(result: dict[str, Any]) -> list[dict[str, Any]]:
     """The points of the equal-compute curves: the sweep's, then the timed runs' (alpha 1; ``--timed``)."""
-    return result["points"] + (result.get("timed_points") or [])
+    return (result.get("points") or []) + (result.get("timed_points") or [])
 
 
 def _frozen(result: dict[str, Any]) -> dict[str, Any] | None:

@@ -272,7 +272,7 @@ def timed_runs(ctx: D.Context, sw: Sweep, base: list[str], result: dict[str, Any
     step. A finished timed run whose point fell short of its minute (it, or a later run, lowered the least)
     stays on the curve, and the minute is planned again on today's least: only a curve that reaches the
     minute makes it done."""
-    pts = result["points"] + (result.get("timed_points") or [])
+    pts = R.time_points(result)
     per = result.get("step_seconds") or {}
     finished = {(r["method"], int(r["steps"])) for r in result.get("runs") or [] if r.get("timed")}
     out = []
