@@ -127,15 +127,16 @@ def variants_to_run(dataset: str, backbone: str, results: Path = RESULTS) -> tup
 def timed_to_run(dataset: str, backbone: str, minutes: float, results: Path = RESULTS) -> tuple[str, list[str]]:
     """The state of the pair's equal-compute runs at ``minutes`` (``--timed``) and the methods still to run:
     wanted once the pair's profile is complete, for each of frontier.yaml's ``timed_methods`` whose curve
-    (budgets and timed runs so far) ends before ``minutes``."""
+    (budgets and timed runs so far; those validated as frontier.yaml's ``timed_select`` says now) ends before
+    ``minutes``."""
     from benchmarks.frontier import analysis as A
     from benchmarks.frontier import render as R
-    from benchmarks.frontier.plan import FRONTIER
+    from benchmarks.frontier.plan import FRONTIER, timed_select
 
     res = _json(results / "frontier" / f"{dataset}_{backbone}.json")
     if not res or not res.get("complete"):
         return f"waiting: the {dataset} x {backbone} frontier", []
-    pts = R.time_points(res)
+    pts = R.time_points(res, timed_select(FRONTIER))
     todo = [m for m in FRONTIER.timed_methods if not A.reaches(pts, m, minutes)]
     return ("to run" if todo else "done"), todo
 

@@ -218,11 +218,15 @@ def time_curve(pts: list[dict[str, Any]], method: str) -> list[Point]:
     """``(training minutes, ID R@1)`` of the method's alpha-1 points, one per budget, by minutes, from the
     frozen backbone at 0 minutes (every method's model before its first step) when it was measured.
 
-    A point without recorded minutes is left out.
+    A point without recorded minutes is left out. A timed run its validation stopped early (``stopped_early``)
+    stays at its best model from its last step to the minute it was sized for (``timed``): a user given that
+    many minutes would have stopped where it did.
     """
-    curve = sorted((p["train_minutes"], p["id_r1"]) for p in pts
-                   if p["method"] == method and p["alpha"] == 1.0 and p["id_r1"] is not None
-                   and p["train_minutes"] is not None)
+    own = [p for p in pts if p["method"] == method and p["alpha"] == 1.0 and p["id_r1"] is not None
+           and p["train_minutes"] is not None]
+    curve = sorted([(p["train_minutes"], p["id_r1"]) for p in own]
+                   + [(float(p["timed"]), p["id_r1"]) for p in own
+                      if p.get("stopped_early") and p.get("timed") is not None and p["timed"] > p["train_minutes"]])
     frozen = next((p for p in pts if p["frozen"] and p["id_r1"] is not None), None)
     return ([(0.0, frozen["id_r1"])] if frozen is not None and curve else []) + curve
 

@@ -80,6 +80,10 @@ class Frontier(NamedTuple):
     image_cache: bool
     prefix_cache: bool
     runtime: str
+    # a timed run's validation: evaluate every this many epochs, keep the best model, stop after patience
+    # evaluations without a better one (0: never stop early)
+    timed_eval_every: int = 1
+    timed_patience: int = 3
 
 
 def check_alphas(alphas: list[float], where: str) -> list[float]:
@@ -136,6 +140,11 @@ def load_frontier(path: str | Path = FRONTIER_FILE, table: P.Table = P.TABLE) ->
             if m not in methods]
     if not 1.0 <= float(ec.get("margin", 1.0)) <= 2.0:
         bad.append(f"equal_compute.margin must be in [1, 2], got {ec.get('margin')!r}")
+    sel = ec.get("timed_select") or {}
+    if set(sel) - {"eval_every", "patience"}:
+        bad.append(f"equal_compute.timed_select: unknown key(s) {sorted(set(sel) - {'eval_every', 'patience'})}")
+    if not int(sel.get("eval_every", 1)) >= 1 or not int(sel.get("patience", 3)) >= 0:
+        bad.append(f"equal_compute.timed_select: eval_every must be 1 or more epochs and patience 0 or more, got {sel}")
     if any(not (float(m) > 0) for m in ec["minutes"]):
         bad.append(f"equal_compute.minutes must be positive, got {ec['minutes']!r}")
     if bad:
@@ -148,7 +157,8 @@ def load_frontier(path: str | Path = FRONTIER_FILE, table: P.Table = P.TABLE) ->
                     timed_methods=[str(m) for m in ec.get("timed_methods", [])], margin=float(ec.get("margin", 1.0)),
                     targets=dict(raw["targets"]),
                     image_cache=bool(raw["image_cache"]), prefix_cache=bool(raw["prefix_cache"]),
-                    runtime=str(raw["runtime"]))
+                    runtime=str(raw["runtime"]), timed_eval_every=int(sel.get("eval_every", 1)),
+                    timed_patience=int(sel.get("patience", 3)))
 
 
 FRONTIER = load_frontier()
@@ -208,6 +218,20 @@ def method_run(table: P.Table, dataset: str, backbone: str, base: list[str], cho
         spec = spec._replace(overrides=spec.overrides + list(method.extra),
                              row_overrides=spec.row_overrides + list(method.extra))
     return spec._replace(name=method.name, tag=f"{method.name}_b{budget}_s{seed}_{P.digest(spec.overrides)}")
+
+
+def timed_select(fr: Frontier) -> dict[str, int]:
+    """How a timed run is validated (``equal_compute.timed_select``): what its plan and result record."""
+    return {"eval_every": fr.timed_eval_every, "patience": fr.timed_patience}
+
+
+def timed_method(method: Method, fr: Frontier) -> Method:
+    """``method`` as a timed run trains it: evaluated on the validation classes every ``timed_eval_every``
+    epochs, ``best.safetensors`` kept, stopped after ``timed_patience`` evaluations without a better
+    validation MAP@R (after the harness's ``--train.eval_every 0 --train.patience 0``: these win, and the
+    run's tag digest covers them)."""
+    return method._replace(extra=method.extra + ("--train.eval_every", str(fr.timed_eval_every),
+                                                 "--train.patience", str(fr.timed_patience)))
 
 
 def effective(tokens: list[str]) -> dict[str, str]:

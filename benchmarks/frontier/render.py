@@ -28,9 +28,12 @@ def design_changes(result: dict[str, Any]) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- derived figures
-def time_points(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """The points of the equal-compute curves: the sweep's, then the timed runs' (alpha 1; ``--timed``)."""
-    return (result.get("points") or []) + (result.get("timed_points") or [])
+def time_points(result: dict[str, Any], select: dict[str, int] | None = None) -> list[dict[str, Any]]:
+    """The points of the equal-compute curves: the sweep's, then the timed runs' (alpha 1; ``--timed``);
+    with ``select`` (frontier.yaml's ``timed_select`` now), only the timed runs validated that way (the next
+    sitting drops the others)."""
+    timed = result.get("timed_points") or []
+    return (result.get("points") or []) + [p for p in timed if select is None or p.get("select") == select]
 
 
 def _frozen(result: dict[str, Any]) -> dict[str, Any] | None:
@@ -147,12 +150,20 @@ def points_table(result: dict[str, Any]) -> str:
     """Every point: method, budget, alpha, validation and ID scores, each OOD R@1 and the mean, training."""
     ood = result["settings"]["ood"]
     body = [[_label(result, p["method"]), "-" if p["frozen"] else p["budget"] if p.get("timed") is None
-             else f"{p['budget']} (timed, {p['timed']:g} min)", f"{p['alpha']:g}", num(p["val_r1"]),
+             else f"{p['budget']} (timed, {p['timed']:g} min{_chosen(p, '; ')})", f"{p['alpha']:g}", num(p["val_r1"]),
              num(p["val_map"]), num(p["id_r1"]), num(p["id_map"]), *[num(p["ood"].get(g)) for g in ood],
              num(p["mean_ood"]), num(p["train_minutes"]), f"{p['images']:,}"] for p in time_points(result)]
     header = ["method", "steps", "alpha", "val R@1", "val MAP@R", "ID R@1", "ID MAP@R",
               *[f"OOD R@1 {g}" for g in ood], "mean OOD R@1", "train min", "images"]
     return C.md_table(header, body, "lrr" + "r" * (len(header) - 3))
+
+
+def _chosen(p: dict[str, Any], sep: str) -> str:
+    """Which model of a validated timed run was scored: "" for one without periodic validation."""
+    if p.get("model_step") is None:
+        return ""
+    stop = f", stopped early at {p['steps']:,}" if p.get("stopped_early") else ""
+    return f"{sep}validation's best at step {p['model_step']:,}{stop}"
 
 
 def _ms(v: list[float] | None, n: int) -> str:
@@ -304,12 +315,18 @@ def timed_note(result: dict[str, Any]) -> str:
         return ""
     plan = result.get("timed_plan") or {}
     each = "; ".join(f"{_label(result, p['method'])} {p['budget']:,} steps for {p['timed']:g} min "
-                     f"({num(p['train_minutes'])} min on the clock)" for p in tp)
+                     f"({num(p['train_minutes'])} min on the clock{_chosen(p, ', ')})" for p in tp)
     margin = {v.get("margin") for v in plan.values()} - {None}
+    sel = result["settings"].get("timed_select")
+    how = ("" if sel is None or all(p.get("model_step") is None for p in tp) else
+           f" Each evaluates on the validation classes every {sel['eval_every']} epoch"
+           f"{'s' * (sel['eval_every'] != 1)} and is scored with the model of its best validation MAP@R"
+           + (f", stopped after {sel['patience']} evaluations without a better one; one stopped early holds that "
+              "model up to its minute" if sel["patience"] else "") + ".")
     return (" Past the sweep's budgets the curves rest on runs sized to a comparison minute (steps = minutes x 60"
             + (f" x {', '.join(f'{m:g}' for m in sorted(margin))}" if margin else "")
             + f" / the method's least seconds per step when planned), alpha 1 only, not candidates of the "
-            f"recommended points: {each}.")
+            f"recommended points: {each}.{how}")
 
 
 def _order(result: dict[str, Any]) -> list[str]:

@@ -74,11 +74,12 @@ def covers(res: dict[str, Any], alphas: list[float], sets: list[str]) -> bool:
     return all(s in (sc.get(akey(a)) or {}) for a in alphas for s in sets)
 
 
-def section(sw: Sweep, method: str, budget: int, dial: str, alphas: list[float]) -> dict[str, Any]:
-    """A run's ``frontier`` section of its spec (what the worker scores)."""
+def section(sw: Sweep, method: str, budget: int, dial: str, alphas: list[float], model: str = "last") -> dict[str, Any]:
+    """A run's ``frontier`` section of its spec (what the worker scores; ``model``: ``last``, or ``best``, the
+    model its periodic validation chose: a timed run)."""
     return {"method": method, "budget": budget, "dial": dial, "alphas": alphas,
             "ood": [g._asdict() for g in sw.galleries], "image_cache": str(sw.image_cache) if sw.image_cache else None,
-            "prefix_cache": str(sw.prefix_cache) if sw.prefix_cache else None, "runtime": sw.runtime}
+            "prefix_cache": str(sw.prefix_cache) if sw.prefix_cache else None, "runtime": sw.runtime, "model": model}
 
 
 def run_point(ctx: D.Context, spec: P.RunSpec, fr: dict[str, Any]) -> dict[str, Any]:
@@ -125,7 +126,8 @@ def settings(ctx: D.Context, sw: Sweep) -> dict[str, Any]:
             "seeds": max(sw.seeds, fr.seeds) if any(not m.variant for m in sw.methods) else fr.seeds,
             # frontier.yaml's whole profile: a sitting's own methods and budgets above may be fewer
             "profile": {"methods": list(fr.methods), "budgets": list(fr.budgets), "alphas": list(fr.alphas)},
-            "clock": fr.clock, "minutes": fr.minutes, "targets": fr.targets, "selected": sw.selected,
+            "clock": fr.clock, "minutes": fr.minutes, "timed_select": F.timed_select(fr), "targets": fr.targets,
+            "selected": sw.selected,
             "selection": ("the select JSON's chosen values" if sw.selected else
                           "UNSELECTED: every select stage's first candidate (--unselected), not a validation choice"),
             "select_json": sw.select_json, "chosen_tokens": sw.chosen, "ood": [g.name for g in sw.galleries],
@@ -145,7 +147,8 @@ def build_result(ctx: D.Context, sw: Sweep, frozen: dict[str, Any] | None, runs:
     per_step = A.step_seconds(trained)
     pts = A.points(frozen, runs, sw.alphas, s["ood"], sw.frontier.clock, per_step)
     # a timed run: a point of the equal-compute curve only (alpha 1), never a candidate of the choice below
-    tpts = [{**p, "timed": r["timed"]["minutes"]} for r in timed
+    tpts = [{**p, "timed": r["timed"]["minutes"], "steps": r.get("steps"), "model_step": r.get("model_step"),
+             "stopped_early": bool(r.get("early_stop")), "select": r["timed"].get("select")} for r in timed
             if (p := A.point_of(r, 1.0, s["ood"], clock=sw.frontier.clock, per_step=per_step)) is not None]
     rec = {}
     for m in sw.methods:
@@ -258,8 +261,10 @@ def kept_timed_plan(old: dict[str, Any] | None, ctx: D.Context, sw: Sweep) -> di
     carried over either, :func:`earlier_runs`)."""
     known = {n: method_settings(m) for n, m in yaml_methods(sw, ctx.backbone).items()}
     was = ((old or {}).get("settings") or {}).get("methods") or {}
+    sel = F.timed_select(sw.frontier)
     return {k: v for k, v in ((old or {}).get("timed_plan") or {}).items()
-            if v["method"] in known and json.dumps(was.get(v["method"])) == json.dumps(known[v["method"]])}
+            if v["method"] in known and json.dumps(was.get(v["method"])) == json.dumps(known[v["method"]])
+            and v.get("select") == sel}
 
 
 def timed_runs(ctx: D.Context, sw: Sweep, base: list[str], result: dict[str, Any], tplan: dict[str, dict[str, Any]],
@@ -271,10 +276,13 @@ def timed_runs(ctx: D.Context, sw: Sweep, base: list[str], result: dict[str, Any
     sitting cut short resumes the same run even after other runs have moved the method's least seconds per
     step. A finished timed run whose point fell short of its minute (it, or a later run, lowered the least)
     stays on the curve, and the minute is planned again on today's least: only a curve that reaches the
-    minute makes it done."""
-    pts = R.time_points(result)
+    minute makes it done (a run its validation stopped early reaches its own minute: :func:`A.time_curve`).
+    Each run trains as :func:`F.timed_method` says: validated every epoch, its best model scored."""
+    sel = F.timed_select(sw.frontier)
+    pts = R.time_points(result, sel)  # (the --plan's JSON as it is: the timed runs of another validation not counted)
     per = result.get("step_seconds") or {}
-    finished = {(r["method"], int(r["steps"])) for r in result.get("runs") or [] if r.get("timed")}
+    finished = {(r["method"], int(r["budget"])) for r in result.get("runs") or []
+                if r.get("timed") and r["timed"].get("select") == sel}
     out = []
     for t in sw.timed:
         for m in sw.methods:
@@ -293,10 +301,11 @@ def timed_runs(ctx: D.Context, sw: Sweep, base: list[str], result: dict[str, Any
                     continue
                 least = per[m.name]["min"]
                 tplan[key] = {"method": m.name, "minutes": float(t), "s_per_step": least,
-                              "margin": sw.frontier.margin, "steps": A.timed_steps(t, least, sw.frontier.margin)}
+                              "margin": sw.frontier.margin, "steps": A.timed_steps(t, least, sw.frontier.margin),
+                              "select": sel}
             steps = int(tplan[key]["steps"])
-            out.append((m, float(t), steps, F.method_run(ctx.table, ctx.dataset, ctx.backbone, base, sw.chosen, m,
-                                                         steps, 0)))
+            out.append((m, float(t), steps, F.method_run(ctx.table, ctx.dataset, ctx.backbone, base, sw.chosen,
+                                                         F.timed_method(m, sw.frontier), steps, 0)))
     return out
 
 
@@ -314,7 +323,8 @@ def run_profile(ctx: D.Context, sw: Sweep, out: Path, argv: list[str]) -> dict[s
                          "run the profile first")
     tplan = kept_timed_plan(old, ctx, sw)
     prior = earlier_runs(out, ctx, sw)
-    timed = [r for r in prior if r.get("timed")]
+    # a timed run validated otherwise than frontier.yaml's timed_select now (or not at all) is dropped, as its plan
+    timed = [r for r in prior if r.get("timed") and r["timed"].get("select") == F.timed_select(sw.frontier)]
     prior = [r for r in prior if not r.get("timed")]
     carried = {r["method"] for r in prior}
     running = {m.name for m in sw.methods}
@@ -342,8 +352,9 @@ def run_profile(ctx: D.Context, sw: Sweep, out: Path, argv: list[str]) -> dict[s
         todo = timed_runs(ctx, sw, base, write(), tplan)
         write()  # the planned steps first: a sitting cut short resumes the same runs
         for m, t, steps, spec in todo:
-            res = run_point(ctx, spec, section(sw, m.name, steps, m.dial, [1.0]))
-            timed = [r for r in timed if r.get("folder") != res.get("folder")] + [{**res, "timed": {"minutes": t}}]
+            res = run_point(ctx, spec, section(sw, m.name, steps, m.dial, [1.0], model="best"))
+            timed = [r for r in timed if r.get("folder") != res.get("folder")] + [
+                {**res, "timed": {"minutes": t, "select": F.timed_select(sw.frontier)}}]
             write()
         return write(final=True)
     write()
@@ -467,7 +478,10 @@ def plan_lines(ctx: D.Context, sw: Sweep, result: dict[str, Any] | None = None,
             if D.finished_result(ctx.work / t) is not None or covers(ctx.reused[t], wants[t], sets)}
     lines += K.plan_lines(rows, done=done)
     if timed is not None:
-        return lines
+        sel = F.timed_select(sw.frontier)
+        return lines + [f"(timed runs: each its planned steps at most, as its validation every {sel['eval_every']} "
+                        f"epoch(s) may stop it early (patience {sel['patience']}); those validation passes are not "
+                        "in the estimate)"] * bool(timed)
     if measured:
         subs = [f"{n} as {o}" for n, o in stand_in.items() if o and n in {m.name for m in sw.methods}]
         lines.append("  (estimated from measured frontier runs of this backbone: "

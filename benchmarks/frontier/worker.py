@@ -3,7 +3,8 @@
 ``benchmarks.datasets.run``'s worker hands a spec with a ``frontier`` section to :func:`run_frontier`:
 
 1. train (kind ``train``) on the training classes less the validation classes, the test split
-   withheld from the trainer (it never opens a test image), the fixed budget, the last model kept;
+   withheld from the trainer (it never opens a test image), the fixed budget, the last model kept (a
+   timed run, ``model: best``: the model its periodic validation chose, ``best.safetensors``);
    a finished training in the run folder (``summary.json`` + ``last.safetensors``, same settings:
    the runner refuses a folder of others) is reused, so a process killed while scoring, or a run
    asked for more alphas, only scores;
@@ -61,6 +62,20 @@ def _training_record(summary: dict[str, Any], reused: bool) -> dict[str, Any]:
                                                                                           or 0.0))
     rec["training_reused"] = reused
     return rec
+
+
+def scored_model(summary: dict[str, Any], model: str) -> tuple[str, int]:
+    """The checkpoint to score and its step: the last model, or (``best``) the one the run's periodic
+    validation chose (``summary.json``'s ``checkpoints.best``; a run that never validated has none: an error,
+    as scoring its last model in its place would mislabel it)."""
+    if model == "last":
+        return summary["checkpoint"], int(summary["steps"])
+    best = (summary.get("checkpoints") or {}).get("best")
+    if model != "best" or not best or summary.get("eval_split") != "val":
+        raise RuntimeError(f"the frontier section asks for the {model!r} model; the run has "
+                           + ("no validation-chosen one (its spec must set --train.eval_every > 0 and hold out "
+                              "--data.val_classes)" if model == "best" else "only 'last' and 'best'"))
+    return best["path"], int(best["step"])
 
 
 def _dial(kind: str, dial: str, cfg: Any, checkpoint: str, alphas: list[float], tmp: Path,
@@ -151,7 +166,7 @@ def run_frontier(spec: dict[str, Any], cfg: Any, out: Path, withheld: Callable[[
     if spec["kind"] == "train":
         summary, reused = _train(cfg, out, withheld)
         res.update(_training_record(summary, reused))
-        checkpoint = summary["checkpoint"]
+        checkpoint, res["model_step"] = scored_model(summary, fr.get("model", "last"))
     else:
         res.update(steps=0, train_seconds=0.0, prep_seconds=0.0, images_processed=0, training_reused=False)
     sets = image_sets(cfg, fr.get("ood") or [])

@@ -562,6 +562,10 @@ FAKE_WORKER = textwrap.dedent('''
     if os.environ.get("FAKE_FAIL") and out.name.startswith(os.environ["FAKE_FAIL"]):
         sys.exit(3)
     seed, b = int(last("--train.seed", "0")), fr["budget"]
+    best = fr.get("model", "last") == "best"  # a timed run: validated every epoch, its best model scored
+    assert not best or last("--train.eval_every") == "1", ov
+    stop = bool(best and os.environ.get("FAKE_STOP") and out.name.startswith(os.environ["FAKE_STOP"]))
+    trained, b = (b // 2, b // 4) if stop else (b, b)  # stopped early at half its steps, its best at a quarter
     m0 = {"dva": 0.40, "ica": 0.38, "full": 0.42, "frozen": 0.30, "dva_anchor": 0.39}.get(fr["method"], 0.395)
     drop = {"full": 0.2, "dva_anchor": 0.02}.get(fr["method"], 0.05)  # OOD R@1 lost per unit of alpha
     def scores(a):
@@ -573,9 +577,9 @@ FAKE_WORKER = textwrap.dedent('''
         return sets
     train = spec["kind"] == "train"
     fast = 0.8 if os.environ.get("FAKE_FAST") and out.name.startswith(os.environ["FAKE_FAST"]) else 1.0
-    res = {"name": spec["name"], "method": fr["method"], "budget": b, "seed": seed, "kind": spec["kind"],
-           "folder": out.name, "steps": b if train else 0, "train_seconds": {"dva": 15.0, "ica": 18.0, "full": 24.0, "dva_anchor": 16.0}.get(fr["method"], 0.0) * b * fast
-           if train else 0.0, "prep_seconds": 0.0, "images_processed": 32 * b if train else 0,
+    res = {"name": spec["name"], "method": fr["method"], "budget": fr["budget"], "seed": seed, "kind": spec["kind"],
+           "folder": out.name, "steps": trained if train else 0, "train_seconds": {"dva": 15.0, "ica": 18.0, "full": 24.0, "dva_anchor": 16.0}.get(fr["method"], 0.0) * trained * fast
+           if train else 0.0, "model_step": b if train else None, "early_stop": "early stop" if stop else None, "prep_seconds": 0.0, "images_processed": 32 * b if train else 0,
            "metrics": {"recall@1": 0.5, "map@r": 0.3}, "scores": {format(float(a), "g"): scores(a) for a in fr["alphas"]},
            "sweep": {"image_alphas": 100 * len(fr["alphas"]), "embed_seconds": 30.0 * len(fr["alphas"]),
                      "naive_seconds_estimate": 60.0 * len(fr["alphas"]), "decoded_images": 0, "cached_images": 100}}
@@ -937,6 +941,37 @@ def test_frontier_run_trains_without_the_test_images_then_scores_them(tmp_path, 
     assert res["scores"]["1"]["val"]["recall@1"] == pytest.approx(res["metrics"]["recall@1"], abs=1e-9)
 
 
+def test_a_timed_run_scores_the_model_its_validation_chose(tmp_path):
+    """A timed run (frontier.yaml's timed_select: validated every epoch) in the worker's process: the model
+    scored is best.safetensors, the validation figure the trainer kept it for equals the sweep's."""
+    from dva.config import load_config
+    from dva.data import make_synthetic
+
+    root = make_synthetic(str(tmp_path / "data"), num_classes=8, per_class=6, size=64, seed=0)
+    ds = P.DatasetSpec("cub100", "synthetic", "X", "x", "bird", 2, (24, 24))
+    table = P.TABLE._replace(datasets={**P.TABLE.datasets, "cub100": ds})
+    base = F.common(table, "cub100", "mobilenetv2", root, tmp_path / "cache", 1)
+    spec = F.method_run(table, "cub100", "mobilenetv2", base, F.first_candidates(table, "mobilenetv2"),
+                        F.timed_method(F.FRONTIER.methods["dva"], F.FRONTIER), 4, 0)
+    plain = F.method_run(table, "cub100", "mobilenetv2", base, F.first_candidates(table, "mobilenetv2"),
+                         F.FRONTIER.methods["dva"], 4, 0)
+    assert spec.tag != plain.tag  # its own folder: a run validated otherwise is another run
+    out = tmp_path / spec.tag
+    cfg = load_config("demo", spec.overrides + ["--backbone.img_size", "64", "--output_dir", str(out),
+                                                "--train.lr", "0.5"])
+    assert (cfg.train.eval_every, cfg.train.patience) == (F.FRONTIER.timed_eval_every, F.FRONTIER.timed_patience)
+    fr = {"method": "dva", "budget": 4, "dial": "ica_scale", "alphas": [1.0], "image_cache": None, "ood": [],
+          "model": "best"}
+    res = W.run_frontier({"name": "dva", "kind": "train", "threads": 1, "frontier": fr}, cfg, out, D.test_split_withheld)
+    summary = json.loads((out / "summary.json").read_text())
+    best = summary["checkpoints"]["best"]
+    assert best is not None and best["path"].endswith("best.safetensors") and res["model_step"] == best["step"] > 0
+    assert res["scores"]["1"]["val"]["map@r"] == pytest.approx(best["map@r"], abs=1e-6)
+    with pytest.raises(RuntimeError, match="no validation-chosen one"):
+        W.scored_model({**summary, "checkpoints": {"last": summary["checkpoints"]["last"], "best": None}}, "best")
+    assert W.scored_model(summary, "last") == (summary["checkpoint"], summary["steps"])
+
+
 def test_plan_sittings_split_a_long_profile_by_budget_then_method():
     from types import SimpleNamespace
 
@@ -1231,7 +1266,7 @@ def test_timed_runs_carry_the_equal_compute_curves_to_a_minute(tmp_path, fake):
     assert [(c[0].split("_s0_")[0], c[1]) for c in calls] == [  # (the frozen run: resumed from its folder)
         ("dva_b30", "1.0"), ("ica_b25", "1.0"), ("dva_b63", "1.0"), ("ica_b53", "1.0"), ("full_b40", "1.0")]
     assert timed["timed_plan"]["dva@7"] == {"method": "dva", "minutes": 7.0, "s_per_step": 15.0, "margin": 1.05,
-                                            "steps": 30}
+                                            "steps": 30, "select": {"eval_every": 1, "patience": 3}}
     assert [(p["method"], p["budget"], p["alpha"], p["timed"]) for p in timed["timed_points"]] == [
         ("dva", 30, 1.0, 7.0), ("ica", 25, 1.0, 7.0), ("dva", 63, 1.0, 15.0), ("ica", 53, 1.0, 15.0),
         ("full", 40, 1.0, 15.0)]
@@ -1244,7 +1279,10 @@ def test_timed_runs_carry_the_equal_compute_curves_to_a_minute(tmp_path, fake):
     assert at15["ahead"] == "full"  # the fake's full fine-tune: +10 ID R@1 at every budget
     words = R.render_section([timed])
     assert "runs sized to a comparison minute" in words and "30 steps for 7 min" in words
-    assert "| 63 (timed, 15 min) |" in words and "at 15 min: full fine-tune (WiSE-FT) ahead" in words
+    assert "| 63 (timed, 15 min; validation's best at step 63) |" in words
+    assert "at 15 min: full fine-tune (WiSE-FT) ahead" in words
+    assert ("Each evaluates on the validation classes every 1 epoch and is scored with the model of its best "
+            "validation MAP@R, stopped after 3 evaluations without a better one") in words
     # again: all done, nothing runs; a profile sitting afterwards keeps the timed runs
     m = len(fake())
     FR.run_profile(ctx, sw, tmp_path / "f.json", ["--timed", "15,7"])
@@ -1310,6 +1348,40 @@ def test_a_timed_run_that_fell_short_of_its_minute_is_planned_again(tmp_path, fa
     (tmp_path / "f.json").write_text(json.dumps(res))
     ctx, sw = _timed(tmp_path, "45", "--methods", "ica")
     assert "dva@45" not in FR.run_profile(ctx, sw, tmp_path / "f.json", [])["timed_plan"]
+
+
+def test_a_timed_run_its_validation_stopped_holds_its_best_to_its_minute(tmp_path, fake, monkeypatch):
+    """A timed run is scored with its validation's best model; one stopped early stays at that model from its
+    last step up to its minute (reached: not planned again), said in the table and the words. A change of
+    frontier.yaml's timed_select drops the timed runs and plans of the other validation."""
+    _profile(tmp_path)
+    ctx, sw = _timed(tmp_path, "15", "--methods", "dva")
+    monkeypatch.setenv("FAKE_STOP", "dva_b63")  # stops at step 31, its best at 15
+    res = FR.run_profile(ctx, sw, tmp_path / "f.json", [])
+    p, = res["timed_points"]
+    assert (p["budget"], p["steps"], p["model_step"], p["stopped_early"]) == (63, 31, 15, True)
+    assert p["train_minutes"] == pytest.approx(31 * 15 / 60) and p["id_r1"] == pytest.approx(100 * (0.7 + 0.002 * 15))
+    pts = R.time_points(res)
+    assert A.time_curve(pts, "dva")[-2:] == [(pytest.approx(7.75), p["id_r1"]), (15.0, p["id_r1"])]
+    assert A.reaches(pts, "dva", 15) and not A.reaches(pts, "dva", 15.5)
+    at15 = next(e for e in res["summary"]["equal_time"] if e["minutes"] == 15.0)
+    assert at15["id_r1"]["dva"] == pytest.approx(p["id_r1"])
+    n = len(fake())
+    FR.run_profile(ctx, sw, tmp_path / "f.json", [])
+    assert len(fake()) == n  # its minute is reached: nothing planned again
+    words = R.render_section([res])
+    assert "| 63 (timed, 15 min; validation's best at step 15, stopped early at 31) |" in words
+    assert "one stopped early holds that model up to its minute" in words
+    assert "DVA 63 steps for 15 min (7.8 min on the clock, validation's best at step 15, stopped early at 31)" in words
+    # another validation (patience 2): the earlier timed run and its plan are dropped, the minute run again
+    sw = sw._replace(frontier=sw.frontier._replace(timed_patience=2))
+    monkeypatch.delenv("FAKE_STOP")
+    again = FR.run_profile(ctx, sw, tmp_path / "f.json", [])
+    assert [c[0].split("_s0_")[0] for c in fake()[n:]] == ["dva_b63"]
+    q, = again["timed_points"]
+    assert not q["stopped_early"] and q["model_step"] == 63 and q["folder"] != p["folder"]
+    assert again["timed_plan"]["dva@15"]["select"] == {"eval_every": 1, "patience": 2}
+    assert [r["timed"]["select"]["patience"] for r in again["runs"] if r.get("timed")] == [2]
 
 
 def test_timed_steps_and_reaches():
