@@ -250,25 +250,41 @@ def common_horizon(pts: list[dict[str, Any]], methods: Sequence[str]) -> float |
 
 def equal_time(pts: list[dict[str, Any]], methods: Sequence[str], minutes: Sequence[float]) -> list[dict[str, Any]]:
     """At each of ``minutes``, and at the :func:`common_horizon` when it is below the first of them
-    (``horizon``: True): every method's interpolated ID R@1 (None: not measured), the one ahead (None
-    unless two or more were measured there; ``tie`` when the best two are equal as printed, to one decimal)."""
+    (``horizon``: True): every method's ID R@1 (None: not measured), the one ahead (None unless two or
+    more were measured there; ``tie`` when the best two are equal as printed, to one decimal).
+
+    At a minute, a method's figure is its run sized to that minute (:func:`timed_point`: the model its
+    validation chose) where one was measured, else read off its :func:`time_curve` (linear between the
+    sweep's last models); ``source`` says which (``timed``, ``curve``; None: not measured)."""
     curves = {m: time_curve(pts, m) for m in methods}
     h = common_horizon(pts, methods)
     at = [(h, True)] if h is not None and h > 0 and (not minutes or h < min(minutes)) else []
     out = []
     for t, horizon in at + [(float(t), False) for t in minutes]:
-        vals = {m: at_minutes(c, t) for m, c in curves.items()}
+        timed = {m: None if horizon else timed_point(pts, m, t) for m in methods}
+        vals = {m: timed[m]["id_r1"] if timed[m] else at_minutes(c, t) for m, c in curves.items()}
+        src = {m: "timed" if timed[m] else "curve" if vals[m] is not None else None for m in methods}
         got = sorted(((v, m) for m, v in vals.items() if v is not None), reverse=True)
         tie = len(got) >= 2 and round(got[0][0], 1) == round(got[1][0], 1)
-        out.append({"minutes": t, "horizon": horizon, "id_r1": vals,
+        out.append({"minutes": t, "horizon": horizon, "id_r1": vals, "source": src,
                     "ahead": got[0][1] if len(got) >= 2 and not tie else None, "tie": tie})
     return out
 
 
+def timed_point(pts: list[dict[str, Any]], method: str, minutes: float) -> dict[str, Any] | None:
+    """The method's point of a run sized to ``minutes`` (``--timed``) that answers for it: its clock reached
+    the minute, or it stopped before (its validation, or the collapse guard) and holds its best model there;
+    the last of several (a run that fell short is planned again). None: no such run."""
+    got = [p for p in pts if p["method"] == method and p.get("timed") is not None and float(p["timed"]) == minutes
+           and p["id_r1"] is not None and p["train_minutes"] is not None
+           and (p["train_minutes"] >= minutes or p.get("stopped_early"))]
+    return got[-1] if got else None
+
+
 def reaches(pts: list[dict[str, Any]], method: str, minutes: float) -> bool:
-    """Whether the method's :func:`time_curve` reaches ``minutes`` (a measured point at or past it)."""
-    curve = time_curve(pts, method)
-    return bool(curve) and curve[-1][0] >= minutes
+    """Whether the method was measured at ``minutes`` by a run sized to it (:func:`timed_point`): the sweep's
+    budgets alone never answer, as their last models are not what validation would choose within the minute."""
+    return timed_point(pts, method, float(minutes)) is not None
 
 
 def timed_steps(minutes: float, least_s_per_step: float, margin: float = 1.0) -> int:

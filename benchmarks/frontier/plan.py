@@ -83,7 +83,7 @@ class Frontier(NamedTuple):
     # a timed run's validation: evaluate every this many epochs, keep the best model, stop after patience
     # evaluations without a better one (0: never stop early)
     timed_eval_every: int = 1
-    timed_patience: int = 3
+    timed_patience: int = 5
 
 
 def check_alphas(alphas: list[float], where: str) -> list[float]:
@@ -143,7 +143,7 @@ def load_frontier(path: str | Path = FRONTIER_FILE, table: P.Table = P.TABLE) ->
     sel = ec.get("timed_select") or {}
     if set(sel) - {"eval_every", "patience"}:
         bad.append(f"equal_compute.timed_select: unknown key(s) {sorted(set(sel) - {'eval_every', 'patience'})}")
-    if not int(sel.get("eval_every", 1)) >= 1 or not int(sel.get("patience", 3)) >= 0:
+    if not int(sel.get("eval_every", 1)) >= 1 or not int(sel.get("patience", 5)) >= 0:
         bad.append(f"equal_compute.timed_select: eval_every must be 1 or more epochs and patience 0 or more, got {sel}")
     if any(not (float(m) > 0) for m in ec["minutes"]):
         bad.append(f"equal_compute.minutes must be positive, got {ec['minutes']!r}")
@@ -158,7 +158,7 @@ def load_frontier(path: str | Path = FRONTIER_FILE, table: P.Table = P.TABLE) ->
                     targets=dict(raw["targets"]),
                     image_cache=bool(raw["image_cache"]), prefix_cache=bool(raw["prefix_cache"]),
                     runtime=str(raw["runtime"]), timed_eval_every=int(sel.get("eval_every", 1)),
-                    timed_patience=int(sel.get("patience", 3)))
+                    timed_patience=int(sel.get("patience", 5)))
 
 
 FRONTIER = load_frontier()

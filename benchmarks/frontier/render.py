@@ -29,11 +29,13 @@ def design_changes(result: dict[str, Any]) -> list[str]:
 
 # ----------------------------------------------------------------------------- derived figures
 def time_points(result: dict[str, Any], select: dict[str, int] | None = None) -> list[dict[str, Any]]:
-    """The points of the equal-compute curves: the sweep's, then the timed runs' (alpha 1; ``--timed``);
-    with ``select`` (frontier.yaml's ``timed_select`` now), only the timed runs validated that way (the next
-    sitting drops the others)."""
+    """The points of the equal-compute curves: the sweep's, then the timed runs' (alpha 1; ``--timed``)
+    validated as ``select`` says (default: the JSON's ``settings.timed_select``; frontier.yaml's now, from
+    a plan or benchmarks.remaining): a timed run of another validation, or of none, counts for nothing
+    (the next sitting drops it)."""
+    want = select if select is not None else (result.get("settings") or {}).get("timed_select")
     timed = result.get("timed_points") or []
-    return (result.get("points") or []) + [p for p in timed if select is None or p.get("select") == select]
+    return (result.get("points") or []) + [p for p in timed if p.get("select") is not None and p["select"] == want]
 
 
 def _frozen(result: dict[str, Any]) -> dict[str, Any] | None:
@@ -162,7 +164,8 @@ def _chosen(p: dict[str, Any], sep: str) -> str:
     """Which model of a validated timed run was scored: "" for one without periodic validation."""
     if p.get("model_step") is None:
         return ""
-    stop = f", stopped early at {p['steps']:,}" if p.get("stopped_early") else ""
+    stop = (f", stopped {'by the collapse guard' if p.get('stop') == 'collapse guard' else 'early'} at "
+            f"{p['steps']:,}" if p.get("stopped_early") else "")
     return f"{sep}validation's best at step {p['model_step']:,}{stop}"
 
 
@@ -298,19 +301,26 @@ def time_words(result: dict[str, Any], sm: dict[str, Any]) -> str:
                 else f"at {e['minutes']:g} min")
         missing = (f"; {', '.join(_label(result, m) for m in e['id_r1'] if m not in got)} not measured"
                    if len(got) < len(e["id_r1"]) else "")
+        src = e.get("source") or {}
+        curve = [m for m in got if src.get(m) == "curve"]
+        if not e.get("horizon") and curve and any(src.get(m) == "timed" for m in got):
+            missing += (f"; {', '.join(_label(result, m) for m in curve)} read off the sweep's last models, not a "
+                        "validated run sized to the minute")
         if e["ahead"]:
             parts.append(f"{when}: {_label(result, e['ahead'])} ahead ({vals}{missing})")
         elif e.get("tie"):
             parts.append(f"{when}: a tie at the top ({vals}{missing})")
         else:
             parts.append(f"{when}: not measured" + (f" (only {vals})" if got else ""))
-    return (f"- Equal compute, ID R@1 of the alpha-1 models at equal {clock}, linear between measured budgets and "
-            f"from the frozen backbone at 0 min ({clock_note(result)}): " + "; ".join(parts) + "." + timed_note(result))
+    return (f"- Equal compute, ID R@1 of the alpha-1 models at equal {clock}: at a comparison minute a method's "
+            "run sized to it (the model its validation chose) where one was measured, else linear between the "
+            f"sweep's budgets (last models) and from the frozen backbone at 0 min ({clock_note(result)}): "
+            + "; ".join(parts) + "." + timed_note(result))
 
 
 def timed_note(result: dict[str, Any]) -> str:
     """What the timed runs (``--timed``) add to the equal-compute words; "" without any."""
-    tp = result.get("timed_points") or []
+    tp = [p for p in time_points(result) if p.get("timed") is not None]  # those validated as the JSON's settings say
     if not tp:
         return ""
     plan = result.get("timed_plan") or {}

@@ -148,7 +148,11 @@ def build_result(ctx: D.Context, sw: Sweep, frozen: dict[str, Any] | None, runs:
     pts = A.points(frozen, runs, sw.alphas, s["ood"], sw.frontier.clock, per_step)
     # a timed run: a point of the equal-compute curve only (alpha 1), never a candidate of the choice below
     tpts = [{**p, "timed": r["timed"]["minutes"], "steps": r.get("steps"), "model_step": r.get("model_step"),
-             "stopped_early": bool(r.get("early_stop")), "select": r["timed"].get("select")} for r in timed
+             # stopped before its steps: by its validation (early_stop), or by the collapse guard (status stopped;
+             # best.safetensors holds its best evaluation): either way it holds that model up to its minute
+             "stopped_early": bool(r.get("early_stop")) or r.get("status") == "stopped",
+             "stop": "validation" if r.get("early_stop") else "collapse guard" if r.get("status") == "stopped" else None,
+             "select": r["timed"].get("select")} for r in timed
             if (p := A.point_of(r, 1.0, s["ood"], clock=sw.frontier.clock, per_step=per_step)) is not None]
     rec = {}
     for m in sw.methods:
@@ -279,16 +283,17 @@ def timed_runs(ctx: D.Context, sw: Sweep, base: list[str], result: dict[str, Any
     minute makes it done (a run its validation stopped early reaches its own minute: :func:`A.time_curve`).
     Each run trains as :func:`F.timed_method` says: validated every epoch, its best model scored."""
     sel = F.timed_select(sw.frontier)
-    pts = R.time_points(result, sel)  # (the --plan's JSON as it is: the timed runs of another validation not counted)
-    per = result.get("step_seconds") or {}
-    finished = {(r["method"], int(r["budget"])) for r in result.get("runs") or []
-                if r.get("timed") and r["timed"].get("select") == sel}
+    # (--plan reads the JSON as it is: the timed runs of another validation neither count nor size the runs)
+    pts = R.time_points(result, sel)
+    kept = [r for r in result.get("runs") or [] if not r.get("timed") or r["timed"].get("select") == sel]
+    per = A.step_seconds([r for r in kept if r.get("kind") == "train"])
+    finished = {(r["method"], int(r["budget"])) for r in kept if r.get("timed")}
     out = []
     for t in sw.timed:
         for m in sw.methods:
             key = f"{m.name}@{t:g}"
             if A.reaches(pts, m.name, t):
-                say(f"[done] {m.name}: its curve reaches {t:g} min (its budgets or a timed run)")
+                say(f"[done] {m.name}: a run sized to {t:g} min measured")
                 continue
             if key in tplan and (m.name, tplan[key]["steps"]) in finished and m.name in per:
                 say(f"({m.name}: its {tplan[key]['steps']}-step timed run fell short of {t:g} min on today's "

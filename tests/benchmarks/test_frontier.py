@@ -565,7 +565,9 @@ FAKE_WORKER = textwrap.dedent('''
     best = fr.get("model", "last") == "best"  # a timed run: validated every epoch, its best model scored
     assert not best or last("--train.eval_every") == "1", ov
     stop = bool(best and os.environ.get("FAKE_STOP") and out.name.startswith(os.environ["FAKE_STOP"]))
-    trained, b = (b // 2, b // 4) if stop else (b, b)  # stopped early at half its steps, its best at a quarter
+    guard = bool(os.environ.get("FAKE_GUARD") and out.name.startswith(os.environ["FAKE_GUARD"]))  # collapse guard
+    trained, b = (b // 2, b // 4) if stop or guard else (b, b)  # stopped at half its steps, its best at a quarter
+    stop = stop and not guard
     m0 = {"dva": 0.40, "ica": 0.38, "full": 0.42, "frozen": 0.30, "dva_anchor": 0.39}.get(fr["method"], 0.395)
     drop = {"full": 0.2, "dva_anchor": 0.02}.get(fr["method"], 0.05)  # OOD R@1 lost per unit of alpha
     def scores(a):
@@ -579,7 +581,8 @@ FAKE_WORKER = textwrap.dedent('''
     fast = 0.8 if os.environ.get("FAKE_FAST") and out.name.startswith(os.environ["FAKE_FAST"]) else 1.0
     res = {"name": spec["name"], "method": fr["method"], "budget": fr["budget"], "seed": seed, "kind": spec["kind"],
            "folder": out.name, "steps": trained if train else 0, "train_seconds": {"dva": 15.0, "ica": 18.0, "full": 24.0, "dva_anchor": 16.0}.get(fr["method"], 0.0) * trained * fast
-           if train else 0.0, "model_step": b if train else None, "early_stop": "early stop" if stop else None, "prep_seconds": 0.0, "images_processed": 32 * b if train else 0,
+           if train else 0.0, "model_step": b if train else None, "early_stop": "early stop" if stop else None,
+           "status": "stopped" if guard else "completed", "prep_seconds": 0.0, "images_processed": 32 * b if train else 0,
            "metrics": {"recall@1": 0.5, "map@r": 0.3}, "scores": {format(float(a), "g"): scores(a) for a in fr["alphas"]},
            "sweep": {"image_alphas": 100 * len(fr["alphas"]), "embed_seconds": 30.0 * len(fr["alphas"]),
                      "naive_seconds_estimate": 60.0 * len(fr["alphas"]), "decoded_images": 0, "cached_images": 100}}
@@ -941,7 +944,7 @@ def test_frontier_run_trains_without_the_test_images_then_scores_them(tmp_path, 
     assert res["scores"]["1"]["val"]["recall@1"] == pytest.approx(res["metrics"]["recall@1"], abs=1e-9)
 
 
-def test_a_timed_run_scores_the_model_its_validation_chose(tmp_path):
+def test_a_timed_run_scores_the_model_its_validation_chose(tmp_path, monkeypatch):
     """A timed run (frontier.yaml's timed_select: validated every epoch) in the worker's process: the model
     scored is best.safetensors, the validation figure the trainer kept it for equals the sweep's."""
     from dva.config import load_config
@@ -957,15 +960,18 @@ def test_a_timed_run_scores_the_model_its_validation_chose(tmp_path):
                          F.FRONTIER.methods["dva"], 4, 0)
     assert spec.tag != plain.tag  # its own folder: a run validated otherwise is another run
     out = tmp_path / spec.tag
-    cfg = load_config("demo", spec.overrides + ["--backbone.img_size", "64", "--output_dir", str(out),
-                                                "--train.lr", "0.5"])
+    cfg = load_config("demo", spec.overrides + ["--backbone.img_size", "64", "--output_dir", str(out)])
     assert (cfg.train.eval_every, cfg.train.patience) == (F.FRONTIER.timed_eval_every, F.FRONTIER.timed_patience)
+    given, dial = [], W._dial
+    monkeypatch.setattr(W, "_dial", lambda kind, d, c, checkpoint, *a, **k: (given.append(checkpoint),
+                                                                            dial(kind, d, c, checkpoint, *a, **k))[1])
     fr = {"method": "dva", "budget": 4, "dial": "ica_scale", "alphas": [1.0], "image_cache": None, "ood": [],
           "model": "best"}
     res = W.run_frontier({"name": "dva", "kind": "train", "threads": 1, "frontier": fr}, cfg, out, D.test_split_withheld)
     summary = json.loads((out / "summary.json").read_text())
     best = summary["checkpoints"]["best"]
-    assert best is not None and best["path"].endswith("best.safetensors") and res["model_step"] == best["step"] > 0
+    assert summary["status"] == "completed" and summary["steps"] == 4 and summary["eval_every"] == 1
+    assert given == [best["path"]] and best["path"].endswith("best.safetensors") and res["model_step"] == best["step"]
     assert res["scores"]["1"]["val"]["map@r"] == pytest.approx(best["map@r"], abs=1e-6)
     with pytest.raises(RuntimeError, match="no validation-chosen one"):
         W.scored_model({**summary, "checkpoints": {"last": summary["checkpoints"]["last"], "best": None}}, "best")
@@ -1261,28 +1267,31 @@ def test_timed_runs_carry_the_equal_compute_curves_to_a_minute(tmp_path, fake):
     ctx, sw = _timed(tmp_path, "15,7")
     timed = FR.run_profile(ctx, sw, tmp_path / "f.json", ["--timed", "15,7"])
     calls = fake()[n:]
-    # steps = ceil(minutes x 60 x 1.05 / least): at 7 dva ceil(29.4) = 30, ica ceil(24.5) = 25 (full's 8 min reach
-    # 7 already); at 15 dva 63, ica 53, full 40 (the 7-min runs do not reach 15)
+    # steps = ceil(minutes x 60 x 1.05 / least): at 7 dva ceil(29.4) = 30, ica ceil(24.5) = 25, full ceil(18.4) = 19
+    # (its 20-step budget's 8 min pass 7, but a last model is not a validated run sized to the minute); at 15
+    # dva 63, ica 53, full 40
     assert [(c[0].split("_s0_")[0], c[1]) for c in calls] == [  # (the frozen run: resumed from its folder)
-        ("dva_b30", "1.0"), ("ica_b25", "1.0"), ("dva_b63", "1.0"), ("ica_b53", "1.0"), ("full_b40", "1.0")]
+        ("dva_b30", "1.0"), ("ica_b25", "1.0"), ("full_b19", "1.0"), ("dva_b63", "1.0"), ("ica_b53", "1.0"),
+        ("full_b40", "1.0")]
     assert timed["timed_plan"]["dva@7"] == {"method": "dva", "minutes": 7.0, "s_per_step": 15.0, "margin": 1.05,
-                                            "steps": 30, "select": {"eval_every": 1, "patience": 3}}
+                                            "steps": 30, "select": F.timed_select(F.FRONTIER)}
     assert [(p["method"], p["budget"], p["alpha"], p["timed"]) for p in timed["timed_points"]] == [
-        ("dva", 30, 1.0, 7.0), ("ica", 25, 1.0, 7.0), ("dva", 63, 1.0, 15.0), ("ica", 53, 1.0, 15.0),
-        ("full", 40, 1.0, 15.0)]
+        ("dva", 30, 1.0, 7.0), ("ica", 25, 1.0, 7.0), ("full", 19, 1.0, 7.0), ("dva", 63, 1.0, 15.0),
+        ("ica", 53, 1.0, 15.0), ("full", 40, 1.0, 15.0)]
     assert timed["timed_points"][0]["train_minutes"] == pytest.approx(30 * 15 / 60)
     # the sweep's points, the choice and completeness are untouched
     assert timed["points"] == res["points"] and timed["recommended"] == res["recommended"] and timed["complete"]
     at15 = next(e for e in timed["summary"]["equal_time"] if e["minutes"] == 15.0)
-    r1 = {b: 100 * (0.5 + 0.2 + 0.002 * b) for b in (20, 63)}  # the fake's ID R@1 of dva at alpha 1
-    assert at15["id_r1"]["dva"] == pytest.approx(r1[20] + (r1[63] - r1[20]) * (15 - 5) / (63 * 15 / 60 - 5))
+    # at a minute, each method's run sized to it (not the curve's interpolation): the fake's R@1 at 63 steps
+    assert at15["id_r1"]["dva"] == pytest.approx(100 * (0.5 + 0.2 + 0.002 * 63))
+    assert at15["source"] == {"dva": "timed", "ica": "timed", "full": "timed"}
     assert at15["ahead"] == "full"  # the fake's full fine-tune: +10 ID R@1 at every budget
     words = R.render_section([timed])
     assert "runs sized to a comparison minute" in words and "30 steps for 7 min" in words
     assert "| 63 (timed, 15 min; validation's best at step 63) |" in words
     assert "at 15 min: full fine-tune (WiSE-FT) ahead" in words
     assert ("Each evaluates on the validation classes every 1 epoch and is scored with the model of its best "
-            "validation MAP@R, stopped after 3 evaluations without a better one") in words
+            f"validation MAP@R, stopped after {F.FRONTIER.timed_patience} evaluations without a better one") in words
     # again: all done, nothing runs; a profile sitting afterwards keeps the timed runs
     m = len(fake())
     FR.run_profile(ctx, sw, tmp_path / "f.json", ["--timed", "15,7"])
@@ -1299,7 +1308,7 @@ def test_a_timed_run_keeps_its_planned_steps_and_needs_the_profile(tmp_path, fak
     _profile(tmp_path)
     lines = FR.plan(ctx, sw, tmp_path / "f.json")
     assert any("dva 7 min (30 steps, alpha 1)" in ln for ln in lines) and "timed runs to 7 min" in lines[0]
-    assert any("[done] full: its curve reaches 7 min" in ln for ln in lines)
+    assert any("full 7 min (19 steps, alpha 1)" in ln for ln in lines)
     monkeypatch.setenv("FAKE_FAIL", "dva_b30")  # the sitting is cut short in its first timed run
     with pytest.raises(RuntimeError):
         FR.run_profile(ctx, sw, tmp_path / "f.json", [])
@@ -1311,7 +1320,7 @@ def test_a_timed_run_keeps_its_planned_steps_and_needs_the_profile(tmp_path, fak
     monkeypatch.delenv("FAKE_FAIL")
     n = len(fake())
     FR.run_profile(ctx, sw, tmp_path / "f.json", [])
-    assert [c[0].split("_s0_")[0] for c in fake()[n:]] == ["dva_b33", "ica_b25"]
+    assert [c[0].split("_s0_")[0] for c in fake()[n:]] == ["dva_b33", "ica_b25", "full_b19"]
     with pytest.raises(ValueError, match="--budgets does not apply"):
         _timed(tmp_path, "7", "--budgets", "10")
     with pytest.raises(ValueError, match="positive"):
@@ -1384,11 +1393,33 @@ def test_a_timed_run_its_validation_stopped_holds_its_best_to_its_minute(tmp_pat
     assert [r["timed"]["select"]["patience"] for r in again["runs"] if r.get("timed")] == [2]
 
 
+def test_a_timed_run_the_collapse_guard_stopped_holds_its_best_to_its_minute(tmp_path, fake, monkeypatch):
+    """Stopped by the collapse guard (status stopped, no early_stop), a timed run is not planned again at the
+    same steps forever: it holds its best model to its minute, labelled so."""
+    _profile(tmp_path)
+    ctx, sw = _timed(tmp_path, "15", "--methods", "dva")
+    monkeypatch.setenv("FAKE_GUARD", "dva_b63")
+    res = FR.run_profile(ctx, sw, tmp_path / "f.json", [])
+    p, = res["timed_points"]
+    assert (p["steps"], p["model_step"], p["stopped_early"], p["stop"]) == (31, 15, True, "collapse guard")
+    assert A.reaches(R.time_points(res), "dva", 15)
+    assert "| 63 (timed, 15 min; validation's best at step 15, stopped by the collapse guard at 31) |" in \
+        R.render_section([res])
+
+
 def test_timed_steps_and_reaches():
     assert A.timed_steps(15, 0.47, 1.05) == 2011 and A.timed_steps(1, 120.0) == 1
     with pytest.raises(ValueError):
         A.timed_steps(5, 0.0)
     pts = [{"method": "frozen", "frozen": True, "alpha": 0.0, "id_r1": 40.0, "train_minutes": 0.0},
-           {"method": "dva", "frozen": False, "alpha": 1.0, "id_r1": 50.0, "train_minutes": 4.3},
-           {"method": "dva", "frozen": False, "alpha": 0.5, "id_r1": 45.0, "train_minutes": 9.0}]
-    assert A.reaches(pts, "dva", 4.3) and not A.reaches(pts, "dva", 5) and not A.reaches(pts, "ica", 1)
+           {"method": "dva", "frozen": False, "alpha": 1.0, "id_r1": 50.0, "train_minutes": 9.0},
+           {"method": "dva", "frozen": False, "alpha": 1.0, "id_r1": 52.0, "train_minutes": 5.5, "timed": 5.0},
+           {"method": "dva", "frozen": False, "alpha": 1.0, "id_r1": 51.0, "train_minutes": 14.0, "timed": 15.0},
+           {"method": "dva", "frozen": False, "alpha": 1.0, "id_r1": 53.0, "train_minutes": 10.0, "timed": 45.0,
+            "stopped_early": True}]
+    # the sweep's budget passing 5 min does not count; the 15-min run fell short (14 min, not stopped); the
+    # 45-min run stopped early at 10 min holds its minute, not the 15 it passed
+    assert A.reaches(pts, "dva", 5) and not A.reaches(pts, "dva", 15) and A.reaches(pts, "dva", 45)
+    assert not A.reaches(pts, "dva", 7) and not A.reaches(pts, "ica", 1)
+    assert A.timed_point(pts, "dva", 45.0)["id_r1"] == 53.0
+    assert A.time_curve(pts, "dva")[-1] == (45.0, 53.0)  # held flat from 10 min to its own minute

@@ -276,25 +276,28 @@ def test_timed_runs_are_wanted_where_a_curve_ends_before_the_minute(tmp_path):
            {"method": "full", "frozen": False, "alpha": 1.0, "id_r1": 52.0, "train_minutes": 8.7}]
     f = tmp_path / "frontier" / "cars196_mobilenetv2.json"
     _write(f, {"complete": True, "points": pts, "runs": []})
-    assert M.timed_to_run("cars196", "mobilenetv2", 5, tmp_path) == ("to run", ["dva", "ica"])  # full reaches 8.7
+    # the full fine-tune's budgets pass 5 min, but only a validated run sized to the minute answers for it
+    assert M.timed_to_run("cars196", "mobilenetv2", 5, tmp_path) == ("to run", ["dva", "ica", "full"])
     items = {it.name: it for it in M.items(tmp_path)}
     it = items["cars196 x mobilenetv2: equal compute at 15 min (dva, ica, full)"]
     assert it.state == "to run" and it.argv[-2:] == ["--timed", "15"]
-    # done where the curve reaches the minute: a timed run that fell short of it (the least moved) is not enough
+    # done where a run sized to the minute reached it: one that fell short of it (the least moved) is not enough
     sel = {"eval_every": FRONTIER.timed_eval_every, "patience": FRONTIER.timed_patience}
-    timed = [{"method": m, "timed": {"minutes": 5.0, "select": sel}} for m in ("dva", "ica")]
+    timed = [{"method": m, "timed": {"minutes": 5.0, "select": sel}} for m in ("dva", "ica", "full")]
     tp = [{**pts[1], "train_minutes": 5.2, "timed": 5.0, "select": sel},
-          {**pts[2], "train_minutes": 4.9, "timed": 5.0, "select": sel}]
+          {**pts[2], "train_minutes": 4.9, "timed": 5.0, "select": sel},
+          {**pts[3], "train_minutes": 5.5, "timed": 5.0, "select": sel}]
     _write(f, {"complete": True, "points": pts, "runs": timed, "timed_points": tp})
     assert M.timed_to_run("cars196", "mobilenetv2", 5, tmp_path) == ("to run", ["ica"])
     # ... unless its validation stopped it early: it holds its best model up to its minute
     _write(f, {"complete": True, "points": pts, "runs": timed,
-               "timed_points": [tp[0], {**tp[1], "stopped_early": True}]})
+               "timed_points": [tp[0], {**tp[1], "stopped_early": True}, tp[2]]})
     assert M.timed_to_run("cars196", "mobilenetv2", 5, tmp_path) == ("done", [])
-    _write(f, {"complete": True, "points": pts, "runs": timed, "timed_points": [tp[0], {**tp[1], "train_minutes": 5.0}]})
+    _write(f, {"complete": True, "points": pts, "runs": timed,
+               "timed_points": [tp[0], {**tp[1], "train_minutes": 5.0}, tp[2]]})
     assert M.timed_to_run("cars196", "mobilenetv2", 5, tmp_path) == ("done", [])
     assert M.timed_to_run("cars196", "mobilenetv2", 15, tmp_path) == ("to run", list(FRONTIER.timed_methods))
     # a timed run validated otherwise than frontier.yaml's timed_select now (or not at all) counts for nothing
     _write(f, {"complete": True, "points": pts, "runs": timed,
-               "timed_points": [tp[0], {**tp[1], "train_minutes": 5.0, "select": None}]})
+               "timed_points": [tp[0], {**tp[1], "train_minutes": 5.0, "select": None}, tp[2]]})
     assert M.timed_to_run("cars196", "mobilenetv2", 5, tmp_path) == ("to run", ["ica"])
