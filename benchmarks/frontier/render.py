@@ -333,7 +333,7 @@ def timed_note(result: dict[str, Any]) -> str:
            f"{'s' * (sel['eval_every'] != 1)} and is scored with the model of its best validation MAP@R"
            + (f", stopped after {sel['patience']} evaluations without a better one; one stopped early holds that "
               "model up to its minute" if sel["patience"] else "") + ".")
-    return (" Past the sweep's budgets the curves rest on runs sized to a comparison minute (steps = minutes x 60"
+    return (" The runs sized to a comparison minute (steps = minutes x 60"
             + (f" x {', '.join(f'{m:g}' for m in sorted(margin))}" if margin else "")
             + f" / the method's least seconds per step when planned), alpha 1 only, not candidates of the "
             f"recommended points: {each}.{how}")
