@@ -214,7 +214,7 @@ def compare(a: Sequence[Point], b: Sequence[Point], skip: Point | None = None) -
 
 
 # ----------------------------------------------------------------------------- equal compute
-def time_curve(pts: list[dict[str, Any]], method: str) -> list[Point]:
+def time_curve(pts: list[dict[str, Any]], method: str, hold: bool = True) -> list[Point]:
     """``(training minutes, ID R@1)`` of the method's alpha-1 points, one per budget, by minutes, from the
     frozen backbone at 0 minutes (every method's model before its first step) when it was measured.
 
@@ -226,7 +226,8 @@ def time_curve(pts: list[dict[str, Any]], method: str) -> list[Point]:
            and p["train_minutes"] is not None]
     curve = sorted([(p["train_minutes"], p["id_r1"]) for p in own]
                    + [(float(p["timed"]), p["id_r1"]) for p in own
-                      if p.get("stopped_early") and p.get("timed") is not None and p["timed"] > p["train_minutes"]])
+                      if hold and p.get("stopped_early") and p.get("timed") is not None
+                      and p["timed"] > p["train_minutes"]])
     frozen = next((p for p in pts if p["frozen"] and p["id_r1"] is not None), None)
     return ([(0.0, frozen["id_r1"])] if frozen is not None and curve else []) + curve
 
@@ -256,13 +257,16 @@ def equal_time(pts: list[dict[str, Any]], methods: Sequence[str], minutes: Seque
     At a minute, a method's figure is its run sized to that minute (:func:`timed_point`: the model its
     validation chose) where one was measured, else read off its :func:`time_curve` (linear between the
     sweep's last models); ``source`` says which (``timed``, ``curve``; None: not measured)."""
+    # the horizon is the sweep's (last models, no timed run and no held best model): where every method trained
+    sweep = [p for p in pts if p.get("timed") is None]
     curves = {m: time_curve(pts, m) for m in methods}
-    h = common_horizon(pts, methods)
+    h = common_horizon(sweep, methods)
     at = [(h, True)] if h is not None and h > 0 and (not minutes or h < min(minutes)) else []
     out = []
     for t, horizon in at + [(float(t), False) for t in minutes]:
         timed = {m: None if horizon else timed_point(pts, m, t) for m in methods}
-        vals = {m: timed[m]["id_r1"] if timed[m] else at_minutes(c, t) for m, c in curves.items()}
+        vals = {m: timed[m]["id_r1"] if timed[m] else at_minutes(time_curve(sweep, m) if horizon else c, t)
+                for m, c in curves.items()}
         src = {m: "timed" if timed[m] else "curve" if vals[m] is not None else None for m in methods}
         got = sorted(((v, m) for m, v in vals.items() if v is not None), reverse=True)
         tie = len(got) >= 2 and round(got[0][0], 1) == round(got[1][0], 1)
@@ -275,7 +279,8 @@ def timed_point(pts: list[dict[str, Any]], method: str, minutes: float) -> dict[
     """The method's point of a run sized to ``minutes`` (``--timed``) that answers for it: its clock reached
     the minute, or it stopped before (its validation, or the collapse guard) and holds its best model there;
     the last of several (a run that fell short is planned again). None: no such run."""
-    got = [p for p in pts if p["method"] == method and p.get("timed") is not None and float(p["timed"]) == minutes
+    got = [p for p in pts if p["method"] == method and p.get("timed") is not None
+           and math.isclose(float(p["timed"]), minutes, rel_tol=1e-6)
            and p["id_r1"] is not None and p["train_minutes"] is not None
            and (p["train_minutes"] >= minutes or p.get("stopped_early"))]
     return got[-1] if got else None

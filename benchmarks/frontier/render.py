@@ -166,7 +166,9 @@ def _chosen(p: dict[str, Any], sep: str) -> str:
         return ""
     stop = (f", stopped {'by the collapse guard' if p.get('stop') == 'collapse guard' else 'early'} at "
             f"{p['steps']:,}" if p.get("stopped_early") else "")
-    return f"{sep}validation's best at step {p['model_step']:,}{stop}"
+    at = (f" = {num(p['train_minutes'] * p['model_step'] / p['steps'])} min" if p.get("steps")
+          and p.get("train_minutes") is not None else "")
+    return f"{sep}validation's best at step {p['model_step']:,}{at}{stop}"
 
 
 def _ms(v: list[float] | None, n: int) -> str:
@@ -304,8 +306,8 @@ def time_words(result: dict[str, Any], sm: dict[str, Any]) -> str:
         src = e.get("source") or {}
         curve = [m for m in got if src.get(m) == "curve"]
         if not e.get("horizon") and curve and any(src.get(m) == "timed" for m in got):
-            missing += (f"; {', '.join(_label(result, m) for m in curve)} read off the sweep's last models, not a "
-                        "validated run sized to the minute")
+            missing += (f"; {', '.join(_label(result, m) for m in curve)} read off the time curve (linear between "
+                        "its measured points), not a validated run sized to the minute")
         if e["ahead"]:
             parts.append(f"{when}: {_label(result, e['ahead'])} ahead ({vals}{missing})")
         elif e.get("tie"):
@@ -335,8 +337,8 @@ def timed_note(result: dict[str, Any]) -> str:
               "model up to its minute" if sel["patience"] else "") + ".")
     return (" The runs sized to a comparison minute (steps = minutes x 60"
             + (f" x {', '.join(f'{m:g}' for m in sorted(margin))}" if margin else "")
-            + f" / the method's least seconds per step when planned), alpha 1 only, not candidates of the "
-            f"recommended points: {each}.{how}")
+            + f" / the method's least seconds per step when planned, so a run's chosen model can come from up to "
+            f"that margin past the minute), alpha 1 only, not candidates of the recommended points: {each}.{how}")
 
 
 def _order(result: dict[str, Any]) -> list[str]:
@@ -564,7 +566,9 @@ def figures(results: list[dict[str, Any]], folder: Path) -> list[Path]:
         tpts = time_points(res)
         for i, m in enumerate(s["methods"]):
             c = A.time_curve(tpts, m)
-            ax.plot([x for x, _ in c], [y for _, y in c], "-o", color=f"C{i}", label=_label(res, m))
+            ax.plot([x for x, _ in c], [y for _, y in c], "-", color=f"C{i}", label=_label(res, m))
+            real = A.time_curve(tpts, m, hold=False)  # markers on measured points only, not a held best model's end
+            ax.plot([x for x, _ in real], [y for _, y in real], "o", color=f"C{i}")
             for p in (p for p in tpts if p["method"] == m and p["alpha"] == 1.0 and p["id_r1"] is not None
                       and p["train_minutes"] is not None):
                 ax.annotate(str(p["budget"]) + ("*" if p.get("timed") is not None else ""),

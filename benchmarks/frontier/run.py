@@ -18,9 +18,10 @@ stop the command at any time and start it again to go on. The adapter tokens com
 datasets harness's select JSON (``python -m benchmarks.datasets.run ... --profile select``), or,
 with ``--unselected``, from each select stage's first candidate (labelled so).
 
-``--timed MINUTES`` extends the equal-compute curves: where a method's budgets end before a comparison
-minute, one run of it sized to reach it (frontier.yaml ``equal_compute``), scored at alpha 1; its point
-joins the ID R@1 against training time curve only.
+``--timed MINUTES`` answers the equal-compute question: for each method of frontier.yaml's
+``equal_compute.timed_methods``, one run sized to reach the minute, validated every epoch on the held-out
+classes and scored at alpha 1 with the model its validation chose (``timed_select``); at that minute it is
+the method's figure, and its point joins the ID R@1 against training time curve (never the frontier).
 """
 from __future__ import annotations
 
@@ -274,13 +275,14 @@ def kept_timed_plan(old: dict[str, Any] | None, ctx: D.Context, sw: Sweep) -> di
 def timed_runs(ctx: D.Context, sw: Sweep, base: list[str], result: dict[str, Any], tplan: dict[str, dict[str, Any]],
                say: Callable[[str], None] = print) -> list[tuple[F.Method, float, int, P.RunSpec]]:
     """The timed runs of a ``--timed`` sitting: (method, minutes, steps, spec) for every minute of ``sw.timed``
-    that a method's equal-compute curve in ``result`` does not reach yet.
+    and method that no run sized to that minute answers for yet in ``result`` (:func:`A.reaches`).
 
     A run's steps are fixed when first planned and kept in ``tplan`` (the JSON's ``timed_plan``), so a
     sitting cut short resumes the same run even after other runs have moved the method's least seconds per
     step. A finished timed run whose point fell short of its minute (it, or a later run, lowered the least)
-    stays on the curve, and the minute is planned again on today's least: only a curve that reaches the
-    minute makes it done (a run its validation stopped early reaches its own minute: :func:`A.time_curve`).
+    stays on the curve, and the minute is planned again on today's least: only a run that reaches the
+    minute makes it done (one its validation or the collapse guard stopped holds its own minute:
+    :func:`A.timed_point`).
     Each run trains as :func:`F.timed_method` says: validated every epoch, its best model scored."""
     sel = F.timed_select(sw.frontier)
     # (--plan reads the JSON as it is: the timed runs of another validation neither count nor size the runs)
@@ -554,8 +556,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alphas", default=None, help=f"comma-separated in [0, 1] (default {fr.alphas})")
     p.add_argument("--timed", default=None, metavar="MINUTES",
                    help="comma-separated minutes (e.g. 15 or 15,45; frontier.yaml equal_compute): instead of the sweep, "
-                        "a run of each method (default " + ",".join(fr.timed_methods) + ") whose budgets end before "
-                        "a minute, sized to reach it, scored at alpha 1")
+                        "a run of each method (default " + ",".join(fr.timed_methods) + ") sized to reach each minute, "
+                        "validated every epoch, scored at alpha 1 with its validation's best model")
     p.add_argument("--seeds", type=int, default=None,
                    help=f"seeds of each recommended point (default {fr.seeds}); 1 elsewhere")
     p.add_argument("--unselected", action="store_true",

@@ -71,6 +71,12 @@ def scored_model(summary: dict[str, Any], model: str) -> tuple[str, int]:
     if model == "last":
         return summary["checkpoint"], int(summary["steps"])
     best = (summary.get("checkpoints") or {}).get("best")
+    if model == "best" and not best and summary.get("status") == "stopped":
+        c = summary.get("collapse") or {}
+        fix = c.get("fix") or "a lower learning rate"
+        raise RuntimeError(f"the collapse guard stopped the run at step {c.get('step')} before its first validation "
+                           f"({c.get('message') or c.get('kind')}): no model to score. Fix: {fix}; then delete the "
+                           "run folder to train it again")
     if model != "best" or not best or summary.get("eval_split") != "val":
         raise RuntimeError(f"the frontier section asks for the {model!r} model; the run has "
                            + ("no validation-chosen one (its spec must set --train.eval_every > 0 and hold out "

@@ -1257,7 +1257,7 @@ def _timed(tmp_path, minutes, *extra, out="f.json"):
 
 
 def test_timed_runs_carry_the_equal_compute_curves_to_a_minute(tmp_path, fake):
-    """--timed: a run of each method whose budgets end before the minute, sized on its least seconds per step,
+    """--timed: a run of each method sized to each minute on its least seconds per step,
     scored at alpha 1; its point joins the time curve only, the JSON stays complete, and nothing runs twice."""
     res = _profile(tmp_path)
     n = len(fake())
@@ -1288,7 +1288,7 @@ def test_timed_runs_carry_the_equal_compute_curves_to_a_minute(tmp_path, fake):
     assert at15["ahead"] == "full"  # the fake's full fine-tune: +10 ID R@1 at every budget
     words = R.render_section([timed])
     assert "runs sized to a comparison minute" in words and "30 steps for 7 min" in words
-    assert "| 63 (timed, 15 min; validation's best at step 63) |" in words
+    assert "| 63 (timed, 15 min; validation's best at step 63 = 15.8 min) |" in words
     assert "at 15 min: full fine-tune (WiSE-FT) ahead" in words
     assert ("Each evaluates on the validation classes every 1 epoch and is scored with the model of its best "
             f"validation MAP@R, stopped after {F.FRONTIER.timed_patience} evaluations without a better one") in words
@@ -1379,9 +1379,9 @@ def test_a_timed_run_its_validation_stopped_holds_its_best_to_its_minute(tmp_pat
     FR.run_profile(ctx, sw, tmp_path / "f.json", [])
     assert len(fake()) == n  # its minute is reached: nothing planned again
     words = R.render_section([res])
-    assert "| 63 (timed, 15 min; validation's best at step 15, stopped early at 31) |" in words
+    assert "| 63 (timed, 15 min; validation's best at step 15 = 3.8 min, stopped early at 31) |" in words
     assert "one stopped early holds that model up to its minute" in words
-    assert "DVA 63 steps for 15 min (7.8 min on the clock, validation's best at step 15, stopped early at 31)" in words
+    assert "DVA 63 steps for 15 min (7.8 min on the clock, validation's best at step 15 = 3.8 min, stopped early at 31)" in words
     # another validation (patience 2): the earlier timed run and its plan are dropped, the minute run again
     sw = sw._replace(frontier=sw.frontier._replace(timed_patience=2))
     monkeypatch.delenv("FAKE_STOP")
@@ -1403,8 +1403,33 @@ def test_a_timed_run_the_collapse_guard_stopped_holds_its_best_to_its_minute(tmp
     p, = res["timed_points"]
     assert (p["steps"], p["model_step"], p["stopped_early"], p["stop"]) == (31, 15, True, "collapse guard")
     assert A.reaches(R.time_points(res), "dva", 15)
-    assert "| 63 (timed, 15 min; validation's best at step 15, stopped by the collapse guard at 31) |" in \
+    assert "| 63 (timed, 15 min; validation's best at step 15 = 3.8 min, stopped by the collapse guard at 31) |" in \
         R.render_section([res])
+
+
+def test_the_equal_time_horizon_is_the_sweeps_and_a_minute_takes_the_run_sized_to_it():
+    """The horizon ("the longest every method trained") comes from the sweep's last models alone, not from a
+    timed run or its held best model; at a comparison minute a method's run sized to it answers, else its curve."""
+    pts = [{"method": "frozen", "frozen": True, "alpha": 0.0, "id_r1": 40.0, "train_minutes": 0.0},
+           {"method": "dva", "frozen": False, "alpha": 1.0, "id_r1": 50.0, "train_minutes": 4.0},
+           {"method": "ica", "frozen": False, "alpha": 1.0, "id_r1": 48.0, "train_minutes": 1.0},
+           {"method": "ica", "frozen": False, "alpha": 1.0, "id_r1": 55.0, "train_minutes": 2.0, "timed": 5.0,
+            "stopped_early": True}]
+    hz, at5 = A.equal_time(pts, ["dva", "ica"], [5.0])
+    assert hz["horizon"] and hz["minutes"] == 1.0 and hz["id_r1"] == {"dva": 42.5, "ica": 48.0}
+    assert at5["id_r1"] == {"dva": None, "ica": 55.0} and at5["source"] == {"dva": None, "ica": "timed"}
+    assert A.time_curve(pts, "ica") == [(0.0, 40.0), (1.0, 48.0), (2.0, 55.0), (5.0, 55.0)]
+    assert A.time_curve(pts, "ica", hold=False) == [(0.0, 40.0), (1.0, 48.0), (2.0, 55.0)]
+    assert A.reaches(pts, "ica", 5.0 + 1e-9) and not A.reaches(pts, "ica", 4.0)
+
+
+def test_a_timed_run_stopped_before_any_validation_says_why():
+    summary = {"status": "stopped", "steps": 3, "checkpoint": "last.safetensors", "eval_split": "val",
+               "checkpoints": {"best": None}, "collapse": {"step": 3, "kind": "nonfinite_loss",
+                                                           "message": "the loss is nan", "fix": "--train.lr 1e-4"}}
+    with pytest.raises(RuntimeError, match=r"collapse guard stopped the run at step 3 .*the loss is nan.*"
+                                           r"Fix: --train.lr 1e-4"):
+        W.scored_model(summary, "best")
 
 
 def test_timed_steps_and_reaches():
