@@ -218,8 +218,8 @@ def time_curve(pts: list[dict[str, Any]], method: str, hold: bool = True) -> lis
     """``(training minutes, ID R@1)`` of the method's alpha-1 points, one per budget, by minutes, from the
     frozen backbone at 0 minutes (every method's model before its first step) when it was measured.
 
-    A point without recorded minutes is left out. A timed run its validation stopped early (``stopped_early``)
-    stays at its best model from its last step to the minute it was sized for (``timed``): a user given that
+    A point without recorded minutes is left out. With ``hold``, a timed run stopped early (``stopped_early``:
+    by its validation or the collapse guard) stays at its best model from its last step to the minute it was sized for (``timed``): a user given that
     many minutes would have stopped where it did.
     """
     own = [p for p in pts if p["method"] == method and p["alpha"] == 1.0 and p["id_r1"] is not None
@@ -255,8 +255,8 @@ def equal_time(pts: list[dict[str, Any]], methods: Sequence[str], minutes: Seque
     more were measured there; ``tie`` when the best two are equal as printed, to one decimal).
 
     At a minute, a method's figure is its run sized to that minute (:func:`timed_point`: the model its
-    validation chose) where one was measured, else read off its :func:`time_curve` (linear between the
-    sweep's last models); ``source`` says which (``timed``, ``curve``; None: not measured)."""
+    validation chose) where one was measured, else read off its :func:`time_curve` (linear between its
+    measured points); ``source`` says which (``timed``, ``curve``; None: not measured)."""
     # the horizon is the sweep's (last models, no timed run and no held best model): where every method trained
     sweep = [p for p in pts if p.get("timed") is None]
     curves = {m: time_curve(pts, m) for m in methods}

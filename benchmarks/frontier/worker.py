@@ -64,21 +64,21 @@ def _training_record(summary: dict[str, Any], reused: bool) -> dict[str, Any]:
     return rec
 
 
-def scored_model(summary: dict[str, Any], model: str) -> tuple[str, int]:
+def scored_model(summary: dict[str, Any], model: str, where: str = "summary.json") -> tuple[str, int]:
     """The checkpoint to score and its step: the last model, or (``best``) the one the run's periodic
-    validation chose (``summary.json``'s ``checkpoints.best``; a run that never validated has none: an error,
-    as scoring its last model in its place would mislabel it)."""
+    validation chose (``summary.json``'s ``checkpoints.best``; a run that never validated has none: an error
+    naming ``where``, as scoring its last model in its place would mislabel it)."""
     if model == "last":
         return summary["checkpoint"], int(summary["steps"])
     best = (summary.get("checkpoints") or {}).get("best")
     if model == "best" and not best and summary.get("status") == "stopped":
         c = summary.get("collapse") or {}
         fix = c.get("fix") or "a lower learning rate"
-        raise RuntimeError(f"the collapse guard stopped the run at step {c.get('step')} before its first validation "
+        raise RuntimeError(f"{where}: the collapse guard stopped the run at step {c.get('step')} before its first validation "
                            f"({c.get('message') or c.get('kind')}): no model to score. Fix: {fix}; then delete the "
                            "run folder to train it again")
     if model != "best" or not best or summary.get("eval_split") != "val":
-        raise RuntimeError(f"the frontier section asks for the {model!r} model; the run has "
+        raise RuntimeError(f"{where}: the frontier section asks for the {model!r} model; the run has "
                            + ("no validation-chosen one (its spec must set --train.eval_every > 0 and hold out "
                               "--data.val_classes)" if model == "best" else "only 'last' and 'best'"))
     return best["path"], int(best["step"])
@@ -172,7 +172,7 @@ def run_frontier(spec: dict[str, Any], cfg: Any, out: Path, withheld: Callable[[
     if spec["kind"] == "train":
         summary, reused = _train(cfg, out, withheld)
         res.update(_training_record(summary, reused))
-        checkpoint, res["model_step"] = scored_model(summary, fr.get("model", "last"))
+        checkpoint, res["model_step"] = scored_model(summary, fr.get("model", "last"), str(out / "summary.json"))
     else:
         res.update(steps=0, train_seconds=0.0, prep_seconds=0.0, images_processed=0, training_reused=False)
     sets = image_sets(cfg, fr.get("ood") or [])
