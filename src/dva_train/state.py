@@ -123,6 +123,13 @@ class TrainState:
                             str(saved.get("run_id", "")) or self.pos.run_id, dict(saved.get("frozen") or {}),
                             int(saved.get("stale", 0)), str(saved.get("early_stop", "")),
                             float(saved.get("train_seconds", 0.0)), int(saved.get("images", 0)))
+        # best.safetensors is written before the state that records it: a crash between the two
+        # leaves the file ahead of the state. The file is what the run hands on, so the position
+        # takes its step and MAP@R (else a later, worse evaluation could overwrite a better model).
+        best = _checkpoint_extra(out / BEST_FILE)
+        if best is not None and "map@r" in (best.get("metrics") or {}) and int(best["step"]) != self.pos.best_step:
+            notes["best_checkpoint_step"] = int(best["step"])
+            self.pos.best, self.pos.best_step = float(best["metrics"]["map@r"]), int(best["step"])
         return notes
 
 
@@ -234,15 +241,23 @@ def _load_trainable(model: DVAModel, saved: dict[str, Any]) -> None:
             params[n].copy_(t)
 
 
-def _checkpoint_step(path: Path) -> int | None:
-    """The step recorded in a checkpoint's metadata (None: absent or unreadable)."""
+def _checkpoint_extra(path: Path) -> dict[str, Any] | None:
+    """The ``extra`` metadata of a checkpoint (step, metrics; None: absent, unreadable or without a step)."""
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt") as f:
-            return int(json.loads((f.metadata() or {})["extra"])["step"])
+            extra = json.loads((f.metadata() or {})["extra"])
+        int(extra["step"])
+        return extra
     except Exception:  # noqa: BLE001 - any failure means "no usable step"
         return None
+
+
+def _checkpoint_step(path: Path) -> int | None:
+    """The step recorded in a checkpoint's metadata (None: absent or unreadable)."""
+    extra = _checkpoint_extra(path)
+    return None if extra is None else int(extra["step"])
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -87,6 +87,24 @@ def test_crash_between_checkpoint_and_state_resumes_at_the_state_step(runs, synt
     _assert_same_as_straight(runs, out)
 
 
+def test_a_best_checkpoint_ahead_of_the_state_is_taken_on_resume(runs, synthetic_root, tmp_path):
+    # best.safetensors is written before the state that records it; a kill between the two leaves
+    # the file ahead. Here: the crashed run (state at step 3, no best yet) beside the step-6 best.
+    out = _copy_crashed(runs, tmp_path)
+    shutil.copy(runs / "straight/best.safetensors", out / "best.safetensors")
+    from safetensors import safe_open
+    with safe_open(str(out / "best.safetensors"), framework="pt") as f:
+        meta = json.loads(f.metadata()["extra"])
+    assert meta["step"] == 6 and torch.load(out / "train_state.pt", weights_only=True)["best_step"] == -1
+    T.train(_cfg(synthetic_root, out), resume=True, progress=False)
+    row = [r for r in _log(out) if r["kind"] == "resume"][-1]
+    assert row["step"] == 3 and row["best_checkpoint_step"] == 6
+    st = torch.load(out / "train_state.pt", weights_only=True)
+    # The same step-6 evaluation again is not better than the file's: kept, and counted as stale
+    # (without the file's MAP@R the position would have taken it as a first best).
+    assert st["best_step"] == 6 and st["best"] == pytest.approx(meta["metrics"]["map@r"]) and st["stale"] == 1
+
+
 def test_resume_refuses_a_changed_config(runs, synthetic_root, tmp_path):
     out = _copy_crashed(runs, tmp_path)
     files = ("train_state.pt", "log.jsonl", "config.yaml", "last.safetensors")
@@ -156,6 +174,7 @@ def test_keys_that_cannot_change_results_do_not_block_resume(runs, synthetic_roo
             progress=False)
     row = [r for r in _log(out) if r["kind"] == "resume"][-1]
     assert row["step"] == 3 and "changes" not in row and "last_checkpoint_step" not in row
+    assert "best_checkpoint_step" not in row
     _assert_same_as_straight(runs, out)  # and the output_dir moved too
 
 
