@@ -45,7 +45,7 @@ class ICAConfig:
     # 0 = the frozen backbone exactly, 1 = the trained adapters (docs/METHOD.md, "Between frozen
     # and trained"). Training leaves it at 1; `--ica-scale` and `dva interpolate` set it.
     alpha: float = 1.0
-    # ViT: "qk" (paper), "q", "k", "qkv". CNN: "pw" (expansion 1x1), "pwl" (projection 1x1),
+    # ViT: "qk" (paper), "q", "k", "v", "qkv". CNN: "pw" (expansion 1x1), "pwl" (projection 1x1),
     # "head" (conv_head), joined by "+", e.g. "pw+pwl+head". "auto": see dva.ica_names.AUTO.
     target: str = "auto"
     # Which blocks carry adapters: "all", a Python-style slice over the backbone's blocks, e.g.

@@ -166,3 +166,16 @@ def test_onnx_export_equals_torch_at_half_scale(weights, tmp_path, act):
     a, b, c = half.embed_tensor(x), onnx.embed_tensor(x), full.embed_tensor(x)
     assert float((a * b).sum(1).min()) >= COSINE
     assert float((b * c).sum(1).min()) < 0.9999  # the graph holds the scale: not the alpha-1 model
+
+
+def test_load_embedder_weights_override_a_checkpoint_only_when_given(weights, tmp_path):
+    from dva.runtime.load import load_embedder
+
+    ck = str(_saved(weights, tmp_path))
+    own = load_embedder(checkpoint=ck)  # None: the weights it was trained with
+    assert own.model.cfg.backbone.weights == str(weights)
+    assert load_embedder(checkpoint=ck, weights=str(weights)).fingerprint == own.fingerprint
+    # An explicit source is used, not silently dropped: no bundled MobileNetV2-0.5 exists.
+    with pytest.raises((ValueError, FileNotFoundError, RuntimeError)) as e:
+        load_embedder(checkpoint=ck, weights="bundled")
+    assert "bundled" in str(e.value)

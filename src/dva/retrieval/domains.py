@@ -34,7 +34,6 @@ winner's score minus the runner-up's. docs/BENCHMARKS.md ("Domains") measures bo
 from __future__ import annotations
 
 import copy
-import hashlib
 import io
 import json
 import os
@@ -672,7 +671,7 @@ class DomainSet:
                         batch_size: int) -> tuple[np.ndarray, list[int]]:
         """Frozen embeddings of the gallery images ``ids`` of ``d`` (the readable ones), cached by content."""
         from dva.data import load_rgb
-        from dva.runtime.cache import cache_dir
+        from dva.runtime.cache import domain_sample_cache_path
         from dva.utils import atomic_write_bytes
 
         stats = {i: os.stat(d.index.paths[i]) for i in ids if os.path.isfile(d.index.paths[i])}
@@ -682,7 +681,7 @@ class DomainSet:
         model = next(iter(self.shared.models.values()))
         key = json.dumps([model.fingerprint, self.img_size, str(self.transform),
                           [(d.index.paths[i], stats[i].st_size, stats[i].st_mtime_ns) for i in ids]])
-        path = cache_dir() / "domains" / f"frozen-{hashlib.sha256(key.encode()).hexdigest()[:24]}.npz"
+        path = domain_sample_cache_path(key)
         if use_cache and path.is_file():
             with np.load(path) as z:
                 return z["vectors"], [int(i) for i in z["ids"]]

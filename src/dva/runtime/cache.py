@@ -7,7 +7,9 @@ Everything lives under :func:`cache_dir` (``$DVA_CACHE``, default ``~/.cache/dva
 * ``onnx/frozen-<job>-<key>.onnx``: the frozen jobs of training preparation
   (:func:`frozen_cache_path`, run by :mod:`dva.runtime.frozen`);
 * ``onnx/suffix-<key>.onnx``: one domain's graph from a shared frozen prefix to its embedding
-  (:func:`suffix_cache_path`, run by :mod:`dva.retrieval.domains`).
+  (:func:`suffix_cache_path`, run by :mod:`dva.retrieval.domains`);
+* ``domains/frozen-<key>.npz``: the frozen embeddings of a domain's sampled gallery images, the
+  frozen router's class prototypes (:func:`domain_sample_cache_path`, run by :mod:`dva.retrieval.domains`).
 
 Torch is imported only inside :func:`frozen_cache_path` (its caller already holds a model), so
 :mod:`dva.bundled` and the command line can import this module cheaply.
@@ -71,3 +73,12 @@ def suffix_cache_path(fingerprint: str, start: int, digest: str, adapted: bool =
     key = {"fingerprint": fingerprint, "start": int(start), "digest": digest, "adapted": bool(adapted)}
     h = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
     return cache_dir() / "onnx" / f"suffix-{h}.onnx"
+
+
+def domain_sample_cache_path(key: str) -> Path:
+    """``$DVA_CACHE/domains/frozen-<key>.npz``: frozen embeddings of a domain's sampled gallery images.
+
+    ``key`` names what they depend on (the model's fingerprint, input size, transform, and each
+    sampled file's path, size and modification time); it is hashed into the file name.
+    """
+    return cache_dir() / "domains" / f"frozen-{hashlib.sha256(key.encode()).hexdigest()[:24]}.npz"

@@ -13,7 +13,7 @@ from dva.runtime.protocol import EmbedderLike
 from dva.runtime.torch_embedder import Embedder
 
 
-def load_embedder(checkpoint: str | None = None, backbone: str | None = None, weights: str | None = "bundled",
+def load_embedder(checkpoint: str | None = None, backbone: str | None = None, weights: str | None = None,
                   img_size: int | None = None, device: str = "cpu", runtime: str = "torch",
                   ica_scale: float | None = None) -> EmbedderLike:
     """An embedder from a checkpoint, or the frozen zero-shot backbone.
@@ -21,8 +21,8 @@ def load_embedder(checkpoint: str | None = None, backbone: str | None = None, we
     Args:
         checkpoint: a ``.safetensors`` file from ``dva train``; None = frozen backbone only.
         backbone: timm name when no checkpoint is given (default ``mobilenetv2_100``).
-        weights: backbone weights (``bundled`` | ``hub`` | ``none`` | PATH); with a checkpoint,
-            None keeps the ones it was trained with.
+        weights: backbone weights (``bundled`` | ``hub`` | ``none`` | PATH); None = the
+            checkpoint's own (the ones it was trained with), or ``bundled`` without a checkpoint.
         img_size: input size (default: the checkpoint's, else 224).
         device: ``cpu``, ``cuda`` or ``auto``.
         runtime: one of :data:`dva.runtime.RUNTIMES`: ``torch`` (an :class:`Embedder`), ``onnx``
@@ -46,10 +46,9 @@ def load_embedder(checkpoint: str | None = None, backbone: str | None = None, we
     if checkpoint:
         from dva.checkpoint import load_checkpoint
 
-        # The checkpoint names its backbone weights; only an explicit other source overrides them
-        # (e.g. a local file instead of the hub). The fingerprint check still applies.
-        model, _ = load_checkpoint(checkpoint, weights=weights if weights not in (None, "bundled") else None,
-                                   ica_scale=ica_scale)
+        # The checkpoint names its backbone weights; an explicit source overrides them (e.g. a
+        # local file instead of the hub). The fingerprint check still applies.
+        model, _ = load_checkpoint(checkpoint, weights=weights, ica_scale=ica_scale)
         if img_size:
             model.cfg.backbone.img_size = img_size
     else:

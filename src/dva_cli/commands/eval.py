@@ -1,8 +1,9 @@
-"""``dva eval``: embed a dataset's test images and report retrieval metrics.
+"""``dva eval``: embed a dataset's images and report retrieval metrics.
 
 With ``--checkpoint`` the trained backbone + adapters are evaluated; without it the frozen
-zero-shot baseline (``--backbone``, default mobilenetv2_100, with ``--weights``). Leave-one-out over the test set,
-or query-vs-gallery when the split defines them.
+zero-shot baseline (``--backbone``, default mobilenetv2_100, with ``--weights``). ``--split``
+picks the images: ``test`` (default; leave-one-out, or query-vs-gallery when the split defines
+them), ``train``, or ``all`` (leave-one-out over every image of the dataset, e.g. a whole folder).
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 The same client code talks to both: ``--uri gallery.db`` runs Milvus Lite embedded in the
 process (one process per database at a time: share one between processes through
 ``milvus-lite server --data-dir gallery.db``), ``--uri http://HOST:19530`` a server or cluster
-(token from ``--token`` or ``$DVA_MILVUS_TOKEN``). Needs the ``milvus`` extra
+(token from ``$DVA_MILVUS_TOKEN``). Needs the ``milvus`` extra
 (``pip install 'dva[milvus]'``); pymilvus is imported on first use.
 
 * :mod:`~dva.retrieval.milvus.connect`: URIs, connecting, the collection layout;

@@ -107,7 +107,7 @@ def connect(uri: str, token: str | None = None) -> Any:
                 f"server: `milvus-lite server --data-dir {target} --port 19530`, then use "
                 "--uri http://127.0.0.1:19530 everywhere") from None
         raise ConnectionError(f"{target}: cannot reach Milvus ({exc.message}); is the server running, and is "
-                              f"the token right (--token or ${TOKEN_ENV})?") from None
+                              f"the token right (${TOKEN_ENV})?") from None
 
 
 def collection_name(fingerprint: str) -> str:
