@@ -1,4 +1,5 @@
 import importlib.util
+from pathlib import Path
 
 import pytest
 
@@ -63,8 +64,21 @@ def test_bad_values_are_refused_when_the_config_is_read(override, fragment):
 
 
 def test_validation_accepts_every_packaged_config_and_device_forms():
-    for name in ("demo", "cub200_vitb16"):
-        load_config(name)
+    import yaml
+
+    import dva
+
+    packaged = sorted((Path(dva.__file__).parent / "configs").glob("*.yaml"))
+    assert {"demo", "cub200_vitb16"} <= {p.stem for p in packaged}
+    for path in packaged:  # each loads by name, with the values its file sets
+        raw = yaml.safe_load(path.read_text())
+        cfg = load_config(path.stem)
+        for section, values in raw.items():
+            if not isinstance(values, dict):
+                continue
+            for key, value in values.items():
+                got = getattr(getattr(cfg, section), key)
+                assert got == value or str(got) == str(value), (path.name, section, key, got, value)
     for dev in ("auto", "cpu", "cuda", "cuda:1", "mps"):
         assert load_config(None, ["--train.device", dev]).train.device == dev
 
@@ -75,7 +89,8 @@ def test_resolve_device_refuses_what_is_not_here():
     from dva.utils import resolve_device
 
     assert resolve_device("cpu") == torch.device("cpu")
-    if not torch.cuda.is_available():
+    with pytest.MonkeyPatch.context() as mp:  # also on a machine with CUDA
+        mp.setattr(torch.cuda, "is_available", lambda: False)
         with pytest.raises(ValueError, match="no CUDA device"):
             resolve_device("cuda")
     with pytest.raises(ValueError, match="expected auto, cpu"):

@@ -55,9 +55,16 @@ def test_the_docs_match_the_committed_results():
     assert DD.check() == [] and FD.check() == []
 
 
-def test_committed_defaults_budget_result_renders_when_present():
+def test_committed_defaults_budget_result_renders_its_choices():
     from benchmarks.defaults import budget as B
 
-    if B.RESULT.is_file():
-        body = DD.budget_body(json.loads(B.RESULT.read_text()))
-        assert "chosen" in body
+    result = json.loads(B.RESULT.read_text())  # committed: the evidence for AUTO_STEPS
+    body = DD.budget_body(result)
+    rows = [r for r in result["rows"] if not r["stage_missing"]]
+    assert rows
+    for r in rows:  # each pair's chosen budget is a row of the per-pair table, marked when the grid's largest
+        top = r["chosen_steps"] == max(c["steps"] for c in r["candidates"])
+        cell = f"| {r['chosen_steps']}{' (largest tried)' if top else ''} |"
+        assert any(line.startswith(f"| {r['dataset']} | {r['backbone']} |") and cell in line
+                   for line in body.splitlines()), (r["dataset"], r["backbone"])
+    assert body.count("**chosen**") == sum(c["chosen"] for r in rows for c in r["candidates"])

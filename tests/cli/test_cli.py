@@ -19,7 +19,9 @@ def test_params_vit_b16_json(capsys):
 def test_params_cnn_default_target(capsys):
     assert main(["params", "--backbone", "mobilenetv2_100", "--ica-rank", "4", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["ica_target"] != "auto" and 0 < out["trainable_fraction"] < 0.05
+    from dva.ica_names import AUTO
+
+    assert out["ica_target"] == AUTO["cnn"]["target"] == "pw+pwl+head" and 0 < out["trainable_fraction"] < 0.05
 
 
 def test_console_script_help():

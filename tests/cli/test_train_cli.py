@@ -4,7 +4,6 @@ import json
 import shutil
 from pathlib import Path
 
-import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -139,8 +138,8 @@ def test_values_too_large_fail_in_a_second_with_the_reason(synthetic_root, tmp_p
     assert not out.exists()  # refused before the run folder
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
-def test_cuda_without_cuda_fails_at_start(synthetic_root, tmp_path, capsys):
+def test_cuda_without_cuda_fails_at_start(synthetic_root, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # also on a machine with CUDA
     assert main(_args(synthetic_root, tmp_path / "run", "--train.device", "cuda")) == 2
     assert "device 'cuda': no CUDA device is available here (use cpu or auto)" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()  # before the run folder

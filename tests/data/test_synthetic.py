@@ -55,10 +55,34 @@ def test_deterministic_and_seed_dependent(syn, tmp_path):
 
 
 def test_classes_differ_images_vary(syn):
+    import csv
+
+    from dva.data.synthetic import _class_style
+
     root, _out, _dt = syn
     a0 = np.asarray(Image.open(root / "images/class_000/img_0000.png"), dtype=float)
     a1 = np.asarray(Image.open(root / "images/class_000/img_0001.png"), dtype=float)
     assert np.abs(a0 - a1).mean() > 10  # position/scale/background vary within a class
+    # Every class has its own look; a fine-grained pair (2j, 2j+1) shares shape and main colour.
+    styles = [_class_style(c) for c in range(6)]
+    assert len({tuple(sorted(st.items())) for st in styles}) == 6
+    for j in range(3):
+        a, b = styles[2 * j], styles[2 * j + 1]
+        assert a["shape"] == b["shape"] and a["hue1"] == b["hue1"] and a["pattern"] != b["pattern"]
+    assert styles[0]["shape"] != styles[2]["shape"] and styles[0]["hue1"] != styles[2]["hue1"]
+    # And the images show it: inside the object boxes, class 0's mean colour is farther from
+    # class 2's (another shape and colour) than any two of its own images are from each other.
+    boxes = {r["path"]: [float(r[k]) for k in "xywh"] for r in csv.DictReader(open(root / "boxes.csv"))}
+
+    def box_colour(c, i):
+        path = f"images/class_{c:03d}/img_{i:04d}.png"
+        x, y, w, h = (int(v) for v in boxes[path])
+        return np.asarray(Image.open(root / path).convert("RGB"), float)[y:y + h, x:x + w].reshape(-1, 3).mean(0)
+
+    own = [box_colour(0, i) for i in range(4)]
+    within = max(np.abs(p - q).mean() for p in own for q in own)
+    between = np.abs(np.mean(own, 0) - np.mean([box_colour(2, i) for i in range(4)], 0)).mean()
+    assert between > 2 * within
 
 
 def test_load_open_and_closed(syn):

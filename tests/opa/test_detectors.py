@@ -235,51 +235,45 @@ def _transformers():
 def tiny_groundingdino():
     """A randomly initialised GroundingDINO with a BERT tokenizer built here (no download)."""
     torch, tf = _transformers()
-    try:
-        vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "a", "bird", "cat", "dog"]
-        tok = tf.BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)})
-        proc = tf.GroundingDinoProcessor(
-            image_processor=tf.GroundingDinoImageProcessor(size={"shortest_edge": 64, "longest_edge": 96}),
-            tokenizer=tok)
-        cfg = tf.GroundingDinoConfig(
-            backbone_config=tf.SwinConfig(image_size=64, patch_size=4, embed_dim=8, depths=[1, 1, 1, 1],
-                                          num_heads=[1, 1, 1, 1], window_size=4, out_indices=[2, 3, 4]),
-            text_config=tf.BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1,
-                                      num_attention_heads=2, intermediate_size=32, max_position_embeddings=64),
-            d_model=32, encoder_layers=1, decoder_layers=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
-            encoder_attention_heads=2, decoder_attention_heads=2, num_queries=10, max_text_len=32,
-            encoder_n_points=2, decoder_n_points=2)
-        torch.manual_seed(0)
-        model = tf.GroundingDinoForObjectDetection(cfg).eval()
-    except Exception as exc:  # noqa: BLE001 - any failure to build offline is a skip, with its reason
-        pytest.skip(f"transformers cannot build a tiny GroundingDINO offline: {type(exc).__name__}: {exc}")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "a", "bird", "cat", "dog"]
+    tok = tf.BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)})
+    proc = tf.GroundingDinoProcessor(
+        image_processor=tf.GroundingDinoImageProcessor(size={"shortest_edge": 64, "longest_edge": 96}),
+        tokenizer=tok)
+    cfg = tf.GroundingDinoConfig(
+        backbone_config=tf.SwinConfig(image_size=64, patch_size=4, embed_dim=8, depths=[1, 1, 1, 1],
+                                      num_heads=[1, 1, 1, 1], window_size=4, out_indices=[2, 3, 4]),
+        text_config=tf.BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1,
+                                  num_attention_heads=2, intermediate_size=32, max_position_embeddings=64),
+        d_model=32, encoder_layers=1, decoder_layers=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
+        encoder_attention_heads=2, decoder_attention_heads=2, num_queries=10, max_text_len=32,
+        encoder_n_points=2, decoder_n_points=2)
+    torch.manual_seed(0)
+    model = tf.GroundingDinoForObjectDetection(cfg).eval()
     return model, proc
 
 
 def tiny_owlv2():
     """A randomly initialised OWLv2 with a CLIP tokenizer built here (no download)."""
     torch, tf = _transformers()
-    try:
-        vocab = {"!": 0, "<|startoftext|>": 1, "<|endoftext|>": 2}
-        for w in ("a", "photo", "of", "bird", "cat", "dog"):
-            vocab[w + "</w>"] = len(vocab)
-        for ch in "abcdefghijklmnopqrstuvwxyz":
-            vocab.setdefault(ch, len(vocab))
-            vocab.setdefault(ch + "</w>", len(vocab))
-        tok = tf.CLIPTokenizer(vocab=vocab, merges=[])
-        proc = tf.Owlv2Processor(image_processor=tf.Owlv2ImageProcessor(size={"height": 32, "width": 32}),
-                                 tokenizer=tok)
-        cfg = tf.Owlv2Config(
-            text_config={"vocab_size": len(vocab), "hidden_size": 16, "intermediate_size": 32,
-                         "num_hidden_layers": 1, "num_attention_heads": 2, "max_position_embeddings": 16,
-                         "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 2},
-            vision_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
-                           "num_attention_heads": 2, "image_size": 32, "patch_size": 8},
-            projection_dim=16)
-        torch.manual_seed(0)
-        model = tf.Owlv2ForObjectDetection(cfg).eval()
-    except Exception as exc:  # noqa: BLE001
-        pytest.skip(f"transformers cannot build a tiny OWLv2 offline: {type(exc).__name__}: {exc}")
+    vocab = {"!": 0, "<|startoftext|>": 1, "<|endoftext|>": 2}
+    for w in ("a", "photo", "of", "bird", "cat", "dog"):
+        vocab[w + "</w>"] = len(vocab)
+    for ch in "abcdefghijklmnopqrstuvwxyz":
+        vocab.setdefault(ch, len(vocab))
+        vocab.setdefault(ch + "</w>", len(vocab))
+    tok = tf.CLIPTokenizer(vocab=vocab, merges=[])
+    proc = tf.Owlv2Processor(image_processor=tf.Owlv2ImageProcessor(size={"height": 32, "width": 32}),
+                             tokenizer=tok)
+    cfg = tf.Owlv2Config(
+        text_config={"vocab_size": len(vocab), "hidden_size": 16, "intermediate_size": 32,
+                     "num_hidden_layers": 1, "num_attention_heads": 2, "max_position_embeddings": 16,
+                     "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 2},
+        vision_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+                       "num_attention_heads": 2, "image_size": 32, "patch_size": 8},
+        projection_dim=16)
+    torch.manual_seed(0)
+    model = tf.Owlv2ForObjectDetection(cfg).eval()
     return model, proc
 
 

@@ -6,6 +6,7 @@ import re
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -131,7 +132,9 @@ def test_report_cli(embedder, gallery, tmp_path, monkeypatch, capsys):
 
 @pytest.mark.parametrize("adapted", [False, True])
 def test_activation_overlay_matches_model_view(embedder, gallery, adapted):
-    from dva.retrieval.report import activation_overlays, model_view
+    import torch
+
+    from dva.retrieval.report import activation_overlays, model_view, overlay_heatmap
 
     paths, _ = gallery
     im = Image.open(paths[0]).convert("RGB")
@@ -139,7 +142,13 @@ def test_activation_overlay_matches_model_view(embedder, gallery, adapted):
     assert view.size == (embedder.img_size, embedder.img_size)
     maps = activation_overlays(embedder, im)
     assert set(maps) == {"frozen", "dva"}
-    assert maps["dva" if adapted else "frozen"].size == view.size
+    name = "dva" if adapted else "frozen"
+    assert maps[name].size == view.size
+    # Each overlay is its own model's map on the model's view (not the other one's).
+    with torch.no_grad():
+        amap = embedder.activation_maps(embedder.transform(im).unsqueeze(0), adapted=adapted)[0].numpy()
+    assert np.array_equal(np.asarray(maps[name]), np.asarray(overlay_heatmap(view, amap)))
+    assert not np.array_equal(np.asarray(maps["dva"]), np.asarray(maps["frozen"]))
 
 
 def test_report_reads_as_words_and_shows_the_metrics_table(tmp_path):

@@ -87,8 +87,9 @@ def test_onnx_available_needs_both_packages(monkeypatch):
 
     assert sessions.onnx_available() == (importlib.util.find_spec("onnx") is not None)
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda m, *a: None if m == "onnx" else real(m, *a))
-    assert sessions.onnx_available() is False
+    for missing in ("onnx", "onnxruntime"):  # either one absent is enough
+        monkeypatch.setattr(importlib.util, "find_spec", lambda m, *a, gone=missing: None if m == gone else real(m, *a))
+        assert sessions.onnx_available() is False, missing
 
 
 def test_file_sha256_equals_hashlib_and_follows_changes(tmp_path):
