@@ -266,7 +266,8 @@ def frontier_words(result: dict[str, Any], sm: dict[str, Any]) -> str:
     worst = min(c["levels"], key=lambda lv: lv["diff"])
     left_out = ", the shared frozen point left out" if c.get("skipped") else ""
     return (f"- Frontier (ID R@1 against the mean OOD R@1 over {gals}; each method's Pareto-upper points joined, "
-            f"linear between them): over the ID R@1 range both DVA's and the full fine-tune's (WiSE-FT) frontiers "
+            f"linear between them: the envelope over every measured (budget, alpha) on test figures, for both "
+            f"methods alike: what each can reach, not a choice; the validation-chosen points follow): over the ID R@1 range both DVA's and the full fine-tune's (WiSE-FT) frontiers "
             f"cover, {num(c['lo'])} to {num(c['hi'])}, DVA's mean OOD R@1 minus the full fine-tune's is "
             f"{num(c['min_diff'], signed=True)} at its least (at ID R@1 {num(worst['id_r1'])}, over "
             f"{_levels(len(c['levels']))}{left_out}) and "

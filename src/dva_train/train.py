@@ -435,20 +435,23 @@ class _Trainer:
         st.scheduler.step()
         return losses, gnorm
 
-    def _check(self, finding: Finding | None) -> None:
-        """Act on a guard finding, the same way on every rank: log it; stop unless ``on_collapse=warn``."""
+    def _check(self, finding: Finding | None, may_stop: bool = True) -> None:
+        """Act on a guard finding, the same way on every rank: log it; stop unless ``on_collapse=warn``
+        (or ``may_stop`` is False: a finding on the test split only warns)."""
         run = self.run
         if not any_rank(run.info, finding is not None):
             return
         finding = finding or Finding("another rank", self.pos.step, "a check tripped on another DDP rank",
                                      lr_fix(run.cfg.train))
-        stop = run.cfg.train.on_collapse == "stop"
+        stop = run.cfg.train.on_collapse == "stop" and may_stop
         first = finding.kind not in {f["kind"] for f in self.findings}
         self.findings.append(finding.to_dict())
         if stop or first:  # warn: one console line per kind of finding
             kept = ("best.safetensors keeps the best evaluation" if run.data.select
                     else "last.safetensors holds the model where it stopped; nothing is selected on this split")
-            then = f"stopping ({kept}; train.on_collapse=warn goes on)" if stop else "going on (train.on_collapse=warn)"
+            then = (f"stopping ({kept}; train.on_collapse=warn goes on)" if stop
+                    else "going on (train.on_collapse=warn)" if may_stop
+                    else "going on (an evaluation on the test split never decides when training ends)")
             run.log.alert(f"{finding.message()}; {then}", kind="collapse", what=finding.kind, step=finding.step,
                           figure=finding.figure, fix=finding.fix, action="stop" if stop else "warn")
         if stop:
@@ -478,7 +481,9 @@ class _Trainer:
             else:
                 self.pos.stale += 1
             finding = self.guard.check_eval(self.pos.step, self.metrics, self.frozen)
-        self._check(finding)
+        # On the test split (data.val_classes 0) the figures only report: a finding there warns,
+        # and training ends where its budget does (docs/METHOD.md, Training: collapse guard).
+        self._check(finding, may_stop=run.data.eval_name != "test")
         # Early stopping, decided on rank 0's count and shared (every rank leaves the loop together).
         patience = self._patience()
         pos = self.pos

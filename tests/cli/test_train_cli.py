@@ -4,6 +4,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -83,6 +84,30 @@ def test_warn_goes_on_to_the_end_and_says_so(synthetic_root, tmp_path, capsys):
     assert summary["status"] == "completed" and summary["steps"] == 8 and summary["findings"]
     assert "going on (train.on_collapse=warn)" in cap.err
     assert "WARNING: the collapse guard tripped" in cap.out
+
+
+@pytest.mark.parametrize("split", ["test", "val"])
+def test_an_evaluation_finding_stops_on_validation_only(synthetic_root, tmp_path, capsys, monkeypatch, split):
+    # Every evaluation "trips" (a stand-in for the guard's figure check): on validation the run
+    # stops there; on the test split the figures may not decide anything, so it warns and goes on.
+    from dva_train import guard
+
+    monkeypatch.setattr(guard.Guard, "check_eval", lambda self, step, metrics, frozen: guard.Finding(
+        "evaluation", step, "MAP@R 0.001 below the frozen backbone's", "lower train.lr"))
+    out = tmp_path / "run"
+    val = ["--data.val_classes", "2"] if split == "val" else []
+    rc = main(_args(synthetic_root, out, "--train.epochs", "2", "--train.eval_every", "1", *val))
+    cap = capsys.readouterr()
+    summary = json.loads((out / "summary.json").read_text())
+    rows = [r for r in _log(out) if r["kind"] == "collapse"]
+    if split == "test":
+        assert rc == 0, cap.err[-2000:]
+        assert summary["status"] == "completed" and summary["steps"] == summary["budget"]["steps"] == 16
+        assert rows and {r["action"] for r in rows} == {"warn"}
+        assert "an evaluation on the test split never decides when training ends" in cap.err
+    else:
+        assert rc == 3, cap.err[-2000:]
+        assert summary["status"] == "stopped" and rows[0]["action"] == "stop" and summary["steps"] < 16
 
 
 # --------------------------------------------------------------------------- input checks, at once
