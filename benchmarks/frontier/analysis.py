@@ -249,10 +249,13 @@ def common_horizon(pts: list[dict[str, Any]], methods: Sequence[str]) -> float |
     return min(ends) if len(ends) >= 2 else None
 
 
-def equal_time(pts: list[dict[str, Any]], methods: Sequence[str], minutes: Sequence[float]) -> list[dict[str, Any]]:
+def equal_time(pts: list[dict[str, Any]], methods: Sequence[str], minutes: Sequence[float],
+               noise: float = 0.0) -> list[dict[str, Any]]:
     """At each of ``minutes``, and at the :func:`common_horizon` when it is below the first of them
     (``horizon``: True): every method's ID R@1 (None: not measured), the one ahead (None unless two or
-    more were measured there; ``tie`` when the best two are equal as printed, to one decimal).
+    more were measured there; ``tie`` when the best two are equal as printed, to one decimal;
+    ``within_noise`` when the lead is at most ``noise``, the seed-to-seed spread of :func:`seed_noise`:
+    one run each cannot tell them apart).
 
     At a minute, a method's figure is its run sized to that minute (:func:`timed_point`: the model its
     validation chose) where one was measured, else read off its :func:`time_curve` (linear between its
@@ -270,9 +273,23 @@ def equal_time(pts: list[dict[str, Any]], methods: Sequence[str], minutes: Seque
         src = {m: "timed" if timed[m] else "curve" if vals[m] is not None else None for m in methods}
         got = sorted(((v, m) for m, v in vals.items() if v is not None), reverse=True)
         tie = len(got) >= 2 and round(got[0][0], 1) == round(got[1][0], 1)
+        within = len(got) >= 2 and not tie and got[0][0] - got[1][0] <= noise
         out.append({"minutes": t, "horizon": horizon, "id_r1": vals, "source": src,
-                    "ahead": got[0][1] if len(got) >= 2 and not tie else None, "tie": tie})
+                    "ahead": got[0][1] if len(got) >= 2 and not (tie or within) else None, "tie": tie,
+                    "within_noise": within})
     return out
+
+
+def seed_noise(recommended: dict[str, Any]) -> dict[str, Any] | None:
+    """The largest sample std of test ID R@1 over the seeds of a recommended point (one measured with
+    two or more seeds): how far one run of a method's settings moves from another's. ``{"std", "method",
+    "seeds"}``; None when no point has seeds."""
+    best = None
+    for m, r in recommended.items():
+        st = (r or {}).get("stats") or {}
+        if len(st.get("seeds") or []) >= 2 and st.get("id_r1") and (best is None or st["id_r1"][1] > best["std"]):
+            best = {"std": float(st["id_r1"][1]), "method": m, "seeds": len(st["seeds"])}
+    return best
 
 
 def timed_point(pts: list[dict[str, Any]], method: str, minutes: float) -> dict[str, Any] | None:

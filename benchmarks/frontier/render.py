@@ -88,10 +88,13 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
     # Each design change for the trade-off (the anchored DVA, the variants) against both references.
     extra = [(a, b) for a in design_changes(result) for b in (FULL, DVA)]
     pairs = {f"{a}_vs_{b}": A.compare(fronts[a], fronts[b], skip) for a, b in extra if a in fronts and b in fronts}
-    return {"frontiers": {m: [list(p) for p in f] for m, f in fronts.items()}, "dva_vs_full": cmp, "pairs": pairs,
+    # One run per method at a minute: a lead within the seeds' spread of the recommended points is no lead.
+    noise = A.seed_noise(result.get("recommended") or {})
+    return {"seed_noise": noise, "frontiers": {m: [list(p) for p in f] for m, f in fronts.items()}, "dva_vs_full": cmp, "pairs": pairs,
             # a variant with budgets still to run would cut the common horizon short: it joins once all are in
             "equal_time": A.equal_time(time_points(result), [m for m in s["methods"] if not is_variant(result, m)
-                                                          or variant_swept(result, m)], s["minutes"]),
+                                                          or variant_swept(result, m)], s["minutes"],
+                                         noise["std"] if noise else 0.0),
             "target2": _target2(result), "sweep_cost": sweep_cost(result),
             # The design change's own validation-chosen point, held to the same two conditions (not the target).
             "target2_extra": {a: g for a in design_changes(result) if a in fronts
@@ -313,11 +316,17 @@ def time_words(result: dict[str, Any], sm: dict[str, Any]) -> str:
             parts.append(f"{when}: {_label(result, e['ahead'])} ahead ({vals}{missing})")
         elif e.get("tie"):
             parts.append(f"{when}: a tie at the top ({vals}{missing})")
+        elif e.get("within_noise"):
+            parts.append(f"{when}: no method ahead by more than the seeds' spread ({vals}{missing})")
         else:
             parts.append(f"{when}: not measured" + (f" (only {vals})" if got else ""))
+    noise = sm.get("seed_noise")
+    spread = ("" if not noise else f"; one run per method, so a lead of at most {num(noise['std'])} R@1, the "
+              f"largest std over seeds of a recommended point's test ID R@1 ({_label(result, noise['method'])}, "
+              f"{noise['seeds']} seeds), is no lead")
     return (f"- Equal compute, ID R@1 of the alpha-1 models at equal {clock}: at a comparison minute a method's "
             "run sized to it (the model its validation chose) where one was measured, else linear between the "
-            f"sweep's budgets (last models) and from the frozen backbone at 0 min ({clock_note(result)}): "
+            f"sweep's budgets (last models) and from the frozen backbone at 0 min ({clock_note(result)}{spread}): "
             + "; ".join(parts) + "." + timed_note(result))
 
 

@@ -437,6 +437,21 @@ def test_equal_time_interpolates_between_budgets():
     assert A.minutes_of({"train_seconds": 90.0, "prep_seconds": 30.0}, "train_and_prep_seconds") == 2.0
 
 
+def test_a_lead_within_the_seeds_spread_is_no_lead():
+    pts = [_pt("dva", 60, 1.0, 0, 0, id_r1=80.0, minutes=5.0), _pt("full", 60, 1.0, 0, 0, id_r1=81.0, minutes=5.0)]
+    assert A.equal_time(pts, ["dva", "full"], [5.0])[0]["ahead"] == "full"  # no noise given: the larger leads
+    e = A.equal_time(pts, ["dva", "full"], [5.0], noise=1.2)[0]
+    assert e["ahead"] is None and e["within_noise"] and not e["tie"]
+    e = A.equal_time(pts, ["dva", "full"], [5.0], noise=0.9)[0]
+    assert e["ahead"] == "full" and not e["within_noise"]
+    # The spread: the largest std of test ID R@1 over a recommended point's seeds (one seed: none).
+    rec = {"dva": {"stats": {"seeds": [0, 1, 2], "id_r1": [80.0, 0.4]}},
+           "full": {"stats": {"seeds": [0, 1, 2], "id_r1": [81.0, 1.3]}},
+           "ica": {"stats": {"seeds": [0], "id_r1": [79.0, 0.0]}}, "frozen": {"stats": None}}
+    assert A.seed_noise(rec) == {"std": 1.3, "method": "full", "seeds": 3}
+    assert A.seed_noise({"ica": rec["ica"]}) is None and A.seed_noise({}) is None
+
+
 def test_time_curves_start_at_the_frozen_backbone_and_compare_at_the_common_horizon():
     pts = [_pt("frozen", 0, 0.0, 0, 0, id_r1=70.0, minutes=0.0, frozen=True),
            _pt("dva", 60, 1.0, 0, 0, id_r1=80.0, minutes=2.0), _pt("full", 60, 1.0, 0, 0, id_r1=74.0, minutes=1.0),
