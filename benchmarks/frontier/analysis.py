@@ -273,7 +273,8 @@ def equal_time(pts: list[dict[str, Any]], methods: Sequence[str], minutes: Seque
         src = {m: "timed" if timed[m] else "curve" if vals[m] is not None else None for m in methods}
         got = sorted(((v, m) for m, v in vals.items() if v is not None), reverse=True)
         tie = len(got) >= 2 and round(got[0][0], 1) == round(got[1][0], 1)
-        within = len(got) >= 2 and not tie and got[0][0] - got[1][0] <= noise
+        # as printed (one decimal), like the tie: the words never show a lead above the spread as none
+        within = len(got) >= 2 and not tie and round(got[0][0], 1) - round(got[1][0], 1) <= round(noise, 1) + 1e-9
         out.append({"minutes": t, "horizon": horizon, "id_r1": vals, "source": src,
                     "ahead": got[0][1] if len(got) >= 2 and not (tie or within) else None, "tie": tie,
                     "within_noise": within})

@@ -125,9 +125,10 @@ class TrainState:
                             float(saved.get("train_seconds", 0.0)), int(saved.get("images", 0)))
         # best.safetensors is written before the state that records it: a crash between the two
         # leaves the file ahead of the state. The file is what the run hands on, so the position
-        # takes its step and MAP@R (else a later, worse evaluation could overwrite a better model).
+        # takes its step and MAP@R (else a later, worse evaluation could overwrite a better model);
+        # the trainer counts that evaluation, run again, as the improvement it was (train.py).
         best = _checkpoint_extra(out / BEST_FILE)
-        if best is not None and "map@r" in (best.get("metrics") or {}) and int(best["step"]) != self.pos.best_step:
+        if best is not None and "map@r" in (best.get("metrics") or {}) and int(best["step"]) > self.pos.best_step:
             notes["best_checkpoint_step"] = int(best["step"])
             self.pos.best, self.pos.best_step = float(best["metrics"]["map@r"]), int(best["step"])
         return notes

@@ -478,6 +478,10 @@ class _Trainer:
             if run.data.select and self.metrics["map@r"] > self.pos.best:
                 self.state.save_best(run.out, self.metrics, epoch, run.data.eval_name)
                 self.pos.stale = 0
+            elif run.data.select and self.pos.step == self.pos.best_step:
+                # The evaluation that wrote best.safetensors, run again after a resume adopted the
+                # file (state.restore): an improvement, as it was the first time (no early stop).
+                self.pos.stale = 0
             else:
                 self.pos.stale += 1
             finding = self.guard.check_eval(self.pos.step, self.metrics, self.frozen)

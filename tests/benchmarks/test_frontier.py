@@ -635,6 +635,29 @@ def _profile(tmp_path, *extra, work="work", reuse=None, out="f.json"):
     return FR.run_profile(ctx, sw, tmp_path / out, ["--dataset", "cub100"])
 
 
+def test_the_seeds_spread_reaches_the_equal_compute_words(tmp_path, fake):
+    res = _profile(tmp_path)  # every budget and both seeds of the recommended points
+    sm = R.summary(res)
+    noise = sm["seed_noise"]
+    assert noise is not None and noise["seeds"] == 2
+    assert noise["std"] == max(r["stats"]["id_r1"][1] for r in res["recommended"].values()
+                               if r.get("stats") and len(r["stats"]["seeds"]) >= 2)
+    measured = [e for e in sm["equal_time"] if sum(v is not None for v in e["id_r1"].values()) >= 2]
+    assert measured
+    # A spread wider than any lead: nobody is ahead anywhere, and the words say why.
+    wide = json.loads(json.dumps(res))
+    wide["recommended"]["full"]["stats"]["id_r1"][1] = 1000.0
+    sm = R.summary(wide)
+    assert sm["seed_noise"]["std"] == 1000.0 and sm["seed_noise"]["method"] == "full"
+    for e in sm["equal_time"]:
+        if sum(v is not None for v in e["id_r1"].values()) >= 2:
+            assert e["ahead"] is None and (e["within_noise"] or e["tie"])
+    words = R.time_words(wide, sm)
+    assert "no method ahead by more than the seeds' spread" in words and " ahead (" not in words
+    assert "a lead of at most 1000.0 R@1, the largest std over seeds of a recommended point's test ID R@1 " \
+           "(full fine-tune (WiSE-FT), 2 seeds), is no lead" in words
+
+
 def test_sittings_gather_their_budgets_in_one_json(tmp_path, fake):
     """--budgets splits a profile into sittings: each JSON holds every budget finished so far, and only
     the whole profile (every budget, the seeds) is complete."""

@@ -100,9 +100,22 @@ def test_a_best_checkpoint_ahead_of_the_state_is_taken_on_resume(runs, synthetic
     row = [r for r in _log(out) if r["kind"] == "resume"][-1]
     assert row["step"] == 3 and row["best_checkpoint_step"] == 6
     st = torch.load(out / "train_state.pt", weights_only=True)
-    # The same step-6 evaluation again is not better than the file's: kept, and counted as stale
-    # (without the file's MAP@R the position would have taken it as a first best).
-    assert st["best_step"] == 6 and st["best"] == pytest.approx(meta["metrics"]["map@r"]) and st["stale"] == 1
+    # The step-6 evaluation again: the improvement it was in the straight run (stale 0, as there),
+    # the file kept; the continuation is the straight run's.
+    straight = torch.load(runs / "straight/train_state.pt", weights_only=True)
+    assert st["best_step"] == 6 and st["best"] == pytest.approx(meta["metrics"]["map@r"])
+    assert st["stale"] == straight["stale"] == 0
+    _assert_same_as_straight(runs, out)
+    # A file behind the state's best (e.g. an older copy put back) is not adopted: the state stands.
+    behind = tmp_path / "behind"
+    shutil.copytree(runs / "crashed", behind)
+    shutil.copy(runs / "straight/best.safetensors", behind / "best.safetensors")  # step 6
+    state = torch.load(behind / "train_state.pt", weights_only=True)
+    state["best"], state["best_step"] = 0.99, 7  # as if a later evaluation had been better
+    torch.save(state, behind / "train_state.pt")
+    T.train(_cfg(synthetic_root, behind), resume=True, progress=False)
+    assert "best_checkpoint_step" not in [r for r in _log(behind) if r["kind"] == "resume"][-1]
+    assert torch.load(behind / "train_state.pt", weights_only=True)["best_step"] == 7
 
 
 def test_resume_refuses_a_changed_config(runs, synthetic_root, tmp_path):
