@@ -90,7 +90,8 @@ def summary(result: dict[str, Any]) -> dict[str, Any]:
     pairs = {f"{a}_vs_{b}": A.compare(fronts[a], fronts[b], skip) for a, b in extra if a in fronts and b in fronts}
     # One run per method at a minute: a lead within the seeds' spread of the recommended points is no lead.
     noise = A.seed_noise(result.get("recommended") or {})
-    return {"seed_noise": noise, "frontiers": {m: [list(p) for p in f] for m, f in fronts.items()}, "dva_vs_full": cmp, "pairs": pairs,
+    return {"seed_noise": noise, "frontiers": {m: [list(p) for p in f] for m, f in fronts.items()},
+            "dva_vs_full": cmp, "pairs": pairs,
             # a variant with budgets still to run would cut the common horizon short: it joins once all are in
             "equal_time": A.equal_time(time_points(result), [m for m in s["methods"] if not is_variant(result, m)
                                                           or variant_swept(result, m)], s["minutes"],
@@ -270,7 +271,8 @@ def frontier_words(result: dict[str, Any], sm: dict[str, Any]) -> str:
     left_out = ", the shared frozen point left out" if c.get("skipped") else ""
     return (f"- Frontier (ID R@1 against the mean OOD R@1 over {gals}; each method's Pareto-upper points joined, "
             f"linear between them: the envelope over every measured (budget, alpha) on test figures, for both "
-            f"methods alike: what each can reach, not a choice; the validation-chosen points follow): over the ID R@1 range both DVA's and the full fine-tune's (WiSE-FT) frontiers "
+            f"methods alike: what each can reach, not a choice; the validation-chosen points follow): over the ID "
+            f"R@1 range both DVA's and the full fine-tune's (WiSE-FT) frontiers "
             f"cover, {num(c['lo'])} to {num(c['hi'])}, DVA's mean OOD R@1 minus the full fine-tune's is "
             f"{num(c['min_diff'], signed=True)} at its least (at ID R@1 {num(worst['id_r1'])}, over "
             f"{_levels(len(c['levels']))}{left_out}) and "

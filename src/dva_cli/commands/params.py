@@ -13,7 +13,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--backbone", default="mobilenetv2_100", help="timm model name")
     p.add_argument("--ica-rank", type=int, default=16)
-    p.add_argument("--ica-target", default=None, help=f"ViT: {'|'.join(VIT_TARGETS)} (default qk); CNN: {'|'.join(CNN_TARGETS)} joined by +")
+    p.add_argument("--ica-target", default=None,
+                   help=f"ViT: {'|'.join(VIT_TARGETS)} (default qk); CNN: {'|'.join(CNN_TARGETS)} joined by +")
     p.add_argument("--ica-blocks", default="auto", help="'auto', 'all' or a slice like '-2:'")
     p.add_argument("--img-size", type=int, default=224)
     p.add_argument("--json", action="store_true", help="print one JSON object")
