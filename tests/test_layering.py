@@ -42,6 +42,17 @@ def test_import_dva_stays_light():
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+def test_cli_parser_and_import_dva_skip_torch():
+    """`dva --help`, an argparse error and `import dva` answer in a fraction of a second: the
+    parser of every command is built without torch or timm (seconds to import on a small machine)."""
+    code = ("import sys, dva; from dva_cli.cli import build_parser; p = build_parser(); "
+            "p.parse_known_args(['train', '--preset', 'lite2']); p.parse_known_args(['eval', '--dataset', 'folder', "
+            "'--root', 'x']); bad = sorted(m for m in ('torch', 'timm', 'torchvision') if m in sys.modules); "
+            "print(bad); assert not bad, bad; from dva import build_model, DVAModel; assert callable(build_model)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
 def test_no_long_functions():
     """No function body in src/ longer than 80 lines (docstrings aside): long ones hide stages."""
     long = []

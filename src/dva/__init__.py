@@ -9,7 +9,6 @@ the plain encoder (:mod:`dva.dpt`). At query time only the original image runs.
 >>> emb = model.embed(images)                            # (B, 1280), L2-normalised
 """
 from dva.config import DVAConfig, load_config
-from dva.model import DVAModel, build_model, count_parameters
 
 __all__ = ["DVAConfig", "DVAModel", "build_model", "count_parameters", "evaluate", "load_config",
            "load_checkpoint", "load_embedder"]
@@ -17,7 +16,12 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    # Lazy: keep `import dva` light for the CLI.
+    # Lazy: `import dva` (every `dva` command, `dva --help` too) must not import torch and timm,
+    # seconds on a small machine; the model's names load them when first used.
+    if name in ("DVAModel", "build_model", "count_parameters"):
+        from dva import model
+
+        return getattr(model, name)
     if name == "load_checkpoint":
         from dva.checkpoint import load_checkpoint
 

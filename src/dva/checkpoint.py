@@ -46,7 +46,12 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     """Tensors and decoded metadata of a checkpoint file."""
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"checkpoint {p} not found")
+        last = p.with_name("last.safetensors")
+        hint = ""
+        if p.name == "best.safetensors" and last.is_file():  # a run without validation keeps no best model
+            hint = (f": its run kept none (a best model is chosen on validation, off when too few training classes "
+                    f"can be held out); {last} is the model where training ended")
+        raise FileNotFoundError(f"checkpoint {p} not found{hint}")
     try:
         with safe_open(str(p), framework="pt") as f:
             meta = f.metadata() or {}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 # What the open-set protocol of each reader is (docs/METHOD.md, Evaluation); shown in --help.
 PROTOCOLS_HELP = """\
@@ -39,3 +40,31 @@ def add_data_arguments(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     g.add_argument("--strict-counts", action="store_true",
                    help="fail when counts differ from the published ones instead of warning")
     return g
+
+
+def split_paths(split: object) -> list[str]:
+    """Every image file of a split (train, test, query and gallery), each once, in order."""
+    seen: dict[str, None] = {}
+    for part in ("train", "test", "query", "gallery"):
+        for rec in getattr(split, part, None) or []:
+            seen.setdefault(rec.path, None)
+    return list(seen)
+
+
+def check_hint(dataset: str, root: str, protocol: str) -> str:
+    """The command that lists every unreadable image of a dataset."""
+    return f" (`dva data-info --dataset {dataset} --root {root} --protocol {protocol} --check` lists them all)"
+
+
+def all_unreadable(first: BaseException, paths: list[str], hint: str = "") -> BaseException:
+    """After the first image that failed to decode: the error naming every unreadable one of ``paths``.
+
+    Training and evaluation stop at the first file they cannot read; scanning every file only
+    then (a full decode, a few seconds per thousand images) costs nothing on clean data and
+    spares a user one rerun per bad file.
+    """
+    from dva.data import UnreadableImagesError, find_unreadable
+
+    print(f"an image cannot be read; checking all {len(paths)} images of the dataset ...", file=sys.stderr)
+    bad = find_unreadable(paths)
+    return UnreadableImagesError(bad, hint=hint) if bad else first

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 import traceback
@@ -80,6 +81,15 @@ def error_line(command: str, exc: BaseException) -> str:
     return f"dva {command}: error: {what}"
 
 
+def _silence_stdout() -> None:
+    """Point stdout at the null device, so that the interpreter's final flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no file descriptor (stdout replaced, e.g. in tests)
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``dva`` with ``argv`` (default: the command line); returns the exit status."""
     parser = build_parser()
@@ -97,6 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `dva search ... | head`: the reader left; nothing to report
+        _silence_stdout()
+        return 141  # 128 + SIGPIPE, what a shell reports for a writer cut off by its pipe
     except Exception as exc:  # noqa: BLE001 - sorted below: user errors are one line, bugs keep their traceback
         if not is_user_error(exc):
             raise

@@ -108,7 +108,7 @@ class TrainState:
         notes: dict[str, Any] = {}
         if "trainable" in saved:
             _load_trainable(self.model, saved)
-            last = _checkpoint_step(out / LAST_FILE)
+            last = checkpoint_step(out / LAST_FILE)
             if last != int(saved["step"]):
                 notes["last_checkpoint_step"] = last  # e.g. a crash between the two writes
         else:  # v1: the tensors are only in the checkpoint
@@ -208,7 +208,7 @@ def check_run_folder(out: str | Path, resume: bool, overwrite: bool) -> None:
         raise ValueError(f"{out} holds a finished run ({state}; {', '.join(found)}): pass --resume to continue "
                          "it (--resume-with-changes with a larger --train.steps or --train.epochs trains it "
                          f"further), {ways}")
-    step = _checkpoint_step(out / LAST_FILE)
+    step = checkpoint_step(out / LAST_FILE)
     at = f" (last checkpoint at step {step})" if step is not None else ""
     raise ValueError(f"{out} holds an unfinished run{at} ({', '.join(found)}): pass --resume to continue it, {ways}")
 
@@ -255,7 +255,7 @@ def _checkpoint_extra(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def _checkpoint_step(path: Path) -> int | None:
+def checkpoint_step(path: Path) -> int | None:
     """The step recorded in a checkpoint's metadata (None: absent or unreadable)."""
     extra = _checkpoint_extra(path)
     return None if extra is None else int(extra["step"])

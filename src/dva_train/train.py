@@ -62,14 +62,14 @@ StepCallback = Callable[[int], None]
 
 
 def train(cfg: DVAConfig, resume: bool = False, progress: bool = True, allow_config_changes: bool = False,
-          overwrite: bool = False, on_step: StepCallback | None = None) -> dict[str, Any]:
+          overwrite: bool = False, on_step: StepCallback | None = None, echo: bool | None = None) -> dict[str, Any]:
     """Train (or resume) one run in ``cfg.output_dir``; returns a summary with final metrics.
 
     Args:
         cfg: the run (checked with :func:`dva.config.validate` first: it may have been built or
             changed in code).
         resume: continue from ``train_state.pt`` when the run folder has one.
-        progress: progress bars and console log lines (rank 0).
+        progress: progress bars (rank 0).
         allow_config_changes: resume even if the config differs from the saved one (the
             differences are logged); otherwise such a resume raises ValueError.
         overwrite: train from scratch in a folder holding another run's results (deleted once
@@ -79,6 +79,8 @@ def train(cfg: DVAConfig, resume: bool = False, progress: bool = True, allow_con
         on_step: called with the step number after every optimisation step, after that step's
             log row and checkpoint: progress reporting, or an interruption at a chosen step (an
             exception it raises ends the run there, as a crash would).
+        echo: print each log row on the console too (rank 0; default: as ``progress``). ``log.jsonl``
+            holds them either way.
     """
     cfg.train.apply_trainable_defaults()  # a train.trainable set after the config was read
     validate(cfg, "train config")
@@ -89,7 +91,9 @@ def train(cfg: DVAConfig, resume: bool = False, progress: bool = True, allow_con
     info = init_distributed(cfg.train.device)
     threads = torch.get_num_threads()  # train.threads is this run's: the caller's setting comes back
     try:
-        return _train(cfg, info, _Options(resume, progress and info.main, allow_config_changes, overwrite, on_step))
+        echo = progress if echo is None else echo
+        return _train(cfg, info, _Options(resume, progress and info.main, allow_config_changes, overwrite, on_step,
+                                          echo and info.main))
     finally:
         torch.set_num_threads(threads)
         cleanup(info)
@@ -104,6 +108,7 @@ class _Options:
     allow_changes: bool
     overwrite: bool
     on_step: StepCallback | None
+    echo: bool
 
 
 @dataclass
@@ -165,7 +170,7 @@ def _setup(cfg: DVAConfig, info: DistInfo, opts: _Options, data: TrainData, run_
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
     barrier(info)
-    log = RunLog(out / "log.jsonl", info.main, quiet=not opts.progress, run_id=run_id)
+    log = RunLog(out / "log.jsonl", info.main, quiet=not opts.echo, run_id=run_id)
     if data.val_note:
         log.alert(data.val_note, kind="validation")
     for note in data.notes:

@@ -187,6 +187,8 @@ def test_the_closing_tables_say_which_model_each_scores():
     test = next(ln for ln in lines if ln.startswith("test split"))
     assert val.split() == ["val", "split", "frozen", "last@240", "change"]
     assert test.split() == ["test", "split", "frozen", "best@96", "change"]
-    assert "(test: the model validation chose, step 96, validation MAP@R 0.312; scored once" in report(summary)
+    assert "(test: the model validation chose, step 96, validation MAP@R 31.25; scored once" in report(summary)
+    # Percent, as `dva eval` prints: frozen, trained and the change in points.
+    assert next(ln for ln in lines if ln.startswith("R@1")).split() == ["R@1", "50.00", "50.00", "+0.00"]
     same = {**summary, "test_model": {"step": 240}, "checkpoints": {}}
     assert [ln.split()[3] for ln in report(same).splitlines() if "split" in ln[:10]] == ["trained", "trained"]

@@ -90,8 +90,18 @@ def test_ivfpq_too_small_errors_or_falls_back(tmp_path):
 
 
 def test_load_names_what_is_missing(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not a dva index.*dva index --embeddings"):
+    with pytest.raises(FileNotFoundError, match="nothing: no such index folder; build one with `dva index --emb"):
         GalleryIndex.load(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="not a dva index.*dva index --embeddings"):
+        GalleryIndex.load(tmp_path / "empty")
+    emb = tmp_path / "emb"  # an embeddings folder given as --index: said, with the command that builds one
+    emb.mkdir()
+    (emb / "meta.json").write_text("{}")
+    (emb / "inputs.jsonl").write_text("")
+    with pytest.raises(FileNotFoundError, match=r"an embeddings folder \(`dva embed --out`\), not an index; build "
+                                                r"one from it with `dva index --embeddings .*emb --out INDEX`"):
+        GalleryIndex.load(emb)
     gi = build_index(_synthetic(30), tmp_path / "idx")
     assert (len(gi), gi.dim, gi.fingerprint) == (30, 16, "synthetic")
     (tmp_path / "idx" / gi.meta["items_file"]).unlink()

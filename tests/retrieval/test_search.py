@@ -71,13 +71,16 @@ def test_long_labels_are_cut_so_the_path_column_aligns():
     column = header.index("gallery image")
     assert [r.index("/g/") for r in rows] == [column] * 3, "\n".join(lines)
     assert "Black-footed Albatros..." in rows[0] and len(lines) == 5  # cut to 24 characters
-    assert rows[1].split() == ["2", "0.5000", "wren", "/g/b.jpg"]
+    assert rows[1].split() == ["2", "0.5000", "1", "wren", "/g/b.jpg"]  # rank, cosine, id, label, path
     # A tab or newline inside a short label becomes a space: the row stays one row.
     tabbed = format_results([QueryResult("/q.jpg", [Hit(1, 0, 0.9, "/g/a.jpg", "a\tb\nc")])]).splitlines()
-    assert len(tabbed) == 3 and "\t" not in tabbed[2] and tabbed[2].split()[2:5] == ["a", "b", "c"]
+    assert len(tabbed) == 3 and "\t" not in tabbed[2] and tabbed[2].split()[3:6] == ["a", "b", "c"]
     # short labels: a narrow column, nothing cut
     narrow = format_results([QueryResult("/q.jpg", hits[1:2])]).splitlines()
-    assert narrow[2].index("/g/") == narrow[1].index("gallery image") == len("  rank   cosine  label  ")
+    assert narrow[2].index("/g/") == narrow[1].index("gallery image") == len("  rank   cosine  id  label  ")
+    # No hit (an empty gallery, or a filter no image passes): said, not a bare header.
+    empty = format_results([QueryResult("/q.jpg", [])]).splitlines()
+    assert empty == ["query /q.jpg", "  no hits: the gallery is empty, or no image of it passes --where"]
 
 
 def test_cli_table_aligns_with_real_labels(index_dir, gallery, capsys):

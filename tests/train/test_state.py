@@ -162,7 +162,7 @@ def test_batch_not_dividing_over_processes_is_refused_before_the_run_folder(synt
 
     out = tmp_path / "run"
     cfg = _cfg(synthetic_root, out, "--train.classes_per_batch", "3", "--train.images_per_class", "3")
-    opts = T._Options(resume=False, progress=False, allow_changes=False, overwrite=False, on_step=None)
+    opts = T._Options(resume=False, progress=False, allow_changes=False, overwrite=False, on_step=None, echo=False)
     with pytest.raises(ValueError, match="9 images per batch do not divide over 2 processes"):
         T._train(cfg, DistInfo(world=2), opts)  # refused in prepare_data, before any barrier or file
     assert not out.exists()

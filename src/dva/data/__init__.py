@@ -20,7 +20,9 @@ __all__ = [
     "ImageReadError",
     "ImageRecord",
     "Split",
+    "UnreadableImagesError",
     "find_dataset",
+    "find_unreadable",
     "get_reader",
     "is_image_file",
     "load_rgb",
@@ -28,7 +30,7 @@ __all__ = [
     "make_synthetic",
 ]
 
-_LAZY = {"ImageListDataset", "ImageReadError", "load_rgb"}
+_LAZY = {"ImageListDataset", "ImageReadError", "UnreadableImagesError", "find_unreadable", "load_rgb"}
 
 
 def __getattr__(name: str) -> object:

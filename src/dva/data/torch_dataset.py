@@ -35,6 +35,38 @@ def load_rgb(path: str) -> Image.Image:
                              "with a readable copy)") from exc
 
 
+class UnreadableImagesError(ImageReadError):
+    """Several image files of a dataset cannot be decoded; ``bad`` lists every one as ``(path, reason)``."""
+
+    def __init__(self, bad: Sequence[tuple[str, str]], shown: int = 10, hint: str = "") -> None:
+        self.bad = list(bad)
+        lines = [f"  {path}: {reason}" for path, reason in self.bad[:shown]]
+        if len(self.bad) > shown:
+            lines.append(f"  ... and {len(self.bad) - shown} more{hint}")
+        super().__init__(f"cannot read {len(self.bad)} image file(s):\n" + "\n".join(lines)
+                         + "\nremove them from the dataset folder or replace them with readable copies")
+
+
+def find_unreadable(paths: Sequence[str], threads: int = 4) -> list[tuple[str, str]]:
+    """Every file of ``paths`` that :func:`load_rgb` cannot decode, with the reason, in input order.
+
+    A full decode of each image (a truncated JPEG opens fine and fails only when its pixels are
+    read), in ``threads`` threads: Pillow releases the GIL while it decodes.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def reason(path: str) -> str | None:
+        try:
+            load_rgb(path)
+        except (FileNotFoundError, ImageReadError) as exc:
+            return str(exc.__cause__ or exc).split("\n")[0]
+        return None
+
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        reasons = list(pool.map(reason, paths))
+    return [(p, r) for p, r in zip(paths, reasons) if r is not None]
+
+
 def _to_tensor(img: Image.Image) -> torch.Tensor:
     arr = np.asarray(img, dtype=np.uint8)
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from dva.retrieval.index.build import build_index
 from dva.retrieval.report import write_report
-from dva.retrieval.search import QueryResult, hits_to_fetch, resolve_query_labels, search_paths
+from dva.retrieval.search import QueryResult, hits_to_fetch, resolve_query_labels, search_paths, trim_hits
 from dva.retrieval.store.embed import embed_gallery
 from dva.retrieval.store.gallery import GalleryItem, Label
 
@@ -19,8 +19,9 @@ def summarize(results: Sequence[QueryResult], k: int) -> dict:
     """Retrieval summary of query results whose labels may be known.
 
     Returns:
-        ``self_hit_rate``: among queries that are gallery files, the share whose rank-1 hit is
-        the file itself (None when no query is in the gallery); ``precision_at_k``: mean share
+        ``gallery_queries``: the queries that are gallery files (found among their hits);
+        ``self_hit_rate``: among them, the share whose rank-1 hit is the file itself (None when
+        no query is in the gallery); ``precision_at_k``: mean share
         of same-label hits among the first ``k`` non-self hits; ``recall_at_1``: share of
         labelled queries whose first non-self hit has their label (None without labels).
     """
@@ -39,6 +40,7 @@ def summarize(results: Sequence[QueryResult], k: int) -> dict:
             r1.append(float(same[0]))
     return {
         "queries": len(results),
+        "gallery_queries": self_total,
         "self_hit_rate": self_hits / self_total if self_total else None,
         "precision_at_k": sum(precs) / len(precs) if precs else None,
         "recall_at_1": sum(r1) / len(r1) if r1 else None,
@@ -94,8 +96,8 @@ def index_search_report(
     index = build_index(out / "embeddings", out / "index", kind="flat")
     qlabels = list(query_labels) if query_labels is not None else resolve_query_labels(index, query_paths)
     kq = hits_to_fetch(index, query_paths, k)
-    results = search_paths(index, embedder, [str(Path(p).resolve()) for p in query_paths], kq,
-                           labels=qlabels)
+    results = trim_hits(search_paths(index, embedder, [str(Path(p).resolve()) for p in query_paths], kq,
+                                     labels=qlabels), k)
     summary = summarize(results, k)
     report_summary = {
         "gallery images": len(index),

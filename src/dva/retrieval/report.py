@@ -13,6 +13,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -281,7 +282,8 @@ img.curves {{ max-width: 100%; }}
 
 # Summary keys a person reads: what each number is. ``{k}`` is the hits counted.
 _SUMMARY_LABELS = {
-    "self_hit_rate": "queries from the gallery that find themselves first",
+    "gallery_queries": "queries that are gallery images",
+    "self_hit_rate": "of those, the share that find themselves first",
     "precision_at_k": "precision@{k}: share of same-class images among the first {k} hits (self excluded)",
     "recall_at_1": "recall@1: queries whose first hit (self excluded) has their class",
 }
@@ -380,7 +382,9 @@ def write_report(
     if embedder is not None and hasattr(embedder, "fingerprint"):
         info.setdefault("model fingerprint", str(embedder.fingerprint)[:16])
     info["generated"] = time.strftime("%Y-%m-%d %H:%M:%S")
-    top = max((len(r.hits) for r in results), default=0)
+    # The hits shown besides the query's own (a gallery image finds itself first: k + 1 hits).
+    top = max((sum(os.path.realpath(h.path) != os.path.realpath(r.query) for h in r.hits) for r in results),
+              default=0)
     page = _page(title, info, bool(curves), top, rows_html, metrics)
     html_path = out / "index.html"
     atomic_write_text(html_path, page)

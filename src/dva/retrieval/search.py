@@ -6,6 +6,7 @@ Milvus collection); ``where`` restricts the hits to the items a metadata filter 
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -179,6 +180,19 @@ def hits_to_fetch(index: Gallery, paths: Sequence[str | Path], k: int) -> int:
     self hit is set aside (as :func:`dva.retrieval.pipeline.summarize` and the report do).
     """
     return k + 1 if gallery_items_at(index, paths) else k
+
+
+def trim_hits(results: Sequence[QueryResult], k: int) -> list[QueryResult]:
+    """Each result cut to ``k`` hits besides the query's own (when it is a gallery image and was found).
+
+    :func:`hits_to_fetch` asks one more hit of the whole batch as soon as one query is in the
+    gallery; a query that is not keeps ``k``, not ``k + 1``.
+    """
+    for res in results:
+        own = os.path.realpath(res.query)
+        res.hits = res.hits[:k + 1] if any(os.path.realpath(h.path) == own for h in res.hits[:k + 1]) \
+            else res.hits[:k]
+    return list(results)
 
 
 def has_labels(index: Gallery) -> bool:

@@ -15,6 +15,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     add_data_arguments(p)
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--check", action="store_true",
+                   help="decode every image and list the unreadable ones (exit status 1 when there are any)")
 
 
 def _names(names: list[str], shown: int = 6) -> str:
@@ -37,11 +39,20 @@ def run(args: argparse.Namespace) -> int:
     info["read_seconds"] = round(time.perf_counter() - t0, 3)
     info["evaluation"] = _evaluation(split)
     info["validation"] = _validation(split)
+    if args.check:  # a full decode of every file: a truncated JPEG opens fine and fails only when read
+        from dva.data import find_unreadable
+        from dva_cli._data import split_paths
+
+        t1 = time.perf_counter()
+        paths = split_paths(split)
+        info["unreadable"] = [{"path": p, "reason": r} for p, r in find_unreadable(paths)]
+        info["check_seconds"] = round(time.perf_counter() - t1, 3)
+    status = 1 if info.get("unreadable") else 0
     if args.json:
         print(json.dumps(info, indent=2))
-        return 0
+        return status
     for key, value in info.items():
-        if key in ("warnings", "train_class_names", "test_class_names", "evaluation", "validation"):
+        if key in ("warnings", "train_class_names", "test_class_names", "evaluation", "validation", "unreadable"):
             continue
         print(f"{key:<16} {value}")
     print(f"{'train classes':<16} {_names(info['train_class_names'])}")
@@ -56,7 +67,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"PROBLEM: `dva eval` will refuse this split: {ev['refused']}", file=sys.stderr)
     for w in ev["warnings"]:
         print(f"WARNING: {w}", file=sys.stderr)
-    return 0
+    if args.check:
+        bad = info["unreadable"]
+        print(f"{'unreadable':<16} {len(bad)} of {len(paths)} images")
+        for row in bad:
+            print(f"  {row['path']}: {row['reason']}")
+        if bad:
+            print("PROBLEM: remove the unreadable images from the dataset folder or replace them with readable "
+                  "copies", file=sys.stderr)
+    return status
 
 
 def _evaluation(split: object) -> dict[str, object]:

@@ -22,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "or CSV 'path[,label]' (relative paths are relative to the list file)")
     p.add_argument("--out", required=True, help="the embeddings directory (a killed run resumes)")
     p.add_argument("--labels-from-dirs", action="store_true",
-                   help="with a directory: label each image by its parent folder's name")
+                   help="with a directory: label each image by its class folder (the folder right under --images)")
     p.add_argument("--dtype", choices=("float32", "float16"), default="float32",
                    help="storage dtype of the embeddings (default float32)")
     p.add_argument("--batch-size", type=positive_int, default=64)

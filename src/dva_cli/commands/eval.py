@@ -74,10 +74,17 @@ def run(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     embedder = _model.embedder_from_args(args)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # check_evaluable's warnings, printed above
-        ev = evaluate(embedder, split, which, ks, batch_size=args.batch_size, num_workers=args.workers,
-                      progress=not args.no_progress)
+    from dva.data import ImageReadError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # check_evaluable's warnings, printed above
+            ev = evaluate(embedder, split, which, ks, batch_size=args.batch_size, num_workers=args.workers,
+                          progress=not args.no_progress)
+    except ImageReadError as exc:  # list every unreadable file at once, not one per rerun
+        from dva_cli._data import all_unreadable, check_hint, split_paths
+
+        raise all_unreadable(exc, split_paths(split), check_hint(args.dataset, args.root, args.protocol)) from exc
     if args.save_embeddings:
         out_npz = Path(args.save_embeddings)
         out_npz.parent.mkdir(parents=True, exist_ok=True)

@@ -156,5 +156,5 @@ def _remove(args: argparse.Namespace, where: str) -> int:
     removed = g.remove(ids)
     absent = len(set(ids)) - removed
     note = f" ({absent} of the ids given were not in it)" if absent else ""
-    print(f"removed {removed} items from {where}{note}; the gallery now holds {len(g)}")
+    print(f"removed {removed} item{'' if removed == 1 else 's'} from {where}{note}; the gallery now holds {len(g)}")
     return 0

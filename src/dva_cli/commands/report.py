@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from dva.retrieval.report import write_report
     from dva.retrieval.index import GalleryIndex
     from dva.retrieval.pipeline import summarize
-    from dva.retrieval.search import hits_to_fetch, resolve_query_labels, search_paths
+    from dva.retrieval.search import hits_to_fetch, resolve_query_labels, search_paths, trim_hits
     from dva.retrieval.store.gallery import read_image_list
 
     queries = [str(Path(q).resolve()) for q in args.queries]
@@ -42,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
     index.check_fingerprint(embedder.fingerprint)
     from_gallery = resolve_query_labels(index, queries)
     labels = [lab if lab is not None else g for lab, g in zip(labels, from_gallery)]
-    results = search_paths(index, embedder, queries, k=hits_to_fetch(index, queries, args.k), labels=labels)
+    results = trim_hits(search_paths(index, embedder, queries, k=hits_to_fetch(index, queries, args.k),
+                                     labels=labels), args.k)
     log = args.log
     if log is None and args.checkpoint:
         cand = Path(args.checkpoint).resolve().parent / "log.jsonl"

@@ -187,15 +187,19 @@ def format_results(results: list) -> str:
     # Several domains: each hit carries its domain (a column when a query searched them all).
     merged = any(r.extra.get("domain") == "all" for r in results)
     dwidth = max([6] + [len(str(getattr(h, "domain", ""))) for r in results for h in r.hits]) if merged else 0
+    iwidth = max([2] + [len(str(h.id)) for r in results for h in r.hits])  # the id `dva index --remove` takes
     lines = []
     for r in results:
         lines.append(f"query {r.query}{_where(r.extra)}")
-        lines.append(f"  {'rank':>4}  {'cosine':>7}  " + (f"{'domain':<{dwidth}}  " if merged else "")
+        if not r.hits:
+            lines.append("  no hits: the gallery is empty, or no image of it passes --where")
+            continue
+        lines.append(f"  {'rank':>4}  {'cosine':>7}  {'id':>{iwidth}}  " + (f"{'domain':<{dwidth}}  " if merged else "")
                      + (f"{'label':<{width}}  " if labelled else "") + "gallery image")
         for h in r.hits:
             dom = f"{getattr(h, 'domain', ''):<{dwidth}}  " if merged else ""
             lab = f"{_cell(h.label, width):<{width}}  " if labelled else ""
-            lines.append(f"  {h.rank:4d}  {h.score:7.4f}  {dom}{lab}{h.path}")
+            lines.append(f"  {h.rank:4d}  {h.score:7.4f}  {h.id:>{iwidth}}  {dom}{lab}{h.path}")
     return "\n".join(lines)
 
 

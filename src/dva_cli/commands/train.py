@@ -48,7 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="train from scratch even if OUTPUT_DIR holds another run (its checkpoints, state and "
                         "summary are deleted; log.jsonl keeps its rows); default: refuse")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars (logs still go to log.jsonl)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (none either when stderr is not a terminal); the log rows still print "
+                        "and go to log.jsonl")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     # Any other --section.key value pair is a config override, e.g. --train.epochs 3 --ica.rank 8.
     p.set_defaults(overrides=[])
@@ -56,7 +58,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def comparison_table(frozen: dict[str, float] | None, trained: dict[str, float] | None, split: str = "test",
                      label: str = "trained") -> str:
-    """Frozen backbone vs trained model (its column headed ``label``): Recall@1/2/4/8 and MAP@R, and the change."""
+    """Frozen backbone vs trained model (its column headed ``label``): Recall@1/2/4/8 and MAP@R in percent (as
+    ``dva eval`` prints them), and the change in points."""
     if not trained:
         return ""
     cols = ["frozen", label, "change"] if frozen else [label]
@@ -65,9 +68,9 @@ def comparison_table(frozen: dict[str, float] | None, trained: dict[str, float] 
         if key not in trained:
             continue
         cells = [trained[key]] if not frozen else [frozen[key], trained[key]]
-        row = "".join(f"{v:>10.3f}" for v in cells)
+        row = "".join(f"{100 * v:>10.2f}" for v in cells)
         if frozen:
-            row += f"{trained[key] - frozen[key]:>+10.3f}"
+            row += f"{100 * (trained[key] - frozen[key]):>+10.2f}"
         lines.append(f"{name:<10}{row}")
     return "\n".join(lines)
 
@@ -83,7 +86,7 @@ def report(summary: dict[str, Any]) -> str:
                             f"last@{summary.get('steps')}" if two else "trained")]
     if summary.get("test_metrics"):  # a run that validated: the test split, scored once for the chosen model
         best = (summary.get("checkpoints") or {}).get("best") or {}
-        on_val = (f", validation MAP@R {best['map@r']:.3f}" if best.get("map@r") is not None
+        on_val = (f", validation MAP@R {100 * best['map@r']:.2f}" if best.get("map@r") is not None
                   and best.get("step") == model.get("step") else "")
         out.append(comparison_table(summary.get("test_frozen_metrics"), summary["test_metrics"], "test",
                                     f"best@{model.get('step')}" if two else "trained")
@@ -96,13 +99,16 @@ def report(summary: dict[str, Any]) -> str:
     if last:
         out.append(f"trained = {last['path']}: {last['what']}, step {last['step']}")
     if best:
-        out.append(f"best    = {best['path']}: step {best['step']}, MAP@R {best['map@r']:.3f} on the {best['split']} "
+        out.append(f"best    = {best['path']}: step {best['step']}, MAP@R {100 * best['map@r']:.2f} on the {best['split']} "
                    f"split, {best['what']}")
     if summary.get("worse_than_frozen"):
         m = summary["metrics"]["map@r"]
-        d = f"MAP@R {m - summary['frozen_metrics']['map@r']:+.3f}" if math.isfinite(m) else "its embeddings are not finite"
-        out.append(f"WARNING: the trained model is worse than the frozen backbone ({d})"
-                   + (f"; use {best['path']}" if best and not m >= best["map@r"] else ""))
+        d = (f"MAP@R {100 * (m - summary['frozen_metrics']['map@r']):+.2f} points" if math.isfinite(m)
+             else "its embeddings are not finite")
+        use = (f"use {best['path']}" if best and not m >= best["map@r"] else
+               "the frozen backbone serves as is (dva eval/embed without --checkpoint), or a blend of the two "
+               "(--ica-scale 0.5); with few evaluation classes or images the difference may be noise")
+        out.append(f"WARNING: the trained model is worse than the frozen backbone ({d}); {use}")
     if summary.get("collapse"):
         out.append(f"STOPPED: {summary['collapse']['message']}")
     elif summary.get("findings"):
@@ -110,6 +116,22 @@ def report(summary: dict[str, Any]) -> str:
         out.append(f"WARNING: the collapse guard tripped {len(summary['findings'])} time(s) ({', '.join(kinds)}); "
                    "see log.jsonl (kind=collapse)")
     return "\n".join(x for x in out if x)
+
+
+def interrupted_note(out: str, save_every: int) -> str:
+    """What an interrupted ``dva train`` left in ``out`` and how to go on from it."""
+    from pathlib import Path
+
+    from dva_train.state import LAST_FILE, STATE_FILE, checkpoint_step
+
+    every = f"every {save_every} steps and " if save_every else ""
+    if not (Path(out) / STATE_FILE).is_file():
+        return (f"dva train: interrupted before its first saved state ({every}at each epoch's end): run the same "
+                "command again (with --overwrite if it refuses the folder) to start afresh")
+    step = checkpoint_step(Path(out) / LAST_FILE)
+    at = f" at step {step}" if step is not None else ""
+    return (f"dva train: interrupted; the state saved{at} ({every}at each epoch's end) is in {out}: run the same "
+            "command with --resume to continue from there")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -121,10 +143,25 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         return 0
+    from dva.data import ImageReadError
     from dva_train.train import train
 
-    summary = train(cfg, resume=args.resume or args.resume_with_changes, progress=not args.no_progress,
-                    allow_config_changes=args.resume_with_changes, overwrite=args.overwrite)
+    try:
+        # Bars only where a person watches (a terminal): in a log file each redraw would be a line.
+        # The log rows print either way.
+        summary = train(cfg, resume=args.resume or args.resume_with_changes,
+                        progress=not args.no_progress and sys.stderr.isatty(),
+                        allow_config_changes=args.resume_with_changes, overwrite=args.overwrite, echo=True)
+    except KeyboardInterrupt:
+        print(interrupted_note(cfg.output_dir, cfg.train.save_every), file=sys.stderr)
+        raise
+    except ImageReadError as exc:  # list every unreadable file at once, not one per rerun
+        from dva.data import load_split
+        from dva_cli._data import all_unreadable, check_hint, split_paths
+
+        d = cfg.data
+        raise all_unreadable(exc, split_paths(load_split(d.dataset, d.root, d.protocol)),
+                             check_hint(d.dataset, d.root, d.protocol)) from exc
     if summary.get("metrics") is None:  # a DDP rank other than 0: rank 0 reports
         return COLLAPSED if summary.get("status") == "stopped" else 0
     print(report(summary))

@@ -102,8 +102,13 @@ def read_pointer(d: Path) -> dict:
     """
     path = d / POINTER
     if not path.exists():
-        raise FileNotFoundError(f"{d}: not a dva index (no {POINTER}); build one with "
-                                "`dva index --embeddings DIR --out INDEX`")
+        build = "build one with `dva index --embeddings DIR --out INDEX`"
+        if not d.exists():
+            raise FileNotFoundError(f"{d}: no such index folder; {build}")
+        if (d / "meta.json").is_file() and (d / "inputs.jsonl").is_file():  # dva.retrieval.store.embeddings
+            raise FileNotFoundError(f"{d}: an embeddings folder (`dva embed --out`), not an index; "
+                                    f"build one from it with `dva index --embeddings {d} --out INDEX`")
+        raise FileNotFoundError(f"{d}: not a dva index (no {POINTER}); {build}")
     rec = read_json(path, "index description")
     fmt = rec.get("format") if isinstance(rec, dict) else type(rec).__name__
     if fmt not in (FORMAT, FORMAT_2, OLD_FORMAT):

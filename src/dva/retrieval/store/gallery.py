@@ -17,6 +17,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -49,7 +50,8 @@ def list_images(source: str | Path, label_from_parent: bool = False) -> list[Gal
             (an optional header line starting with ``path`` names the columns; with one, more
             columns may follow the label: see the module docstring). Relative paths in a list
             are relative to the list file's directory.
-        label_from_parent: for a directory, use each image's parent folder name as its label.
+        label_from_parent: for a directory, label each image by the folder right under ``source``
+            that holds it (as the folder dataset reader does; images in ``source`` itself: no label).
 
     Returns:
         The items with absolute real paths, in a deterministic order.
@@ -69,8 +71,15 @@ def _list_folder(src: Path, label_from_parent: bool) -> list[GalleryItem]:
         warnings.warn(note, stacklevel=3)
     if not found:
         raise ValueError(f"{src}: no image files found (extensions {sorted(IMAGE_EXTENSIONS)})")
-    return [GalleryItem(registry.real(p), Path(p).parent.name if label_from_parent else None)
+    return [GalleryItem(registry.real(p), _class_folder(src, p) if label_from_parent else None)
             for p in sorted(found, key=Path)]  # Path order, as before: ids stay those of earlier runs
+
+
+def _class_folder(root: Path, path: str) -> str | None:
+    """The folder right under ``root`` that holds ``path`` (the folder dataset reader's class: an image
+    in ``root/Mallard/2024-05/x.jpg`` is a Mallard, not a "2024-05"); ``None`` for an image in ``root``."""
+    parts = Path(os.path.relpath(path, root)).parts
+    return parts[0] if len(parts) > 1 else None
 
 
 def read_image_list(list_path: str | Path) -> list[GalleryItem]:
