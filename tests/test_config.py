@@ -191,8 +191,8 @@ def test_importing_the_config_loads_neither_torch_nor_timm():
     from pathlib import Path
 
     src = Path(__file__).resolve().parents[1] / "src" / "dva"
-    # torch and timm made unimportable; the package dva stubbed so that its __init__ (which loads
-    # the model, and torch with it) does not run: only dva.config and what it imports are loaded.
+    # torch and timm made unimportable; the package dva stubbed so that its __init__ does not run:
+    # only dva.config and what it imports are loaded (tests/test_layering.py checks `import dva`).
     code = ("import sys, types; sys.modules.update(torch=None, timm=None); "
             f"pkg = types.ModuleType('dva'); pkg.__path__ = [{str(src)!r}]; sys.modules['dva'] = pkg; "
             "import dva.config; print(sorted(m for m in sys.modules if m.startswith('dva')))")

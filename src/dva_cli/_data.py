@@ -53,11 +53,15 @@ def split_paths(split: object) -> list[str]:
 
 def check_hint(dataset: str, root: str, protocol: str) -> str:
     """The command that lists every unreadable image of a dataset."""
-    return f" (`dva data-info --dataset {dataset} --root {root} --protocol {protocol} --check` lists them all)"
+    import shlex
+
+    return (f" (`dva data-info --dataset {dataset} --root {shlex.quote(str(root))} --protocol {protocol} --check` "
+            "lists them all)")
 
 
-def all_unreadable(first: BaseException, paths: list[str], hint: str = "") -> BaseException:
-    """After the first image that failed to decode: the error naming every unreadable one of ``paths``.
+def all_unreadable(paths: list[str], hint: str = "") -> BaseException | None:
+    """After the first image that failed to decode: the error naming every unreadable one of ``paths``
+    (None when none is found now: the first error then stands).
 
     Training and evaluation stop at the first file they cannot read; scanning every file only
     then (a full decode, a few seconds per thousand images) costs nothing on clean data and
@@ -67,4 +71,4 @@ def all_unreadable(first: BaseException, paths: list[str], hint: str = "") -> Ba
 
     print(f"an image cannot be read; checking all {len(paths)} images of the dataset ...", file=sys.stderr)
     bad = find_unreadable(paths)
-    return UnreadableImagesError(bad, hint=hint) if bad else first
+    return UnreadableImagesError(bad, hint=hint) if bad else None

@@ -49,7 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for mod in _command_modules():
-        p = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP, parents=[_debug_flag(argparse.SUPPRESS)])
+        # No abbreviations: `--over` must not mean --overwrite (it deletes a run's checkpoints), and a
+        # typo of a flag is reported as such, not taken for the one it starts.
+        p = sub.add_parser(mod.NAME, help=mod.HELP, description=mod.HELP, parents=[_debug_flag(argparse.SUPPRESS)],
+                           allow_abbrev=False)
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)
     return parser
@@ -81,6 +84,17 @@ def error_line(command: str, exc: BaseException) -> str:
     return f"dva {command}: error: {what}"
 
 
+def _stdout_gone() -> bool:
+    """Whether standard output's reader has closed it (another pipe's error is reported instead)."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return True
+    except (OSError, ValueError):
+        return False
+    return False
+
+
 def _silence_stdout() -> None:
     """Point stdout at the null device, so that the interpreter's final flush does not fail again."""
     try:
@@ -103,13 +117,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = list(args.overrides or []) + extra
     try:
-        return int(args._run(args) or 0)
+        status = int(args._run(args) or 0)
+        sys.stdout.flush()  # here, not at the interpreter's exit: a reader gone is caught below
+        return status
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # `dva search ... | head`: the reader left; nothing to report
-        _silence_stdout()
-        return 141  # 128 + SIGPIPE, what a shell reports for a writer cut off by its pipe
+    except BrokenPipeError as exc:
+        if _stdout_gone():  # `dva search ... | head`: the reader left; nothing to report
+            _silence_stdout()
+            return 141  # 128 + SIGPIPE, what a shell reports for a writer cut off by its pipe
+        print(error_line(args.command, exc) + " (--debug shows the traceback)", file=sys.stderr)
+        return USER_ERROR
     except Exception as exc:  # noqa: BLE001 - sorted below: user errors are one line, bugs keep their traceback
         if not is_user_error(exc):
             raise

@@ -10,6 +10,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -151,7 +152,9 @@ def run_demo(out: str = "runs/demo", data: str | None = None, overrides: list[st
         print(f"demo: {why}; using a generated dataset in {root}")
     cfg = load_config("demo", ov + list(overrides or []))
     try:
-        summary = train(cfg, resume=not overwrite, progress=progress, overwrite=overwrite)
+        # Bars only on a terminal (in a log file each redraw is a line); the log rows as asked.
+        summary = train(cfg, resume=not overwrite, progress=progress and sys.stderr.isatty(), overwrite=overwrite,
+                        echo=progress)
     except ValueError as exc:  # a run of other settings (an older demo, other overrides) is in `out`
         if overwrite or "resume-with-changes" not in str(exc):
             raise

@@ -109,28 +109,70 @@ def test_an_interrupted_run_says_where_its_state_is_and_prints_its_log_rows(synt
     from dva_cli.commands.train import interrupted_note
 
     assert "interrupted before its first saved state" in interrupted_note(str(fresh), 50)
+    # With --overwrite, a state older than the command is the replaced run's: not offered for --resume.
+    import time
+
+    assert "the state saved at step 2" in interrupted_note(str(out), 2, started=0.0)
+    assert "interrupted before its first saved state" in interrupted_note(str(out), 2, started=time.time() + 1)
 
 
-def test_a_closed_pipe_ends_quietly(monkeypatch, capsys):
+def test_a_closed_pipe_ends_quietly(tmp_path):
+    """`dva data-info --json | head -0`: the reader is gone before the (buffered) output is flushed."""
+    import os
+    import subprocess
+    import sys
+
+    root = _photos(tmp_path / "photos", classes=4, per=2)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # block-buffered, as in a shell pipe
+    code = ("import sys, time; from dva_cli.cli import main; time.sleep(1.0); "
+            f"sys.exit(main(['data-info', '--dataset', 'folder', '--root', {str(root)!r}, '--json']))")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc.stdout.close()  # the reader leaves before the first byte
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and err == "", err
+
+
+def test_another_broken_pipe_is_reported(monkeypatch, capsys):
     import dva_cli.commands.data_info as D
 
     def cut(_args):
-        raise BrokenPipeError(32, "Broken pipe")
+        raise BrokenPipeError(32, "Broken pipe")  # e.g. a socket or a worker's pipe: stdout is fine
 
     monkeypatch.setattr(D, "run", cut)
-    assert main(["data-info", "--dataset", "folder", "--root", "x"]) == 141
-    assert capsys.readouterr().err == ""
+    assert main(["data-info", "--dataset", "folder", "--root", "x"]) == 2
+    assert "dva data-info: error: BrokenPipeError" in capsys.readouterr().err
+
+
+def test_an_image_too_large_to_open_is_listed_not_raised(tmp_path):
+    import pickle
+
+    from dva.data import UnreadableImagesError, find_unreadable
+
+    big = tmp_path / "big.png"
+    Image.new("1", (20000, 20000)).save(big)  # a few KB on disk, over twice Pillow's pixel limit
+    [(path, reason)] = find_unreadable([str(big)])
+    assert path == str(big) and "exceeds limit" in reason
+    err = pickle.loads(pickle.dumps(UnreadableImagesError([(path, reason)], hint=" (h)")))
+    assert err.bad == [(path, reason)] and "cannot read 1 image file(s)" in str(err)
 
 
 def test_labels_from_dirs_is_the_class_folder_under_the_root(tmp_path):
     from dva.retrieval.store.gallery import list_images
 
     root = tmp_path / "g"
-    for rel in ("Mallard/2024-05/a.png", "Mallard/b.png", "Wren/x/y/c.png", "top.png"):
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        Image.new("RGB", (8, 8)).save(root / rel)
-    labels = {Path(it.path).name: it.label for it in list_images(root, label_from_parent=True)}
-    assert labels == {"a.png": "Mallard", "b.png": "Mallard", "c.png": "Wren", "top.png": None}
+    def labels(root, files):
+        for rel in files:
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (8, 8)).save(root / rel)
+        return {Path(it.path).name: it.label for it in list_images(root, label_from_parent=True)}
+
+    assert labels(root, ("Mallard/2024-05/a.png", "Mallard/b.png", "Wren/x/y/c.png", "top.png")) == {
+        "a.png": "Mallard", "b.png": "Mallard", "c.png": "Wren", "top.png": None}
+    # The reader's other layouts: root/images/<class>/ and root/{train,val,test}/<class>/.
+    assert labels(tmp_path / "i", ("images/Mallard/a.png", "images/Wren/c.png")) == {"a.png": "Mallard",
+                                                                                      "c.png": "Wren"}
+    assert labels(tmp_path / "t", ("train/Mallard/a.png", "val/Teal/v.png", "test/Wren/c.png")) == {
+        "a.png": "Mallard", "v.png": "Teal", "c.png": "Wren"}
 
 
 def test_trim_hits_keeps_k_besides_the_query_itself():
@@ -141,3 +183,23 @@ def test_trim_hits_keeps_k_besides_the_query_itself():
     outside = QueryResult("/q/new.jpg", list(hits))  # not in the gallery: k, not k + 1
     trim_hits([in_gallery, outside], 3)
     assert [h.id for h in in_gallery.hits] == [0, 1, 2, 3] and [h.id for h in outside.hits] == [0, 1, 2]
+
+
+def test_flags_are_not_abbreviated(tmp_path, capsys):
+    """`--over` is not --overwrite (which deletes a run's checkpoints): it is refused."""
+    rc = main(["train", "--preset", "mobilenetv2", "--data.root", str(tmp_path), "--over"])
+    assert rc == 2 and "--over" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["data-info", "--dataset", "folder", "--root", str(tmp_path), "--jso"])
+    assert "unrecognized arguments: --jso" in capsys.readouterr().err
+
+
+def test_the_report_counts_gallery_queries_by_the_index_not_by_their_hits():
+    from dva.retrieval.pipeline import summarize
+    from dva.retrieval.search import Hit, QueryResult
+
+    hits = [Hit(1, 1, 0.9, "/g/1.jpg", "a"), Hit(2, 2, 0.8, "/g/2.jpg", "b")]
+    pushed_out = QueryResult("/g/0.jpg", list(hits), label="a")  # a gallery image whose own hit fell out
+    assert summarize([pushed_out], 2)["gallery_queries"] == 0  # by its hits alone: not seen
+    s = summarize([pushed_out], 2, in_gallery={"/g/0.jpg"})
+    assert s["gallery_queries"] == 1 and s["self_hit_rate"] == 0.0

@@ -35,6 +35,19 @@ def _subdirs(folder: Path) -> list[str]:
     return sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
 
 
+def class_roots(root: str | os.PathLike) -> list[Path]:
+    """The folders whose sub-folders are the classes, by the reader's rule: ``root/train``,
+    ``root/val`` and ``root/test`` when ``root`` holds ``train/`` and ``test/``; ``root/images`` when
+    that is ``root``'s only folder and ``root`` holds no image; else ``root`` itself."""
+    base = Path(root)
+    subs = _subdirs(base)
+    if "train" in subs and "test" in subs:
+        return [base / s for s in ("train", "val", "test") if s in subs]
+    if subs in (["images"], ["Images"]) and not any(F.is_image_file(f) for f in os.listdir(base)):
+        return [base / subs[0]]
+    return [base]
+
+
 def _group(name: str, part: str) -> str:
     """How a class folder is named in leak errors; ``val`` joins ``train``, so they are one side."""
     side = {"val": "train"}.get(part, part)
@@ -95,18 +108,16 @@ def read_folder(root: str, protocol: str = "open", strict_counts: bool = False) 
     if not base.is_dir():
         raise FileNotFoundError(f"{NAME}: root folder {base} does not exist. {HINT}")
     base = base.resolve()
-    subs = _subdirs(base)
+    roots = class_roots(base)
     reg = F.ImageRegistry()
-    if "train" in subs and "test" in subs:
-        parts = {s: scan_classes(base / s, reg, s, (base,)) for s in ("train", "val", "test") if s in subs}
+    if len(roots) > 1:  # train/ (val/) test/
+        parts = {r.name: scan_classes(r, reg, r.name, (base,)) for r in roots}
     else:
         if protocol == CLOSED:
             raise ValueError(f"{NAME}: the closed protocol needs {base / 'train'} and "
                              f"{base / 'test'} folders (each with one sub-folder per class); "
                              f"{base} has none. Use --protocol open, or arrange the tree so.")
-        if subs in (["images"], ["Images"]) and not any(F.is_image_file(f) for f in
-                                                        os.listdir(base)):
-            base = base / subs[0]
+        base = roots[0]
         parts = {"all": scan_classes(base, reg)}
     reg.raise_leaks(NAME, "folder: delete the copy, the symlink or the symlinked folder that puts it in the "
                     "second class folder, or in both train/ and test/")

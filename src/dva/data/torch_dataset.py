@@ -30,7 +30,7 @@ def load_rgb(path: str) -> Image.Image:
     try:
         with Image.open(path) as img:
             return to_rgb(img)  # decodes (EXIF-upright, 16-bit aware), so the file can be closed here
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ImageReadError(f"cannot read image {path}: {exc} (remove it from the dataset folder or replace it "
                              "with a readable copy)") from exc
 
@@ -39,12 +39,15 @@ class UnreadableImagesError(ImageReadError):
     """Several image files of a dataset cannot be decoded; ``bad`` lists every one as ``(path, reason)``."""
 
     def __init__(self, bad: Sequence[tuple[str, str]], shown: int = 10, hint: str = "") -> None:
-        self.bad = list(bad)
+        self.bad, self._shown, self._hint = list(bad), shown, hint
         lines = [f"  {path}: {reason}" for path, reason in self.bad[:shown]]
         if len(self.bad) > shown:
             lines.append(f"  ... and {len(self.bad) - shown} more{hint}")
         super().__init__(f"cannot read {len(self.bad)} image file(s):\n" + "\n".join(lines)
                          + "\nremove them from the dataset folder or replace them with readable copies")
+
+    def __reduce__(self) -> tuple:  # pickled with its arguments (e.g. out of a worker process)
+        return type(self), (self.bad, self._shown, self._hint)
 
 
 def find_unreadable(paths: Sequence[str], threads: int = 4) -> list[tuple[str, str]]:

@@ -1,13 +1,14 @@
 """One call from a gallery to a report: embed, index (flat), search, write the HTML report."""
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dva.retrieval.index.build import build_index
 from dva.retrieval.report import write_report
-from dva.retrieval.search import QueryResult, hits_to_fetch, resolve_query_labels, search_paths, trim_hits
+from dva.retrieval.search import (QueryResult, gallery_items_at, hits_to_fetch, resolve_query_labels, search_paths,
+                                  trim_hits)
 from dva.retrieval.store.embed import embed_gallery
 from dva.retrieval.store.gallery import GalleryItem, Label
 
@@ -15,11 +16,17 @@ if TYPE_CHECKING:
     from dva.runtime.protocol import EmbedderLike
 
 
-def summarize(results: Sequence[QueryResult], k: int) -> dict:
+def summarize(results: Sequence[QueryResult], k: int, in_gallery: Collection[str] | None = None) -> dict:
     """Retrieval summary of query results whose labels may be known.
 
+    Args:
+        results: The queries' hits.
+        k: The hits counted besides a query's own.
+        in_gallery: The resolved paths of the queries that are gallery files
+            (:func:`dva.retrieval.search.gallery_items_at`); None: those found among their own hits.
+
     Returns:
-        ``gallery_queries``: the queries that are gallery files (found among their hits);
+        ``gallery_queries``: the queries that are gallery files;
         ``self_hit_rate``: among them, the share whose rank-1 hit is the file itself (None when
         no query is in the gallery); ``precision_at_k``: mean share
         of same-label hits among the first ``k`` non-self hits; ``recall_at_1``: share of
@@ -29,8 +36,9 @@ def summarize(results: Sequence[QueryResult], k: int) -> dict:
     precs, r1 = [], []
     for res in results:
         qpath = str(Path(res.query).resolve())
-        in_gallery = any(str(Path(h.path).resolve()) == qpath for h in res.hits)
-        if in_gallery:
+        own = qpath in in_gallery if in_gallery is not None else any(
+            str(Path(h.path).resolve()) == qpath for h in res.hits)
+        if own:
             self_total += 1
             self_hits += bool(res.hits) and str(Path(res.hits[0].path).resolve()) == qpath
         others = [h for h in res.hits if str(Path(h.path).resolve()) != qpath][:k]
@@ -98,7 +106,7 @@ def index_search_report(
     kq = hits_to_fetch(index, query_paths, k)
     results = trim_hits(search_paths(index, embedder, [str(Path(p).resolve()) for p in query_paths], kq,
                                      labels=qlabels), k)
-    summary = summarize(results, k)
+    summary = summarize(results, k, set(gallery_items_at(index, query_paths)))
     report_summary = {
         "gallery images": len(index),
         "skipped images": len(emb.skipped),

@@ -84,7 +84,10 @@ def run(args: argparse.Namespace) -> int:
     except ImageReadError as exc:  # list every unreadable file at once, not one per rerun
         from dva_cli._data import all_unreadable, check_hint, split_paths
 
-        raise all_unreadable(exc, split_paths(split), check_hint(args.dataset, args.root, args.protocol)) from exc
+        every = all_unreadable(split_paths(split), check_hint(args.dataset, args.root, args.protocol))
+        if every is None:
+            raise
+        raise every from exc
     if args.save_embeddings:
         out_npz = Path(args.save_embeddings)
         out_npz.parent.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from dva.retrieval.report import write_report
     from dva.retrieval.index import GalleryIndex
     from dva.retrieval.pipeline import summarize
-    from dva.retrieval.search import hits_to_fetch, resolve_query_labels, search_paths, trim_hits
+    from dva.retrieval.search import gallery_items_at, hits_to_fetch, resolve_query_labels, search_paths, trim_hits
     from dva.retrieval.store.gallery import read_image_list
 
     queries = [str(Path(q).resolve()) for q in args.queries]
@@ -48,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     if log is None and args.checkpoint:
         cand = Path(args.checkpoint).resolve().parent / "log.jsonl"
         log = str(cand) if cand.exists() else None
-    summary = {key: v for key, v in summarize(results, args.k).items() if v is not None}
+    in_gallery = set(gallery_items_at(index, queries))
+    summary = {key: v for key, v in summarize(results, args.k, in_gallery).items() if v is not None}
     html = write_report(args.out, results, embedder=embedder, log_path=log,
                         summary={"index": args.index, "gallery images": len(index), **summary})
     print(f"report written to {html}")

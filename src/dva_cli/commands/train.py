@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
+import time
 from typing import Any
 
 NAME = "train"
@@ -105,9 +107,11 @@ def report(summary: dict[str, Any]) -> str:
         m = summary["metrics"]["map@r"]
         d = (f"MAP@R {100 * (m - summary['frozen_metrics']['map@r']):+.2f} points" if math.isfinite(m)
              else "its embeddings are not finite")
+        ck = last["path"] if last else "CHECKPOINT"
         use = (f"use {best['path']}" if best and not m >= best["map@r"] else
-               "the frozen backbone serves as is (dva eval/embed without --checkpoint), or a blend of the two "
-               "(--ica-scale 0.5); with few evaluation classes or images the difference may be noise")
+               f"the frozen backbone serves as is: dva eval/embed --checkpoint {ck} --ica-scale 0 (an adapter run; "
+               "0.5 blends the two), or dva interpolate --alpha for a head or full fine-tune; with few evaluation "
+               "classes or images the difference may be noise")
         out.append(f"WARNING: the trained model is worse than the frozen backbone ({d}); {use}")
     if summary.get("collapse"):
         out.append(f"STOPPED: {summary['collapse']['message']}")
@@ -118,14 +122,21 @@ def report(summary: dict[str, Any]) -> str:
     return "\n".join(x for x in out if x)
 
 
-def interrupted_note(out: str, save_every: int) -> str:
-    """What an interrupted ``dva train`` left in ``out`` and how to go on from it."""
+def _rank() -> int:
+    """This process's rank under torchrun (0 alone)."""
+    return int(os.environ.get("RANK", "0") or 0)
+
+
+def interrupted_note(out: str, save_every: int, started: float = 0.0) -> str:
+    """What an interrupted ``dva train`` left in ``out`` and how to go on from it; a state older than
+    ``started`` (the time the command began) is an earlier run's, not this one's."""
     from pathlib import Path
 
     from dva_train.state import LAST_FILE, STATE_FILE, checkpoint_step
 
     every = f"every {save_every} steps and " if save_every else ""
-    if not (Path(out) / STATE_FILE).is_file():
+    state = Path(out) / STATE_FILE
+    if not state.is_file() or state.stat().st_mtime < started:
         return (f"dva train: interrupted before its first saved state ({every}at each epoch's end): run the same "
                 "command again (with --overwrite if it refuses the folder) to start afresh")
     step = checkpoint_step(Path(out) / LAST_FILE)
@@ -146,6 +157,9 @@ def run(args: argparse.Namespace) -> int:
     from dva.data import ImageReadError
     from dva_train.train import train
 
+    # With --overwrite, a state older than this command is the replaced run's (deleted once training
+    # starts); with --resume, it is this run's own.
+    started = time.time() if args.overwrite else 0.0
     try:
         # Bars only where a person watches (a terminal): in a log file each redraw would be a line.
         # The log rows print either way.
@@ -153,15 +167,25 @@ def run(args: argparse.Namespace) -> int:
                         progress=not args.no_progress and sys.stderr.isatty(),
                         allow_config_changes=args.resume_with_changes, overwrite=args.overwrite, echo=True)
     except KeyboardInterrupt:
-        print(interrupted_note(cfg.output_dir, cfg.train.save_every), file=sys.stderr)
+        if _rank() == 0:
+            print(interrupted_note(cfg.output_dir, cfg.train.save_every, started), file=sys.stderr)
         raise
     except ImageReadError as exc:  # list every unreadable file at once, not one per rerun
+        if _rank() != 0:  # rank 0 lists them; the other ranks fail with their first
+            raise
+        import warnings
+
         from dva.data import load_split
         from dva_cli._data import all_unreadable, check_hint, split_paths
 
         d = cfg.data
-        raise all_unreadable(exc, split_paths(load_split(d.dataset, d.root, d.protocol)),
-                             check_hint(d.dataset, d.root, d.protocol)) from exc
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the split's notes were said when training read it
+            paths = split_paths(load_split(d.dataset, d.root, d.protocol))
+        every = all_unreadable(paths, check_hint(d.dataset, d.root, d.protocol))
+        if every is None:
+            raise
+        raise every from exc
     if summary.get("metrics") is None:  # a DDP rank other than 0: rank 0 reports
         return COLLAPSED if summary.get("status") == "stopped" else 0
     print(report(summary))

@@ -26,6 +26,7 @@ from typing import Any
 
 from dva.data import IMAGE_EXTENSIONS
 from dva.data._files import ImageRegistry, walk_images
+from dva.data.folder import class_roots
 from dva.retrieval.filters import COLUMN_RE, KEYWORDS
 
 Label = str | int | None
@@ -71,15 +72,20 @@ def _list_folder(src: Path, label_from_parent: bool) -> list[GalleryItem]:
         warnings.warn(note, stacklevel=3)
     if not found:
         raise ValueError(f"{src}: no image files found (extensions {sorted(IMAGE_EXTENSIONS)})")
-    return [GalleryItem(registry.real(p), _class_folder(src, p) if label_from_parent else None)
+    roots = class_roots(src) if label_from_parent else []
+    return [GalleryItem(registry.real(p), _class_folder(roots, p) if label_from_parent else None)
             for p in sorted(found, key=Path)]  # Path order, as before: ids stay those of earlier runs
 
 
-def _class_folder(root: Path, path: str) -> str | None:
-    """The folder right under ``root`` that holds ``path`` (the folder dataset reader's class: an image
-    in ``root/Mallard/2024-05/x.jpg`` is a Mallard, not a "2024-05"); ``None`` for an image in ``root``."""
-    parts = Path(os.path.relpath(path, root)).parts
-    return parts[0] if len(parts) > 1 else None
+def _class_folder(roots: list[Path], path: str) -> str | None:
+    """The class of ``path`` as the folder dataset reader names it: the folder right under the class
+    root that holds it (``dva.data.folder.class_roots``: an image in ``root/Mallard/2024-05/x.jpg``,
+    or in ``root/train/Mallard/x.jpg``, is a Mallard); ``None`` for an image in no class folder."""
+    for root in roots:
+        parts = Path(os.path.relpath(path, root)).parts
+        if parts and parts[0] != os.pardir:
+            return parts[0] if len(parts) > 1 else None
+    return None
 
 
 def read_image_list(list_path: str | Path) -> list[GalleryItem]:
