@@ -56,3 +56,18 @@ def embedder_from_args(args: argparse.Namespace) -> EmbedderLike:
     return load_embedder(checkpoint=args.checkpoint, backbone=args.backbone or DEFAULT_BACKBONE,
                          weights=weights, img_size=args.img_size, device=args.device,
                          runtime=getattr(args, "runtime", "torch"), ica_scale=getattr(args, "ica_scale", None))
+
+
+def check_query_model(gallery: object, embedder: EmbedderLike, args: argparse.Namespace) -> None:
+    """``gallery.check_fingerprint`` for the query model, saying so when no ``--checkpoint`` was given
+    (the query model is then a frozen backbone: a common slip when the gallery was embedded by a trained one)."""
+    from dva.retrieval.index import FingerprintMismatchError
+
+    try:
+        gallery.check_fingerprint(embedder.fingerprint)  # type: ignore[attr-defined]
+    except FingerprintMismatchError as exc:
+        if args.checkpoint:
+            raise
+        backbone = args.backbone or DEFAULT_BACKBONE
+        raise FingerprintMismatchError(f"{exc} (no --checkpoint was given: the query model is the frozen {backbone}; "
+                                       "pass the checkpoint that embedded the gallery)") from None

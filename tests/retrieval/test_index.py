@@ -45,6 +45,13 @@ def test_fingerprint_mismatch_is_refused_naming_both(embedder, make_embedder, ga
     assert cli.main(["search", "--index", str(tmp_path / "idx"), str(paths[0])]) == 2
     err_text = capsys.readouterr().err
     assert "fingerprint" in err_text and other.fingerprint in err_text and "Traceback" not in err_text
+    # No --checkpoint: the query model is a frozen backbone, said with the fix.
+    assert f"no --checkpoint was given: the query model is the frozen {embed_cmd.DEFAULT_BACKBONE}" in err_text
+    # The index names the model that embedded it, as its embeddings folder described it.
+    model = index.meta["embeddings"]["model"]
+    assert index.model_words() and f"{model['img_size']} px" in index.model_words() and index.model_words() in msg
+    assert cli.main(["search", "--index", str(tmp_path / "idx"), "--checkpoint", "x.safetensors", str(paths[0])]) == 2
+    assert "no --checkpoint was given" not in capsys.readouterr().err
 
 
 def test_ivfpq_recall_and_defaults(tmp_path):

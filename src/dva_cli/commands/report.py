@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("give query images as arguments or with --query-list")
     index = GalleryIndex.load(args.index)
     embedder = _model.embedder_from_args(args)
-    index.check_fingerprint(embedder.fingerprint)
+    _model.check_query_model(index, embedder, args)
     from_gallery = resolve_query_labels(index, queries)
     labels = [lab if lab is not None else g for lab, g in zip(labels, from_gallery)]
     results = trim_hits(search_paths(index, embedder, queries, k=hits_to_fetch(index, queries, args.k),

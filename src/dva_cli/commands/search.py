@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     index = open_gallery("faiss", location(args, "--index"))
     _check_where(index, args.where)
     embedder = _model.embedder_from_args(args)
-    index.check_fingerprint(embedder.fingerprint)  # before any image work
+    _model.check_query_model(index, embedder, args)  # before any image work
     if args.nprobe:
         index.set_nprobe(args.nprobe)
     return _print(search_paths(index, embedder, queries, k=args.k, where=args.where), args.json)
@@ -155,7 +155,7 @@ def _run_milvus(args: argparse.Namespace, queries: list[str]) -> int:
     where = location(args, "--index")
     embedder = _model.embedder_from_args(args)
     gallery = open_gallery("milvus", where, fingerprint=embedder.fingerprint)
-    gallery.check_fingerprint(embedder.fingerprint)
+    _model.check_query_model(gallery, embedder, args)
     _check_where(gallery, args.where)
     return _print(search_paths(gallery, embedder, queries, k=args.k, where=args.where), args.json)
 

@@ -143,10 +143,21 @@ class GalleryIndex(DescribedVectors):
         if str(fingerprint) != self.fingerprint:
             where = f"index {self.path}" if self.path else "the index"
             raise FingerprintMismatchError(
-                f"{where} was built with model fingerprint {self.fingerprint} but the query "
-                f"model has fingerprint {fingerprint}; search with the model that built the "
+                f"{where} was built with model fingerprint {self.fingerprint}{self.model_words()} but the "
+                f"query model has fingerprint {fingerprint}; search with the model that built the "
                 "index, or re-run `dva embed` and `dva index` with this model"
             )
+
+    def model_words(self) -> str:
+        """`` (backbone lite2, with adapters, 260 px)``: the model that embedded the gallery, as its
+        embeddings folder described it (empty for an index built before it was recorded)."""
+        model = (self.meta.get("embeddings") or {}).get("model") or {}
+        words = [f"backbone {model['backbone']}"] if model.get("backbone") else []
+        if "adapters" in model:
+            words.append("with adapters" if model["adapters"] else "no adapters (the frozen backbone)")
+        if model.get("img_size"):
+            words.append(f"{model['img_size']} px")
+        return f" ({', '.join(words)})" if words else ""
 
     def set_nprobe(self, nprobe: int) -> None:
         """Set the IVF lists visited per query (no-op for a flat index)."""
