@@ -101,8 +101,8 @@ def report(summary: dict[str, Any]) -> str:
     if last:
         out.append(f"trained = {last['path']}: {last['what']}, step {last['step']}")
     if best:
-        out.append(f"best    = {best['path']}: step {best['step']}, MAP@R {100 * best['map@r']:.2f} on the {best['split']} "
-                   f"split, {best['what']}")
+        out.append(f"best    = {best['path']}: step {best['step']}, MAP@R {100 * best['map@r']:.2f} on the "
+                   f"{best['split']} split, {best['what']}")
     if summary.get("worse_than_frozen"):
         m = summary["metrics"]["map@r"]
         d = (f"MAP@R {100 * (m - summary['frozen_metrics']['map@r']):+.2f} points" if math.isfinite(m)
